@@ -1,0 +1,141 @@
+"""Quality figures of a project: agreement, gold accuracy and throughput per annotator.
+
+Reads the database and hands plain data to ``annotator.agreement``. Who is compared:
+every latest label with a verdict, imported ones included (named ``import-x:labeller``),
+so a reviewer can see how the team agrees with an imported benchmark's labels.
+Gold accuracy and throughput are about people labelling in Stepwise only.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db.models import Count, Sum
+
+from annotator import agreement
+from annotator.models import Annotation, AnnotationKind, Membership, Project, Role
+from annotator.queue import matches_gold
+
+
+@dataclass
+class AnnotatorRow:
+    name: str
+    labelled: int = 0
+    agreement: agreement.RaterAgreement | None = None
+    gold_answered: int = 0
+    gold_correct: int = 0
+    timed_traces: int = 0
+    seconds: float = 0.0
+    median_seconds: float | None = None
+
+    @property
+    def gold_accuracy(self) -> float | None:
+        return self.gold_correct / self.gold_answered if self.gold_answered else None
+
+    @property
+    def traces_per_hour(self) -> float | None:
+        return self.timed_traces / (self.seconds / 3600) if self.seconds > 0 else None
+
+
+@dataclass
+class ProjectQuality:
+    summary: agreement.Summary
+    pairs: list[agreement.PairAgreement]
+    annotators: list[AnnotatorRow] = field(default_factory=list)
+
+
+def collect_labels(project: Project) -> tuple[dict, dict]:
+    """({rater: {trace_id: first_error}}, {rater: {trace_id: ratings}}) over the traces
+    that two or more raters labelled with a verdict."""
+    verdicts = Annotation.objects.filter(
+        trace__project=project,
+        kind=AnnotationKind.LABEL,
+        is_latest=True,
+        first_error_step__isnull=False,
+    )
+    shared = (
+        verdicts.order_by()
+        .values("trace_id")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .values("trace_id")
+    )
+    labels: dict[str, dict[int, int]] = defaultdict(dict)
+    ratings: dict[str, dict[int, list]] = defaultdict(dict)
+    rows = verdicts.filter(trace_id__in=shared).values_list(
+        "trace_id", "annotator__username", "external_annotator", "first_error_step", "step_ratings"
+    )
+    for trace_id, username, external, first_error, step_ratings in rows.iterator(chunk_size=5000):
+        rater = f"{username}:{external}" if external else username
+        labels[rater][trace_id] = first_error
+        if step_ratings:
+            ratings[rater][trace_id] = step_ratings
+    return dict(labels), dict(ratings)
+
+
+def project_quality(project: Project) -> ProjectQuality:
+    labels, ratings = collect_labels(project)
+    pairs = agreement.pair_agreements(labels, ratings)
+    quality = ProjectQuality(summary=agreement.summarise(labels, pairs), pairs=pairs)
+    by_rater = {r.rater: r for r in agreement.rater_agreements(labels)}
+
+    members = (
+        Membership.objects.filter(project=project, role=Role.ANNOTATOR)
+        .select_related("user")
+        .order_by("user__username")
+    )
+    rows: dict[int, AnnotatorRow] = {}
+    for m in members:
+        rows[m.user_id] = AnnotatorRow(m.user.username)
+    # Reviewers and owners who labelled count too.
+    for user_id, username in (
+        Annotation.objects.filter(
+            trace__project=project, kind=AnnotationKind.LABEL, annotator__is_active=True
+        )
+        .order_by()
+        .values_list("annotator_id", "annotator__username")
+        .distinct()
+    ):
+        rows.setdefault(user_id, AnnotatorRow(username))
+
+    latest = Annotation.objects.filter(
+        trace__project=project, kind=AnnotationKind.LABEL, is_latest=True, annotator_id__in=rows
+    )
+    for user_id, n in latest.order_by().values_list("annotator_id").annotate(n=Count("id")):
+        rows[user_id].labelled = n
+
+    for row in (
+        latest.filter(trace__is_gold=True)
+        .order_by()
+        .values("annotator_id")
+        .annotate(answered=Count("id"), correct=Count("id", filter=matches_gold()))
+    ):
+        rows[row["annotator_id"]].gold_answered = row["answered"]
+        rows[row["annotator_id"]].gold_correct = row["correct"]
+
+    # Time per trace: all versions of a user's label of a trace (an undo and fix adds up).
+    per_trace: dict[int, list[float]] = defaultdict(list)
+    for user_id, seconds in (
+        Annotation.objects.filter(
+            trace__project=project,
+            kind=AnnotationKind.LABEL,
+            annotator_id__in=rows,
+            seconds_spent__isnull=False,
+        )
+        .order_by()
+        .values("annotator_id", "trace_id")
+        .annotate(s=Sum("seconds_spent"))
+        .values_list("annotator_id", "s")
+    ):
+        per_trace[user_id].append(seconds)
+    for user_id, times in per_trace.items():
+        rows[user_id].timed_traces = len(times)
+        rows[user_id].seconds = sum(times)
+        rows[user_id].median_seconds = statistics.median(times)
+
+    for row in rows.values():
+        row.agreement = by_rater.get(row.name)
+    quality.annotators = sorted(rows.values(), key=lambda r: r.name)
+    return quality

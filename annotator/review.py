@@ -1,0 +1,188 @@
+"""Review: disagreements, adjudication, accept/reject/send back, gold questions.
+
+A disagreement is a trace whose latest labels (annotators' and imported ones) give
+two or more different first errors; "all correct" (-1) is a first error like any
+other here. Labels without a verdict (gave up, bad problem) are not compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Count, Exists, OuterRef, QuerySet
+
+from annotator.labelling import Label, append_version, lock_trace
+from annotator.models import (
+    Annotation,
+    AnnotationKind,
+    Membership,
+    Project,
+    Review,
+    ReviewDecision,
+    Trace,
+)
+
+MAX_ROWS = 200
+
+
+def labeller_name(annotation: Annotation) -> str:
+    name = annotation.annotator.username
+    return f"{name}:{annotation.external_annotator}" if annotation.external_annotator else name
+
+
+def _verdicts(project: Project) -> QuerySet[Annotation]:
+    return Annotation.objects.filter(
+        trace__project=project,
+        kind=AnnotationKind.LABEL,
+        is_latest=True,
+        first_error_step__isnull=False,
+    )
+
+
+@dataclass
+class DisagreementRow:
+    trace: Trace
+    labels: list[tuple[str, int]]  # (labeller, first error)
+    adjudicated: Annotation | None
+
+
+def disagreements(
+    project: Project, *, include_adjudicated: bool = False, limit: int = MAX_ROWS
+) -> list[DisagreementRow]:
+    disputed = (
+        _verdicts(project)
+        .order_by()
+        .values("trace_id")
+        .annotate(n=Count("first_error_step", distinct=True))
+        .filter(n__gt=1)
+        .values("trace_id")
+    )
+    traces = Trace.objects.filter(pk__in=disputed).select_related("problem").order_by("id")
+    if not include_adjudicated:
+        traces = traces.exclude(
+            Exists(
+                Annotation.objects.filter(
+                    trace=OuterRef("pk"), kind=AnnotationKind.ADJUDICATION, is_latest=True
+                )
+            )
+        )
+    traces = list(traces[:limit])
+    rows = {t.pk: DisagreementRow(t, [], None) for t in traces}
+    for a in (
+        Annotation.objects.filter(
+            trace_id__in=rows,
+            is_latest=True,
+            kind__in=[AnnotationKind.LABEL, AnnotationKind.ADJUDICATION],
+        )
+        .select_related("annotator")
+        .order_by("id")
+    ):
+        row = rows[a.trace_id]
+        if a.kind == AnnotationKind.ADJUDICATION:
+            row.adjudicated = a
+        elif a.first_error_step is not None:
+            row.labels.append((labeller_name(a), a.first_error_step))
+    return list(rows.values())
+
+
+def trace_context(membership: Membership, trace: Trace) -> dict:
+    """Everything the side-by-side review page shows for one trace."""
+    steps = list(trace.steps.order_by("index").values_list("index", "text"))
+    annotations = list(
+        trace.annotations.filter(is_latest=True)
+        .select_related("annotator")
+        .prefetch_related("reviews")
+        .order_by("kind", "id")
+    )
+    columns = []
+    for a in annotations:
+        ratings = list(a.step_ratings or [])
+        ratings = (ratings + [None] * len(steps))[: len(steps)]
+        reviews = list(a.reviews.all())
+        columns.append(
+            {
+                "annotation": a,
+                "name": labeller_name(a),
+                "ratings": ratings,
+                "review": reviews[-1] if reviews else None,
+            }
+        )
+    step_rows = [
+        (
+            index,
+            text,
+            [(c["ratings"][index], c["annotation"].first_error_step == index) for c in columns],
+        )
+        for index, text in steps
+    ]
+    adjudication = next((a for a in annotations if a.kind == AnnotationKind.ADJUDICATION), None)
+    gold = next((a for a in annotations if a.kind == AnnotationKind.GOLD), None)
+    return {
+        "project": membership.project,
+        "membership": membership,
+        "trace": trace,
+        "columns": columns,
+        "step_rows": step_rows,
+        "adjudication": adjudication,
+        "gold": gold,
+        "steps": steps,
+    }
+
+
+def adjudicate(trace: Trace, reviewer, label: Label, note: str = "") -> Annotation:
+    """The reviewer's label for the trace; exports prefer it over annotators' labels."""
+    with transaction.atomic():
+        lock_trace(trace)
+        return append_version(trace, reviewer, AnnotationKind.ADJUDICATION, label, note=note)[0]
+
+
+def mark_gold(trace: Trace, reviewer, label: Label) -> Annotation:
+    """Make the trace a gold question with ``label`` as its reference answer."""
+    with transaction.atomic():
+        lock_trace(trace)
+        annotation = append_version(trace, reviewer, AnnotationKind.GOLD, label)[0]
+        Trace.objects.filter(pk=trace.pk).update(is_gold=True)
+    trace.is_gold = True
+    return annotation
+
+
+def unmark_gold(trace: Trace) -> None:
+    """Back to a regular trace; the gold labels stay in the history."""
+    Trace.objects.filter(pk=trace.pk).update(is_gold=False)
+    trace.is_gold = False
+
+
+def decide(annotation: Annotation, reviewer, decision: str, comment: str = "") -> Review:
+    return Review.objects.create(
+        annotation=annotation, reviewer=reviewer, decision=decision, comment=comment.strip()
+    )
+
+
+def send_back(trace: Trace, reviewer, comment: str) -> int:
+    """Ask every annotator of the trace (not imported labels) to look at it again."""
+    current = Annotation.objects.filter(
+        trace=trace, kind=AnnotationKind.LABEL, is_latest=True, annotator__is_active=True
+    )
+    reviews = [
+        Review(annotation=a, reviewer=reviewer, decision=ReviewDecision.SEND_BACK, comment=comment)
+        for a in current
+    ]
+    Review.objects.bulk_create(reviews)
+    return len(reviews)
+
+
+def open_requests(project: Project, user) -> QuerySet[Review]:
+    """Rejections and send-backs of the user's current labels, not yet superseded by a
+    newer version of the label or a later review."""
+    later = Review.objects.filter(annotation=OuterRef("annotation"), pk__gt=OuterRef("pk"))
+    return (
+        Review.objects.filter(
+            annotation__trace__project=project,
+            annotation__annotator=user,
+            annotation__is_latest=True,
+            decision__in=[ReviewDecision.SEND_BACK, ReviewDecision.REJECT],
+        )
+        .exclude(Exists(later))
+        .order_by("-id")
+    )

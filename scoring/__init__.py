@@ -1,0 +1,8 @@
+"""Stepwise scoring: PRM adapters, answer grading, Monte-Carlo estimation and metrics.
+
+Plain Python over plain data. This package never imports Django or Celery, and
+``import scoring`` does not import torch: heavy imports live inside the functions
+that need them.
+"""
+
+from __future__ import annotations

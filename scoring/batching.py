@@ -1,0 +1,65 @@
+"""Length-bucketed batches under a token budget, and a smaller batch on out-of-memory.
+
+The engine knows nothing about tokenization: it sees lengths and a callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+R = TypeVar("R")
+
+
+def plan_batches(
+    lengths: Sequence[int], batch_tokens: int, max_batch_size: int | None = None
+) -> list[list[int]]:
+    """Group item indices into batches whose padded size (size x longest) fits ``batch_tokens``.
+
+    Items are sorted longest first so each batch holds similar lengths and padding stays
+    small; an item longer than the budget gets a batch of its own.
+
+    >>> plan_batches([5, 100, 7, 98], batch_tokens=200)
+    [[1, 3], [2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[current[0]] if current else lengths[index]
+        full = max_batch_size is not None and len(current) >= max_batch_size
+        if current and (full or (len(current) + 1) * longest > batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA (and MPS/CPU allocator) out-of-memory errors, whatever their class."""
+    return "out of memory" in str(error).lower() or type(error).__name__ == "OutOfMemoryError"
+
+
+def run_with_oom_fallback(
+    batch: list[int], run: Callable[[list[int]], R], on_oom: Callable[[], None] | None = None
+) -> Iterator[tuple[list[int], R]]:
+    """Yield ``(sub_batch, run(sub_batch))``, halving the batch on out-of-memory.
+
+    A single item that still does not fit re-raises: there is nothing smaller to try.
+    """
+    pending = [batch]
+    while pending:
+        current = pending.pop(0)
+        try:
+            result = run(current)
+        except Exception as error:  # torch.OutOfMemoryError subclasses RuntimeError
+            if not is_out_of_memory(error) or len(current) == 1:
+                raise
+            if on_oom is not None:
+                on_oom()
+            half = len(current) // 2
+            pending[:0] = [current[:half], current[half:]]
+            continue
+        yield current, result

@@ -1,0 +1,119 @@
+"""Scoring traces: one forward pass per trace, batched, bucketed, OOM-tolerant.
+
+``score_traces`` is the entry point the Django app and the CLI use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from scoring.batching import plan_batches, run_with_oom_fallback
+from scoring.types import StepScores, Trace
+
+DEFAULT_BATCH_TOKENS = 16384
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int, device: Any = "cpu"
+) -> tuple[Any, Any]:
+    """Right-pad token lists: -> input_ids (B, T), attention_mask (B, T)."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, : len(seq)] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def score_traces(
+    adapter: Any,
+    traces: Sequence[Trace],
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    progress: Progress | None = None,
+) -> Iterator[StepScores]:
+    """Per-step scores for each trace, yielded in input order.
+
+    Model adapters score each trace with one forward pass, traces batched by length under
+    ``batch_tokens`` padded tokens; on out-of-memory a batch is split in halves and retried.
+    Model-free adapters (``score_trace`` only) run trace by trace.
+    """
+    total = len(traces)
+    if not hasattr(adapter, "encode"):
+        for done, trace in enumerate(traces, start=1):
+            start = time.perf_counter()
+            result = adapter.score_trace(trace)
+            yield _with_timing(result, time.perf_counter() - start, result.n_tokens)
+            if progress:
+                progress(done, total)
+        return
+
+    import torch
+
+    encoded = [adapter.encode(trace) for trace in traces]
+    lengths = [len(e.input_ids) for e in encoded]
+    results: dict[int, StepScores] = {}
+    next_out = 0
+    done = 0
+
+    def run(batch: list[int]) -> list[tuple[list[float], list[float] | None]]:
+        input_ids, attention_mask = pad_batch(
+            [encoded[i].input_ids for i in batch], adapter.pad_id, adapter.device
+        )
+        with torch.inference_mode():
+            output = adapter.forward(input_ids, attention_mask)  # (B, T, ...)
+            return [adapter.read(output[row], encoded[i]) for row, i in enumerate(batch)]
+
+    def free_memory() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    for batch in plan_batches(lengths, batch_tokens):
+        start = time.perf_counter()
+        for sub_batch, rows in run_with_oom_fallback(batch, run, on_oom=free_memory):
+            seconds = (time.perf_counter() - start) / len(sub_batch)
+            for i, (scores, raw) in zip(sub_batch, rows, strict=True):
+                results[i] = StepScores(
+                    trace_id=traces[i].id,
+                    scores=tuple(scores),
+                    adapter=adapter.name,
+                    model=adapter.model_name,
+                    n_tokens=lengths[i],
+                    seconds=seconds,
+                    raw=tuple(raw) if raw is not None else None,
+                )
+            done += len(sub_batch)
+            start = time.perf_counter()
+        if progress:
+            progress(done, total)
+        while next_out in results:
+            yield results.pop(next_out)
+            next_out += 1
+
+
+def score_by_prefixes(adapter: Any, trace: Trace) -> list[float]:
+    """Scores the way several reference scripts compute them: one forward per prefix
+    ``steps[:k]``, reading only the last step. O(steps^2) tokens; used to prove that
+    :func:`score_traces` gives the same numbers."""
+    import torch
+
+    scores: list[float] = []
+    for k in range(1, len(trace.steps) + 1):
+        enc = adapter.encode(trace.prefix(k))
+        input_ids, attention_mask = pad_batch([enc.input_ids], adapter.pad_id, adapter.device)
+        with torch.inference_mode():
+            output = adapter.forward(input_ids, attention_mask)
+        step_scores, _ = adapter.read(output[0], enc)
+        scores.append(step_scores[-1])
+    return scores
+
+
+def _with_timing(result: StepScores, seconds: float, n_tokens: int) -> StepScores:
+    from dataclasses import replace
+
+    return replace(result, seconds=seconds, n_tokens=n_tokens)

@@ -1,0 +1,367 @@
+"""The labelling workspace: serving, submitting, undo, skip, flags, blindness, access."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from annotator.labelling import LabelError, normalise_label
+from annotator.models import (
+    Annotation,
+    Assignment,
+    LabelScheme,
+    Membership,
+    Problem,
+    Role,
+    Step,
+    Trace,
+    text_hash,
+)
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def make_trace(project, n_steps: int = 3, *, ext: str | None = None, steps=None, **fields) -> Trace:
+    """A trace with its own problem; steps "step i of <ext>" unless given."""
+    ext = ext or f"t{Trace.objects.count() + 1}"
+    text = fields.pop("problem_text", f"Problem of {ext}: what is 2 + 2?")
+    problem = Problem.objects.create(
+        project=project,
+        text=text,
+        text_hash=text_hash(text),
+        reference_answer=fields.pop("reference_answer", "4"),
+    )
+    steps = steps or [f"step {i} of {ext}" for i in range(n_steps)]
+    trace = Trace.objects.create(
+        project=project,
+        problem=problem,
+        source="test",
+        source_format="jsonl",
+        external_id=ext,
+        num_steps=len(steps),
+        **fields,
+    )
+    Step.objects.bulk_create(Step(trace=trace, index=i, text=t) for i, t in enumerate(steps))
+    return trace
+
+
+def served_id(response) -> int | None:
+    match = re.search(rb'data-trace-id="(\d+)"', response.content)
+    return int(match.group(1)) if match else None
+
+
+def add_member(project, user, role=Role.ANNOTATOR):
+    Membership.objects.create(project=project, user=user, role=role)
+    return user
+
+
+@pytest.fixture
+def traces(project):
+    return [make_trace(project, 3, ext=f"t{i}") for i in range(4)]
+
+
+# ------------------------------------------------------------------ normalise_label
+
+
+def test_it_fills_earlier_steps_and_leaves_later_ones_unjudged():
+    label = normalise_label(4, LabelScheme.FIRST_ERROR, 2, [None, 0, None, None])
+    assert label.first_error_step == 2
+    assert label.step_ratings == [1, 0, -1, None]
+
+
+def test_it_derives_the_first_error_from_ratings():
+    label = normalise_label(4, LabelScheme.PER_STEP, None, [1, 0, -1, 1])
+    assert (label.first_error_step, label.step_ratings) == (2, [1, 0, -1, None])
+    label = normalise_label(3, LabelScheme.PER_STEP, None, [1, 0, 1])
+    assert (label.first_error_step, label.step_ratings) == (-1, [1, 0, 1])
+
+
+def test_it_marks_all_correct():
+    label = normalise_label(3, LabelScheme.FIRST_ERROR, -1, [None, 0, None])
+    assert (label.first_error_step, label.step_ratings) == (-1, [1, 0, 1])
+
+
+@pytest.mark.parametrize(
+    ("scheme", "first_error", "ratings", "message"),
+    [
+        (LabelScheme.FIRST_ERROR, None, [1, None, None], "mark the first wrong step"),
+        (LabelScheme.PER_STEP, 2, [1, None, None], "rate every step before the first error"),
+        (LabelScheme.PER_STEP, -1, [1, 1, None], "rate every step before the first error"),
+        (LabelScheme.FIRST_ERROR, -1, [1, -1, 1], "marked all correct"),
+        (LabelScheme.FIRST_ERROR, 2, [-1, 1, None], "before the first error"),
+        (LabelScheme.FIRST_ERROR, 3, [None, None, None], "no step 3"),
+        (LabelScheme.FIRST_ERROR, None, [1, 2, 1], "must be -1, 0 or"),
+    ],
+)
+def test_it_refuses_inconsistent_labels(scheme, first_error, ratings, message):
+    with pytest.raises(LabelError, match=message):
+        normalise_label(3, scheme, first_error, ratings)
+
+
+def test_it_needs_a_reason_for_a_flag():
+    with pytest.raises(LabelError, match="reason"):
+        normalise_label(3, LabelScheme.FIRST_ERROR, None, [None] * 3, "bad_problem", "  ")
+    label = normalise_label(3, LabelScheme.FIRST_ERROR, None, [None] * 3, "gave_up", "too long")
+    assert (label.first_error_step, label.flag, label.reason) == (None, "gave_up", "too long")
+
+
+# ------------------------------------------------------------------ access
+
+
+def _routes(project, trace, annotation_id):
+    """(name, method, url) of every route of the workspace."""
+    slug, pk = project.slug, trace.pk
+    return [
+        ("annotate", "get", reverse("annotate", args=[slug])),
+        ("annotate-trace", "get", reverse("annotate-trace", args=[slug, pk])),
+        ("annotate-submit", "post", reverse("annotate-submit", args=[slug, pk])),
+        ("annotate-skip", "post", reverse("annotate-skip", args=[slug, pk])),
+        ("annotate-undo", "post", reverse("annotate-undo", args=[slug])),
+        ("trace-history", "get", reverse("trace-history", args=[slug, pk])),
+        ("mark-gold", "post", reverse("mark-gold", args=[slug, pk])),
+        ("review", "get", reverse("review", args=[slug])),
+        ("review-trace", "get", reverse("review-trace", args=[slug, pk])),
+        ("review-adjudicate", "post", reverse("review-adjudicate", args=[slug, pk])),
+        ("review-send-back", "post", reverse("review-send-back", args=[slug, pk])),
+        ("review-annotation", "post", reverse("review-annotation", args=[slug, annotation_id])),
+        ("agreement", "get", reverse("agreement", args=[slug])),
+    ]
+
+
+MANAGER_ONLY = {
+    "mark-gold",
+    "review",
+    "review-trace",
+    "review-adjudicate",
+    "review-send-back",
+    "review-annotation",
+    "agreement",
+}
+DATA = {"first_error_step": "-1", "decision": "accept", "comment": "look again"}
+
+
+def test_it_checks_membership(project, users, traces, client_for):
+    annotation = Annotation.objects.create(
+        trace=traces[0], annotator=users["annotator"], first_error_step=-1
+    )
+    client = client_for(users["outsider"])
+    for _name, method, url in _routes(project, traces[0], annotation.pk):
+        response = getattr(client, method)(url, DATA)
+        assert response.status_code == 404, url
+    assert Annotation.objects.count() == 1
+    assert not Assignment.objects.exists()
+    assert not Trace.objects.filter(is_gold=True).exists()
+
+
+def test_it_requires_login(project, traces, client):
+    for _name, method, url in _routes(project, traces[0], 1):
+        response = getattr(client, method)(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith(reverse("login"))
+
+
+def test_it_keeps_review_gold_and_agreement_for_managers(project, users, traces, client_for):
+    annotation = Annotation.objects.create(
+        trace=traces[0], annotator=users["annotator"], first_error_step=-1
+    )
+    client = client_for(users["annotator"])
+    for name, method, url in _routes(project, traces[0], annotation.pk):
+        if name in MANAGER_ONLY:
+            assert getattr(client, method)(url, DATA).status_code == 404, url
+    assert Annotation.objects.count() == 1
+    assert not annotation.reviews.exists()
+    reviewer = client_for(users["reviewer"])
+    for name, method, url in _routes(project, traces[0], annotation.pk):
+        if name in MANAGER_ONLY and method == "get":
+            assert reviewer.get(url).status_code == 200, url
+
+
+# ------------------------------------------------------------------ labelling
+
+
+def test_it_serves_a_trace_and_holds_it(project, users, traces, client_for):
+    client = client_for(users["annotator"])
+    response = client.get(reverse("annotate", args=[project.slug]))
+    assert response.status_code == 200
+    assert served_id(response) == traces[0].pk
+    assert b"step 0 of t0" in response.content
+    hold = Assignment.objects.get(annotator=users["annotator"])
+    assert hold.trace_id == traces[0].pk and not hold.skipped
+    # A reload gives the same trace back, not a new one.
+    assert served_id(client.get(reverse("annotate", args=[project.slug]))) == traces[0].pk
+    assert Assignment.objects.count() == 1
+
+
+def test_it_submits_and_returns_the_next_trace_in_one_request(project, users, traces, client_for):
+    client = client_for(users["annotator"])
+    client.get(reverse("annotate", args=[project.slug]))
+    url = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    response = client.post(url, {"first_error_step": "1", "served_at": "0"}, **HTMX)
+    assert response.status_code == 200
+    assert served_id(response) == traces[1].pk
+    assert response["HX-Push-Url"] == reverse("annotate-trace", args=[project.slug, traces[1].pk])
+    assert b"<html" not in response.content  # the workspace partial only
+    annotation = Annotation.objects.get(trace=traces[0])
+    assert annotation.first_error_step == 1
+    assert annotation.step_ratings == [1, -1, None]
+    assert annotation.annotator == users["annotator"]
+    assert annotation.version == 1 and annotation.is_latest
+    assert annotation.seconds_spent is not None and annotation.seconds_spent >= 0
+    traces[0].refresh_from_db()
+    assert traces[0].label_count == 1
+    held = Assignment.objects.filter(annotator=users["annotator"])
+    assert list(held.values_list("trace_id", flat=True)) == [traces[1].pk]
+
+
+def test_it_records_time_spent(project, users, traces, client_for):
+    import time
+
+    client = client_for(users["annotator"])
+    url = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    client.post(url, {"first_error_step": "-1", "served_at": f"{time.time() - 42:.3f}"}, **HTMX)
+    seconds = Annotation.objects.get(trace=traces[0]).seconds_spent
+    assert 41 <= seconds <= 60
+
+
+def test_it_submits_without_javascript(project, users, traces, client_for):
+    client = client_for(users["annotator"])
+    url = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    response = client.post(url, {"rating-0": "1", "rating-1": "1", "rating-2": "1"})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("annotate", args=[project.slug])
+    annotation = Annotation.objects.get(trace=traces[0])
+    assert (annotation.first_error_step, annotation.step_ratings) == (-1, [1, 1, 1])
+
+
+def test_it_refuses_an_incomplete_per_step_label(project, users, traces, client_for):
+    project.label_scheme = LabelScheme.PER_STEP
+    project.save()
+    client = client_for(users["annotator"])
+    url = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    response = client.post(url, {"first_error_step": "2", "rating-0": "1"}, **HTMX)
+    assert response.status_code == 422
+    assert b"rate every step before the first error (unrated: 1)" in response.content
+    assert served_id(response) == traces[0].pk  # the same trace, with what was entered
+    assert not Annotation.objects.exists()
+    response = client.post(url, {"first_error_step": "2", "rating-0": "1", "rating-1": "0"}, **HTMX)
+    assert response.status_code == 200
+    assert Annotation.objects.get().step_ratings == [1, 0, -1]
+
+
+def test_it_undoes_the_last_submission(project, users, traces, client_for):
+    client = client_for(users["annotator"])
+    submit = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    client.post(submit, {"first_error_step": "0"}, **HTMX)
+    response = client.post(reverse("annotate-undo", args=[project.slug]), **HTMX)
+    assert served_id(response) == traces[0].pk
+    assert b"editing your submission (version 1)" in response.content
+    assert re.search(rb'name="first_error_step" value="0" checked', response.content)
+    response = client.post(submit, {"first_error_step": "-1"}, **HTMX)
+    assert served_id(response) == traces[1].pk  # the held trace comes back next
+    versions = Annotation.objects.filter(trace=traces[0]).order_by("version")
+    assert [(a.version, a.is_latest, a.first_error_step) for a in versions] == [
+        (1, False, 0),
+        (2, True, -1),
+    ]
+    traces[0].refresh_from_db()
+    assert traces[0].label_count == 1
+
+
+def test_it_skips_a_trace_for_good(project, users, traces, client_for):
+    client = client_for(users["annotator"])
+    client.get(reverse("annotate", args=[project.slug]))
+    response = client.post(reverse("annotate-skip", args=[project.slug, traces[0].pk]), **HTMX)
+    assert served_id(response) == traces[1].pk
+    client.post(reverse("annotate-skip", args=[project.slug, traces[1].pk]), **HTMX)
+    response = client.get(reverse("annotate", args=[project.slug]))
+    assert served_id(response) == traces[2].pk
+    assert Assignment.objects.filter(skipped=True).count() == 2
+    assert not Annotation.objects.exists()
+
+
+def test_it_flags_a_bad_problem_with_a_reason(project, users, traces, client_for):
+    client = client_for(users["annotator"])
+    url = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    response = client.post(url, {"flag": "bad_problem", "reason": ""}, **HTMX)
+    assert response.status_code == 422
+    response = client.post(url, {"flag": "bad_problem", "reason": "two answers"}, **HTMX)
+    assert response.status_code == 200
+    annotation = Annotation.objects.get()
+    assert annotation.bad_problem and annotation.flag_reason == "two answers"
+    assert annotation.first_error_step is None
+    traces[0].refresh_from_db()
+    assert traces[0].label_count == 1
+
+
+def test_it_does_not_count_giving_up_toward_the_overlap(project, users, traces, client_for):
+    client = client_for(users["annotator"])
+    url = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    client.post(url, {"flag": "gave_up", "reason": "too hard"}, **HTMX)
+    traces[0].refresh_from_db()
+    assert traces[0].label_count == 0
+    assert Annotation.objects.get().gave_up
+
+
+def test_it_escapes_step_text(project, users, client_for):
+    trace = make_trace(
+        project, steps=["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"], ext="x"
+    )
+    response = client_for(users["annotator"]).get(
+        reverse("annotate-trace", args=[project.slug, trace.pk])
+    )
+    assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in response.content
+    assert b"&lt;img src=x onerror=alert(1)&gt;" in response.content
+    assert b"<img src=x" not in response.content
+
+
+def test_it_keeps_annotators_blind(project, users, traces, django_user_model, client_for):
+    other = add_member(project, django_user_model.objects.create_user("bea"))
+    Annotation.objects.create(
+        trace=traces[0], annotator=other, first_error_step=2, step_ratings=[1, 1, -1]
+    )
+    response = client_for(users["annotator"]).get(
+        reverse("annotate-trace", args=[project.slug, traces[0].pk])
+    )
+    assert b"bea" not in response.content
+    assert b"editing your submission" not in response.content
+    assert not re.search(rb'value="-1" checked', response.content)
+
+
+def test_it_shows_the_reference_answer_only_when_the_project_says_so(project, users, client_for):
+    trace = make_trace(project, reference_answer="REF-ANSWER-42")
+    client = client_for(users["annotator"])
+    url = reverse("annotate-trace", args=[project.slug, trace.pk])
+    assert b"REF-ANSWER-42" in client.get(url).content
+    project.show_reference_answer = False
+    project.save()
+    assert b"REF-ANSWER-42" not in client.get(url).content
+
+
+def test_it_says_when_nothing_is_left(project, users, client_for):
+    response = client_for(users["annotator"]).get(reverse("annotate", args=[project.slug]))
+    assert response.status_code == 200
+    assert b"Nothing left to label" in response.content
+
+
+def test_it_submits_in_a_constant_number_of_queries(project, users, client_for):
+    client = client_for(users["annotator"])
+
+    def submit_next() -> int:
+        trace_id = served_id(client.get(reverse("annotate", args=[project.slug])))
+        url = reverse("annotate-submit", args=[project.slug, trace_id])
+        with CaptureQueriesContext(connection) as queries:
+            response = client.post(url, {"first_error_step": "-1"}, **HTMX)
+        assert response.status_code == 200 and served_id(response)
+        return len(queries)
+
+    for i in range(3):
+        make_trace(project, 3, ext=f"small{i}")
+    small = submit_next()
+    for i in range(60):
+        make_trace(project, 12, ext=f"big{i}")
+    assert submit_next() == small
+    assert small <= 25

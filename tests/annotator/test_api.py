@@ -1,0 +1,101 @@
+"""The REST API: token auth, membership, the same data as the pages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from annotator.importing import import_file
+from annotator.models import ImportJob, Trace
+from tests.conftest import PROCESSBENCH_GSM8K
+
+
+@pytest.fixture
+def api_for(db):
+    def make(user):
+        client = APIClient()
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def imported(project):
+    import_file(project, PROCESSBENCH_GSM8K)
+    return json.loads(PROCESSBENCH_GSM8K.read_text())
+
+
+def test_it_requires_authentication(imported):
+    response = APIClient().get("/api/v1/projects/gsm8k/traces/")
+    assert response.status_code == 401
+
+
+def test_it_checks_membership(api_for, users, imported):
+    client = api_for(users["outsider"])
+    assert client.get("/api/v1/projects/").json()["results"] == []
+    assert client.get("/api/v1/projects/gsm8k/").status_code == 404
+    assert client.get("/api/v1/projects/gsm8k/traces/").status_code == 404
+    trace = Trace.objects.first()
+    assert client.get(f"/api/v1/projects/gsm8k/traces/{trace.id}/").status_code == 404
+    assert client.get("/api/v1/projects/gsm8k/export/?format=trl").status_code == 404
+
+
+def test_it_lists_filters_and_shows_traces(api_for, users, imported):
+    client = api_for(users["annotator"])
+    page = client.get("/api/v1/projects/gsm8k/traces/", {"split": "gsm8k", "limit": 5}).json()
+    assert page["count"] == 400
+    assert [t["external_id"] for t in page["results"]] == [r["id"] for r in imported[:5]]
+    detail = client.get(f"/api/v1/projects/gsm8k/traces/{page['results'][2]['id']}/").json()
+    assert detail["steps"] == imported[2]["steps"]
+    assert detail["annotations"] == []  # blind: the importer's label is someone else's
+    owner_view = (
+        api_for(users["owner"])
+        .get(f"/api/v1/projects/gsm8k/traces/{page['results'][2]['id']}/")
+        .json()
+    )
+    assert [a["first_error_step"] for a in owner_view["annotations"]] == [imported[2]["label"]]
+
+
+def test_export_streams_the_same_records_as_the_command(api_for, users, imported):
+    response = api_for(users["owner"]).get(
+        "/api/v1/projects/gsm8k/export/", {"format": "processbench"}
+    )
+    assert response.status_code == 200
+    assert [
+        json.loads(line) for line in b"".join(response.streaming_content).splitlines()
+    ] == imported
+
+
+def test_import_endpoint_queues_a_job_for_owners_only(api_for, users, project):
+    upload = SimpleUploadedFile("gsm8k.json", PROCESSBENCH_GSM8K.read_bytes())
+    assert (
+        api_for(users["annotator"])
+        .post("/api/v1/projects/gsm8k/imports/", {"file": upload}, format="multipart")
+        .status_code
+        == 404
+    )
+    upload.seek(0)
+    response = api_for(users["owner"]).post(
+        "/api/v1/projects/gsm8k/imports/",
+        {"file": upload, "format": "processbench"},
+        format="multipart",
+    )
+    assert response.status_code == 202
+    job = ImportJob.objects.get()
+    assert response.json()["status"] == "queued" and job.format == "processbench"
+    assert (
+        api_for(users["owner"]).get(f"/api/v1/projects/gsm8k/imports/{job.id}/").json()["id"]
+        == job.id
+    )
+
+
+def test_openapi_schema_is_served(api_for, users, db):
+    response = api_for(users["owner"]).get("/api/v1/schema/")
+    assert response.status_code == 200
+    assert b"/api/v1/projects/{slug}/traces/" in response.content

@@ -1,0 +1,53 @@
+"""The no-server fallback: the demo on SQLite and the filesystem broker comes up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import DATA_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CHECK = """
+import django
+django.setup()
+from django.test.utils import setup_test_environment
+setup_test_environment()  # responses carry their template context
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+assert settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+client = Client()
+client.force_login(get_user_model().objects.get(username="demo"))
+for url in ["/", "/p/gsm8k-demo/", "/p/gsm8k-demo/traces/1/", "/p/gsm8k-demo/annotate/",
+            "/p/gsm8k-demo/review/", "/p/gsm8k-demo/agreement/"]:
+    response = client.get(url)
+    assert response.status_code == 200, (url, response.status_code)
+print("traces:", client.get("/p/gsm8k-demo/").context["page"].paginator.count)
+"""
+
+
+def test_the_demo_runs_on_sqlite_without_any_server(tmp_path):
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
+    } | {"STEPWISE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "annotator.settings"}
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    demo = subprocess.run(
+        [*manage, "setup_demo", "--data-dir", str(DATA_DIR)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "Demo login: username 'demo'" in demo.stdout
+    assert (tmp_path / "stepwise.sqlite3").exists()
+    check = subprocess.run(
+        [sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert "traces: 5676" in check.stdout  # 400 ProcessBench + 4 x 1319 model solutions

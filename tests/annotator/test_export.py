@@ -1,0 +1,177 @@
+"""export_dataset: round trips, the consumers' own readers, label resolution, query counts."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from annotator.exporting import iter_export
+from annotator.models import Annotation, AnnotationKind, Project, Trace
+from tests.conftest import PROCESSBENCH_GSM8K
+
+
+def load(path) -> list[dict]:
+    return [json.loads(line) for line in open(path)]
+
+
+def export(project, fmt, out, *args: str) -> None:
+    call_command(
+        "export_dataset",
+        "--project",
+        project.slug,
+        "--format",
+        fmt,
+        "--out",
+        str(out),
+        *args,
+        verbosity=0,
+    )
+
+
+@pytest.fixture
+def processbench(project):
+    call_command("import_traces", str(PROCESSBENCH_GSM8K), "--project", project.slug, verbosity=0)
+    return json.loads(PROCESSBENCH_GSM8K.read_text())
+
+
+def test_processbench_round_trip_is_exact(project, processbench, tmp_path):
+    out = tmp_path / "pb.jsonl"
+    export(project, "processbench", out)
+    exported = load(out)
+    assert exported == processbench
+    assert [list(r) for r in exported[:1]] == [list(processbench[0])]  # same key order too
+
+
+def test_processbench_export_loads_with_datasets_like_the_benchmark(
+    project, processbench, tmp_path
+):
+    from datasets import load_dataset
+
+    out = tmp_path / "pb.jsonl"
+    export(project, "processbench", out)
+    ours = load_dataset("json", data_files=str(out), split="train")
+    official = load_dataset("json", data_files=str(PROCESSBENCH_GSM8K), split="train")
+    assert ours.features == official.features
+    assert ours.num_rows == official.num_rows == 400
+    assert ours[17] == official[17]
+
+
+def test_trl_export_ends_each_trace_at_its_first_error(project, processbench, tmp_path):
+    out = tmp_path / "trl.jsonl"
+    export(project, "trl", out)
+    rows = load(out)
+    assert len(rows) == 400
+    for row, source in zip(rows, processbench, strict=True):
+        assert list(row) == ["prompt", "completions", "labels"]
+        k = source["label"]
+        if k == -1:
+            assert row["completions"] == source["steps"]
+            assert row["labels"] == [True] * len(source["steps"])
+        else:
+            assert row["completions"] == source["steps"][: k + 1]
+            assert row["labels"] == [True] * k + [False]
+
+
+def test_trl_and_math_shepherd_exports_reimport_to_the_same_first_errors(
+    project, processbench, tmp_path, users
+):
+    expected = {r["problem"].strip(): r["label"] for r in processbench}
+    for fmt in ("trl", "math-shepherd", "prm800k"):
+        out = tmp_path / f"{fmt}.jsonl"
+        export(project, fmt, out)
+        other = Project.objects.create(slug=f"re-{fmt}", name=fmt)
+        call_command("import_traces", str(out), "--project", other.slug, verbosity=0)
+        got = {}
+        for annotation in Annotation.objects.filter(trace__project=other).select_related(
+            "trace__problem"
+        ):
+            got.setdefault(annotation.trace.problem.text.strip(), set()).add(
+                annotation.first_error_step
+            )
+        # Problems repeat in ProcessBench; every imported label must be one of the source labels.
+        assert Trace.objects.filter(project=other).count() == 400, fmt
+        for problem, labels in got.items():
+            sources = {r["label"] for r in processbench if r["problem"].strip() == problem}
+            assert labels <= sources, (fmt, problem)
+        assert len(got) == len(expected), fmt
+
+
+def test_parquet_export_holds_the_same_records(project, processbench, tmp_path):
+    out = tmp_path / "pb.parquet"
+    export(project, "processbench", out)
+    table = pq.read_table(out)
+    assert table.num_rows == 400
+    assert table.to_pylist() == processbench
+
+
+def test_jsonl_export_keeps_unlabelled_traces(project, processbench, tmp_path, data_dir):
+    call_command(
+        "import_traces",
+        str(data_dir / "gsm8k" / "example_model_solutions.jsonl"),
+        "--project",
+        project.slug,
+        verbosity=0,
+    )
+    out = tmp_path / "all.jsonl"
+    export(project, "jsonl", out)
+    rows = load(out)
+    assert len(rows) == Trace.objects.filter(project=project).count() == 400 + 4 * 1319
+    unlabelled = [r for r in rows if r["first_error_step"] is None]
+    assert len(unlabelled) == 4 * 1319
+    pb_out = tmp_path / "pb.jsonl"
+    export(project, "processbench", pb_out)
+    assert len(load(pb_out)) == 400  # labelled formats leave unlabelled traces out
+
+
+def test_disagreements_are_left_out_until_adjudicated(project, processbench, users, tmp_path):
+    trace = Trace.objects.get(external_id=processbench[0]["id"])
+    Annotation.objects.create(trace=trace, annotator=users["annotator"], first_error_step=-1)
+    out = tmp_path / "pb.jsonl"
+    export(project, "processbench", out)
+    assert processbench[0]["id"] not in {r["id"] for r in load(out)}
+
+    Annotation.objects.create(
+        trace=trace,
+        annotator=users["reviewer"],
+        kind=AnnotationKind.ADJUDICATION,
+        first_error_step=0,
+    )
+    export(project, "processbench", out)
+    assert {r["id"]: r["label"] for r in load(out)}[processbench[0]["id"]] == 0
+    export(project, "processbench", out, "--labels", "adjudicated")
+    assert [(r["id"], r["label"]) for r in load(out)] == [(processbench[0]["id"], 0)]
+
+
+def test_split_filter(project, processbench, tmp_path, data_dir):
+    call_command(
+        "import_traces",
+        str(data_dir / "big-bench-mistake" / "word_sorting.jsonl"),
+        "--project",
+        project.slug,
+        verbosity=0,
+    )
+    out = tmp_path / "ws.jsonl"
+    export(project, "trl", out, "--split", "word_sorting")
+    assert len(load(out)) == 300
+
+
+def test_export_queries_do_not_grow_with_traces(project, processbench):
+    with CaptureQueriesContext(connection) as few:
+        records = list(iter_export(project, "processbench", split=None))
+    assert len(records) == 400
+    from annotator import exporting
+
+    chunk = exporting.CHUNK_TRACES
+    exporting.CHUNK_TRACES = 100  # 4 chunks instead of 1
+    try:
+        with CaptureQueriesContext(connection) as many:
+            assert len(list(iter_export(project, "processbench"))) == 400
+    finally:
+        exporting.CHUNK_TRACES = chunk
+    per_chunk = (len(many) - len(few)) / 3
+    assert len(few) <= 4 and per_chunk <= 3

@@ -1,0 +1,105 @@
+"""Creating projects, settings and members."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+
+from annotator.models import LabelScheme, Membership, Project, Role
+
+
+def test_a_new_project_makes_its_creator_owner(client_for, users):
+    response = client_for(users["outsider"]).post(
+        reverse("project-create"), {"name": "MATH", "slug": "math", "guidelines": ""}
+    )
+    assert response.status_code == 302
+    project = Project.objects.get(slug="math")
+    assert Membership.objects.get(project=project).user == users["outsider"]
+    assert Membership.objects.get(project=project).role == Role.OWNER
+
+
+def test_settings_are_for_owners_only(client_for, users, project):
+    for who in ("reviewer", "annotator", "outsider"):
+        assert (
+            client_for(users[who]).get(reverse("project-settings", args=[project.slug])).status_code
+            == 404
+        )
+    assert (
+        client_for(users["owner"]).get(reverse("project-settings", args=[project.slug])).status_code
+        == 200
+    )
+
+
+def test_owner_changes_settings_and_bad_values_are_refused(client_for, users, project):
+    client = client_for(users["owner"])
+    data = {
+        "name": "GSM8K v2",
+        "guidelines": "Be strict.",
+        "annotators_per_trace": 3,
+        "label_scheme": LabelScheme.PER_STEP,
+        "show_reference_answer": "",
+        "show_model_scores": "on",
+        "queue_order": "random",
+        "queue_seed": 7,
+        "lock_minutes": 5,
+        "gold_rate": 0.1,
+        "screening_questions": 3,
+        "screening_accuracy": 0.9,
+    }
+    assert client.post(reverse("project-settings", args=[project.slug]), data).status_code == 302
+    project.refresh_from_db()
+    assert (
+        project.name,
+        project.annotators_per_trace,
+        project.label_scheme,
+        project.show_reference_answer,
+    ) == (
+        "GSM8K v2",
+        3,
+        LabelScheme.PER_STEP,
+        False,
+    )
+    response = client.post(
+        reverse("project-settings", args=[project.slug]),
+        data | {"gold_rate": 1.5, "annotators_per_trace": 0},
+    )
+    assert response.status_code == 200
+    assert "A share between 0 and 1." in response.content.decode()
+    project.refresh_from_db()
+    assert project.gold_rate == 0.1 and project.annotators_per_trace == 3
+
+
+def test_owner_adds_changes_and_removes_members(client_for, users, project, django_user_model):
+    newcomer = django_user_model.objects.create_user("nina", password="pw-nina-123")
+    client = client_for(users["owner"])
+    client.post(
+        reverse("member-add", args=[project.slug]), {"username": "nina", "role": Role.ANNOTATOR}
+    )
+    assert Membership.objects.get(project=project, user=newcomer).role == Role.ANNOTATOR
+    client.post(
+        reverse("member-add", args=[project.slug]), {"username": "nina", "role": Role.REVIEWER}
+    )
+    membership = Membership.objects.get(project=project, user=newcomer)
+    assert membership.role == Role.REVIEWER
+    client.post(reverse("member-remove", args=[project.slug, membership.id]))
+    assert not Membership.objects.filter(project=project, user=newcomer).exists()
+
+    response = client.post(
+        reverse("member-add", args=[project.slug]),
+        {"username": "ghost", "role": Role.ANNOTATOR},
+        follow=True,
+    )
+    assert "No active user named &#x27;ghost&#x27;." in response.content.decode()
+
+
+def test_the_last_owner_cannot_be_removed(client_for, users, project):
+    owner = Membership.objects.get(project=project, user=users["owner"])
+    client_for(users["owner"]).post(reverse("member-remove", args=[project.slug, owner.id]))
+    assert Membership.objects.filter(pk=owner.pk).exists()
+
+
+def test_non_owners_cannot_manage_members(client_for, users, project):
+    response = client_for(users["reviewer"]).post(
+        reverse("member-add", args=[project.slug]), {"username": "oscar", "role": Role.OWNER}
+    )
+    assert response.status_code == 404
+    assert not Membership.objects.filter(project=project, user=users["outsider"]).exists()

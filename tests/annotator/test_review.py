@@ -1,0 +1,150 @@
+"""Review: disagreements, adjudication (used by exports), accept/reject, send back,
+gold questions and the history of a trace."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from annotator.exporting import iter_export
+from annotator.labelling import Label, normalise_label, submit_label
+from annotator.models import (
+    Annotation,
+    AnnotationKind,
+    Membership,
+    Review,
+    ReviewDecision,
+    Role,
+)
+from tests.annotator.test_annotate import HTMX, make_trace
+
+
+@pytest.fixture
+def bea(project, django_user_model):
+    user = django_user_model.objects.create_user("bea")
+    Membership.objects.create(project=project, user=user, role=Role.ANNOTATOR)
+    return user
+
+
+@pytest.fixture
+def labelled(project, users, bea):
+    """Three traces labelled by alan and bea; they disagree on the second only."""
+    project.annotators_per_trace = 2
+    project.save()
+    traces = [make_trace(project, 3, ext=f"t{i}") for i in range(3)]
+    alan = users["annotator"]
+    for trace, (a, b) in zip(traces, [(1, 1), (-1, 2), (0, 0)], strict=True):
+        submit_label(project, trace, alan, normalise_label(3, project.label_scheme, a, [None] * 3))
+        submit_label(project, trace, bea, normalise_label(3, project.label_scheme, b, [None] * 3))
+    return traces
+
+
+def test_it_lists_exactly_the_disagreements(project, users, labelled, client_for):
+    response = client_for(users["reviewer"]).get(reverse("review", args=[project.slug]))
+    assert response.status_code == 200
+    assert [row.trace.pk for row in response.context["rows"]] == [labelled[1].pk]
+    assert response.context["rows"][0].labels == [("alan", -1), ("bea", 2)]
+    assert b'data-labeller="alan" data-first-error="-1"' in response.content
+
+
+def test_it_shows_labels_side_by_side(project, users, labelled, client_for):
+    url = reverse("review-trace", args=[project.slug, labelled[1].pk])
+    response = client_for(users["reviewer"]).get(url)
+    assert response.status_code == 200
+    names = [c["name"] for c in response.context["columns"]]
+    assert names == ["alan", "bea"]
+    step_two = response.context["step_rows"][2]
+    assert step_two[2] == [(1, False), (-1, True)]  # alan: all correct; bea: step 2
+
+
+def test_it_adjudicates_and_exports_use_it(project, users, labelled, client_for):
+    trace = labelled[1]
+    before = {r["id"]: r for r in iter_export(project, "processbench")}
+    assert trace.external_id not in before  # a disagreement is left out
+    client = client_for(users["reviewer"])
+    url = reverse("review-adjudicate", args=[project.slug, trace.pk])
+    response = client.post(url, {"first_error_step": "2", "note": "step 2 divides by zero"})
+    assert response.status_code == 302
+    adjudication = Annotation.objects.get(kind=AnnotationKind.ADJUDICATION)
+    assert (adjudication.trace, adjudication.annotator) == (trace, users["reviewer"])
+    assert adjudication.first_error_step == 2 and adjudication.step_ratings == [1, 1, -1]
+    after = {r["id"]: r for r in iter_export(project, "processbench")}
+    assert after[trace.external_id]["label"] == 2
+    listed = client.get(reverse("review", args=[project.slug])).context["rows"]
+    assert listed == []  # adjudicated: off the open list
+    everything = client.get(reverse("review", args=[project.slug]), {"show": "all"})
+    assert [row.trace.pk for row in everything.context["rows"]] == [trace.pk]
+    # A second adjudication is a new version, the old one stays in the history.
+    client.post(url, {"first_error_step": "-1"})
+    versions = Annotation.objects.filter(kind=AnnotationKind.ADJUDICATION).order_by("version")
+    assert [(a.version, a.is_latest) for a in versions] == [(1, False), (2, True)]
+
+
+def test_it_accepts_and_rejects_single_annotations(project, users, labelled, client_for):
+    annotation = Annotation.objects.get(trace=labelled[1], annotator__username="bea")
+    client = client_for(users["reviewer"])
+    url = reverse("review-annotation", args=[project.slug, annotation.pk])
+    assert client.post(url, {"decision": "reject", "comment": "step 2 is fine"}).status_code == 302
+    assert client.post(url, {"decision": "maybe"}).status_code == 400
+    review = Review.objects.get()
+    assert (review.decision, review.reviewer, review.comment) == (
+        ReviewDecision.REJECT,
+        users["reviewer"],
+        "step 2 is fine",
+    )
+
+
+def test_it_sends_a_trace_back_to_its_annotators(project, users, bea, labelled, client_for):
+    trace = labelled[1]
+    reviewer = client_for(users["reviewer"])
+    url = reverse("review-send-back", args=[project.slug, trace.pk])
+    assert reviewer.post(url, {"comment": ""}).status_code == 422
+    assert reviewer.post(url, {"comment": "check step 2 again"}).status_code == 302
+    assert Review.objects.filter(decision=ReviewDecision.SEND_BACK).count() == 2
+    annotator = client_for(bea)
+    page = annotator.get(reverse("annotate", args=[project.slug]))
+    assert b"check step 2 again" in page.content
+    # Relabelling supersedes the request.
+    submit = reverse("annotate-submit", args=[project.slug, trace.pk])
+    response = annotator.post(submit, {"first_error_step": "-1"}, **HTMX)
+    assert response.status_code == 200
+    assert b"sent back to you" not in response.content
+    assert (
+        b"check step 2 again" not in annotator.get(reverse("annotate", args=[project.slug])).content
+    )
+
+
+def test_it_marks_gold_and_shows_gold_accuracy(project, users, bea, client_for):
+    traces = [make_trace(project, 3, ext=f"g{i}") for i in range(2)]
+    reviewer = client_for(users["reviewer"])
+    for trace, answer in zip(traces, ["1", "-1"], strict=True):
+        url = reverse("mark-gold", args=[project.slug, trace.pk])
+        assert reviewer.post(url, {"first_error_step": answer}).status_code == 302
+        trace.refresh_from_db()
+        assert trace.is_gold
+    gold = Annotation.objects.get(trace=traces[0], kind=AnnotationKind.GOLD)
+    assert gold.first_error_step == 1
+    submit_label(project, traces[0], bea, Label(1, None))
+    submit_label(project, traces[1], bea, Label(0, None))
+    page = reviewer.get(reverse("agreement", args=[project.slug]))
+    row = next(r for r in page.context["quality"].annotators if r.name == "bea")
+    assert (row.gold_answered, row.gold_correct, row.gold_accuracy) == (2, 1, 0.5)
+    assert b"0.500" in page.content
+    url = reverse("mark-gold", args=[project.slug, traces[0].pk])
+    reviewer.post(url, {"unmark": "1"})
+    traces[0].refresh_from_db()
+    assert not traces[0].is_gold
+
+
+def test_it_shows_every_version_in_the_history(project, users, bea, client_for):
+    trace = make_trace(project, 3)
+    submit_label(project, trace, users["annotator"], Label(0, None))
+    submit_label(project, trace, users["annotator"], Label(-1, None))
+    submit_label(project, trace, bea, Label(2, None))
+    url = reverse("trace-history", args=[project.slug, trace.pk])
+    page = client_for(users["reviewer"]).get(url)
+    versions = [(a.annotator.username, a.version, a.is_latest) for a in page.context["versions"]]
+    assert versions == [("alan", 1, False), ("alan", 2, True), ("bea", 1, True)]
+    # An annotator sees only their own history.
+    own = client_for(bea).get(url)
+    assert [a.annotator.username for a in own.context["versions"]] == ["bea"]

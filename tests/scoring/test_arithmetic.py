@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scoring.arithmetic import ArithmeticCheck, false_claims, find_claims
+from scoring.engine import score_traces
+from scoring.types import Trace
+
+PROCESSBENCH_GSM8K = (
+    Path(__file__).resolve().parents[3] / "shared/data/processbench-gsm8k/gsm8k.json"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "claims"),
+    [
+        (
+            "So 33 * 15 = 495 students and 495 * $15 = $7455.",
+            [("33 * 15 = 495", True), ("495 * 15 = 7455", False)],
+        ),
+        ("\\(1/3 \\times 18 = 6\\) flamingos", [("1 / 3 * 18 = 6", True)]),
+        ("33 classes * 15 students/class = 495 students", [("33 * 15 = 495", True)]),
+        ("Janet sells <<16-3-4=9>>9 duck eggs", [("16-3-4 = 9", True)]),
+        ("Then <<9*2=17>>17 dollars", [("9*2 = 17", False)]),
+        ("\\frac{10}{3} = 3.33", [("( ( 10 ) / ( 3 ) ) = 3.33", True)]),
+        ("2 x 3 = 7", [("2 * 3 = 7", False)]),
+        (
+            "5 - 8 = -3 and 1,000 + 500 = 1,500",
+            [("5 - 8 = - 3", True), ("1000 + 500 = 1500", True)],
+        ),
+        ("2 \\cdot (3 + 4) = 15", [("2 * ( 3 + 4 ) = 15", False)]),
+        ("0.6 * 100 = 60%", [("0.6 * 100 = 60%", True)]),
+        (
+            "7 * 70 - 40 = 470 - 40 = 430",
+            [("7 * 70 - 40 = 470 - 40", False), ("470 - 40 = 430", True)],
+        ),
+    ],
+)
+def test_it_checks_arithmetic_claims(text: str, claims: list[tuple[str, bool]]) -> None:
+    assert [(c.text, c.ok) for c in find_claims(text)] == claims
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "n - 5 = 10",  # algebra: the left operand is a variable
+        "3 + 2x = 11",
+        "\\[ x + 44 = 78 \\]\n\\[ x = 78 - 44 \\]",  # the x on the next line is not a unit
+        "On Monday: 5 pairs = 5 * 2 = 10 shoes",  # a bare quantity before '=' is a label
+        "Savings = 20% of $100,000 = 0.20 * $100,000 = $20,000.",
+        "Total lines = 54 + 36 + 48 = 138 lines \\boxed{138}",
+        "(2/3)x * $1.5 = $150",
+        "(1 dozen) / (1/4 pound) = (48 croissants) / x pounds",
+        "43/5 = 8 full pens with a remainder of 3",  # a count rounded down
+    ],
+)
+def test_it_raises_no_false_alarm_on_what_it_cannot_read(text: str) -> None:
+    assert false_claims(text) == []
+
+
+def test_it_scores_steps_zero_only_where_a_claim_is_false() -> None:
+    trace = Trace("q", ("3 + 4 = 7", "7 * 2 = 15, so 15 - 1 = 14", "The answer is 14."), id="x")
+    [result] = score_traces(ArithmeticCheck(), [trace])
+    assert result.scores == (1.0, 0.0, 1.0)
+    assert result.details == {"false_claims": {1: ["7 * 2 = 15"]}}
+    # step-local: scoring a prefix gives the prefix of the scores
+    [prefix] = score_traces(ArithmeticCheck(), [trace.prefix(2)])
+    assert prefix.scores == result.scores[:2]
+
+
+def test_it_finds_the_labelled_slip_in_a_processbench_trace() -> None:
+    records = {r["id"]: r for r in json.loads(PROCESSBENCH_GSM8K.read_text())}
+    record = records["gsm8k-5"]  # 495 * $15 = $7455 (should be 7425), labelled step 2
+    result = ArithmeticCheck().score_trace(Trace(record["problem"], record["steps"], id="gsm8k-5"))
+    assert result.scores.index(0.0) == record["label"] == 2
+
+
+def test_it_flags_no_step_of_any_all_correct_processbench_trace() -> None:
+    records = json.loads(PROCESSBENCH_GSM8K.read_text())
+    correct = [r for r in records if r["label"] == -1]
+    flagged = [
+        r["id"]
+        for r in correct
+        if 0.0 in ArithmeticCheck().score_trace(Trace(r["problem"], r["steps"])).scores
+    ]
+    assert len(correct) == 193
+    assert flagged == []

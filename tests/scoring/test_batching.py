@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scoring.batching import plan_batches, run_with_oom_fallback
+from scoring.engine import pad_batch, score_traces
+
+
+def test_it_buckets_by_length_under_the_token_budget() -> None:
+    lengths = [10, 300, 12, 290, 50, 11, 700]
+    batches = plan_batches(lengths, batch_tokens=600)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches[0] == [6]  # longer than the budget: alone
+    for batch in batches[1:]:
+        assert len(batch) * max(lengths[i] for i in batch) <= 600
+    assert [1, 3] in batches  # the two long ones together, not with short ones
+
+
+def test_it_caps_the_batch_size() -> None:
+    assert plan_batches([1] * 5, batch_tokens=1000, max_batch_size=2) == [[0, 1], [2, 3], [4]]
+
+
+def test_it_halves_a_batch_on_out_of_memory() -> None:
+    calls: list[list[int]] = []
+
+    def run(batch: list[int]) -> int:
+        calls.append(batch)
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return sum(batch)
+
+    done = list(run_with_oom_fallback([1, 2, 3, 4, 5], run))
+    assert done == [([1, 2], 3), ([3], 3), ([4, 5], 9)]
+    assert calls[0] == [1, 2, 3, 4, 5]
+
+
+def test_it_reraises_other_errors_and_single_item_ooms() -> None:
+    def broken(batch: list[int]) -> int:
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError):
+        list(run_with_oom_fallback([1, 2], broken))
+
+    def never_fits(batch: list[int]) -> int:
+        raise RuntimeError("CUDA error: out of memory")
+
+    with pytest.raises(RuntimeError):
+        list(run_with_oom_fallback([1, 2], never_fits))
+
+
+def test_it_pads_on_the_right_with_a_mask() -> None:
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_scores_do_not_depend_on_how_traces_are_batched(qwen_prm_dir, traces) -> None:
+    from scoring.adapters import load_adapter
+
+    adapter = load_adapter("qwen-prm", str(qwen_prm_dir), device="cpu")
+    together = [r.scores for r in score_traces(adapter, traces, batch_tokens=100_000)]
+    one_by_one = [r.scores for r in score_traces(adapter, traces, batch_tokens=1)]
+    for a, b in zip(together, one_by_one, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_progress_reaches_the_total(qwen_prm_dir, traces) -> None:
+    from scoring.adapters import load_adapter
+
+    adapter = load_adapter("qwen-prm", str(qwen_prm_dir), device="cpu")
+    seen: list[tuple[int, int]] = []
+    results = list(
+        score_traces(adapter, traces, batch_tokens=150, progress=lambda d, t: seen.append((d, t)))
+    )
+    assert len(results) == 3 and seen[-1] == (3, 3)
+    assert all(r.n_tokens > 0 and r.seconds > 0 for r in results)
+
+
+def test_device_comes_from_the_environment(monkeypatch) -> None:
+    from scoring.device import choose_device, choose_dtype
+
+    monkeypatch.setenv("STEPWISE_DEVICE", "cpu")
+    assert choose_device() == "cpu"
+    assert choose_device("cuda:1") == "cuda:1"
+    assert choose_dtype("cpu") == torch.float32 and choose_dtype("cuda") == torch.bfloat16

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from scoring.cli import main
+
+GSM8K = Path(__file__).resolve().parents[3] / "shared/data/processbench-gsm8k/gsm8k.json"
+
+
+def test_it_scores_and_evaluates_processbench_with_arithmetic_check(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "arith.jsonl"
+    assert (
+        main(
+            [
+                "score",
+                "--adapter",
+                "arithmetic-check",
+                "--input",
+                str(GSM8K),
+                "--output",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 400
+    gold = {r["id"]: r for r in json.loads(GSM8K.read_text())}
+    assert all(len(r["scores"]) == len(gold[r["id"]]["steps"]) for r in records)
+
+    capsys.readouterr()
+    assert main(["evaluate", "--scores", str(out), "--gold", str(GSM8K)]) == 0
+    table = capsys.readouterr().out
+    header, row = table.splitlines()[1], table.splitlines()[2].split()
+    assert header.split()[:6] == ["split", "n_err", "n_cor", "acc_err", "acc_cor", "F1"]
+    assert row[:3] == ["gsm8k", "207", "193"]
+    # recompute from the file: acc_cor is 100 because no correct trace has a false claim
+    hits = sum(
+        1
+        for r in records
+        if gold[r["id"]]["label"] != -1
+        and 0.0 in r["scores"]
+        and r["scores"].index(0.0) == gold[r["id"]]["label"]
+    )
+    assert float(row[3]) == round(100 * hits / 207, 1)
+    assert float(row[4]) == 100.0
+
+
+def test_it_tunes_the_threshold_on_a_split(tmp_path: Path, capsys) -> None:
+    gold = tmp_path / "toy.jsonl"
+    gold.write_text(
+        "\n".join(
+            json.dumps({"id": f"toy-{i}", "problem": "q", "steps": ["a", "b"], "label": label})
+            for i, label in enumerate([1, -1])
+        )
+    )
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text(
+        json.dumps({"id": "toy-0", "scores": [0.8, 0.3]})
+        + "\n"
+        + json.dumps({"id": "toy-1", "scores": [0.9, 0.7]})
+    )
+    assert (
+        main(["evaluate", "--scores", str(scores), "--gold", str(gold), "--threshold", "tune:toy"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "tau = 0.31 (tuned on toy)" in out
+    assert out.splitlines()[2].split()[5] == "100.0"
+
+
+def test_it_scores_with_a_model_adapter_from_the_command_line(
+    tmp_path: Path, qwen_prm_dir: Path, traces
+) -> None:
+    traces_file = tmp_path / "traces.jsonl"
+    traces_file.write_text(
+        "\n".join(
+            json.dumps({"id": t.id, "problem": t.problem, "steps": list(t.steps)}) for t in traces
+        )
+    )
+    out = tmp_path / "scores.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "scoring",
+        "score",
+        "--adapter",
+        "qwen-prm",
+        "--model",
+        str(qwen_prm_dir),
+    ]
+    cmd += [
+        "--input",
+        str(traces_file),
+        "--output",
+        str(out),
+        "--device",
+        "cpu",
+        "--batch-tokens",
+        "200",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["t-0", "t-1", "t-2"]
+    assert [len(r["scores"]) for r in records] == [3, 2, 5]
+    assert all(
+        r["adapter"] == "qwen-prm" and r["n_tokens"] > 0 and r["seconds"] > 0 for r in records
+    )
+    assert "scored 3 traces" in done.stderr
