@@ -67,7 +67,10 @@ def press(page, *keys):
 
 
 def showing(page, trace):
-    expect(page.locator("#workspace")).to_have_attribute("data-trace-id", str(trace.pk))
+    """Wait until the trace is shown and the keyboard script has taken it over."""
+    workspace = page.locator("#workspace")
+    expect(workspace).to_have_attribute("data-trace-id", str(trace.pk))
+    expect(workspace).to_have_attribute("data-ready", "1")
 
 
 def labels_of(user, kind=AnnotationKind.LABEL):
