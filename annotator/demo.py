@@ -8,6 +8,7 @@ defaults (an SQLite file and kombu's filesystem broker under ``var/``), and says
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -84,6 +85,9 @@ def main() -> int:
     )
     _log(f"Celery worker started (pid {worker.pid})")
     _log(f"serving on http://{HOST}:{PORT}/ (Ctrl-C stops the server and the worker)")
+    # A plain `kill` stops the children too: SystemExit unwinds through subprocess.call,
+    # which kills the server, and through the `finally` below, which stops the worker.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         return subprocess.call(
             [sys.executable, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"]
