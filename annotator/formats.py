@@ -194,8 +194,10 @@ def _json_document_records(opener, name: str) -> RecordSource:
         return RecordSource(name, records, len(value))
 
     values = []
+    line, counted_to = 1, 0
     while pos < len(text):
-        line = text.count("\n", 0, pos) + 1
+        line += text.count("\n", counted_to, pos)  # counted incrementally: linear overall
+        counted_to = pos
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
