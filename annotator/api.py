@@ -38,7 +38,7 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 class TraceSerializer(serializers.ModelSerializer):
     problem = serializers.CharField(source="problem.text")
-    reference_answer = serializers.CharField(source="problem.reference_answer")
+    reference_answer = serializers.CharField(source="problem.reference_answer", allow_null=True)
 
     class Meta:
         model = Trace
@@ -55,6 +55,16 @@ class TraceSerializer(serializers.ModelSerializer):
             "num_steps",
             "metadata",
         ]
+
+    def to_representation(self, trace: Trace) -> dict:
+        """Annotators get no reference answer where the project hides it from them."""
+        data = super().to_representation(trace)
+        membership = self.context.get("membership")
+        if membership is None or not (
+            membership.project.show_reference_answer or membership.role in MANAGERS
+        ):
+            data["reference_answer"] = None
+        return data
 
 
 class AnnotationSerializer(serializers.ModelSerializer):
@@ -147,8 +157,11 @@ class TraceList(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        project = get_membership(self.request.user, self.kwargs["slug"]).project
-        return filter_traces(project, self.request.query_params)
+        self.membership = get_membership(self.request.user, self.kwargs["slug"])
+        return filter_traces(self.membership.project, self.request.query_params)
+
+    def get_serializer_context(self) -> dict:
+        return {**super().get_serializer_context(), "membership": self.membership}
 
 
 @extend_schema(responses=TraceDetailSerializer)

@@ -30,6 +30,7 @@ from annotator.queue import release
 FLAGS = ("bad_problem", "gave_up", "bad_step_split")
 RATINGS = (-1, 0, 1)
 MAX_SECONDS = 24 * 3600
+PER_TRACE_KINDS = (AnnotationKind.ADJUDICATION, AnnotationKind.GOLD)
 
 
 class LabelError(ValueError):
@@ -108,16 +109,16 @@ def append_version(
 ) -> tuple[Annotation, Annotation | None]:
     """Insert ``label`` as the user's newest ``kind`` annotation of ``trace`` and flip
     the previous latest version; returns (new, previous). Call inside a transaction
-    that holds the trace row lock, so concurrent versions of one trace queue up."""
-    previous = (
-        Annotation.objects.filter(
-            trace=trace, annotator=user, external_annotator="", kind=kind, is_latest=True
-        )
-        .only("id", "version", "gave_up")
-        .first()
-    )
+    that holds the trace row lock, so concurrent versions of one trace queue up.
+
+    Labels are versioned per annotator. An adjudication or a gold label is the trace's
+    one verdict, so it is versioned per trace: a second reviewer's replaces the first's."""
+    mine = Annotation.objects.filter(trace=trace, kind=kind, is_latest=True)
+    if kind not in PER_TRACE_KINDS:
+        mine = mine.filter(annotator=user, external_annotator="")
+    previous = mine.only("id", "version", "gave_up").order_by("-id").first()
     if previous is not None:
-        Annotation.objects.filter(pk=previous.pk).update(is_latest=False)
+        mine.update(is_latest=False)
     annotation = Annotation.objects.create(
         trace=trace,
         annotator=user,

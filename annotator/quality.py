@@ -16,7 +16,7 @@ from django.db.models import Count, Sum
 
 from annotator import agreement
 from annotator.models import Annotation, AnnotationKind, Membership, Project, Role
-from annotator.queue import matches_gold
+from annotator.queue import gold_answers_by_annotator
 
 
 @dataclass
@@ -106,14 +106,9 @@ def project_quality(project: Project) -> ProjectQuality:
     for user_id, n in latest.order_by().values_list("annotator_id").annotate(n=Count("id")):
         rows[user_id].labelled = n
 
-    for row in (
-        latest.filter(trace__is_gold=True)
-        .order_by()
-        .values("annotator_id")
-        .annotate(answered=Count("id"), correct=Count("id", filter=matches_gold()))
-    ):
-        rows[row["annotator_id"]].gold_answered = row["answered"]
-        rows[row["annotator_id"]].gold_correct = row["correct"]
+    for user_id, (answered, correct) in gold_answers_by_annotator(project, list(rows)).items():
+        rows[user_id].gold_answered = answered
+        rows[user_id].gold_correct = correct
 
     # Time per trace: all versions of a user's label of a trace (an undo and fix adds up).
     per_trace: dict[int, list[float]] = defaultdict(list)

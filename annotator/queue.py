@@ -158,21 +158,44 @@ def matches_gold() -> Exists:
     )
 
 
-def gold_answers(project: Project, user) -> tuple[int, int]:
-    """(answered, correct): the user's latest labels on gold traces of the project,
-    compared with each trace's gold label on the first error."""
-    row = (
-        Annotation.objects.filter(
-            trace__project=project,
-            trace__is_gold=True,
-            annotator=user,
-            kind=AnnotationKind.LABEL,
-            is_latest=True,
-        )
-        .order_by()
-        .aggregate(answered=Count("id"), correct=Count("id", filter=matches_gold()))
+def gold_answers_by_annotator(project: Project, user_ids=None) -> dict[int, tuple[int, int]]:
+    """``{user_id: (answered, correct)}`` on the project's gold questions.
+
+    Each gold question counts once, judged on the annotator's first answer (version
+    1): an undo or a later edit cannot turn a miss into a hit. A gold question skipped
+    without an answer counts as answered and wrong, so skipping cannot dodge screening.
+    """
+    first = Annotation.objects.filter(
+        trace__project=project, trace__is_gold=True, kind=AnnotationKind.LABEL, version=1
     )
-    return row["answered"], row["correct"]
+    skipped = Assignment.objects.filter(project=project, trace__is_gold=True, skipped=True).exclude(
+        Exists(
+            Annotation.objects.filter(
+                trace=OuterRef("trace"),
+                annotator=OuterRef("annotator"),
+                kind=AnnotationKind.LABEL,
+            )
+        )
+    )
+    if user_ids is not None:
+        first = first.filter(annotator_id__in=user_ids)
+        skipped = skipped.filter(annotator_id__in=user_ids)
+    answers: dict[int, tuple[int, int]] = {}
+    for row in (
+        first.order_by()
+        .values("annotator_id")
+        .annotate(answered=Count("id"), correct=Count("id", filter=matches_gold()))
+    ):
+        answers[row["annotator_id"]] = (row["answered"], row["correct"])
+    for row in skipped.order_by().values("annotator_id").annotate(n=Count("id")):
+        answered, correct = answers.get(row["annotator_id"], (0, 0))
+        answers[row["annotator_id"]] = (answered + row["n"], correct)
+    return answers
+
+
+def gold_answers(project: Project, user) -> tuple[int, int]:
+    """(answered, correct) for one annotator; see ``gold_answers_by_annotator``."""
+    return gold_answers_by_annotator(project, [user.pk]).get(user.pk, (0, 0))
 
 
 def screening_status(project: Project, user) -> ScreeningStatus:
@@ -356,13 +379,7 @@ def claim_next(project: Project, user, *, now: datetime | None = None) -> Served
         trace = _claim_gold(project, user, now)
         if trace is not None:
             return Served(trace, is_gold=True, screening=screening)
-        # Not enough gold questions to screen with: judge on what was answered.
-        if (
-            screening.answered
-            and screening.correct < screening.accuracy_needed * screening.answered
-        ):
-            return Served(None, reason="screening-failed", screening=screening)
-    elif not screening.passed:
+    if not _screened_in(screening, gold_left=False):
         return Served(None, reason="screening-failed", screening=screening)
     if project.gold_rate > 0 and random.random() < project.gold_rate:
         trace = _claim_gold(project, user, now)
@@ -372,6 +389,35 @@ def claim_next(project: Project, user, *, now: datetime | None = None) -> Served
     if trace is None:
         return Served(None, reason="done")
     return Served(trace)
+
+
+def _screened_in(screening: ScreeningStatus, *, gold_left: bool) -> bool:
+    """Whether screening lets the annotator do regular work. With too few gold
+    questions to finish screening, it is judged on the answers given so far."""
+    if screening.passed:
+        return True
+    if screening.pending and not gold_left:
+        return screening.correct >= screening.accuracy_needed * screening.answered
+    return False
+
+
+def may_label(project: Project, trace: Trace, user) -> bool:
+    """Whether the user may label ``trace`` when they open it directly (a link, the
+    URL, undo) rather than through "next": gold questions always, regular traces
+    only once screening lets them."""
+    if trace.is_gold or project.screening_questions == 0:
+        return True
+    screening = screening_status(project, user)
+    if screening.passed:
+        return True
+    gold_left = screening.pending and (
+        _one(
+            _locking(_GOLD_SQL).replace("FOR UPDATE OF t SKIP LOCKED", ""),
+            {"project": project.pk, "user": user.pk},
+        )
+        is not None
+    )
+    return _screened_in(screening, gold_left=gold_left)
 
 
 def hold_trace(project: Project, trace: Trace, user, *, now: datetime | None = None) -> None:

@@ -41,6 +41,12 @@ from annotator.quality import project_quality
 # ---------------------------------------------------------------- labelling
 
 
+SCREENING_FIRST = (
+    "This project screens new annotators: answer its screening questions (Label -> next) "
+    "before labelling other traces."
+)
+
+
 def _own_label(trace: Trace, user) -> Annotation | None:
     return (
         Annotation.objects.filter(
@@ -127,6 +133,8 @@ def annotate_next(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def annotate_trace(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
     membership, trace = get_trace_for_user(request.user, slug, trace_id)
+    if not queue.may_label(membership.project, trace, request.user):
+        return redirect("annotate", slug=slug)  # "next" serves screening questions first
     previous = _own_label(trace, request.user)
     if previous is None:
         # Hold it only while it is new work: a labelled trace already counts once.
@@ -165,6 +173,20 @@ def annotate_submit(request: HttpRequest, slug: str, trace_id: int) -> HttpRespo
             "reason": reason,
         }
         return _workspace(request, membership, trace, entered=entered, error=str(exc), status=422)
+    if not queue.may_label(membership.project, trace, request.user):
+        return _workspace(
+            request,
+            membership,
+            trace,
+            entered={
+                "ratings": ratings,
+                "first_error_step": first_error,
+                "flag": flag,
+                "reason": reason,
+            },
+            error=SCREENING_FIRST,
+            status=422,
+        )
     seconds = None
     with contextlib.suppress(ValueError):
         seconds = time.time() - float(data.get("served_at", ""))

@@ -106,6 +106,14 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
     form = MemberForm(request.POST)
     if form.is_valid():
         user = form.cleaned_data["username"]
+        owners = project.memberships.filter(role=Role.OWNER)
+        if (
+            form.cleaned_data["role"] != Role.OWNER
+            and owners.filter(user=user).exists()
+            and owners.count() == 1
+        ):
+            messages.error(request, f"{user.username} is the only owner; add another owner first.")
+            return redirect("project-settings", slug=project.slug)
         Membership.objects.update_or_create(
             project=project, user=user, defaults={"role": form.cleaned_data["role"]}
         )

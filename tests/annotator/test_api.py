@@ -99,3 +99,21 @@ def test_openapi_schema_is_served(api_for, users, db):
     response = api_for(users["owner"]).get("/api/v1/schema/")
     assert response.status_code == 200
     assert b"/api/v1/projects/{slug}/traces/" in response.content
+
+
+def test_annotators_get_no_reference_answer_where_the_project_hides_it(api_for, users, project):
+    from tests.annotator.test_annotate import make_trace
+
+    trace = make_trace(project, reference_answer="42")
+    detail = f"/api/v1/projects/gsm8k/traces/{trace.id}/"
+    annotator, owner = api_for(users["annotator"]), api_for(users["owner"])
+    assert annotator.get(detail).json()["reference_answer"] == "42"
+    project.show_reference_answer = False
+    project.save()
+    assert annotator.get(detail).json()["reference_answer"] is None
+    listed = annotator.get("/api/v1/projects/gsm8k/traces/").json()["results"]
+    assert [t["reference_answer"] for t in listed] == [None]
+    assert owner.get(detail).json()["reference_answer"] == "42"
+    assert (
+        owner.get("/api/v1/projects/gsm8k/traces/").json()["results"][0]["reference_answer"] == "42"
+    )

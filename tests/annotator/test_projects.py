@@ -97,6 +97,16 @@ def test_the_last_owner_cannot_be_removed(client_for, users, project):
     assert Membership.objects.filter(pk=owner.pk).exists()
 
 
+def test_the_last_owner_cannot_demote_themselves(client_for, users, project):
+    response = client_for(users["owner"]).post(
+        reverse("member-add", args=[project.slug]),
+        {"username": "olive", "role": Role.ANNOTATOR},
+        follow=True,
+    )
+    assert "olive is the only owner" in response.content.decode()
+    assert Membership.objects.get(project=project, user=users["owner"]).role == Role.OWNER
+
+
 def test_non_owners_cannot_manage_members(client_for, users, project):
     response = client_for(users["reviewer"]).post(
         reverse("member-add", args=[project.slug]), {"username": "oscar", "role": Role.OWNER}

@@ -181,6 +181,56 @@ def test_it_screens_new_annotators_with_gold_questions(project, people, users):
     assert b"Screening not passed" in page.content
 
 
+def _screening_project(project, users, questions=2):
+    regular = make_trace(project, ext="regular")
+    gold = [_gold(project, users["reviewer"], f"g{i}", -1) for i in range(questions)]
+    project.screening_questions = questions
+    project.screening_accuracy = 1.0
+    project.save()
+    return regular, gold
+
+
+def test_skipping_screening_questions_counts_as_missing_them(project, people, users):
+    regular, (g0, g1) = _screening_project(project, users)
+    ann = people[0]
+    queue.skip(project, g0, ann)
+    queue.skip(project, g1, ann)
+    served = queue.claim_next(project, ann)
+    assert served.trace is None and served.reason == "screening-failed"
+    assert queue.gold_answers(project, ann) == (2, 0)
+
+
+def test_screening_judges_the_first_answer_to_a_gold_question(project, people, users):
+    regular, (g0, g1) = _screening_project(project, users)
+    ann = people[0]
+    label(project, g0, ann, first_error=0)  # wrong
+    label(project, g0, ann, first_error=-1)  # an edit after the fact does not count
+    label(project, g1, ann, first_error=-1)
+    assert queue.gold_answers(project, ann) == (2, 1)
+    assert queue.claim_next(project, ann).reason == "screening-failed"
+
+
+def test_an_unscreened_annotator_cannot_label_regular_traces_by_url(
+    project, people, users, client_for
+):
+    regular, (g0, g1) = _screening_project(project, users)
+    ann = people[0]
+    client = client_for(ann)
+    page = client.get(reverse("annotate-trace", args=[project.slug, regular.pk]))
+    assert page.status_code == 302 and page.url == reverse("annotate", args=[project.slug])
+    submit = reverse("annotate-submit", args=[project.slug, regular.pk])
+    refused = client.post(submit, {"first_error_step": "-1"}, **HTMX)
+    assert refused.status_code == 422
+    assert b"screening questions" in refused.content
+    assert not Annotation.objects.filter(trace=regular).exists()
+    # Gold questions stay open to them, and after passing, so does the regular trace.
+    for gold in (g0, g1):
+        url = reverse("annotate-submit", args=[project.slug, gold.pk])
+        assert client.post(url, {"first_error_step": "-1"}, **HTMX).status_code == 200
+    assert client.post(submit, {"first_error_step": "-1"}, **HTMX).status_code == 200
+    assert Annotation.objects.filter(trace=regular, annotator=ann).count() == 1
+
+
 # ------------------------------------------------------------------ concurrency
 
 

@@ -80,6 +80,32 @@ def test_it_adjudicates_and_exports_use_it(project, users, labelled, client_for)
     assert [(a.version, a.is_latest) for a in versions] == [(1, False), (2, True)]
 
 
+def test_a_second_reviewers_verdict_replaces_the_first(
+    project, users, labelled, client_for, django_user_model
+):
+    trace = labelled[1]
+    other = django_user_model.objects.create_user("rex")
+    Membership.objects.create(project=project, user=other, role=Role.REVIEWER)
+    url = reverse("review-adjudicate", args=[project.slug, trace.pk])
+    client_for(users["reviewer"]).post(url, {"first_error_step": "0"})
+    client_for(other).post(url, {"first_error_step": "2"})
+    latest = Annotation.objects.filter(kind=AnnotationKind.ADJUDICATION, is_latest=True)
+    assert [(a.annotator.username, a.first_error_step, a.version) for a in latest] == [
+        ("rex", 2, 2)
+    ]
+    page = client_for(users["reviewer"]).get(reverse("review-trace", args=[project.slug, trace.pk]))
+    assert page.context["adjudication"].first_error_step == 2
+    assert {r["id"]: r["label"] for r in iter_export(project, "processbench")}[
+        trace.external_id
+    ] == 2
+    # Gold labels likewise: one reference answer per trace, the newest.
+    gold = reverse("mark-gold", args=[project.slug, labelled[0].pk])
+    client_for(users["reviewer"]).post(gold, {"first_error_step": "1"})
+    client_for(other).post(gold, {"first_error_step": "-1"})
+    golds = Annotation.objects.filter(trace=labelled[0], kind=AnnotationKind.GOLD, is_latest=True)
+    assert [a.first_error_step for a in golds] == [-1]
+
+
 def test_it_accepts_and_rejects_single_annotations(project, users, labelled, client_for):
     annotation = Annotation.objects.get(trace=labelled[1], annotator__username="bea")
     client = client_for(users["reviewer"])
