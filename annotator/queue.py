@@ -119,10 +119,10 @@ def ensure_ranked(project: Project) -> None:
 def _write_ranks(project: Project, traces) -> None:
     if connection.vendor != "postgresql" and project.queue_order == QueueOrder.RANDOM:
         # The embedded SQLite demo has no seeded hash function; rank in Python.
-        rng = random.Random(project.queue_seed)
-        ids = list(traces.order_by("id").values_list("id", flat=True))
-        ranks = rng.sample(range(len(ids)), len(ids))
-        for trace_id, rank in zip(ids, ranks, strict=True):
+        # Random 62-bit ranks, like the hash's: traces ranked later (a new import)
+        # interleave with the earlier ones instead of colliding with their ranks.
+        for trace_id in traces.order_by("id").values_list("id", flat=True):
+            rank = random.Random(f"{project.queue_seed}:{trace_id}").getrandbits(62)
             Trace.objects.filter(pk=trace_id).update(queue_rank=rank)
         return
     traces.update(queue_rank=QUEUE_ORDERS[project.queue_order](project))

@@ -27,6 +27,20 @@ for url in ["/", "/p/gsm8k-demo/", "/p/gsm8k-demo/traces/1/", "/p/gsm8k-demo/ann
     response = client.get(url)
     assert response.status_code == 200, (url, response.status_code)
 print("traces:", client.get("/p/gsm8k-demo/").context["page"].paginator.count)
+# A random queue order on SQLite (no seeded hash there): every trace gets its own rank.
+from annotator import queue
+from annotator.models import Project, QueueOrder, Trace
+project = Project.objects.get(slug="gsm8k-demo")
+project.queue_order = QueueOrder.RANDOM
+project.save()
+demo = get_user_model().objects.get(username="demo")
+assert queue.claim_next(project, demo).trace
+# Traces imported later are ranked on the next claim, among the earlier ones.
+Trace.objects.filter(project=project, id__in=Trace.objects.filter(project=project)
+                     .order_by("-id").values("id")[:100]).update(queue_rank=None)
+assert queue.claim_next(project, demo).trace
+ranks = list(Trace.objects.filter(project=project).values_list("queue_rank", flat=True))
+assert None not in ranks and len(set(ranks)) == len(ranks), "queue ranks collide"
 """
 
 
