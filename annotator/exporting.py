@@ -33,6 +33,7 @@ from annotator.models import Annotation, AnnotationKind, Project, Step, Trace
 from scoring.steps import SHEPHERD_TAG
 
 EXPORT_FORMATS = ("processbench", "trl", "prm800k", "math-shepherd", "jsonl")
+KEEPS_UNLABELLED = ("jsonl",)  # formats that write unlabelled traces, label null
 LABEL_SOURCES = ("human", "adjudicated")
 CHUNK_TRACES = 2000
 
@@ -48,8 +49,14 @@ class ExportSummary:
     records: int = 0
     unlabelled: int = 0
     disagreements: int = 0
+    kept_unlabelled: bool = False  # True: unlabelled traces were written, label null
 
     def __str__(self) -> str:
+        if self.kept_unlabelled:
+            return (
+                f"{self.records} records written, {self.unlabelled} of them unlabelled and "
+                f"{self.disagreements} with unresolved disagreements (first_error_step null)"
+            )
         return (
             f"{self.records} records written; left out {self.unlabelled} unlabelled and "
             f"{self.disagreements} unresolved disagreements"
@@ -108,6 +115,7 @@ def iter_export(
             f"unknown label source {labels!r}; choose one of {', '.join(LABEL_SOURCES)}"
         )
     summary = summary if summary is not None else ExportSummary()
+    summary.kept_unlabelled = fmt in KEEPS_UNLABELLED
     to_record = _RECORD_BUILDERS[fmt]
     for chunk in _trace_chunks(project, split):
         ids = [t.id for t in chunk]
@@ -130,7 +138,7 @@ def iter_export(
                 label = None
             elif label is None:
                 summary.unlabelled += 1
-            if label is None and fmt != "jsonl":
+            if label is None and not summary.kept_unlabelled:
                 continue
             summary.records += 1
             yield to_record(trace, steps[trace.id], label)
@@ -309,7 +317,8 @@ def _write_parquet(
     records: Iterator[dict[str, Any]], out: str | Path | IO[bytes], fmt: str
 ) -> None:
     """Parquet in row groups of one chunk each, with a fixed schema per format. Nested
-    free-form fields (metadata, PRM800K's ``question``/``label``) are JSON text."""
+    free-form fields (metadata, PRM800K's ``question``/``label``) are JSON text, which
+    the importer decodes, so these files import again."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -5,10 +5,14 @@ Nothing here touches the database: :func:`iter_parsed` turns a file into
 the line or record, and the field at the first problem it finds. The importer
 writes inside one transaction, so an error anywhere means nothing is written.
 
-Formats (``--format``): processbench, prm800k, math-shepherd, trl, bbm,
-gsm8k-solutions, jsonl; ``auto`` detects one from the first record's keys.
-Files: JSON (an array, one object, or concatenated objects as PRM800K ships
-them), JSONL, parquet, each optionally gzip-compressed.
+Formats (``--format``): processbench, prm800k, prm800k-stepwise, math-shepherd,
+trl, bbm, gsm8k, gsm8k-solutions, jsonl; ``auto`` detects one from the first
+record's keys. Files: JSON (an array, one object, or concatenated objects as
+PRM800K ships them), JSONL, parquet, each optionally gzip-compressed.
+
+Every parsed trace is checked before it is handed on (:func:`_check_trace`): text
+PostgreSQL cannot store (NUL, lone surrogates) and values longer than their model
+field are refused here, with the record named, instead of failing inside ``COPY``.
 """
 
 from __future__ import annotations
@@ -26,10 +30,28 @@ from typing import Any
 
 import orjson
 
+from annotator.labelling import LabelError, normalise_label
+from annotator.models import Annotation, LabelScheme, Trace
 from scoring.steps import SHEPHERD_TAG, SPLITTERS, split_lines, split_steps
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
-FORMATS = ("processbench", "prm800k", "math-shepherd", "trl", "bbm", "gsm8k-solutions", "jsonl")
+FORMATS = (
+    "processbench",
+    "prm800k",
+    "prm800k-stepwise",
+    "math-shepherd",
+    "trl",
+    "bbm",
+    "gsm8k",
+    "gsm8k-solutions",
+    "jsonl",
+)
+UTF8_BOM = b"\xef\xbb\xbf"
+# Model field limits: checked on import (_check_trace) rather than failing in COPY.
+_MAX_LENGTHS: dict[str, int] = {
+    name: Trace._meta.get_field(name).max_length for name in ("external_id", "generator", "split")
+}
+_MAX_ANNOTATOR_LENGTH: int = Annotation._meta.get_field("external_annotator").max_length
 
 
 class ImportFormatError(ValueError):
@@ -164,6 +186,8 @@ def _jsonl_records(opener, name: str) -> Iterator[tuple[str, Any]]:
                 raise ImportFormatError(
                     where, f"line is longer than {MAX_RECORD_BYTES // (1024 * 1024)} MiB"
                 )
+            if line_no == 1:
+                raw = raw.removeprefix(UTF8_BOM)
             if not raw.strip():
                 continue
             try:
@@ -210,8 +234,7 @@ def _json_document_records(opener, name: str) -> RecordSource:
 
 
 def _decode_document(raw: bytes, name: str) -> str:
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
+    raw = raw.removeprefix(UTF8_BOM)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -269,22 +292,60 @@ def _text(record: dict, key: str, where: str, *, required: bool = True) -> str:
     return value
 
 
-def _steps(record: dict, key: str, where: str) -> list[str]:
+def _string_list(record: dict, key: str, where: str) -> list[str]:
+    """A list of strings, possibly empty, possibly holding empty strings."""
     value = _require(record, key, where)
     if not isinstance(value, list):
         raise ImportFormatError(
             where, f"expected a list of strings, got {type(value).__name__}", field=key
         )
-    if not value:
-        raise ImportFormatError(where, "has no steps", field=key)
     for i, step in enumerate(value):
         if not isinstance(step, str):
             raise ImportFormatError(
                 where, f"step {i} is {type(step).__name__}, not a string", field=key
             )
+    return value
+
+
+def _no_empty_steps(steps: list[str], where: str, key: str) -> None:
+    for i, step in enumerate(steps):
         if not step.strip():
             raise ImportFormatError(where, f"step {i} is empty", field=key)
+
+
+def _steps(record: dict, key: str, where: str) -> list[str]:
+    value = _string_list(record, key, where)
+    if not value:
+        raise ImportFormatError(where, "has no steps", field=key)
+    _no_empty_steps(value, where, key)
     return value
+
+
+def _object(record: dict, key: str, where: str, *, required: bool = True) -> dict:
+    """``record[key]`` as a dict; ``{}`` when an optional one is absent.
+
+    Parquet has no free-form nested type, so parquet files (our own exports among
+    them) carry nested objects such as PRM800K's ``question`` and ``label`` or the
+    ``metadata`` of the jsonl format as JSON text: a string holding a JSON object
+    is decoded, so those files import as their JSONL twins do."""
+    if not required and record.get(key) is None:
+        return {}
+    value = _json_text_object(_require(record, key, where), where, key)
+    if not isinstance(value, dict):
+        raise ImportFormatError(where, f"expected an object, got {type(value).__name__}", field=key)
+    return value
+
+
+def _json_text_object(value: Any, where: str, key: str) -> Any:
+    """``value`` decoded when it is a string holding a JSON object, else unchanged."""
+    if not (isinstance(value, str) and value.lstrip().startswith("{")):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ImportFormatError(
+            where, f"holds malformed JSON text ({exc.msg})", field=key
+        ) from None
 
 
 def _first_error(value: Any, num_steps: int, where: str, key: str) -> int:
@@ -309,9 +370,23 @@ def _optional_bool(record: dict, key: str, where: str) -> bool | None:
 
 
 def _content_id(*parts: str) -> str:
-    """A stable id for records that carry none, so re-imports are idempotent."""
-    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    """A stable id for records that carry none, so re-imports are idempotent.
+
+    ``surrogatepass``: a lone surrogate must not crash the hash before
+    :func:`_check_trace` can name the record and field that holds it."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
     return digest[:24]
+
+
+def _problem_key(question: str) -> str:
+    """The id prefix that the GSM8K files' traces of one problem share."""
+    return _content_id(question)[:16]
+
+
+def derived_split(name: str) -> str:
+    """A split made up from a file name or an id prefix, cut to fit the split column.
+    (A split the user or the record gives is checked instead: see _check_trace.)"""
+    return name[: _MAX_LENGTHS["split"]]
 
 
 def _str_id(record: dict, key: str, where: str) -> str | None:
@@ -336,7 +411,9 @@ def parse_processbench(record: dict, where: str, options: ParseOptions) -> list[
     label = _first_error(_require(record, "label", where), len(steps), where, "label")
     correct = _optional_bool(record, "final_answer_correct", where)
     split = options.split or (
-        external_id.rsplit("-", 1)[0] if "-" in external_id else options.default_split
+        derived_split(external_id.rsplit("-", 1)[0])
+        if "-" in external_id
+        else options.default_split
     )
     return [
         ParsedTrace(
@@ -363,13 +440,9 @@ def parse_prm800k(record: dict, where: str, options: ParseOptions) -> list[Parse
     present (phase 2) the trace is that full model solution, rated up to where the
     labeller stopped.
     """
-    question = _require(record, "question", where)
-    if not isinstance(question, dict):
-        raise ImportFormatError(where, "expected an object", field="question")
+    question = _object(record, "question", where)
     problem = _text(question, "problem", where + ", question")
-    label = _require(record, "label", where)
-    if not isinstance(label, dict):
-        raise ImportFormatError(where, "expected an object", field="label")
+    label = _object(record, "label", where)
     label_steps = _require(label, "steps", where + ", label")
     if not isinstance(label_steps, list):
         raise ImportFormatError(where, "expected a list", field="label.steps")
@@ -470,46 +543,49 @@ def parse_prm800k(record: dict, where: str, options: ParseOptions) -> list[Parse
 
 
 _STEP_PREFIX = re.compile(r"^\s*Step\s*\d+\s*:\s*")
+# Math-Shepherd's step tag: " ки" closing a step, so followed by a newline or the end.
+# "ки" alone is a common Cyrillic letter pair ("руки") and must not split a step.
+_SHEPHERD_TAG_AT_STEP_END = re.compile(rf" {SHEPHERD_TAG}(?=\r?\n|\Z)")
+_STEP_MARKER = re.compile(r"(?<!\S)Step\s*(\d+)\s*:")
+
+
+def _has_shepherd_tags(text: Any) -> bool:
+    return isinstance(text, str) and _SHEPHERD_TAG_AT_STEP_END.search(text) is not None
 
 
 def parse_math_shepherd(record: dict, where: str, options: ParseOptions) -> list[ParsedTrace]:
-    """``input``: question, then steps each ending in `` ки``; ``label``: the same text
-    with ``+``/``-`` in place of each tag. The question ends where ``Step 1:`` starts."""
+    """``input``: the question, then steps ``Step k: ... ки`` each closed by the tag
+    `` ки`` at the end of its line; ``label``: the same text with ``+``/``-`` in place
+    of each tag.
+
+    The question ends where the solution's "Step 1:" starts: see
+    :func:`_shepherd_solution_start`."""
     text = _text(record, "input", where)
     label_text = _text(record, "label", where, required=False)
-    if SHEPHERD_TAG not in text:
-        raise ImportFormatError(where, f"has no '{SHEPHERD_TAG}' step tags", field="input")
-    marker = re.search(r"Step\s*1\s*:", text)
-    if marker is None:
+    tags = list(_SHEPHERD_TAG_AT_STEP_END.finditer(text))
+    if not tags:
+        raise ImportFormatError(
+            where,
+            f"has no ' {SHEPHERD_TAG}' step tags (at the end of a line or of the text)",
+            field="input",
+        )
+    solution_start = _shepherd_solution_start(text, tags[0].start())
+    if solution_start is None:
         raise ImportFormatError(
             where, "cannot find where the question ends ('Step 1:')", field="input"
         )
-    problem = text[: marker.start()].strip()
+    problem = text[:solution_start].strip()
     if not problem:
         raise ImportFormatError(where, "the question before 'Step 1:' is empty", field="input")
-    body = text[marker.start() :]
-    pieces = body.split(SHEPHERD_TAG)
-    steps = [_STEP_PREFIX.sub("", piece).strip() for piece in pieces[:-1]]
+    step_starts = [solution_start] + [tag.end() for tag in tags[:-1]]
+    steps = [
+        _STEP_PREFIX.sub("", text[begin : tag.start()]).strip()
+        for begin, tag in zip(step_starts, tags, strict=True)
+    ]
     if any(not step for step in steps):
         raise ImportFormatError(where, "a step between tags is empty", field="input")
 
-    ratings: list[int | None] | None = None
-    if label_text:
-        ratings = []
-        offset = marker.start()
-        pos = offset
-        for k, piece in enumerate(pieces[:-1]):
-            pos += len(piece)
-            label_pos = pos - k  # each 2-char tag became a 1-char label before this one
-            mark = label_text[label_pos] if label_pos < len(label_text) else ""
-            if mark not in ("+", "-"):
-                raise ImportFormatError(
-                    where,
-                    f"does not match 'input' at step {k} (expected '+' or '-')",
-                    field="label",
-                )
-            ratings.append(1 if mark == "+" else -1)
-            pos += len(SHEPHERD_TAG)
+    ratings = _shepherd_ratings(label_text, tags, where) if label_text else None
     first_error = (ratings.index(-1) if -1 in ratings else -1) if ratings is not None else None
     return [
         ParsedTrace(
@@ -524,6 +600,37 @@ def parse_math_shepherd(record: dict, where: str, options: ParseOptions) -> list
             else None,
         )
     ]
+
+
+def _shepherd_solution_start(text: str, first_tag: int) -> int | None:
+    """Where the solution's "Step 1:" starts, or None.
+
+    Both the question ("Step 1: mix, Step 2: bake. How long...?") and step 1 itself
+    (a model numbering its own plan: "... Step 1: find the rate ...") may say
+    "Step 1:". The solution's is the first "Step 1:" (at the start or after
+    whitespace) from which step 1 runs to the first tag without passing a marker of a
+    later step, since step 2 starts only after that tag; failing that, the first."""
+    markers = list(_STEP_MARKER.finditer(text, 0, first_tag))
+    ones = [i for i, marker in enumerate(markers) if int(marker.group(1)) == 1]
+    for i in ones:
+        if all(int(later.group(1)) == 1 for later in markers[i + 1 :]):
+            return markers[i].start()
+    return markers[ones[0]].start() if ones else None
+
+
+def _shepherd_ratings(label_text: str, tags: list[re.Match], where: str) -> list[int | None]:
+    """The ``+``/``-`` standing in ``label_text`` where ``input`` has each tag: every
+    earlier two-letter tag became one character, so tag k moves k characters left."""
+    ratings: list[int | None] = []
+    for k, tag in enumerate(tags):
+        position = tag.start() + 1 - k
+        mark = label_text[position] if position < len(label_text) else ""
+        if mark not in ("+", "-"):
+            raise ImportFormatError(
+                where, f"does not match 'input' at step {k} (expected '+' or '-')", field="label"
+            )
+        ratings.append(1 if mark == "+" else -1)
+    return ratings
 
 
 def parse_trl(record: dict, where: str, options: ParseOptions) -> list[ParsedTrace]:
@@ -551,12 +658,29 @@ def parse_trl(record: dict, where: str, options: ParseOptions) -> list[ParsedTra
 
 
 def parse_bbm(record: dict, where: str, options: ParseOptions) -> list[ParsedTrace]:
+    """BIG-Bench Mistake: ``{input, steps[], target, answer, mistake_index}``.
+
+    A few traces hold an empty step where the model wrote a blank line
+    (dyck_languages.jsonl line 539, step 54). Nothing in it can be judged, so empty
+    steps are dropped and ``mistake_index`` is shifted down past them, still pointing
+    at the same step; the file's indexes of the dropped steps are kept in the metadata
+    (``dropped_empty_steps``). A ``mistake_index`` at an empty step is an error."""
     problem = _text(record, "input", where)
-    steps = _steps(record, "steps", where)
+    raw_steps = _string_list(record, "steps", where)
+    steps = [step for step in raw_steps if step.strip()]
+    if not steps:
+        raise ImportFormatError(where, "has no steps", field="steps")
+    dropped = [i for i, step in enumerate(raw_steps) if not step.strip()]
     mistake = record.get("mistake_index")
     first_error = (
-        -1 if mistake is None else _first_error(mistake, len(steps), where, "mistake_index")
+        -1 if mistake is None else _first_error(mistake, len(raw_steps), where, "mistake_index")
     )
+    if first_error in dropped:
+        raise ImportFormatError(
+            where, f"{first_error} points at an empty step", field="mistake_index"
+        )
+    if first_error >= 0:
+        first_error -= sum(1 for i in dropped if i < first_error)
     target = record.get("target")
     answer = record.get("answer")
     correct = None
@@ -572,6 +696,7 @@ def parse_bbm(record: dict, where: str, options: ParseOptions) -> list[ParsedTra
             split=options.split or options.default_split,
             final_answer="" if answer is None else str(answer),
             final_answer_correct=correct,
+            metadata={"dropped_empty_steps": dropped} if dropped else {},
             label=ParsedLabel(first_error_step=first_error),
         )
     ]
@@ -595,7 +720,7 @@ def parse_gsm8k_solutions(record: dict, where: str, options: ParseOptions) -> li
     """OpenAI's GSM8K model-solutions file: several solutions per problem, outcome only."""
     question = _text(record, "question", where)
     ground_truth = _text(record, "ground_truth", where)
-    pid = _content_id(question)[:16]
+    pid = _problem_key(question)
     traces = []
     for key, value in record.items():
         if not isinstance(value, dict) or "solution" not in value:
@@ -622,15 +747,93 @@ def parse_gsm8k_solutions(record: dict, where: str, options: ParseOptions) -> li
     return traces
 
 
+def parse_gsm8k(record: dict, where: str, options: ParseOptions) -> list[ParsedTrace]:
+    """GSM8K itself: ``{question, answer}``, the answer being the reference solution,
+    one line per step with calculator notes ``<<a*b=c>>``, then ``#### <n>``.
+
+    One trace per problem, generator ``reference``, correct by definition: its steps
+    are the solution's lines before ``####`` (calculator notes kept as written), its
+    final answer the number after it. The problem's reference answer and solution are
+    filled in too; problems are keyed by their text and the id shares its prefix with
+    the model-solutions file's traces, so both files' traces meet on one problem."""
+    question = _text(record, "question", where)
+    solution = _text(record, "answer", where)
+    body, marker, answer = solution.rpartition("####")
+    answer = answer.strip()
+    if not marker or not answer:
+        raise ImportFormatError(where, "has no final '#### <answer>' line", field="answer")
+    steps = split_lines(body)
+    if not steps:
+        raise ImportFormatError(where, "has no solution lines before '####'", field="answer")
+    return [
+        ParsedTrace(
+            problem=question,
+            steps=steps,
+            external_id=f"{_problem_key(question)}/reference",
+            reference_answer=answer,
+            reference_solution=solution,
+            generator="reference",
+            split=options.split or options.default_split,
+            final_answer=answer,
+            final_answer_correct=True,
+        )
+    ]
+
+
+def parse_prm800k_stepwise(record: dict, where: str, options: ParseOptions) -> list[ParsedTrace]:
+    """PRM800K phase-1 labels re-shaped one row per rated candidate step:
+    ``{instruction, responses[], next_response, answer, is_human_response,
+    is_solution, is_preferred_response, rating}``.
+
+    A row judges only its last step: ``responses`` are the steps accepted before it
+    (chosen or written by the labeller, so rated 0 or +1, never -1, but which one
+    the row does not say) and ``next_response`` the candidate it rates. It becomes
+    one trace, ``responses + [next_response]``, with the earlier steps unrated
+    (``None``) and the last rated as in the row: -1 puts the first error at the last
+    step; 0 (fine, no progress) or +1 means no step of the trace is wrong (first
+    error -1); a null rating gives no label. The row carries no id, so the id hashes
+    the whole row: re-imports skip what is there, and a row repeated verbatim in the
+    file is imported once and counted as a duplicate."""
+    problem = _text(record, "instruction", where)
+    earlier = _string_list(record, "responses", where)
+    _no_empty_steps(earlier, where, "responses")
+    steps = [*earlier, _text(record, "next_response", where)]
+    rating = record.get("rating")
+    if rating is not None and (isinstance(rating, bool) or rating not in _RATINGS):
+        raise ImportFormatError(where, f"{rating!r} is not -1, 0, 1 or null", field="rating")
+    flags = {
+        key: _optional_bool(record, key, where)
+        for key in ("is_human_response", "is_solution", "is_preferred_response")
+    }
+    label = None
+    if rating is not None:
+        label = ParsedLabel(
+            first_error_step=len(earlier) if rating == -1 else -1,
+            step_ratings=[None] * len(earlier) + [rating],
+        )
+    return [
+        ParsedTrace(
+            problem=problem,
+            steps=steps,
+            external_id=_content_id(json.dumps(record, sort_keys=True, default=str)),
+            generator="prm800k",
+            split=options.split or options.default_split,
+            final_answer=_text(record, "answer", where, required=False),
+            metadata=flags,
+            label=label,
+        )
+    ]
+
+
 _PROBLEM_KEYS = ("problem", "question", "prompt")
 _SOLUTION_KEYS = ("solution", "response", "completion")
 
 
 def parse_jsonl(record: dict, where: str, options: ParseOptions) -> list[ParsedTrace]:
     """Generic records: a problem, then ``steps`` (a list) or a solution string split
-    with the configured splitter; optional id, answer, generator, split, label."""
-    if not isinstance(record, dict):
-        raise ImportFormatError(where, f"expected a JSON object, got {type(record).__name__}")
+    with the configured splitter; optional id, answer, generator, split, label
+    (``first_error_step`` or ``label``, with ``step_ratings`` that agree with it),
+    metadata (an object, or JSON text holding one)."""
     problem_key = next((k for k in _PROBLEM_KEYS if k in record), "problem")
     problem = _text(record, problem_key, where)
     if "steps" in record:
@@ -644,22 +847,6 @@ def parse_jsonl(record: dict, where: str, options: ParseOptions) -> list[ParsedT
         steps = split_steps(_text(record, solution_key, where), options.step_splitter)
         if not steps:
             raise ImportFormatError(where, "has no steps after splitting", field=solution_key)
-    label = None
-    label_key = next((k for k in ("first_error_step", "label") if record.get(k) is not None), None)
-    if label_key is not None:
-        ratings = record.get("step_ratings")
-        if ratings is not None and (
-            not isinstance(ratings, list)
-            or len(ratings) != len(steps)
-            or any(r is not None and (isinstance(r, bool) or r not in _RATINGS) for r in ratings)
-        ):
-            raise ImportFormatError(
-                where, f"expected {len(steps)} entries of -1, 0, 1 or null", field="step_ratings"
-            )
-        label = ParsedLabel(
-            first_error_step=_first_error(record[label_key], len(steps), where, label_key),
-            step_ratings=ratings,
-        )
     reference = record.get("reference_answer", record.get("answer"))
     return [
         ParsedTrace(
@@ -673,35 +860,70 @@ def parse_jsonl(record: dict, where: str, options: ParseOptions) -> list[ParsedT
             or options.default_split,
             final_answer=_text(record, "final_answer", where, required=False),
             final_answer_correct=_optional_bool(record, "final_answer_correct", where),
-            metadata=record.get("metadata") if isinstance(record.get("metadata"), dict) else {},
-            label=label,
+            metadata=_object(record, "metadata", where, required=False),
+            label=_jsonl_label(record, len(steps), where),
         )
     ]
+
+
+def _jsonl_label(record: dict, num_steps: int, where: str) -> ParsedLabel | None:
+    """The generic format's label, refused when its step ratings contradict its first
+    error (a -1 before it or in an all-correct trace, or the first error rated 0/+1)."""
+    label_key = next((k for k in ("first_error_step", "label") if record.get(k) is not None), None)
+    if label_key is None:
+        return None
+    first_error = _first_error(record[label_key], num_steps, where, label_key)
+    ratings = record.get("step_ratings")
+    if ratings is None:
+        return ParsedLabel(first_error_step=first_error)
+    if (
+        not isinstance(ratings, list)
+        or len(ratings) != num_steps
+        or any(r is not None and (isinstance(r, bool) or r not in _RATINGS) for r in ratings)
+    ):
+        raise ImportFormatError(
+            where, f"expected {num_steps} entries of -1, 0, 1 or null", field="step_ratings"
+        )
+    try:
+        normalise_label(num_steps, LabelScheme.FIRST_ERROR, first_error, ratings)
+        if first_error >= 0 and ratings[first_error] not in (None, -1):
+            raise LabelError(
+                f"step {first_error} is rated {ratings[first_error]} but is the first error"
+            )
+    except LabelError as exc:
+        raise ImportFormatError(
+            where, f"contradicts {label_key} {first_error}: {exc}", field="step_ratings"
+        ) from None
+    return ParsedLabel(first_error_step=first_error, step_ratings=ratings)
 
 
 PARSERS: dict[str, Callable[[dict, str, ParseOptions], list[ParsedTrace]]] = {
     "processbench": parse_processbench,
     "prm800k": parse_prm800k,
+    "prm800k-stepwise": parse_prm800k_stepwise,
     "math-shepherd": parse_math_shepherd,
     "trl": parse_trl,
     "bbm": parse_bbm,
+    "gsm8k": parse_gsm8k,
     "gsm8k-solutions": parse_gsm8k_solutions,
     "jsonl": parse_jsonl,
 }
 
 
-def detect_format(record: Any, where: str) -> str:
+def detect_format(record: dict, where: str) -> str:
     """Guess the format from the keys of the first record."""
-    if not isinstance(record, dict):
-        raise ImportFormatError(where, f"expected a JSON object, got {type(record).__name__}")
     keys = set(record)
     if {"prompt", "completions", "labels"} <= keys:
         return "trl"
     if {"problem", "steps", "label"} <= keys:
         return "processbench"
-    if {"question", "label"} <= keys and isinstance(record["label"], dict):
+    if {"question", "label"} <= keys and isinstance(
+        _json_text_object(record["label"], where, "label"), dict
+    ):
         return "prm800k"
-    if "input" in keys and SHEPHERD_TAG in str(record.get("input", "")):
+    if {"instruction", "responses", "next_response"} <= keys:
+        return "prm800k-stepwise"
+    if "input" in keys and _has_shepherd_tags(record["input"]):
         return "math-shepherd"
     if {"input", "steps"} <= keys and "mistake_index" in keys:
         return "bbm"
@@ -709,6 +931,8 @@ def detect_format(record: Any, where: str) -> str:
         return "gsm8k-solutions"
     if keys & set(_PROBLEM_KEYS) and (keys & {"steps", *_SOLUTION_KEYS}):
         return "jsonl"
+    if {"question", "answer"} <= keys and "####" in str(record["answer"]):
+        return "gsm8k"
     raise ImportFormatError(
         where,
         f"cannot detect the format from the keys {sorted(keys)}; pass --format (one of {', '.join(FORMATS)})",
@@ -729,13 +953,83 @@ def iter_parsed(
             source.name,
             f"unknown step splitter {options.step_splitter!r}; choose one of {', '.join(SPLITTERS)}",
         )
+    _check_length(options.split, _MAX_LENGTHS["split"], source.name, "split")
     parser = PARSERS.get(fmt)
     seen_any = False
     for where, record in source.records:
+        if not isinstance(record, dict):
+            raise ImportFormatError(where, f"expected a JSON object, got {type(record).__name__}")
         if parser is None:
             fmt = detect_format(record, where)
             parser = PARSERS[fmt]
         seen_any = True
-        yield fmt, where, parser(record, where, options)
+        traces = parser(record, where, options)
+        for trace in traces:
+            _check_trace(trace, where)
+        yield fmt, where, traces
     if not seen_any:
         raise ImportFormatError(source.name, "the file holds no records")
+
+
+# ---------------------------------------------------------------- what the database takes
+
+_TEXT_FIELDS = (
+    "problem",
+    "external_id",
+    "reference_answer",
+    "reference_solution",
+    "generator",
+    "split",
+    "final_answer",
+)
+# PostgreSQL text cannot hold NUL; a lone surrogate is not Unicode and cannot be encoded.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_trace(trace: ParsedTrace, where: str) -> None:
+    """Refuse what the database would reject mid-``COPY``, naming the trace's field
+    (``steps[3]``, ``metadata.note``...): text PostgreSQL cannot store, and values
+    longer than their model field."""
+    for name in _TEXT_FIELDS:
+        _check_text(getattr(trace, name), where, name)
+    for i, step in enumerate(trace.steps):
+        _check_text(step, where, f"steps[{i}]")
+    _check_json(trace.metadata, where, "metadata")
+    for name, limit in _MAX_LENGTHS.items():
+        _check_length(getattr(trace, name), limit, where, name)
+    if trace.label is not None:
+        annotator = trace.label.external_annotator
+        _check_text(annotator, where, "external_annotator")
+        _check_length(annotator, _MAX_ANNOTATOR_LENGTH, where, "external_annotator")
+
+
+def _check_text(value: str, where: str, field: str) -> None:
+    match = _UNSTORABLE.search(value)
+    if match is None:
+        return
+    char = match.group()
+    what = (
+        "a NUL character (\\u0000), which the database cannot store"
+        if char == "\x00"
+        else f"a lone surrogate (\\u{ord(char):04x}), which is not valid Unicode"
+    )
+    raise ImportFormatError(where, f"contains {what}", field=field)
+
+
+def _check_json(value: Any, where: str, field: str) -> None:
+    if isinstance(value, str):
+        _check_text(value, where, field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(str(key), where, f"{field} (a key)")
+            _check_json(item, where, f"{field}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, where, f"{field}[{i}]")
+
+
+def _check_length(value: str, limit: int, where: str, field: str) -> None:
+    if len(value) > limit:
+        raise ImportFormatError(
+            where, f"is {len(value)} characters long; at most {limit} fit", field=field
+        )

@@ -24,14 +24,17 @@ from django.db.models import Model
 from django.utils import timezone
 
 from annotator.formats import (
+    ImportFormatError,
     ParsedTrace,
     ParseOptions,
+    derived_split,
     iter_parsed,
     open_records,
 )
 from annotator.models import Annotation, AnnotationKind, Problem, Project, Step, Trace, text_hash
 
 CHUNK_RECORDS = 2000
+SOURCE_MAX_LENGTH: int = Trace._meta.get_field("source").max_length
 
 
 @dataclass
@@ -83,10 +86,15 @@ def import_file(
     """Import one file into ``project``. Raises ``ImportFormatError`` and writes nothing
     on bad input."""
     records = open_records(path, display_name)
+    if source and len(source) > SOURCE_MAX_LENGTH:
+        raise ImportFormatError(
+            records.name,
+            f"the source name is {len(source)} characters long; at most {SOURCE_MAX_LENGTH} fit",
+        )
     options = ParseOptions(
         split=split,
         step_splitter=step_splitter,
-        default_split=Path(records.name).name.split(".")[0],
+        default_split=derived_split(Path(records.name).name.split(".")[0]),
     )
     parsed = iter_parsed(records, fmt, options)
     summary = ImportSummary()

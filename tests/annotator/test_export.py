@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pyarrow.parquet as pq
@@ -77,12 +78,13 @@ def test_trl_export_ends_each_trace_at_its_first_error(project, processbench, tm
             assert row["labels"] == [True] * k + [False]
 
 
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
 def test_trl_and_math_shepherd_exports_reimport_to_the_same_first_errors(
-    project, processbench, tmp_path, users
+    project, processbench, tmp_path, users, suffix
 ):
     expected = {r["problem"].strip(): r["label"] for r in processbench}
     for fmt in ("trl", "math-shepherd", "prm800k"):
-        out = tmp_path / f"{fmt}.jsonl"
+        out = tmp_path / f"{fmt}.{suffix}"
         export(project, fmt, out)
         other = Project.objects.create(slug=f"re-{fmt}", name=fmt)
         call_command("import_traces", str(out), "--project", other.slug, verbosity=0)
@@ -109,6 +111,36 @@ def test_parquet_export_holds_the_same_records(project, processbench, tmp_path):
     assert table.to_pylist() == processbench
 
 
+def test_jsonl_parquet_export_reimports_with_labels_and_metadata(project, tmp_path, data_dir):
+    call_command(
+        "import_traces",
+        str(data_dir / "prm800k-examples" / "prm800k-phase2-train-example.jsonl"),
+        "--project",
+        project.slug,
+        verbosity=0,
+    )
+    out = tmp_path / "all.parquet"
+    export(project, "jsonl", out)
+    other = Project.objects.create(slug="again", name="again")
+    call_command("import_traces", str(out), "--project", other.slug, verbosity=0)
+
+    def snapshot(project: Project) -> dict:
+        label = {
+            a.trace.external_id: (a.first_error_step, a.step_ratings)
+            for a in Annotation.objects.filter(trace__project=project).select_related("trace")
+            if a.first_error_step is not None
+        }
+        return {
+            t.external_id: (t.metadata, t.num_steps, t.split, label.get(t.external_id))
+            for t in Trace.objects.filter(project=project)
+        }
+
+    before, after = snapshot(project), snapshot(other)
+    assert len(after) == 9
+    assert after == before
+    assert all(metadata["finish_reason"] for metadata, *_ in after.values())
+
+
 def test_jsonl_export_keeps_unlabelled_traces(project, processbench, tmp_path, data_dir):
     call_command(
         "import_traces",
@@ -126,6 +158,36 @@ def test_jsonl_export_keeps_unlabelled_traces(project, processbench, tmp_path, d
     pb_out = tmp_path / "pb.jsonl"
     export(project, "processbench", pb_out)
     assert len(load(pb_out)) == 400  # labelled formats leave unlabelled traces out
+
+
+def test_the_summary_says_what_each_format_did_with_unlabelled_traces(
+    project, processbench, tmp_path, data_dir
+):
+    call_command(
+        "import_traces",
+        str(data_dir / "gsm8k" / "test.jsonl"),
+        "--project",
+        project.slug,
+        verbosity=0,
+    )
+    said = {}
+    for fmt in ("jsonl", "processbench"):
+        out = io.StringIO()
+        call_command(
+            "export_dataset",
+            "--project",
+            project.slug,
+            "--format",
+            fmt,
+            "--out",
+            str(tmp_path / f"{fmt}.jsonl"),
+            stdout=out,
+        )
+        said[fmt] = out.getvalue()
+    assert len(load(tmp_path / "jsonl.jsonl")) == 400 + 1319
+    assert "1719 records written, 1319 of them unlabelled" in said["jsonl"]
+    assert "left out" not in said["jsonl"]
+    assert "400 records written; left out 1319 unlabelled" in said["processbench"]
 
 
 def test_disagreements_are_left_out_until_adjudicated(project, processbench, users, tmp_path):

@@ -9,8 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from django.core.management import CommandError, call_command
+from django.db.models import Count
 
-from annotator.formats import MAX_RECORD_BYTES
+from annotator.formats import MAX_RECORD_BYTES, UTF8_BOM
+from annotator.importing import import_file
 from annotator.models import Annotation, Problem, Step, Trace
 from tests.conftest import PROCESSBENCH_GSM8K
 
@@ -153,6 +155,151 @@ def test_it_imports_big_bench_mistake(project, data_dir):
     assert annotation.first_error_step == r["mistake_index"]
 
 
+BBM_TASKS = (
+    "dyck_languages",
+    "logical_deduction",
+    "multistep_arithmetic",
+    "tracking_shuffled_objects",
+    "word_sorting",
+)
+
+
+def test_every_big_bench_mistake_file_imports_with_the_files_counts(project, data_dir):
+    total = 0
+    for task in BBM_TASKS:
+        path = data_dir / "big-bench-mistake" / f"{task}.jsonl"
+        records = [json.loads(line) for line in path.open() if line.strip()]
+        run_import(path, project)
+
+        traces = Trace.objects.filter(split=task)
+        assert traces.count() == len(records), task
+        assert Step.objects.filter(trace__split=task).count() == sum(
+            1 for r in records for s in r["steps"] if s.strip()
+        ), task
+        assert Annotation.objects.filter(trace__split=task, first_error_step__gte=0).count() == sum(
+            1 for r in records if r["mistake_index"] is not None
+        ), task
+        total += len(records)
+    assert Trace.objects.count() == total == 2186
+
+
+def test_an_empty_bbm_step_is_dropped_and_the_mistake_stays_on_its_step(project, data_dir):
+    path = data_dir / "big-bench-mistake" / "dyck_languages.jsonl"
+    record = json.loads(path.read_text().splitlines()[538])  # line 539: step 54 is ""
+    assert record["steps"][54] == "" and record["mistake_index"] == 16
+    run_import(path, project)
+
+    trace = Trace.objects.get(metadata__dropped_empty_steps=[54])
+    assert trace.problem.text == record["input"]
+    steps = list(trace.steps.order_by("index").values_list("text", flat=True))
+    assert steps == record["steps"][:54] + record["steps"][55:]
+    assert trace.annotations.get().first_error_step == 16
+
+
+def test_a_mistake_after_an_empty_bbm_step_moves_down_with_its_step(project, tmp_path):
+    row = {"input": "q", "steps": ["a", " ", "b", "c"], "target": "x", "answer": "y"}
+    path = write_lines(tmp_path / "task.jsonl", [row | {"mistake_index": 2}])
+    run_import(path, project)
+
+    trace = Trace.objects.get()
+    annotation = trace.annotations.get()
+    assert trace.steps.get(index=annotation.first_error_step).text == "b"
+    assert annotation.first_error_step == 1
+    assert trace.metadata == {"dropped_empty_steps": [1]}
+
+
+def test_it_imports_gsm8k_reference_solutions(project, data_dir):
+    path = data_dir / "gsm8k" / "test.jsonl"
+    records = [json.loads(line) for line in path.open()]
+    run_import(path, project)
+
+    assert Trace.objects.filter(source_format="gsm8k", generator="reference").count() == 1319
+    first = records[0]
+    trace = Trace.objects.get(problem__text=first["question"])
+    steps = list(trace.steps.order_by("index").values_list("text", flat=True))
+    assert steps == [
+        "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.",
+        "She makes 9 * 2 = $<<9*2=18>>18 every day at the farmer\u2019s market.",
+    ]
+    assert trace.final_answer == "18"
+    assert trace.final_answer_correct is True
+    assert trace.problem.reference_answer == "18"
+    assert trace.problem.reference_solution == first["answer"]
+    assert Step.objects.count() == sum(
+        1 for r in records for line in r["answer"].split("####")[0].splitlines() if line.strip()
+    )
+    assert Annotation.objects.count() == 0
+
+
+def test_gsm8k_reference_and_model_solutions_share_their_problems(project, data_dir):
+    run_import(data_dir / "gsm8k" / "test.jsonl", project)
+    run_import(data_dir / "gsm8k" / "example_model_solutions.jsonl", project)
+
+    assert Problem.objects.count() == 1319
+    per_problem = Problem.objects.annotate(n=Count("traces")).values_list("n", flat=True)
+    assert set(per_problem) == {5}  # the reference solution and four model solutions
+    assert Trace.objects.filter(generator="reference").count() == 1319
+
+
+def test_it_imports_prm800k_stepwise_rows_judged_at_their_last_step(project, data_dir):
+    path = data_dir / "prm800k-phase1-stepwise" / "phase1_test.stepwise-critic.parquet"
+    rows = pq.read_table(path).to_pylist()
+    assert len(rows) == 5449
+    assert len({r["instruction"] for r in rows}) == 101
+    assert sum(1 for r in rows if r["rating"] == -1) == 1970
+    distinct = list({json.dumps(r, sort_keys=True): r for r in rows}.values())
+
+    summary = import_file(project, path)
+
+    assert summary.format == "prm800k-stepwise"
+    assert (summary.records, summary.problems) == (5449, 101)
+    # Rows repeated verbatim in the file are one trace.
+    assert summary.traces == len(distinct) == 5449 - summary.skipped_duplicates
+    assert Annotation.objects.filter(first_error_step__gte=0).count() == sum(
+        1 for r in distinct if r["rating"] == -1
+    )
+    assert Annotation.objects.filter(first_error_step=-1).count() == sum(
+        1 for r in distinct if r["rating"] in (0, 1)
+    )
+    assert Trace.objects.unlabelled().count() == sum(1 for r in distinct if r["rating"] is None)
+
+    wrong = rows[1]
+    assert wrong["rating"] == -1 and len(wrong["responses"]) == 1
+    trace = Trace.objects.get(
+        problem__text=wrong["instruction"], num_steps=2, steps__text=wrong["next_response"]
+    )
+    steps = list(trace.steps.order_by("index").values_list("text", flat=True))
+    assert steps == [*wrong["responses"], wrong["next_response"]]
+    annotation = trace.annotations.get()
+    assert (annotation.first_error_step, annotation.step_ratings) == (1, [None, -1])
+    assert trace.metadata == {
+        "is_human_response": False,
+        "is_solution": False,
+        "is_preferred_response": False,
+    }
+
+
+def test_a_prm800k_stepwise_step_rated_zero_leaves_the_trace_without_a_wrong_step(
+    project, tmp_path
+):
+    row = {
+        "instruction": "p",
+        "responses": ["a", "b"],
+        "next_response": "c",
+        "answer": None,
+        "is_human_response": False,
+        "is_solution": False,
+        "is_preferred_response": False,
+        "rating": 0,
+    }
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist([row]), path)
+    run_import(path, project)
+
+    annotation = Annotation.objects.get()
+    assert (annotation.first_error_step, annotation.step_ratings) == (-1, [None, None, 0])
+
+
 def processbench_as(fmt: str, records: list[dict]) -> list[dict]:
     """Real ProcessBench records rewritten in another format's exact layout."""
     out = []
@@ -217,6 +364,46 @@ def test_it_imports_math_shepherd_tags_and_labels(project, tmp_path):
     annotation = trace.annotations.get()
     assert annotation.first_error_step == r["label"]
     assert annotation.step_ratings == [1] * r["label"] + [-1]
+
+
+def test_math_shepherd_splits_only_on_its_tags_and_finds_the_solutions_step_1(project, tmp_path):
+    problem = "Follow the recipe. Step 1: add 2 to 3. Step 2: double it. What do you get?"
+    steps = ["Маша смотрит кино, у неё две руки. Step 1: 2 + 3 = 5.", "The answer is: 10"]
+    row = {
+        "input": f"{problem} Step 1: {steps[0]} ки\nStep 2: {steps[1]} ки",
+        "label": f"{problem} Step 1: {steps[0]} +\nStep 2: {steps[1]} -",
+    }
+    path = tmp_path / "shepherd.jsonl"
+    path.write_text(json.dumps(row, ensure_ascii=False) + "\n")
+    run_import(path, project)
+
+    trace = Trace.objects.get(source_format="math-shepherd")
+    assert trace.problem.text == problem
+    assert list(trace.steps.order_by("index").values_list("text", flat=True)) == steps
+    annotation = trace.annotations.get()
+    assert (annotation.first_error_step, annotation.step_ratings) == (1, [1, -1])
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_utf8_byte_order_mark_is_skipped(project, tmp_path, compress):
+    records = json.loads(PROCESSBENCH_GSM8K.read_text())[:3]
+    data = UTF8_BOM + b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    path = tmp_path / ("bom.jsonl.gz" if compress else "bom.jsonl")
+    path.write_bytes(gzip.compress(data) if compress else data)
+    run_import(path, project)
+    assert sorted(Trace.objects.values_list("external_id", flat=True)) == sorted(
+        r["id"] for r in records
+    )
+
+
+def test_a_split_made_from_a_long_file_name_or_id_is_cut_to_fit(project, tmp_path):
+    trl = write_lines(
+        tmp_path / f"{'n' * 80}.jsonl", [{"prompt": "p", "completions": ["a"], "labels": [True]}]
+    )
+    run_import(trl, project)
+    pb = write_lines(tmp_path / "pb.jsonl", [GOOD | {"id": f"{'s' * 70}-1"}])
+    run_import(pb, project)
+    assert sorted(Trace.objects.values_list("split", flat=True)) == ["n" * 64, "s" * 64]
 
 
 def test_it_imports_generic_jsonl_with_a_step_splitter(project, tmp_path):
@@ -339,6 +526,132 @@ def test_bad_input_names_line_and_field_and_writes_nothing(project, tmp_path, ro
         run_import(path, project, "--format", "processbench")
     assert message in str(excinfo.value)
     assert "Nothing was imported" in str(excinfo.value)
+    assert counts() == (0, 0, 0, 0)
+
+
+PLAIN = {"id": "j-1", "problem": "p", "steps": ["a", "b", "c"]}
+LONG = "x" * 201
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "message"),
+    [
+        (
+            "bad.jsonl",
+            [GOOD, GOOD | {"id": "x-2", "steps": ["a", "b\u0000c"]}],
+            "bad.jsonl, line 2, field 'steps[1]': contains a NUL character (\\u0000)",
+        ),
+        (
+            "bad.jsonl",
+            [PLAIN, PLAIN | {"id": "j-2", "metadata": {"note": "x\u0000"}}],
+            "bad.jsonl, line 2, field 'metadata.note': contains a NUL character",
+        ),
+        (
+            "bad.json",
+            [b'[{"id": "j-1", "problem": "caf\\ud800", "steps": ["a"]}]'],
+            "bad.json, record 1, field 'problem': contains a lone surrogate (\\ud800)",
+        ),
+        (
+            "bad.json",
+            [b'[{"id": "j-1", "problem": "p", "steps": ["a"], "metadata": {"k": ["\\udfff"]}}]'],
+            "bad.json, record 1, field 'metadata.k[0]': contains a lone surrogate (\\udfff)",
+        ),
+        (
+            "bad.jsonl",
+            [PLAIN, PLAIN | {"id": LONG}],
+            "bad.jsonl, line 2, field 'external_id': is 201 characters long; at most 200 fit",
+        ),
+        (
+            "bad.jsonl",
+            [PLAIN, PLAIN | {"id": "j-2", "generator": LONG}],
+            "bad.jsonl, line 2, field 'generator': is 201 characters long; at most 200 fit",
+        ),
+        (
+            "bad.jsonl",
+            [PLAIN, PLAIN | {"id": "j-2", "split": "s" * 65}],
+            "bad.jsonl, line 2, field 'split': is 65 characters long; at most 64 fit",
+        ),
+        (
+            "bad.jsonl",
+            [GOOD, b"[1, 2]"],
+            "bad.jsonl, line 2: expected a JSON object, got list",
+        ),
+        ("bad.json", [b'[["a", "b"]]'], "bad.json, record 1: expected a JSON object, got list"),
+        (
+            "bad.jsonl",
+            [PLAIN | {"first_error_step": 2, "step_ratings": [1, 0, 1]}],
+            "bad.jsonl, line 1, field 'step_ratings': contradicts first_error_step 2: "
+            "step 2 is rated 1 but is the first error",
+        ),
+        (
+            "bad.jsonl",
+            [{"question": "p", "steps": ["a", "b"], "label": -1, "step_ratings": [1, -1]}],
+            "bad.jsonl, line 1, field 'step_ratings': contradicts label -1: "
+            "step 1 is rated -1 but the trace is marked all correct",
+        ),
+        (
+            "bad.jsonl",
+            [PLAIN | {"first_error_step": 2, "step_ratings": [-1, 1, None]}],
+            "field 'step_ratings': contradicts first_error_step 2: step 0 is rated -1",
+        ),
+        (
+            "bad.jsonl",
+            [PLAIN, PLAIN | {"id": "j-2", "metadata": "{not json"}],
+            "bad.jsonl, line 2, field 'metadata': holds malformed JSON text",
+        ),
+        (
+            "bad.jsonl",
+            [PLAIN, PLAIN | {"id": "j-2", "metadata": ["a"]}],
+            "bad.jsonl, line 2, field 'metadata': expected an object, got list",
+        ),
+        (
+            "gsm8k.jsonl",
+            [{"question": "q", "answer": "a\n#### 1"}, {"question": "q2", "answer": "a\n####"}],
+            "gsm8k.jsonl, line 2, field 'answer': has no final '#### <answer>' line",
+        ),
+        (
+            "task.jsonl",
+            [{"input": "q", "steps": ["a", "", "b"], "mistake_index": 1}],
+            "task.jsonl, line 1, field 'mistake_index': 1 points at an empty step",
+        ),
+        (
+            "rows.jsonl",
+            [
+                {"instruction": "p", "responses": [], "next_response": "a", "rating": 1},
+                {"instruction": "p", "responses": ["a"], "next_response": "b", "rating": 2},
+            ],
+            "rows.jsonl, line 2, field 'rating': 2 is not -1, 0, 1 or null",
+        ),
+        (
+            "rows.jsonl",
+            [{"instruction": "p", "responses": ["a", " "], "next_response": "b", "rating": 1}],
+            "rows.jsonl, line 1, field 'responses': step 1 is empty",
+        ),
+    ],
+)
+def test_bad_records_of_any_format_name_the_record_and_field(
+    project, tmp_path, name, rows, message
+):
+    path = write_lines(tmp_path / name, rows)
+    with pytest.raises(CommandError) as excinfo:
+        run_import(path, project)
+    assert message in str(excinfo.value)
+    assert "Nothing was imported" in str(excinfo.value)
+    assert counts() == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--split", "ok.jsonl, field 'split': is 65 characters long; at most 64 fit"),
+        ("--source", "ok.jsonl: the source name is 65 characters long; at most 64 fit"),
+    ],
+)
+def test_over_long_split_or_source_options_are_refused(project, tmp_path, option, message):
+    path = write_lines(tmp_path / "ok.jsonl", [GOOD])
+    with pytest.raises(CommandError) as excinfo:
+        run_import(path, project, option, "s" * 65)
+    assert message in str(excinfo.value)
     assert counts() == (0, 0, 0, 0)
 
 
