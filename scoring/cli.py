@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from collections import defaultdict
@@ -19,15 +20,36 @@ from scoring.metrics import (
 
 
 def _parse_option(text: str) -> tuple[str, object]:
-    key, _, value = text.partition("=")
+    r"""``KEY=VALUE`` -> (key, value): an int, float or bool where it reads as one, else a
+    string with backslash escapes decoded (``\n`` is a newline); a quoted value is a
+    Python string literal, kept a string.
+
+    >>> _parse_option(r"step-separator=\n\n"), _parse_option("n='8'")
+    (('step_separator', '\n\n'), ('n', '8'))
+    """
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key = key.replace("-", "_")
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        try:
+            return key, str(ast.literal_eval(value))
+        except (ValueError, SyntaxError) as error:
+            raise argparse.ArgumentTypeError(f"bad quoted value in {text!r}: {error}") from None
     for cast in (int, float):
         try:
-            return key.replace("-", "_"), cast(value)
+            return key, cast(value)
         except ValueError:
             pass
     if value.lower() in ("true", "false"):
-        return key.replace("-", "_"), value.lower() == "true"
-    return key.replace("-", "_"), value
+        return key, value.lower() == "true"
+    if "\\" in value:
+        try:
+            # latin-1 + backslashreplace keeps non-ASCII text intact through unicode_escape
+            value = value.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        except UnicodeDecodeError as error:
+            raise argparse.ArgumentTypeError(f"bad escape in {text!r}: {error}") from None
+    return key, value
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -35,7 +57,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from scoring.engine import score_traces
 
     traces = read_traces(args.input)
-    options = dict(_parse_option(o) for o in args.option)
+    options = dict(args.option)
     if args.adapter != "arithmetic-check":
         options.setdefault("device", args.device)
         if args.dtype:
@@ -143,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--option",
         action="append",
         default=[],
+        type=_parse_option,
         metavar="KEY=VALUE",
-        help="adapter option, e.g. ref_model=PATH, beta=0.005, base_url=URL, n=8, trust_remote_code=true",
+        help="adapter option, e.g. ref_model=PATH, beta=0.005, base_url=URL, n=8, "
+        "trust_remote_code=true, step_separator='\\n\\n' (escapes decoded)",
     )
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.set_defaults(func=cmd_score)

@@ -41,13 +41,14 @@ def score_traces(
 
     Model adapters score each trace with one forward pass, traces batched by length under
     ``batch_tokens`` padded tokens; on out-of-memory a batch is split in halves and retried.
-    Model-free adapters (``score_trace`` only) run trace by trace.
+    Model-free adapters (``score_trace`` only) run trace by trace. A trace with no steps
+    gets empty scores without reaching the adapter.
     """
     total = len(traces)
     if not hasattr(adapter, "encode"):
         for done, trace in enumerate(traces, start=1):
             start = time.perf_counter()
-            result = adapter.score_trace(trace)
+            result = adapter.score_trace(trace) if trace.steps else _no_steps(adapter, trace)
             yield _with_timing(result, time.perf_counter() - start, result.n_tokens)
             if progress:
                 progress(done, total)
@@ -55,11 +56,16 @@ def score_traces(
 
     import torch
 
-    encoded = [adapter.encode(trace) for trace in traces]
-    lengths = [len(e.input_ids) for e in encoded]
-    results: dict[int, StepScores] = {}
+    # A trace with no steps has nothing to score: it gets empty scores here, and never
+    # reaches an adapter's encode (which may reject it) so it cannot abort the run.
+    results: dict[int, StepScores] = {
+        i: _no_steps(adapter, trace) for i, trace in enumerate(traces) if not trace.steps
+    }
+    to_score = [i for i, trace in enumerate(traces) if trace.steps]
+    encoded = {i: adapter.encode(traces[i]) for i in to_score}
+    lengths = {i: len(e.input_ids) for i, e in encoded.items()}
     next_out = 0
-    done = 0
+    done = len(results)
 
     def run(batch: list[int]) -> list[tuple[list[float], list[float] | None]]:
         input_ids, attention_mask = pad_batch(
@@ -73,7 +79,13 @@ def score_traces(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    for batch in plan_batches(lengths, batch_tokens):
+    if progress and done:
+        progress(done, total)
+    while next_out in results:
+        yield results.pop(next_out)
+        next_out += 1
+    for planned in plan_batches([lengths[i] for i in to_score], batch_tokens):
+        batch = [to_score[j] for j in planned]  # positions in to_score -> trace indices
         start = time.perf_counter()
         for sub_batch, rows in run_with_oom_fallback(batch, run, on_oom=free_memory):
             seconds = (time.perf_counter() - start) / len(sub_batch)
@@ -99,7 +111,8 @@ def score_traces(
 def score_by_prefixes(adapter: Any, trace: Trace) -> list[float]:
     """Scores the way several reference scripts compute them: one forward per prefix
     ``steps[:k]``, reading only the last step. O(steps^2) tokens; used to prove that
-    :func:`score_traces` gives the same numbers."""
+    :func:`score_traces` gives the same numbers. (Not for ``implicit-prm``, whose q_t runs
+    into step t + 1 as in its reference script.)"""
     import torch
 
     scores: list[float] = []
@@ -111,6 +124,12 @@ def score_by_prefixes(adapter: Any, trace: Trace) -> list[float]:
         step_scores, _ = adapter.read(output[0], enc)
         scores.append(step_scores[-1])
     return scores
+
+
+def _no_steps(adapter: Any, trace: Trace) -> StepScores:
+    return StepScores(
+        trace_id=trace.id, scores=(), adapter=adapter.name, model=getattr(adapter, "model_name", "")
+    )
 
 
 def _with_timing(result: StepScores, seconds: float, n_tokens: int) -> StepScores:

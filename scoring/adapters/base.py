@@ -19,7 +19,8 @@ class Encoded:
     """One trace as model input.
 
     ``positions[i]`` is the token position whose output scores step i. ``response_start``
-    is the first token of the solution (the implicit PRM sums log-ratios from there).
+    is the first token the implicit PRM sums log-ratios from; its ``positions[i]`` is the
+    last token summed into q_i, and ``response_start - 1`` means none (q_i = 0).
     """
 
     input_ids: tuple[int, ...]

@@ -1,12 +1,35 @@
 """``implicit-prm``: PRIME / EurusPRM implicit process rewards from two causal LMs.
 
 Input: the chat template with the problem as user turn and the steps joined by ``\\n\\n``
-as assistant turn. Per response token t: ``beta * (log pi(x_t | x_<t) - log pi_ref(x_t | x_<t))``.
-q_i = the sum of those up to the last token of step i; the step reward is
-r_i = q_i - q_{i-1}. ``scores`` are sigmoid(q_i) (for thresholds), ``raw`` the q_i.
+as assistant turn, tokenized once. Per token t: ``beta * (log pi(x_t | x_<t) - log
+pi_ref(x_t | x_<t))``; q_i is the running sum of those at step i's read-out token, the step
+reward is r_i = q_i - q_{i-1}. ``scores`` are sigmoid(q_i) (for thresholds), ``raw`` the q_i.
 
-Each step's last token is found from character offsets, so the score at step i depends
-only on tokens up to the end of step i's text (which a prefix-by-prefix run also sees).
+Read-out convention: EurusPRM's reference script, reproduced exactly (an implicit PRM is
+used the way its authors run it). prm-formats.md says "q_t = cumulative sum at the end of
+step t"; the reference differs, and we follow the reference:
+
+- It renders the chat cut after k steps, ``.strip()``s it, appends ``"\\n\\n"`` when
+  0 < k < n, encodes it and takes ``len(ids) - 2`` (``step_last_tokens[k]``). The running
+  sum starts at ``step_last_tokens[0]``: the token right after the assistant header (with
+  the Qwen template, the ``"\\n"`` after ``<|im_start|>assistant``), so it is summed too.
+- q_k is the sum through token ``step_last_tokens[k] + 1``: for a step other than the
+  last, the ``"\\n\\n"`` separator and the first token of the next step; for the last
+  step, its end-of-turn token (``<|im_end|>``).
+
+So q_k depends on the text through the first token of step k + 1: scoring ``steps[:m]``
+alone gives the same q for steps before m, but its last q includes ``<|im_end|>`` where
+the full trace's includes the next step's first token. Read-out positions come from token
+counts of prefixes, as in the reference, so no character-to-token mapping is involved and
+chat templates that trim message content (Llama 3) need no special care.
+
+Where the reference is undefined, we define:
+
+- A step with no text of its own (empty, or whitespace only, which a trimming template
+  drops) adds nothing: r_i = 0, so q_i = q_{i-1}, and q_i = 0 before any such step
+  (sigmoid 0.5). The reference would read a neighbour's tokens there.
+- Read-out positions are clamped into the response, so no index ever falls before its
+  start (which would wrap around to a whole-response sum) or past the last token.
 """
 
 from __future__ import annotations
@@ -20,6 +43,7 @@ from scoring.adapters.base import Encoded, ModelAdapter, load_tokenizer, resolve
 from scoring.types import Trace
 
 DEFAULT_BETA = 0.001  # the EurusPRM default; their ProcessBench run used 0.005
+STEP_SEPARATOR = "\n\n"
 
 
 class ImplicitPRM(ModelAdapter):
@@ -56,30 +80,38 @@ class ImplicitPRM(ModelAdapter):
         ref = AutoModelForCausalLM.from_pretrained(ref_model, dtype=dtype).to(device).eval()
         return cls(model, ref, load_tokenizer(path), path, beta)
 
-    def encode(self, trace: Trace) -> Encoded:
+    def render(self, problem: str, steps: tuple[str, ...]) -> str:
         messages = [
-            {"role": "user", "content": trace.problem},
-            {"role": "assistant", "content": "\n\n".join(trace.steps)},
+            {"role": "user", "content": problem},
+            {"role": "assistant", "content": STEP_SEPARATOR.join(steps)},
         ]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False)
-        head = self.tokenizer.apply_chat_template(
-            messages[:1], tokenize=False, add_generation_prompt=True
-        )
-        if not text.startswith(head):
-            raise ValueError("chat template does not render the user turn as a prefix")
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False)
 
-        def token_at(char: int) -> int:
-            return next(i for i, (start, end) in enumerate(offsets) if start <= char < end)
+    def step_last_token(self, trace: Trace, k: int) -> int:
+        """The reference's ``step_last_tokens[k]``: ``len(ids) - 2`` of the chat cut after
+        ``k`` steps, stripped, with ``"\\n\\n"`` appended between steps.
 
+        With the Qwen template and k = 1 of 2 steps the cut chat ends ``step1<|im_end|>\\n\\n``,
+        so the index is that of ``<|im_end|>``: in the full trace, the separator's.
+        """
+        text = self.render(trace.problem, trace.steps[:k]).strip()
+        if 0 < k < len(trace.steps):
+            text += STEP_SEPARATOR
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) - 2
+
+    def encode(self, trace: Trace) -> Encoded:
+        ids = self.tokenizer(self.render(trace.problem, trace.steps), add_special_tokens=False)[
+            "input_ids"
+        ]
+        last = len(ids) - 1
+        start = min(max(self.step_last_token(trace, 0), 0), last)
         positions = []
-        cursor = len(head)
-        for step in trace.steps:
-            end = text.index(step, cursor) + len(step)  # one past the step's last character
-            positions.append(token_at(end - 1))
-            cursor = end
-        encoded = Encoded(tuple(ids), tuple(positions), response_start=token_at(len(head)))
+        position = start - 1  # "nothing summed yet": read() gives q = 0 there
+        for k, step in enumerate(trace.steps, start=1):
+            if step.strip():  # else: no text of its own, r = 0, keep the previous read-out
+                position = min(max(self.step_last_token(trace, k) + 1, start), last)
+            positions.append(position)
+        encoded = Encoded(tuple(ids), tuple(positions), response_start=start)
         return self.check_positions(encoded, trace)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -95,6 +127,12 @@ class ImplicitPRM(ModelAdapter):
         return self.beta * (token_logps(self.model) - token_logps(self.ref_model))  # (B, T)
 
     def read(self, output: torch.Tensor, encoded: Encoded) -> tuple[list[float], list[float]]:
-        cumulative = output[encoded.response_start :].cumsum(0)  # (T - start,)
-        q = [float(cumulative[p - encoded.response_start]) for p in encoded.positions]
+        start = encoded.response_start
+        # entry j: sum of tokens start .. start + j - 1; entry 0 is the empty sum
+        cumulative = torch.cat([output.new_zeros(1), output[start:].cumsum(0)])  # (1 + T - start,)
+        q = []
+        for p in encoded.positions:
+            if not 0 <= p - start + 1 < len(cumulative):
+                raise ValueError(f"read-out {p} outside the response starting at {start}")
+            q.append(float(cumulative[p - start + 1]))
         return [1 / (1 + math.exp(-v)) for v in q], q

@@ -4,6 +4,13 @@ Input as in Skywork's ``prepare_input``: ``tokenizer.encode(bos + problem + "\\n
 each step encoded on its own with the step token (``"\\n"``) appended; no chat template.
 Score of step i: sigmoid of the value head at step i's step token.
 
+Empty steps: SkyworkAI's own ``prepare_input`` (skywork-o1-prm-inference,
+``model_utils/io_utils.py``) does not skip them: an empty step is not encoded (so no BOS
+from tokenizers that add one) but still gets its step token and a reward flag. We do the
+same, so scores stay one per input step and an empty step scores the value at a bare step
+token right after the previous one. (Some copies ``continue`` or ``break`` there instead,
+which drops the step and shifts every later score onto the wrong step.)
+
 The checkpoint holds the backbone under ``model.*`` and the head as ``v_head.summary.*``
 (TRL's ``AutoModelForCausalLMWithValueHead`` naming); both load natively.
 """
@@ -78,7 +85,7 @@ class ValueHeadPRM(ModelAdapter):
         ids = tok.encode((tok.bos_token or "") + trace.problem + "\n")
         positions = []
         for step in trace.steps:
-            ids += tok.encode(step) + [self.step_token_id]
+            ids += (tok.encode(step) if step != "" else []) + [self.step_token_id]
             positions.append(len(ids) - 1)
         return self.check_positions(Encoded(tuple(ids), tuple(positions)), trace)
 

@@ -248,6 +248,50 @@ def test_value_head_scores_are_sigmoid_of_the_head(value_head, traces) -> None:
     _assert_one_pass_equals_prefixes(value_head, traces)
 
 
+def _skywork_prepare_input(problem: str, response: str, tokenizer, step_token: str = "\n"):
+    """SkyworkAI's ``prepare_input`` (skywork-o1-prm-inference, model_utils/io_utils.py)."""
+    # (the reference concatenates bos_token unconditionally; Qwen tokenizers have none)
+    prompt_ids = tokenizer.encode((tokenizer.bos_token or "") + problem + "\n")
+    response_ids = []
+    reward_flags = [0] * len(prompt_ids)
+    step_token_id = tokenizer.encode(step_token)[-1]
+    for step in response.split(step_token):
+        step_ids = tokenizer.encode(step) if step != "" else []
+        step_ids += [step_token_id]
+        flag = [0] * len(step_ids)
+        flag[-1] = 1
+        response_ids.extend(step_ids)
+        reward_flags.extend(flag)
+    return prompt_ids + response_ids, reward_flags
+
+
+@pytest.fixture(scope="module")
+def value_head_with_bos(tmp_path_factory):
+    """A value-head PRM whose tokenizer prepends BOS on every ``encode``."""
+    from scoring.adapters import load_adapter
+    from scoring.tiny import build_value_head, llama3_tokenizer
+
+    path = build_value_head(tmp_path_factory.mktemp("value-head-bos"), llama3_tokenizer())
+    return load_adapter("value-head", str(path), device="cpu")
+
+
+@pytest.mark.parametrize("adapter_name", ["value_head", "value_head_with_bos"])
+def test_value_head_keeps_an_empty_step_as_skywork_does(adapter_name, request) -> None:
+    adapter = request.getfixturevalue(adapter_name)
+    tok = adapter.tokenizer
+    steps = ("5 * 12 = 60 eggs.", "", "\\boxed{60}")
+    trace = Trace("What is 5 * 12?", steps)
+    input_ids, flags = _skywork_prepare_input(trace.problem, "\n".join(steps), tok)
+    encoded = adapter.encode(trace)
+    assert list(encoded.input_ids) == input_ids
+    assert list(encoded.positions) == [i for i, flag in enumerate(flags) if flag]
+    # the empty step is a bare step token right after step 0's
+    assert encoded.positions[1] == encoded.positions[0] + 1
+    result, without = score_traces(adapter, [trace, Trace(trace.problem, (steps[0], steps[2]))])
+    assert len(result.scores) == 3
+    assert result.scores[0] == pytest.approx(without.scores[0], abs=TOL)
+
+
 # --- implicit-prm ------------------------------------------------------------------------
 
 
@@ -259,47 +303,176 @@ def implicit(qwen_lm_dirs):
     return load_adapter("implicit-prm", str(policy), ref_model=str(ref), device="cpu", beta=0.5)
 
 
-def test_implicit_prm_reads_each_steps_last_token(implicit, traces) -> None:
+@pytest.fixture(scope="module")
+def implicit_llama(tmp_path_factory):
+    """Llama 3's chat template trims message content."""
+    from scoring.adapters import load_adapter
+    from scoring.tiny import build_causal_lm, llama3_tokenizer
+
+    tokenizer = llama3_tokenizer()
+    policy = build_causal_lm(tmp_path_factory.mktemp("lpolicy"), tokenizer, "llama", seed=1)
+    ref = build_causal_lm(tmp_path_factory.mktemp("lref"), tokenizer, "llama", seed=2)
+    return load_adapter("implicit-prm", str(policy), ref_model=str(ref), device="cpu", beta=0.5)
+
+
+# A step ending, and one starting, with "≡", which the byte-level tokenizer splits in 3 tokens.
+MULTIBYTE = Trace("Is 12 ≡ 5?", ("12 - 5 = 7, so 12 ≡", "≡ 5 (mod 7) is é", "\\boxed{7}"), id="mb")
+
+
+def _eurus_reference(adapter, problem: str, steps: list[str]) -> list[float]:
+    """EurusPRM's reference script, line by line: ``step_last_tokens`` from the token counts
+    of the stripped chat cut after each step, one forward over the whole chat, the masked
+    log-ratio cumsum gathered at ``step_last_tokens[1:]``."""
+    tok = adapter.tokenizer
+
+    def chat(k):
+        return [
+            {"role": "user", "content": problem},
+            {"role": "assistant", "content": "\n\n".join(steps[:k])},
+        ]
+
+    input_ids = tok.apply_chat_template(
+        chat(len(steps)),
+        tokenize=True,
+        add_generation_prompt=False,
+        return_tensors="pt",
+        return_dict=False,
+    )
+    attention_mask = input_ids != tok.pad_token_id
+    step_last_tokens = []
+    for step_num in range(0, len(steps) + 1):
+        conv = tok.apply_chat_template(chat(step_num), tokenize=False, add_generation_prompt=False)
+        conv = conv.strip()
+        if step_num != 0 and step_num != len(steps):
+            conv += "\n\n"
+        currect_ids = tok.encode(conv, add_special_tokens=False)
+        step_last_tokens.append(len(currect_ids) - 2)
+    n = input_ids.shape[-1]
+    label_mask = torch.tensor([[0] * step_last_tokens[0] + [1] * (n - step_last_tokens[0])])
+
+    def get_logps(model):
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        labels = input_ids[:, 1:].clone().long()
+        logits = logits[:, :-1, :]
+        return torch.gather(logits.log_softmax(-1), dim=2, index=labels.unsqueeze(2)).squeeze(2)
+
+    raw_reward = get_logps(adapter.model) - get_logps(adapter.ref_model)
+    beta_reward = (adapter.beta * raw_reward * label_mask[:, 1:]).cumsum(-1)
+    return beta_reward.gather(dim=-1, index=torch.tensor([step_last_tokens[1:]]))[0].tolist()
+
+
+def _sigmoid(values) -> list[float]:
+    return [1 / (1 + math.exp(-v)) for v in values]
+
+
+def test_implicit_prm_matches_the_eurus_reference_script(implicit, traces) -> None:
+    batch = [*traces, MULTIBYTE]
+    results = list(score_traces(implicit, batch, batch_tokens=100_000))
+    for trace, result in zip(batch, results, strict=True):
+        expected = _eurus_reference(implicit, trace.problem, list(trace.steps))
+        assert list(result.raw) == pytest.approx(expected, abs=TOL)
+        assert result.scores == pytest.approx(_sigmoid(expected), abs=TOL)
+    all_q = [q for r in results for q in r.raw]
+    assert max(all_q) - min(all_q) > 1e-2
+
+
+def test_implicit_prm_sums_from_the_header_newline_through_the_next_steps_first_token(
+    implicit, traces
+) -> None:
     trace = traces[0]
     encoded = implicit.encode(trace)
     tok = implicit.tokenizer
-    text = tok.decode(list(encoded.input_ids))
-    assert text.endswith("<|im_start|>assistant\n" + "\n\n".join(trace.steps) + "<|im_end|>\n")
-    assert tok.decode(list(encoded.input_ids[encoded.response_start :])).startswith("She starts")
+    ids = list(encoded.input_ids)
+    assert tok.decode(ids).endswith(
+        "<|im_start|>assistant\n" + "\n\n".join(trace.steps) + "<|im_end|>\n"
+    )
+    # the sum starts at the "\n" closing the assistant header
+    assert tok.decode(ids[: encoded.response_start]).endswith("<|im_start|>assistant")
+    assert tok.decode(ids[encoded.response_start :]).startswith("\nShe starts")
+    # steps 1, 2 run through "\n\n" and the next step's first token; step 3 through <|im_end|>
+    ends = [tok.decode(ids[: p + 1]) for p in encoded.positions]
+    assert ends[0].endswith("She starts with 3 apples.\n\nShe")
+    assert ends[1].endswith("3 + 4 = 7.\n\nThe")
+    assert ends[2].endswith("\\boxed{7}.<|im_end|>")
+
+
+def test_implicit_prm_sums_every_byte_token_of_a_split_last_character(implicit) -> None:
+    encoded = implicit.encode(MULTIBYTE)
+    tok = implicit.tokenizer
+    ids = list(encoded.input_ids)
+    first, second = encoded.positions[:2]
+    # "≡" is 3 byte tokens; all of them, and the separator, are summed into q_1
+    assert tok.convert_ids_to_tokens(ids[first - 2 : first + 1]) == ["Ċ", "Ċ", "â"]
+    assert tok.decode(ids[: first - 1]).endswith("12 ≡\n")
+    assert tok.decode(ids[: second + 1]).endswith("is é\n\n\\")
+
+
+def test_implicit_prm_step_scores_depend_on_text_through_the_next_steps_first_token(
+    implicit, traces
+) -> None:
+    # One pass over the full trace gives, for every step but the last of each prefix, the
+    # q that scoring the prefix alone gives; the prefix's own last q ends in <|im_end|>.
+    for trace in [*traces, MULTIBYTE]:
+        [full] = score_traces(implicit, [trace])
+        n = len(trace.steps)
+        for m in range(1, n + 1):
+            [prefix] = score_traces(implicit, [trace.prefix(m)])
+            assert list(prefix.raw[: m - 1]) == pytest.approx(full.raw[: m - 1], abs=TOL)
+            if m == n:
+                assert prefix.raw[-1] == pytest.approx(full.raw[-1], abs=TOL)
+            else:
+                assert abs(prefix.raw[-1] - full.raw[m - 1]) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("steps", "empty"),
+    [
+        (("", "She buys 4 more."), [0]),
+        (("  ", "She buys 4 more."), [0]),
+        (("She starts with 3 apples.", "", "The answer is \\boxed{7}."), [1]),
+        (("She starts with 3 apples.", ""), [1]),
+        (("",), [0]),
+    ],
+)
+def test_implicit_prm_gives_a_step_without_text_no_reward(implicit, steps, empty) -> None:
+    trace = Trace("How many apples?", steps, id="e")
+    encoded = implicit.encode(trace)
+    assert all(p >= encoded.response_start - 1 for p in encoded.positions)
+    [result] = score_traces(implicit, [trace])
+    assert len(result.raw) == len(steps)
+    reference = _eurus_reference(implicit, trace.problem, list(steps))
+    for k in range(len(steps)):
+        if k in empty:
+            # no negative index wrapping round to the whole-response sum: r = 0
+            assert result.raw[k] == (result.raw[k - 1] if k else 0.0)
+        else:
+            assert result.raw[k] == pytest.approx(reference[k], abs=TOL)
+    assert result.scores == pytest.approx(_sigmoid(result.raw))
+
+
+def test_implicit_prm_handles_a_template_that_trims_content(implicit_llama) -> None:
+    trace = Trace(
+        "How many apples?",
+        ("  She starts with 3 apples.", "She buys 4 more, so 3 + 4 = 7. ", "\\boxed{7}  "),
+        id="trim",
+    )
+    tok = implicit_llama.tokenizer
+    text = tok.apply_chat_template(
+        [
+            {"role": "user", "content": trace.problem},
+            {"role": "assistant", "content": "\n\n".join(trace.steps)},
+        ],
+        tokenize=False,
+    )
+    assert "<|end_header_id|>\n\nShe starts" in text and "\\boxed{7}<|eot_id|>" in text
+    [result] = score_traces(implicit_llama, [trace])
+    expected = _eurus_reference(implicit_llama, trace.problem, list(trace.steps))
+    assert list(result.raw) == pytest.approx(expected, abs=TOL)
+    encoded = implicit_llama.encode(trace)
     ends = [tok.decode(list(encoded.input_ids[: p + 1])) for p in encoded.positions]
-    for k, end in enumerate(ends):
-        assert end.endswith("\n\n".join(trace.steps[: k + 1]))
-
-
-def _reference_q(adapter, trace: Trace, k: int) -> float:
-    """beta * sum of token log-ratios over the response of the chat cut after step k."""
-    tok = adapter.tokenizer
-    messages = [
-        {"role": "user", "content": trace.problem},
-        {"role": "assistant", "content": "\n\n".join(trace.steps[:k])},
-    ]
-    head = tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
-    full = tok.apply_chat_template(messages, tokenize=False)
-    content = full[: len(head) + len(messages[1]["content"])]
-    ids = torch.tensor([tok(content, add_special_tokens=False)["input_ids"]])
-    n_head = len(tok(head, add_special_tokens=False)["input_ids"])
-
-    def logps(model):
-        with torch.no_grad():
-            logits = model(ids).logits[0, :-1].log_softmax(-1)
-        return logits.gather(1, ids[0, 1:, None]).squeeze(1)
-
-    ratio = logps(adapter.model) - logps(adapter.ref_model)
-    return adapter.beta * ratio[n_head - 1 :].sum().item()
-
-
-def test_implicit_prm_q_equals_the_summed_log_ratio_per_prefix(implicit, traces) -> None:
-    results = list(score_traces(implicit, traces, batch_tokens=100_000))
-    for trace, result in zip(traces, results, strict=True):
-        expected = [_reference_q(implicit, trace, k) for k in range(1, len(trace.steps) + 1)]
-        assert list(result.raw) == pytest.approx(expected, abs=TOL)
-        assert result.scores == pytest.approx([1 / (1 + math.exp(-q)) for q in expected], abs=TOL)
-    _assert_one_pass_equals_prefixes(implicit, traces)
+    assert ends[0].endswith("3 apples.\n\nShe")
+    assert ends[-1].endswith("\\boxed{7}<|eot_id|>")
 
 
 def test_implicit_prm_needs_a_reference_model(qwen_lm_dirs) -> None:
@@ -307,3 +480,44 @@ def test_implicit_prm_needs_a_reference_model(qwen_lm_dirs) -> None:
 
     with pytest.raises(ValueError, match="ref_model"):
         load_adapter("implicit-prm", str(qwen_lm_dirs[0]), device="cpu")
+
+
+# --- every model adapter -----------------------------------------------------------------
+
+MODEL_ADAPTERS = ["qwen_prm", "shepherd", "rlhflow", "token_classifier", "value_head", "implicit"]
+
+
+@pytest.mark.parametrize("adapter_name", MODEL_ADAPTERS)
+def test_a_trace_without_steps_gets_empty_scores_and_the_run_goes_on(
+    adapter_name, request, traces
+) -> None:
+    adapter = request.getfixturevalue(adapter_name)
+    batch = [
+        Trace("What is 2 + 2?", (), id="empty-0"),
+        traces[0],
+        Trace("What is 5 * 12?", (), id="empty-1"),
+        traces[1],
+    ]
+    seen = []
+    results = list(
+        score_traces(adapter, batch, batch_tokens=100_000, progress=lambda d, t: seen.append(d))
+    )
+    assert [r.trace_id for r in results] == ["empty-0", "t-0", "empty-1", "t-1"]
+    assert results[0].scores == results[2].scores == ()
+    assert results[0].adapter == adapter.name and results[0].n_tokens == 0
+    alone = list(score_traces(adapter, [traces[0], traces[1]]))
+    for got, expected in zip([results[1], results[3]], alone, strict=True):
+        assert len(got.scores) > 0
+        assert got.scores == pytest.approx(expected.scores, abs=TOL)
+    assert seen[-1] == 4
+    only_empty = list(score_traces(adapter, [batch[0], batch[2]]))
+    assert [r.scores for r in only_empty] == [(), ()]
+
+
+def test_rlhflow_reads_before_plus_after_a_step_ending_in_a_split_character(rlhflow) -> None:
+    trace = Trace("Is 12 ≡ 5?", ("so 12 ≡", "≡ 5 (mod 7) é"))
+    encoded = rlhflow.encode(trace)
+    tokens = _tokens(rlhflow, encoded.input_ids)
+    for p in encoded.positions:
+        assert tokens[p + 1 : p + 3] == ["+", "<|eot_id|>"]
+    _assert_one_pass_equals_prefixes(rlhflow, [trace])

@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scoring.cli import main
+import pytest
+
+from scoring.cli import _parse_option, build_parser, main
 
 GSM8K = Path(__file__).resolve().parents[3] / "shared/data/processbench-gsm8k/gsm8k.json"
 
@@ -112,3 +114,60 @@ def test_it_scores_with_a_model_adapter_from_the_command_line(
         r["adapter"] == "qwen-prm" and r["n_tokens"] > 0 and r["seconds"] > 0 for r in records
     )
     assert "scored 3 traces" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (r"step_separator=\n\n", ("step_separator", "\n\n")),
+        (r"step-separator='\n\n'", ("step_separator", "\n\n")),
+        (r'step_token="\t"', ("step_token", "\t")),
+        ("step_token=' ки'", ("step_token", " ки")),
+        (r"step_token=\u043a\u0438 ки", ("step_token", "ки ки")),
+        ("ref_model=/models/ref-1.5b", ("ref_model", "/models/ref-1.5b")),
+        ("n=8", ("n", 8)),
+        ("n='8'", ("n", "8")),
+        ("beta=0.005", ("beta", 0.005)),
+        ("trust_remote_code=true", ("trust_remote_code", True)),
+    ],
+)
+def test_it_parses_adapter_options_with_escapes(text: str, expected: tuple) -> None:
+    assert _parse_option(text) == expected
+
+
+@pytest.mark.parametrize("text", ["beta", "step_token=\\", "step_token='a'b'"])
+def test_it_rejects_malformed_options(text: str, capsys) -> None:
+    args = ["score", "--adapter", "qwen-prm", "--input", "x", "--output", "y", "--option", text]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(args)
+    assert "--option" in capsys.readouterr().err
+
+
+def test_an_escaped_step_separator_reaches_the_adapter(tmp_path: Path, traces) -> None:
+    from scoring.adapters.token_classification import TokenClassificationPRM
+    from scoring.engine import score_traces
+    from scoring.tiny import build_token_classifier, llama3_tokenizer
+
+    model = build_token_classifier(tmp_path / "trl-prm", llama3_tokenizer())
+    traces_file = tmp_path / "traces.jsonl"
+    traces_file.write_text(
+        "\n".join(
+            json.dumps({"id": t.id, "problem": t.problem, "steps": list(t.steps)}) for t in traces
+        )
+    )
+    out = tmp_path / "scores.jsonl"
+    args = ["score", "--adapter", "token-classification", "--model", str(model)]
+    args += ["--input", str(traces_file), "--output", str(out), "--device", "cpu", "--quiet"]
+    assert main([*args, "--option", r"step_separator=\n\n"]) == 0
+    written = [json.loads(line)["scores"] for line in out.read_text().splitlines()]
+
+    def scores_with(separator: str) -> list[list[float]]:
+        adapter = TokenClassificationPRM.from_pretrained(
+            str(model), device="cpu", step_separator=separator
+        )
+        return [list(r.scores) for r in score_traces(adapter, traces)]
+
+    newlines, backslashes = scores_with("\n\n"), scores_with(r"\n\n")
+    assert newlines != backslashes
+    for got, expected in zip(written, newlines, strict=True):
+        assert got == pytest.approx(expected, abs=1e-6)

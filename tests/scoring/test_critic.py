@@ -7,7 +7,16 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from scoring.adapters.llm_critic import LLMCritic, OpenAIBackend, critique_prompt, parse_index, vote
+from scoring.adapters.llm_critic import (
+    LLMCritic,
+    OpenAIBackend,
+    critique_prompt,
+    parse_answer,
+    parse_index,
+    scores_for,
+    vote,
+)
+from scoring.engine import score_traces
 from scoring.types import Trace
 
 TRACE = Trace("What is 2 + 3?", ("2 + 3 = 6.", "So \\boxed{6}."), id="c-0")
@@ -36,9 +45,19 @@ def test_it_parses_the_last_boxed_index(completion: str, index: int | None) -> N
     assert parse_index(completion) == index
 
 
-def test_it_takes_a_majority_vote_over_usable_answers() -> None:
-    assert vote([1, None, 0, 1, 7], n_steps=2) == 1
-    assert vote([None, 9], n_steps=2) is None
+def test_it_takes_a_majority_vote_over_every_boxed_answer() -> None:
+    assert vote([1, None, 0, 1, 7]) == 1
+    assert vote([0, 0, 1]) == 0
+    # ProcessBench's run_eval: only samples without a \boxed{} abstain; an out-of-range or
+    # non-integer answer votes like any other, and if it wins there is no usable answer
+    assert vote([None, 9]) == 9
+    assert vote([7, 7, 0, None, None]) == 7
+    assert vote(["two", "two", 1]) == "two"
+    assert vote([None, None]) is None
+    assert parse_answer("so \\boxed{two}") == "two" and parse_answer("no box") is None
+    assert all(math.isnan(s) for s in scores_for(7, n_steps=2) + scores_for("two", 2))
+    assert all(math.isnan(s) for s in scores_for(-2, n_steps=2))
+    assert scores_for(1, n_steps=2) == (1.0, 0.0) and scores_for(-1, 2) == (1.0, 1.0)
 
 
 class _Server(HTTPServer):
@@ -79,11 +98,56 @@ def test_it_asks_an_openai_compatible_server_and_votes(server) -> None:
     critic = LLMCritic.from_pretrained("critic-model", base_url=url, n=4)
     result = critic.score_trace(TRACE)
     assert result.scores == (0.0, 0.0)
-    assert result.details == {"sample_indices": [0, -1, 0, None], "first_error": 0}
+    assert result.details == {"sample_answers": [0, -1, 0, None], "first_error": 0}
     [request] = server.requests
     assert request["path"] == "/v1/chat/completions"
-    assert request["model"] == "critic-model" and request["n"] == 4 and request["temperature"] > 0
+    assert request["model"] == "critic-model" and request["n"] == 4
+    # ProcessBench's voting run samples at temperature 1, top_p 0.9, up to 8192 tokens
+    assert (request["temperature"], request["top_p"], request["max_tokens"]) == (1.0, 0.9, 8192)
     assert request["messages"] == [{"role": "user", "content": critique_prompt(TRACE)}]
+
+
+def test_it_decodes_greedily_up_to_8192_tokens_by_default(server) -> None:
+    server.replies = ["\\boxed{1}"]
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    result = LLMCritic.from_pretrained("critic-model", base_url=url).score_trace(TRACE)
+    assert result.scores == (1.0, 0.0)
+    [request] = server.requests
+    assert (request["n"], request["temperature"], request["max_tokens"]) == (1, 0.0, 8192)
+
+
+def test_an_out_of_range_majority_is_no_usable_answer(server) -> None:
+    # dropping the 7s before counting would elect 0 and score (0.0, 0.0)
+    server.replies = ["\\boxed{7}", "\\boxed{7}", "\\boxed{0}", "no box"]
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    critic = LLMCritic.from_pretrained("critic-model", base_url=url, n=4)
+    result = critic.score_trace(TRACE)
+    assert all(math.isnan(s) for s in result.scores) and len(result.scores) == 2
+    assert result.details == {"sample_answers": [7, 7, 0, None], "first_error": 7}
+
+
+def test_sampling_settings_can_be_overridden_but_not_to_n_greedy_samples(server) -> None:
+    server.replies = ["\\boxed{1}"] * 8
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    critic = LLMCritic.from_pretrained(
+        "m", base_url=url, n=8, temperature=0.7, top_p=0.8, max_tokens=32768
+    )
+    critic.score_trace(TRACE)
+    [request] = server.requests
+    assert (request["temperature"], request["top_p"], request["max_tokens"]) == (0.7, 0.8, 32768)
+    with pytest.raises(ValueError, match="temperature"):
+        LLMCritic.from_pretrained("m", base_url=url, n=8, temperature=0.0)
+
+
+def test_a_trace_without_steps_is_not_sent_to_the_critic(server) -> None:
+    server.replies = ["\\boxed{0}"]
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    critic = LLMCritic.from_pretrained("critic-model", base_url=url)
+    results = list(score_traces(critic, [Trace("q", (), id="empty"), TRACE]))
+    assert [r.scores for r in results] == [(), (0.0, 0.0)]
+    assert len(server.requests) == 1
+    assert critic.score_trace(Trace("q", ())).scores == ()
+    assert len(server.requests) == 1
 
 
 def test_no_usable_answer_gives_nan_scores(server) -> None:
@@ -105,5 +169,9 @@ def test_it_generates_with_transformers_on_the_chat_template(qwen_lm_dirs) -> No
     )
     again = critic.backend.generate(critique_prompt(TRACE), n=1, temperature=0.0, max_tokens=8)
     assert completions == again  # greedy is deterministic
+    sampled = critic.backend.generate(
+        critique_prompt(TRACE), n=2, temperature=1.0, max_tokens=4, top_p=0.9
+    )
+    assert len(sampled) == 2
     result = critic.score_trace(TRACE)
-    assert len(result.scores) == 2 and len(result.details["sample_indices"]) == 1
+    assert len(result.scores) == 2 and len(result.details["sample_answers"]) == 1
