@@ -6,10 +6,11 @@ count grows with chunks, not traces.
 
 Which label a trace exports with (``labels``):
 
-- ``human``: the adjudicated label if a reviewer set one, else the annotators'
-  latest labels when they agree on the first error; traces whose annotators
-  disagree, or that nobody labelled, are left out of labelled formats.
-- ``adjudicated``: only traces a reviewer adjudicated.
+- ``human``: a reviewer's verdict if there is one (the adjudicated label, else the
+  gold label of a gold question), else the annotators' latest labels when they agree
+  on the first error; traces whose annotators disagree, or that nobody labelled, are
+  left out of labelled formats.
+- ``adjudicated``: only traces with a reviewer's verdict (adjudicated or gold).
 
 Steps after the first error have no judgement in first-error data, so the
 formats that label every step (TRL, Math-Shepherd, PRM800K) end each trace at
@@ -67,10 +68,11 @@ def resolve_label(
     annotations: list[Annotation], labels: str = "human"
 ) -> ResolvedLabel | None | str:
     """The label one trace exports with, ``None`` when it has none, or ``"disagreement"``."""
-    adjudicated = [a for a in annotations if a.kind == AnnotationKind.ADJUDICATION]
-    if adjudicated:
-        chosen = max(adjudicated, key=lambda a: a.id)
-        return ResolvedLabel(chosen.first_error_step, chosen.step_ratings)
+    for kind in (AnnotationKind.ADJUDICATION, AnnotationKind.GOLD):
+        verdicts = [a for a in annotations if a.kind == kind and a.first_error_step is not None]
+        if verdicts:
+            chosen = max(verdicts, key=lambda a: a.id)
+            return ResolvedLabel(chosen.first_error_step, chosen.step_ratings)
     if labels == "adjudicated":
         return None
     votes = [

@@ -209,6 +209,26 @@ def test_disagreements_are_left_out_until_adjudicated(project, processbench, use
     assert [(r["id"], r["label"]) for r in load(out)] == [(processbench[0]["id"], 0)]
 
 
+def test_a_gold_label_is_a_reviewers_verdict(project, processbench, users, tmp_path):
+    trace = Trace.objects.get(external_id=processbench[1]["id"])
+    Annotation.objects.create(trace=trace, annotator=users["annotator"], first_error_step=-1)
+    Annotation.objects.create(trace=trace, annotator=users["owner"], first_error_step=1)
+    Annotation.objects.create(
+        trace=trace, annotator=users["reviewer"], kind=AnnotationKind.GOLD, first_error_step=2
+    )
+    out = tmp_path / "pb.jsonl"
+    export(project, "processbench", out, "--labels", "adjudicated")
+    assert [(r["id"], r["label"]) for r in load(out)] == [(processbench[1]["id"], 2)]
+    Annotation.objects.create(
+        trace=trace,
+        annotator=users["reviewer"],
+        kind=AnnotationKind.ADJUDICATION,
+        first_error_step=0,
+    )
+    export(project, "processbench", out)
+    assert {r["id"]: r["label"] for r in load(out)}[processbench[1]["id"]] == 0
+
+
 def test_split_filter(project, processbench, tmp_path, data_dir):
     call_command(
         "import_traces",
