@@ -411,11 +411,7 @@ def may_label(project: Project, trace: Trace, user) -> bool:
     if screening.passed:
         return True
     gold_left = screening.pending and (
-        _one(
-            _locking(_GOLD_SQL).replace("FOR UPDATE OF t SKIP LOCKED", ""),
-            {"project": project.pk, "user": user.pk},
-        )
-        is not None
+        _one(_GOLD_SQL.format(lock=""), {"project": project.pk, "user": user.pk}) is not None
     )
     return _screened_in(screening, gold_left=gold_left)
 

@@ -34,9 +34,13 @@ def export(project, fmt, out, *args: str) -> None:
     )
 
 
+def import_into(project, path) -> None:
+    call_command("import_traces", str(path), "--project", project.slug, verbosity=0)
+
+
 @pytest.fixture
 def processbench(project):
-    call_command("import_traces", str(PROCESSBENCH_GSM8K), "--project", project.slug, verbosity=0)
+    import_into(project, PROCESSBENCH_GSM8K)
     return json.loads(PROCESSBENCH_GSM8K.read_text())
 
 
@@ -87,7 +91,7 @@ def test_trl_and_math_shepherd_exports_reimport_to_the_same_first_errors(
         out = tmp_path / f"{fmt}.{suffix}"
         export(project, fmt, out)
         other = Project.objects.create(slug=f"re-{fmt}", name=fmt)
-        call_command("import_traces", str(out), "--project", other.slug, verbosity=0)
+        import_into(other, out)
         got = {}
         for annotation in Annotation.objects.filter(trace__project=other).select_related(
             "trace__problem"
@@ -112,17 +116,11 @@ def test_parquet_export_holds_the_same_records(project, processbench, tmp_path):
 
 
 def test_jsonl_parquet_export_reimports_with_labels_and_metadata(project, tmp_path, data_dir):
-    call_command(
-        "import_traces",
-        str(data_dir / "prm800k-examples" / "prm800k-phase2-train-example.jsonl"),
-        "--project",
-        project.slug,
-        verbosity=0,
-    )
+    import_into(project, data_dir / "prm800k-examples" / "prm800k-phase2-train-example.jsonl")
     out = tmp_path / "all.parquet"
     export(project, "jsonl", out)
     other = Project.objects.create(slug="again", name="again")
-    call_command("import_traces", str(out), "--project", other.slug, verbosity=0)
+    import_into(other, out)
 
     def snapshot(project: Project) -> dict:
         label = {
@@ -142,13 +140,7 @@ def test_jsonl_parquet_export_reimports_with_labels_and_metadata(project, tmp_pa
 
 
 def test_jsonl_export_keeps_unlabelled_traces(project, processbench, tmp_path, data_dir):
-    call_command(
-        "import_traces",
-        str(data_dir / "gsm8k" / "example_model_solutions.jsonl"),
-        "--project",
-        project.slug,
-        verbosity=0,
-    )
+    import_into(project, data_dir / "gsm8k" / "example_model_solutions.jsonl")
     out = tmp_path / "all.jsonl"
     export(project, "jsonl", out)
     rows = load(out)
@@ -163,13 +155,7 @@ def test_jsonl_export_keeps_unlabelled_traces(project, processbench, tmp_path, d
 def test_the_summary_says_what_each_format_did_with_unlabelled_traces(
     project, processbench, tmp_path, data_dir
 ):
-    call_command(
-        "import_traces",
-        str(data_dir / "gsm8k" / "test.jsonl"),
-        "--project",
-        project.slug,
-        verbosity=0,
-    )
+    import_into(project, data_dir / "gsm8k" / "test.jsonl")
     said = {}
     for fmt in ("jsonl", "processbench"):
         out = io.StringIO()
@@ -230,13 +216,7 @@ def test_a_gold_label_is_a_reviewers_verdict(project, processbench, users, tmp_p
 
 
 def test_split_filter(project, processbench, tmp_path, data_dir):
-    call_command(
-        "import_traces",
-        str(data_dir / "big-bench-mistake" / "word_sorting.jsonl"),
-        "--project",
-        project.slug,
-        verbosity=0,
-    )
+    import_into(project, data_dir / "big-bench-mistake" / "word_sorting.jsonl")
     out = tmp_path / "ws.jsonl"
     export(project, "trl", out, "--split", "word_sorting")
     assert len(load(out)) == 300
