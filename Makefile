@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(PY) -m annotator.demo
+	$(PY) manage.py demo
 
+# One worker for both queues on a development machine; a GPU box runs `-Q gpu` apart.
 worker: install
-	$(VENV)/bin/celery -A annotator worker -l info -Q default
+	$(VENV)/bin/celery -A annotator worker -l info -Q default,gpu
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -30,7 +31,7 @@ chromium:
 	  || { echo "Could not install chromium (needs root and Debian's package index)"; exit 1; }; }
 
 test: install chromium
-	$(PY) -m annotator.testenv $(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(PY) -m tests.testenv $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/import_export.py

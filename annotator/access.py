@@ -1,41 +1,52 @@
 """Access helpers: every project page and endpoint goes through these.
 
 A user who is not a member of a project gets a 404, the same as for a project
-that does not exist, so outsiders learn nothing about which projects exist.
+that does not exist, so outsiders learn nothing about which projects exist. What a
+member may do is asked of their ``Membership`` (``may_review``, ``may_manage``, ...).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from django.http import Http404
 
-from annotator.models import Membership, Role, Trace
-
-MANAGERS = (Role.OWNER, Role.REVIEWER)
+from annotator.models import Membership, Trace
 
 
-def get_membership(user, slug: str, roles: Iterable[str] | None = None) -> Membership:
-    """The user's membership of project ``slug`` (with the project loaded), or 404."""
+def get_membership(
+    user,
+    slug: str,
+    roles: Iterable[str] | None = None,
+    *,
+    allow: Callable[[Membership], bool] | None = None,
+) -> Membership:
+    """The user's membership of project ``slug`` (with the project loaded), or 404 when
+    there is none, its role is not in ``roles``, or ``allow(membership)`` is false.
+
+    >>> get_membership(request.user, slug, allow=Membership.may_review)
+    """
     if not user.is_authenticated:
         raise Http404("No such project")
     membership = (
         Membership.objects.select_related("project").filter(project__slug=slug, user=user).first()
     )
-    if membership is None or (roles is not None and membership.role not in roles):
+    if (
+        membership is None
+        or (roles is not None and membership.role not in roles)
+        or (allow is not None and not allow(membership))
+    ):
         raise Http404("No such project")
     return membership
 
 
-def get_trace_for_user(user, slug: str, trace_id: int) -> tuple[Membership, Trace]:
-    membership = get_membership(user, slug)
+def get_trace_for_user(
+    user, slug: str, trace_id: int, *, allow: Callable[[Membership], bool] | None = None
+) -> tuple[Membership, Trace]:
+    """The membership and the project's trace ``trace_id`` (problem loaded), or 404."""
+    membership = get_membership(user, slug, allow=allow)
     try:
         trace = Trace.objects.select_related("problem").get(project=membership.project, pk=trace_id)
     except Trace.DoesNotExist:
         raise Http404("No such trace") from None
     return membership, trace
-
-
-def can_see_all_labels(membership: Membership) -> bool:
-    """Annotators work blind: they see only their own labels."""
-    return membership.role in MANAGERS

@@ -75,12 +75,18 @@ class AnnotationAdmin(admin.ModelAdmin):
 
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "file_name", "status", "records_done", "created_at"]
+    list_display = [
+        "id",
+        "project",
+        "file_name",
+        "status",
+        "progress_done",
+        "attempts",
+        "heartbeat_at",
+        "created_at",
+    ]
     list_filter = ["status"]
     raw_id_fields = ["project", "created_by"]
-
-
-# The annotation workspace's models (appended here by its owner; see annotator/queue.py).
 
 
 @admin.register(Assignment)

@@ -1,10 +1,10 @@
 """Exporting labelled traces in the formats trainers and benchmarks read.
 
-Records stream out in chunks of traces (keyset pagination on the id), with one
+Records stream out in chunks of traces (``Trace.objects.with_steps``), with one
 query each for the chunk's steps and labels, so memory stays flat and the query
 count grows with chunks, not traces.
 
-Which label a trace exports with (``labels``):
+Which label a trace exports with (``labels``), as ``Verdict.resolve`` decides:
 
 - ``human``: a reviewer's verdict if there is one (the adjudicated label, else the
   gold label of a gold question), else the annotators' latest labels when they agree
@@ -21,28 +21,24 @@ every trace and every step, with the label (or null) beside them.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from math import isnan
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from django.db.models import Prefetch
 
-from annotator.models import Annotation, AnnotationKind, Project, Step, Trace
-from scoring.steps import SHEPHERD_TAG
+from annotator.models import Annotation, Project, ScoringRun, StepScore, Trace, Verdict
+from scoring.formats import REGISTRY, ExportTrace, write_parquet
 
 EXPORT_FORMATS = ("processbench", "trl", "prm800k", "math-shepherd", "jsonl")
 KEEPS_UNLABELLED = ("jsonl",)  # formats that write unlabelled traces, label null
 LABEL_SOURCES = ("human", "adjudicated")
 CHUNK_TRACES = 2000
-
-
-@dataclass(frozen=True)
-class ResolvedLabel:
-    first_error_step: int
-    step_ratings: list[int | None] | None
 
 
 @dataclass
@@ -64,41 +60,6 @@ class ExportSummary:
         )
 
 
-def resolve_label(
-    annotations: list[Annotation], labels: str = "human"
-) -> ResolvedLabel | None | str:
-    """The label one trace exports with, ``None`` when it has none, or ``"disagreement"``."""
-    for kind in (AnnotationKind.ADJUDICATION, AnnotationKind.GOLD):
-        verdicts = [a for a in annotations if a.kind == kind and a.first_error_step is not None]
-        if verdicts:
-            chosen = max(verdicts, key=lambda a: a.id)
-            return ResolvedLabel(chosen.first_error_step, chosen.step_ratings)
-    if labels == "adjudicated":
-        return None
-    votes = [
-        a for a in annotations if a.kind == AnnotationKind.LABEL and a.first_error_step is not None
-    ]
-    if not votes:
-        return None
-    if len({a.first_error_step for a in votes}) > 1:
-        return "disagreement"
-    first = min(votes, key=lambda a: a.id)
-    return ResolvedLabel(first.first_error_step, first.step_ratings)
-
-
-def _trace_chunks(project: Project, split: str | None) -> Iterator[list[Trace]]:
-    traces = Trace.objects.filter(project=project).select_related("problem").order_by("id")
-    if split:
-        traces = traces.filter(split=split)
-    last_id = 0
-    while True:
-        chunk = list(traces.filter(id__gt=last_id)[:CHUNK_TRACES])
-        if not chunk:
-            return
-        yield chunk
-        last_id = chunk[-1].id
-
-
 def iter_export(
     project: Project,
     fmt: str,
@@ -106,8 +67,11 @@ def iter_export(
     split: str | None = None,
     labels: str = "human",
     summary: ExportSummary | None = None,
+    score_runs: Sequence[ScoringRun] = (),
 ) -> Iterator[dict[str, Any]]:
-    """Yield one export record per trace (or none for traces without a usable label)."""
+    """Yield one export record per trace (or none for traces without a usable label).
+    With ``score_runs`` (``jsonl`` only) each record gets ``"step_scores": {run name:
+    [score per step]}`` for the runs that scored it, read one query per chunk."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(
             f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}"
@@ -116,132 +80,97 @@ def iter_export(
         raise ValueError(
             f"unknown label source {labels!r}; choose one of {', '.join(LABEL_SOURCES)}"
         )
+    if score_runs and fmt != "jsonl":
+        raise ValueError("step scores are exported in the jsonl format only")
     summary = summary if summary is not None else ExportSummary()
     summary.kept_unlabelled = fmt in KEEPS_UNLABELLED
     to_record = _RECORD_BUILDERS[fmt]
-    for chunk in _trace_chunks(project, split):
-        ids = [t.id for t in chunk]
-        steps: dict[int, list[str]] = defaultdict(list)
-        for trace_id, text in (
-            Step.objects.filter(trace_id__in=ids)
-            .order_by("trace_id", "index")
-            .values_list("trace_id", "text")
-        ):
-            steps[trace_id].append(text)
-        annotations: dict[int, list[Annotation]] = defaultdict(list)
-        for annotation in Annotation.objects.filter(trace_id__in=ids, is_latest=True).only(
-            "id", "trace_id", "kind", "first_error_step", "step_ratings"
-        ):
-            annotations[annotation.trace_id].append(annotation)
+    latest = Annotation.objects.filter(is_latest=True).only(
+        "id", "trace_id", "kind", "first_error_step", "step_ratings"
+    )
+    traces = (
+        Trace.objects.filter(project=project)
+        .select_related("problem")
+        .prefetch_related(Prefetch("annotations", queryset=latest, to_attr="latest_annotations"))
+    )
+    if split:
+        traces = traces.filter(split=split)
+    with_steps = traces.with_steps(chunk_size=CHUNK_TRACES)
+    while chunk := list(islice(with_steps, CHUNK_TRACES)):
+        scores = _step_scores(score_runs, [trace.pk for trace in chunk]) if score_runs else {}
         for trace in chunk:
-            label = resolve_label(annotations[trace.id], labels)
-            if label == "disagreement":
+            verdict = Verdict.resolve(
+                trace.latest_annotations, reviewed_only=labels == "adjudicated"
+            )
+            if verdict.disagreement:
                 summary.disagreements += 1
-                label = None
-            elif label is None:
+            elif not verdict.is_labelled:
                 summary.unlabelled += 1
-            if label is None and not summary.kept_unlabelled:
+            if not verdict.is_labelled and not summary.kept_unlabelled:
                 continue
             summary.records += 1
-            yield to_record(trace, steps[trace.id], label)
+            record = to_record(trace, trace.step_texts, verdict if verdict.is_labelled else None)
+            if score_runs:
+                record["step_scores"] = scores.get(trace.pk, {})
+            yield record
 
 
-def _truncated(steps: list[str], label: ResolvedLabel) -> tuple[list[str], list[bool]]:
-    if label.first_error_step == -1:
-        return steps, [True] * len(steps)
-    k = label.first_error_step
-    return steps[: k + 1], [True] * k + [False]
+def _step_scores(runs: Sequence[ScoringRun], trace_ids: list[int]) -> dict[int, dict[str, list]]:
+    """``{trace id: {run name: scores}}`` for a chunk of traces, in one query."""
+    names = {run.pk: run.name for run in runs}
+    found: dict[int, dict[str, list]] = defaultdict(dict)
+    for run_id, trace_id, score in (
+        StepScore.objects.filter(run__in=list(names), trace_id__in=trace_ids)
+        .order_by("trace_id", "run_id", "step_index")
+        .values_list("run_id", "trace_id", "score")
+    ):
+        found[trace_id].setdefault(names[run_id], []).append(None if isnan(score) else score)
+    return found
 
 
-def _processbench(trace: Trace, steps: list[str], label: ResolvedLabel) -> dict[str, Any]:
-    return {
-        "id": trace.external_id,
-        "generator": trace.generator,
-        "problem": trace.problem.text,
-        "steps": steps,
-        "final_answer_correct": trace.final_answer_correct,
-        "label": label.first_error_step,
-    }
+def score_runs_named(project: Project, spec: str) -> list[ScoringRun]:
+    """The runs ``--scores`` names: ``all`` (the project's finished runs) or a comma list."""
+    runs = ScoringRun.objects.filter(project=project).order_by("id")
+    if spec == "all":
+        return list(runs.filter(status="done"))
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    found = {run.name: run for run in runs.filter(name__in=names)}
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise ValueError(f"no run named {', '.join(map(repr, missing))} in {project.slug}")
+    return [found[name] for name in names]
 
 
-def _trl(trace: Trace, steps: list[str], label: ResolvedLabel) -> dict[str, Any]:
-    completions, flags = _truncated(steps, label)
-    return {"prompt": trace.problem.text, "completions": completions, "labels": flags}
+def _export_trace(trace: Trace, steps: list[str]) -> ExportTrace:
+    """A stored trace as the format writers take it."""
+    return ExportTrace(
+        external_id=trace.external_id,
+        problem=trace.problem.text,
+        steps=steps,
+        source=trace.source,
+        reference_answer=trace.problem.reference_answer,
+        generator=trace.generator,
+        split=trace.split,
+        final_answer=trace.final_answer,
+        final_answer_correct=trace.final_answer_correct,
+        metadata=trace.metadata,
+        is_gold=trace.is_gold,
+        created_at=trace.created_at.isoformat(),
+    )
 
 
-def _math_shepherd(trace: Trace, steps: list[str], label: ResolvedLabel) -> dict[str, Any]:
-    completions, flags = _truncated(steps, label)
-    body = [f"Step {i}: {step} {SHEPHERD_TAG}\n" for i, step in enumerate(completions, start=1)]
-    marks = ["+" if ok else "-" for ok in flags]
-    question = trace.problem.text.strip()
-    return {
-        "input": f"{question} " + "".join(body),
-        "label": f"{question} "
-        + "".join(b[: -len(SHEPHERD_TAG) - 1] + m + "\n" for b, m in zip(body, marks, strict=True)),
-        "task": trace.split or "",
-    }
+def _record_builder(fmt: str) -> Callable[[Trace, list[str], Verdict | None], dict[str, Any]]:
+    write = REGISTRY[fmt].write
+
+    def build(trace: Trace, steps: list[str], label: Verdict | None) -> dict[str, Any]:
+        if label is None:  # only the formats that keep unlabelled traces get here
+            return write(_export_trace(trace, steps), None, None)
+        return write(_export_trace(trace, steps), label.first_error_step, label.step_ratings)
+
+    return build
 
 
-def _prm800k(trace: Trace, steps: list[str], label: ResolvedLabel) -> dict[str, Any]:
-    if label.first_error_step == -1:
-        judged = len(steps)
-        finish_reason = "solution"
-    else:
-        judged = label.first_error_step + 1
-        finish_reason = "found_error"
-    ratings = label.step_ratings or []
-    label_steps = []
-    for i, step in enumerate(steps[:judged]):
-        rating = ratings[i] if i < len(ratings) and ratings[i] is not None else None
-        if rating is None:
-            rating = -1 if i == label.first_error_step else 1
-        label_steps.append(
-            {
-                "completions": [{"text": step, "rating": rating, "flagged": False}],
-                "human_completion": None,
-                "chosen_completion": None if rating == -1 else 0,
-            }
-        )
-    return {
-        "labeler": "stepwise",
-        "timestamp": trace.created_at.isoformat(),
-        "generation": None,
-        "is_quality_control_question": trace.is_gold,
-        "is_initial_screening_question": False,
-        "question": {
-            "problem": trace.problem.text,
-            "ground_truth_answer": trace.problem.reference_answer or None,
-            "pre_generated_steps": steps,
-            "pre_generated_answer": trace.final_answer or None,
-        },
-        "label": {"steps": label_steps, "total_time": None, "finish_reason": finish_reason},
-    }
-
-
-def _jsonl(trace: Trace, steps: list[str], label: ResolvedLabel | None) -> dict[str, Any]:
-    return {
-        "id": trace.external_id,
-        "source": trace.source,
-        "problem": trace.problem.text,
-        "reference_answer": trace.problem.reference_answer,
-        "generator": trace.generator,
-        "split": trace.split,
-        "steps": steps,
-        "final_answer": trace.final_answer,
-        "final_answer_correct": trace.final_answer_correct,
-        "first_error_step": None if label is None else label.first_error_step,
-        "step_ratings": None if label is None else label.step_ratings,
-        "metadata": trace.metadata,
-    }
-
-
-_RECORD_BUILDERS = {
-    "processbench": _processbench,
-    "trl": _trl,
-    "prm800k": _prm800k,
-    "math-shepherd": _math_shepherd,
-    "jsonl": _jsonl,
-}
+_RECORD_BUILDERS = {fmt: _record_builder(fmt) for fmt in EXPORT_FORMATS}
 
 
 def iter_jsonl_lines(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
@@ -257,82 +186,22 @@ def write_export(
     split: str | None = None,
     labels: str = "human",
     parquet: bool | None = None,
+    score_runs: Sequence[ScoringRun] = (),
 ) -> ExportSummary:
     """Write an export to a path (``.parquet`` suffix means parquet) or a binary stream."""
     summary = ExportSummary()
-    records = iter_export(project, fmt, split=split, labels=labels, summary=summary)
     if parquet is None:
         parquet = isinstance(out, str | Path) and str(out).endswith(".parquet")
+    if parquet and score_runs:
+        raise ValueError("step scores are exported as JSONL, not parquet")
+    records = iter_export(
+        project, fmt, split=split, labels=labels, summary=summary, score_runs=score_runs
+    )
     if parquet:
-        _write_parquet(records, out, fmt)
+        write_parquet(records, out, fmt, rows_per_group=CHUNK_TRACES)
     elif isinstance(out, str | Path):
         with open(out, "wb") as fh:
             fh.writelines(iter_jsonl_lines(records))
     else:
         out.writelines(iter_jsonl_lines(records))
     return summary
-
-
-def _parquet_schema(fmt: str):
-    import pyarrow as pa
-
-    text, texts = pa.string(), pa.list_(pa.string())
-    fields = {
-        "processbench": [
-            ("id", text),
-            ("generator", text),
-            ("problem", text),
-            ("steps", texts),
-            ("final_answer_correct", pa.bool_()),
-            ("label", pa.int64()),
-        ],
-        "trl": [("prompt", text), ("completions", texts), ("labels", pa.list_(pa.bool_()))],
-        "math-shepherd": [("input", text), ("label", text), ("task", text)],
-        "prm800k": [
-            ("labeler", text),
-            ("timestamp", text),
-            ("generation", pa.int64()),
-            ("is_quality_control_question", pa.bool_()),
-            ("is_initial_screening_question", pa.bool_()),
-            ("question", text),
-            ("label", text),
-        ],
-        "jsonl": [
-            ("id", text),
-            ("source", text),
-            ("problem", text),
-            ("reference_answer", text),
-            ("generator", text),
-            ("split", text),
-            ("steps", texts),
-            ("final_answer", text),
-            ("final_answer_correct", pa.bool_()),
-            ("first_error_step", pa.int64()),
-            ("step_ratings", pa.list_(pa.int64())),
-            ("metadata", text),
-        ],
-    }[fmt]
-    return pa.schema(fields)
-
-
-def _write_parquet(
-    records: Iterator[dict[str, Any]], out: str | Path | IO[bytes], fmt: str
-) -> None:
-    """Parquet in row groups of one chunk each, with a fixed schema per format. Nested
-    free-form fields (metadata, PRM800K's ``question``/``label``) are JSON text, which
-    the importer decodes, so these files import again."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = _parquet_schema(fmt)
-    batch: list[dict[str, Any]] = []
-    with pq.ParquetWriter(out, schema) as writer:
-        for record in records:
-            batch.append(
-                {k: json.dumps(v) if isinstance(v, dict) else v for k, v in record.items()}
-            )
-            if len(batch) >= CHUNK_TRACES:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                batch.clear()
-        if batch:
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))

@@ -13,28 +13,56 @@ exists already is skipped and counted as a duplicate.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from annotator.formats import (
+from annotator import jobs
+from annotator.models import (
+    Annotation,
+    AnnotationKind,
+    ImportJob,
+    Problem,
+    Project,
+    Step,
+    Trace,
+    text_hash,
+)
+from scoring.formats import (
     ImportFormatError,
+    Limits,
     ParsedTrace,
     ParseOptions,
-    derived_split,
     iter_parsed,
     open_records,
+    split_from_file_name,
 )
-from annotator.models import Annotation, AnnotationKind, Problem, Project, Step, Trace, text_hash
 
 CHUNK_RECORDS = 2000
+# First key of the per-project import advisory lock (an arbitrary constant of ours).
+IMPORT_LOCK_CLASS = 7_301
 SOURCE_MAX_LENGTH: int = Trace._meta.get_field("source").max_length
+# The columns' sizes: the reader refuses longer values, naming the record, rather than
+# letting COPY fail mid-import.
+LIMITS = Limits(
+    external_id=Trace._meta.get_field("external_id").max_length,
+    generator=Trace._meta.get_field("generator").max_length,
+    split=Trace._meta.get_field("split").max_length,
+    external_annotator=Annotation._meta.get_field("external_annotator").max_length,
+)
 
 
 @dataclass
@@ -94,11 +122,13 @@ def import_file(
     options = ParseOptions(
         split=split,
         step_splitter=step_splitter,
-        default_split=derived_split(Path(records.name).name.split(".")[0]),
+        default_split=split_from_file_name(records.name, LIMITS),
+        limits=LIMITS,
     )
     parsed = iter_parsed(records, fmt, options)
     summary = ImportSummary()
     with transaction.atomic():
+        _lock_project_imports(project)
         writer: _Writer | None = None
         while chunk := list(islice(parsed, CHUNK_RECORDS)):
             if writer is None:
@@ -109,6 +139,18 @@ def import_file(
             if progress:
                 progress(summary.records, records.total)
     return summary
+
+
+def _lock_project_imports(project: Project) -> None:
+    """Imports into one project take turns (a transaction-scoped advisory lock): two
+    overlapping files imported at once would otherwise both insert the same problems
+    and traces, and one would fail on the unique constraints. The second import waits,
+    then skips what the first wrote. SQLite serialises writers by itself."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", [IMPORT_LOCK_CLASS, project.pk % 2**31]
+            )
 
 
 class _Writer:
@@ -338,3 +380,63 @@ def _insert(
                 values[key] = json.loads(values[key])
         objs.append(model(**values))
     model.objects.bulk_create(objs, batch_size=500)
+
+
+def start_import(
+    project: Project,
+    user,
+    upload: UploadedFile,
+    *,
+    fmt: str = "auto",
+    split: str = "",
+    step_splitter: str = "paragraphs",
+) -> ImportJob:
+    """Save the upload to storage and queue an import job. Raises ``EnqueueError``
+    (the job marked failed, the upload deleted) when the broker is down."""
+    name = Path(upload.name or "upload").name
+    stored = default_storage.save(f"uploads/{uuid.uuid4().hex}-{name}", upload)
+    job = ImportJob.objects.create(
+        project=project,
+        created_by=user,
+        file_name=name,
+        upload=stored,
+        format=fmt,
+        options={"split": split, "step_splitter": step_splitter},
+        max_attempts=settings.JOB_MAX_ATTEMPTS,
+    )
+    return jobs.enqueue(job)
+
+
+def run_import_job(job: ImportJob, context: jobs.JobContext) -> dict:
+    """The work of an import job: all or nothing, so a job taken up again after its
+    worker died starts over (the dead worker's transaction was rolled back)."""
+    with local_copy(job.upload) as path:
+        try:
+            summary = import_file(
+                job.project,
+                path,
+                job.format,
+                split=job.options.get("split", ""),
+                step_splitter=job.options.get("step_splitter", "paragraphs"),
+                display_name=job.file_name,
+                progress=context.progress,
+            )
+        except ImportFormatError as exc:
+            raise jobs.JobRefused(f"{exc}. Nothing was imported.") from exc
+    return summary.as_dict()
+
+
+@contextmanager
+def local_copy(name: str) -> Iterator[Path]:
+    """A local path to a stored file: the file itself on a filesystem storage, else a
+    temporary copy streamed from the storage (object storage on another machine)."""
+    try:
+        yield Path(default_storage.path(name))
+        return
+    except NotImplementedError:
+        pass
+    suffix = "".join(Path(name).suffixes[-2:])
+    with default_storage.open(name, "rb") as src, tempfile.NamedTemporaryFile(suffix=suffix) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        yield Path(dst.name)

@@ -12,11 +12,16 @@ correct" and ``None`` means the annotation gives no verdict (gave up, bad proble
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 
 
 class Role(models.TextChoices):
@@ -103,6 +108,30 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.project} ({self.role})"
 
+    # What a member may do and see: every page and endpoint asks these, nothing else
+    # looks at ``role``. Methods (not properties) so views can pass them around as
+    # rules (``get_membership(..., allow=Membership.may_review)``); templates call them.
+
+    def may_manage(self) -> bool:
+        """Owners: project settings, members, imports."""
+        return self.role == Role.OWNER
+
+    def may_review(self) -> bool:
+        """Owners and reviewers: review, adjudication, gold questions, agreement, exports."""
+        return self.role in (Role.OWNER, Role.REVIEWER)
+
+    def sees_all_labels(self) -> bool:
+        """Annotators work blind: they see only their own labels."""
+        return self.may_review()
+
+    def sees_reference_answer(self) -> bool:
+        """Annotators see the reference answer only where the project shows it to them."""
+        return self.project.show_reference_answer or self.may_review()
+
+    def sees_model_scores(self) -> bool:
+        """Annotators label blind to the PRMs' scores unless the project shows them."""
+        return self.project.show_model_scores or self.may_review()
+
 
 def text_hash(text: str) -> str:
     """Problems are identified by their text within a project, so best-of-N files and
@@ -129,12 +158,47 @@ class Problem(models.Model):
         return self.text[:80]
 
 
+def _step_texts(trace_ids: list[int]) -> dict[int, list[str]]:
+    """``{trace id: step texts in order}`` in one query: the one place steps are read."""
+    texts: dict[int, list[str]] = defaultdict(list)
+    for trace_id, text in (
+        Step.objects.filter(trace_id__in=trace_ids)
+        .order_by("trace_id", "index")
+        .values_list("trace_id", "text")
+    ):
+        texts[trace_id].append(text)
+    return texts
+
+
 class TraceQuerySet(models.QuerySet):
     def labelled(self) -> TraceQuerySet:
         return self.filter(Exists(Annotation.objects.filter(trace=OuterRef("pk"))))
 
     def unlabelled(self) -> TraceQuerySet:
         return self.exclude(Exists(Annotation.objects.filter(trace=OuterRef("pk"))))
+
+    def with_steps(self, chunk_size: int = 2000) -> Iterator[Trace]:
+        """The traces in id order, each with ``step_texts`` filled in, read ``chunk_size``
+        at a time: two queries a chunk (the traces, keyset-paginated on the id, then
+        their steps), plus one per ``prefetch_related`` lookup. Memory stays flat
+        however many traces match, and the query count grows with chunks, not traces.
+
+        >>> for trace in Trace.objects.filter(project=project).with_steps(): ...
+        """
+        traces = self.order_by("id")
+        last_id = None
+        while True:
+            page = traces if last_id is None else traces.filter(id__gt=last_id)
+            chunk = list(page[:chunk_size])
+            if not chunk:
+                return
+            texts = _step_texts([trace.id for trace in chunk])
+            for trace in chunk:
+                trace.step_texts = texts[trace.id]
+            yield from chunk
+            if len(chunk) < chunk_size:
+                return  # a short chunk is the last one: no query for an empty one
+            last_id = chunk[-1].id
 
 
 class Trace(models.Model):
@@ -192,6 +256,12 @@ class Trace(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source}:{self.external_id}"
+
+    @cached_property
+    def step_texts(self) -> list[str]:
+        """The step texts in order. ``Trace.objects.with_steps()`` fills this in for a
+        chunk of traces at once; a trace loaded on its own reads it here, in one query."""
+        return _step_texts([self.pk])[self.pk]
 
 
 class Step(models.Model):
@@ -261,40 +331,193 @@ class Annotation(models.Model):
     def __str__(self) -> str:
         return f"{self.kind} v{self.version} of trace {self.trace_id} by {self.annotator_id}"
 
+    @property
+    def rater_name(self) -> str:
+        """How the author is shown; needs ``annotator`` (``select_related`` it)."""
+        return rater_name(self.annotator.username, self.external_annotator)
+
+    def ratings_by_step(self, num_steps: int) -> list[int | None]:
+        return pad_ratings(self.step_ratings, num_steps)
+
+
+def rater_name(username: str, external_annotator: str = "") -> str:
+    """An annotation's author as pages and agreement figures show it: the user, or for
+    a label imported with its labeller's id, both (``import-prm800k:<labeller>``)."""
+    return f"{username}:{external_annotator}" if external_annotator else username
+
+
+def pad_ratings(ratings: list[int | None] | None, num_steps: int) -> list[int | None]:
+    """One rating (or ``None``, not judged) per step: cut or padded to ``num_steps``.
+
+    >>> pad_ratings([1, -1], 4)
+    [1, -1, None, None]
+    """
+    return (list(ratings or []) + [None] * num_steps)[:num_steps]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The label a trace counts with in exports and review.
+
+    A reviewer's verdict wins (the newest adjudication, else the gold label of a gold
+    question); otherwise the annotators' latest labels decide when they agree on the
+    first error, the earliest of them giving the ratings. ``first_error_step`` is
+    ``None`` when there is no verdict: nobody labelled the trace with one (``kind`` is
+    ``None``) or its annotators disagree (``disagreement``).
+    """
+
+    first_error_step: int | None = None
+    step_ratings: list[int | None] | None = None
+    kind: str | None = None  # the AnnotationKind that decided it
+    disagreement: bool = False
+
+    @property
+    def is_labelled(self) -> bool:
+        return self.first_error_step is not None
+
+    @classmethod
+    def resolve(cls, annotations: Iterable[Annotation], *, reviewed_only: bool = False) -> Verdict:
+        """The verdict of one trace from its latest annotations (``is_latest``); with
+        ``reviewed_only`` only a reviewer's verdict counts."""
+        with_verdict = [a for a in annotations if a.first_error_step is not None]
+        for kind in (AnnotationKind.ADJUDICATION, AnnotationKind.GOLD):
+            reviewed = [a for a in with_verdict if a.kind == kind]
+            if reviewed:
+                chosen = max(reviewed, key=lambda a: a.id)
+                return cls(chosen.first_error_step, chosen.step_ratings, kind)
+        votes = [a for a in with_verdict if a.kind == AnnotationKind.LABEL]
+        if reviewed_only or not votes:
+            return cls()
+        if len({a.first_error_step for a in votes}) > 1:
+            return cls(kind=AnnotationKind.LABEL, disagreement=True)
+        first = min(votes, key=lambda a: a.id)
+        return cls(first.first_error_step, first.step_ratings, AnnotationKind.LABEL)
+
 
 class JobStatus(models.TextChoices):
     QUEUED = "queued", "Waiting for a worker"
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
 
 
-class ImportJob(models.Model):
-    """An import started from the UI or the API; a Celery worker runs it."""
+FINISHED_STATUSES = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
-    file_name = models.CharField(max_length=255)
-    path = models.CharField(max_length=500)
-    format = models.CharField(max_length=32, default="auto")
-    options = models.JSONField(default=dict, blank=True)
+
+class Job(models.Model):
+    """What every background job kind shares: imports now, scoring, Monte-Carlo and
+    training runs next. The row, not Celery's result backend, is the job's truth.
+
+    A worker claims a job with a conditional update (``annotator/jobs.py``) that takes
+    a queued job, or a running one whose ``heartbeat_at`` has gone stale because its
+    worker died. ``attempts`` counts claims and doubles as the claim token: a worker
+    that finds ``attempts`` changed under it has lost the job and stops. Cancel is a
+    flag the worker reads between chunks; a queued job is cancelled at once.
+
+    Subclasses name the Celery task that runs them (``task_name``) and say whether a
+    job taken up again continues where it stopped (``resumable``) or starts over.
+    """
+
+    task_name: str = ""
+    resumable: bool = False
+
+    # None: started from the command line.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    queue = models.CharField(max_length=64, default="default")
     status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    records_done = models.PositiveIntegerField(default=0)
-    summary = models.JSONField(default=dict, blank=True)
+    progress_done = models.PositiveBigIntegerField(default=0)
+    progress_total = models.PositiveBigIntegerField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    worker = models.CharField(max_length=200, blank=True, help_text="The worker that ran it last.")
+    cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
+    # The last frames of an unexpected error's traceback, for whoever runs the workers.
+    error_detail = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When it was last sent to the broker (created, retried, or taken up again).
+    queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-id"]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return not self.is_finished
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.status in (JobStatus.QUEUED, JobStatus.RUNNING) and not self.cancel_requested
+
+    @property
+    def can_retry(self) -> bool:
+        return self.status in (JobStatus.FAILED, JobStatus.CANCELLED)
+
+    @property
+    def progress_percent(self) -> float | None:
+        if not self.progress_total:
+            return None
+        return min(100.0, 100.0 * self.progress_done / self.progress_total)
+
+    def release_resources(self) -> None:
+        """Free what only this job needs (an upload) once it cannot run again."""
+
+    def missing_for_retry(self) -> str:
+        """Why a retry cannot work (empty when it can)."""
+        return ""
+
+    @property
+    def seconds_waiting(self) -> float:
+        """How long a queued job has waited for a worker (0 once one took it)."""
+        if self.status != JobStatus.QUEUED or self.queued_at is None:
+            return 0.0
+        return (timezone.now() - self.queued_at).total_seconds()
+
+
+class ImportJob(Job):
+    """An import started from the UI or the API; a Celery worker runs it. Imports are
+    all-or-nothing (one transaction), so one taken up again after a dead worker starts
+    over. The upload lives in Django's default storage under ``upload``, so a worker on
+    another machine reads it through a shared volume or object storage."""
+
+    task_name = "annotator.tasks.run_import"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
+    file_name = models.CharField(max_length=255)
+    upload = models.CharField(max_length=500, help_text="Storage name of the uploaded file.")
+    format = models.CharField(max_length=32, default="auto")
+    options = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+
+    class Meta(Job.Meta):
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="importjob_status")]
 
     def __str__(self) -> str:
         return f"import {self.file_name} into {self.project} ({self.status})"
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status in {JobStatus.DONE, JobStatus.FAILED}
+    def release_resources(self) -> None:
+        from django.core.files.storage import default_storage
+
+        if self.upload:
+            default_storage.delete(self.upload)
+
+    def missing_for_retry(self) -> str:
+        from django.core.files.storage import default_storage
+
+        if not self.upload or not default_storage.exists(self.upload):
+            return "The uploaded file is gone; upload it again."
+        return ""
 
 
 class Assignment(models.Model):
@@ -345,3 +568,158 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision} of annotation {self.annotation_id}"
+
+
+class RealField(models.FloatField):
+    """A 4-byte float (PostgreSQL ``real``): half the size of Django's ``FloatField``,
+    and more precision than any PRM score carries."""
+
+    def db_type(self, connection) -> str:
+        return "real"
+
+
+class Scorer(models.Model):
+    """A registered PRM (or the model-free arithmetic check): which ``scoring`` adapter
+    runs which model, with which options. Shared by every project; registered by
+    staff, since a scorer decides what code and weights a GPU worker loads."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    adapter = models.CharField(max_length=64)
+    model = models.CharField(
+        max_length=500, blank=True, help_text="Hub id or path on the workers' disk."
+    )
+    revision = models.CharField(max_length=100, blank=True, help_text="Hub revision (optional).")
+    # threshold, device, dtype, batch_tokens, and the adapter's own options.
+    options = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from annotator.scorers import validate_scorer
+
+        errors = validate_scorer(self.adapter, self.model, self.options)
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.options.get("threshold", 0.5))
+
+    @property
+    def queue(self) -> str:
+        """GPU work goes to the ``gpu`` queue; a scorer that says ``device=cpu`` (or
+        needs no model) runs on any ``default`` worker."""
+        if self.adapter == "arithmetic-check" or self.options.get("device") == "cpu":
+            return "default"
+        return "gpu"
+
+
+class RunSource(models.TextChoices):
+    SCORER = "scorer", "Scored by a worker"
+    IMPORTED = "imported", "Imported from a file"
+
+
+class ScoringRun(Job):
+    """A scorer over a selection of a project's traces (or scores imported from a
+    file). Resumable: the scores of each chunk are committed together with their
+    ``TraceScore`` rows, so a run taken up again skips the traces it already stored."""
+
+    task_name = "annotator.tasks.run_scoring"
+    resumable = True
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="scoring_runs")
+    name = models.SlugField(max_length=100)
+    scorer = models.ForeignKey(
+        Scorer, on_delete=models.PROTECT, related_name="runs", null=True, blank=True
+    )
+    source = models.CharField(max_length=20, choices=RunSource.choices, default=RunSource.SCORER)
+    # split, generator, source, labelled ("yes"/"no"), ids: which traces it scores.
+    selection = models.JSONField(default=dict, blank=True)
+    # What produced the scores, frozen at the start: adapter, model, revision, options,
+    # and for imports the file name.
+    provenance = models.JSONField(default=dict, blank=True)
+    threshold = models.FloatField(default=0.5)
+    tokens = models.PositiveBigIntegerField(default=0)
+    scoring_seconds = models.FloatField(default=0.0)
+    summary = models.JSONField(default=dict, blank=True)
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="scoringrun_unique_name")
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="scoringrun_status")]
+
+    def __str__(self) -> str:
+        return f"run {self.name} in {self.project} ({self.status})"
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.tokens / self.scoring_seconds if self.scoring_seconds > 0 else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the rate of this attempt so far."""
+        if self.status != JobStatus.RUNNING or not self.progress_total or not self.started_at:
+            return None
+        done_this_attempt = self.progress_done - self.summary.get("resumed_at", 0)
+        if done_this_attempt <= 0:
+            return None
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        return elapsed / done_this_attempt * (self.progress_total - self.progress_done)
+
+
+class TraceScore(models.Model):
+    """One trace's result in a run: the marker that it is stored (a resumed run skips
+    it), the figures dashboards sort and filter on without touching every step, and
+    the adapter's per-trace extras (critic samples and votes, the failing arithmetic
+    claims, implicit-PRM raw q values)."""
+
+    # (run, trace) is unique, which indexes the run; the trace gets its own index.
+    run = models.ForeignKey(
+        ScoringRun, on_delete=models.CASCADE, related_name="trace_scores", db_index=False
+    )
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="trace_scores")
+    min_score = RealField(null=True)
+    last_score = RealField(null=True)
+    # The first step scored below the run's threshold; -1: none is (all correct).
+    predicted_first_error = models.IntegerField(null=True)
+    n_tokens = models.PositiveIntegerField(default=0)
+    extras = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "trace"], name="tracescore_unique_trace")
+        ]
+
+    def __str__(self) -> str:
+        return f"trace {self.trace_id} in run {self.run_id}"
+
+
+class StepScore(models.Model):
+    """One step's score in one run: millions of rows per run, so each is as small as
+    PostgreSQL allows: no surrogate id, a composite primary key ``(run, trace,
+    step_index)`` that is also the one index (a run's steps in trace order; one
+    trace's steps under the project's runs), and a 4-byte ``real`` score. NaN marks a
+    step the scorer gave no verdict on. Rows are written by ``COPY`` after deleting
+    the chunk's traces in the same transaction, so a repeated chunk replaces itself."""
+
+    pk = models.CompositePrimaryKey("run_id", "trace_id", "step_index")
+    run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    trace = models.ForeignKey(
+        Trace, on_delete=models.CASCADE, related_name="step_scores", db_index=False
+    )
+    step_index = models.PositiveIntegerField()
+    score = RealField()
+
+    def __str__(self) -> str:
+        return f"step {self.step_index} of trace {self.trace_id} in run {self.run_id}: {self.score}"

@@ -12,11 +12,18 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import Count, Sum
+from django.db.models import Count, Exists, OuterRef, Sum
 
 from annotator import agreement
-from annotator.models import Annotation, AnnotationKind, Membership, Project, Role
-from annotator.queue import gold_answers_by_annotator
+from annotator.models import (
+    Annotation,
+    AnnotationKind,
+    Assignment,
+    Membership,
+    Project,
+    Role,
+    rater_name,
+)
 
 
 @dataclass
@@ -46,6 +53,58 @@ class ProjectQuality:
     annotators: list[AnnotatorRow] = field(default_factory=list)
 
 
+def matches_gold() -> Exists:
+    """Whether an annotation (the outer row) gives its trace's gold first error."""
+    return Exists(
+        Annotation.objects.filter(
+            trace=OuterRef("trace"),
+            kind=AnnotationKind.GOLD,
+            is_latest=True,
+            first_error_step=OuterRef("first_error_step"),
+        )
+    )
+
+
+def gold_answers_by_annotator(project: Project, user_ids=None) -> dict[int, tuple[int, int]]:
+    """``{user_id: (answered, correct)}`` on the project's gold questions.
+
+    Each gold question counts once, judged on the annotator's first answer (version
+    1): an undo or a later edit cannot turn a miss into a hit. A gold question skipped
+    without an answer counts as answered and wrong, so skipping cannot dodge screening.
+    """
+    first = Annotation.objects.filter(
+        trace__project=project, trace__is_gold=True, kind=AnnotationKind.LABEL, version=1
+    )
+    skipped = Assignment.objects.filter(project=project, trace__is_gold=True, skipped=True).exclude(
+        Exists(
+            Annotation.objects.filter(
+                trace=OuterRef("trace"),
+                annotator=OuterRef("annotator"),
+                kind=AnnotationKind.LABEL,
+            )
+        )
+    )
+    if user_ids is not None:
+        first = first.filter(annotator_id__in=user_ids)
+        skipped = skipped.filter(annotator_id__in=user_ids)
+    answers: dict[int, tuple[int, int]] = {}
+    for row in (
+        first.order_by()
+        .values("annotator_id")
+        .annotate(answered=Count("id"), correct=Count("id", filter=matches_gold()))
+    ):
+        answers[row["annotator_id"]] = (row["answered"], row["correct"])
+    for row in skipped.order_by().values("annotator_id").annotate(n=Count("id")):
+        answered, correct = answers.get(row["annotator_id"], (0, 0))
+        answers[row["annotator_id"]] = (answered + row["n"], correct)
+    return answers
+
+
+def gold_answers(project: Project, user) -> tuple[int, int]:
+    """(answered, correct) for one annotator; see ``gold_answers_by_annotator``."""
+    return gold_answers_by_annotator(project, [user.pk]).get(user.pk, (0, 0))
+
+
 def collect_labels(project: Project) -> tuple[dict, dict]:
     """({rater: {trace_id: first_error}}, {rater: {trace_id: ratings}}) over the traces
     that two or more raters labelled with a verdict."""
@@ -68,7 +127,7 @@ def collect_labels(project: Project) -> tuple[dict, dict]:
         "trace_id", "annotator__username", "external_annotator", "first_error_step", "step_ratings"
     )
     for trace_id, username, external, first_error, step_ratings in rows.iterator(chunk_size=5000):
-        rater = f"{username}:{external}" if external else username
+        rater = rater_name(username, external)
         labels[rater][trace_id] = first_error
         if step_ratings:
             ratings[rater][trace_id] = step_ratings

@@ -41,7 +41,6 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.db.models import (
     BigIntegerField,
-    Count,
     Exists,
     Expression,
     F,
@@ -60,6 +59,7 @@ from annotator.models import (
     QueueOrder,
     Trace,
 )
+from annotator.quality import gold_answers
 
 MAX_CLAIM_ATTEMPTS = 5
 
@@ -144,58 +144,6 @@ class ScreeningStatus:
         if self.required == 0:
             return True
         return not self.pending and self.correct >= self.accuracy_needed * self.answered
-
-
-def matches_gold() -> Exists:
-    """Whether an annotation (the outer row) gives its trace's gold first error."""
-    return Exists(
-        Annotation.objects.filter(
-            trace=OuterRef("trace"),
-            kind=AnnotationKind.GOLD,
-            is_latest=True,
-            first_error_step=OuterRef("first_error_step"),
-        )
-    )
-
-
-def gold_answers_by_annotator(project: Project, user_ids=None) -> dict[int, tuple[int, int]]:
-    """``{user_id: (answered, correct)}`` on the project's gold questions.
-
-    Each gold question counts once, judged on the annotator's first answer (version
-    1): an undo or a later edit cannot turn a miss into a hit. A gold question skipped
-    without an answer counts as answered and wrong, so skipping cannot dodge screening.
-    """
-    first = Annotation.objects.filter(
-        trace__project=project, trace__is_gold=True, kind=AnnotationKind.LABEL, version=1
-    )
-    skipped = Assignment.objects.filter(project=project, trace__is_gold=True, skipped=True).exclude(
-        Exists(
-            Annotation.objects.filter(
-                trace=OuterRef("trace"),
-                annotator=OuterRef("annotator"),
-                kind=AnnotationKind.LABEL,
-            )
-        )
-    )
-    if user_ids is not None:
-        first = first.filter(annotator_id__in=user_ids)
-        skipped = skipped.filter(annotator_id__in=user_ids)
-    answers: dict[int, tuple[int, int]] = {}
-    for row in (
-        first.order_by()
-        .values("annotator_id")
-        .annotate(answered=Count("id"), correct=Count("id", filter=matches_gold()))
-    ):
-        answers[row["annotator_id"]] = (row["answered"], row["correct"])
-    for row in skipped.order_by().values("annotator_id").annotate(n=Count("id")):
-        answered, correct = answers.get(row["annotator_id"], (0, 0))
-        answers[row["annotator_id"]] = (answered + row["n"], correct)
-    return answers
-
-
-def gold_answers(project: Project, user) -> tuple[int, int]:
-    """(answered, correct) for one annotator; see ``gold_answers_by_annotator``."""
-    return gold_answers_by_annotator(project, [user.pk]).get(user.pk, (0, 0))
 
 
 def screening_status(project: Project, user) -> ScreeningStatus:

@@ -21,14 +21,10 @@ from annotator.models import (
     Review,
     ReviewDecision,
     Trace,
+    Verdict,
 )
 
 MAX_ROWS = 200
-
-
-def labeller_name(annotation: Annotation) -> str:
-    name = annotation.annotator.username
-    return f"{name}:{annotation.external_annotator}" if annotation.external_annotator else name
 
 
 def _verdicts(project: Project) -> QuerySet[Annotation]:
@@ -82,13 +78,13 @@ def disagreements(
         if a.kind == AnnotationKind.ADJUDICATION:
             row.adjudicated = a
         elif a.first_error_step is not None:
-            row.labels.append((labeller_name(a), a.first_error_step))
+            row.labels.append((a.rater_name, a.first_error_step))
     return list(rows.values())
 
 
 def trace_context(membership: Membership, trace: Trace) -> dict:
     """Everything the side-by-side review page shows for one trace."""
-    steps = list(trace.steps.order_by("index").values_list("index", "text"))
+    steps = trace.step_texts
     annotations = list(
         trace.annotations.filter(is_latest=True)
         .select_related("annotator")
@@ -97,14 +93,12 @@ def trace_context(membership: Membership, trace: Trace) -> dict:
     )
     columns = []
     for a in annotations:
-        ratings = list(a.step_ratings or [])
-        ratings = (ratings + [None] * len(steps))[: len(steps)]
         reviews = list(a.reviews.all())
         columns.append(
             {
                 "annotation": a,
-                "name": labeller_name(a),
-                "ratings": ratings,
+                "name": a.rater_name,
+                "ratings": a.ratings_by_step(len(steps)),
                 "review": reviews[-1] if reviews else None,
             }
         )
@@ -114,7 +108,7 @@ def trace_context(membership: Membership, trace: Trace) -> dict:
             text,
             [(c["ratings"][index], c["annotation"].first_error_step == index) for c in columns],
         )
-        for index, text in steps
+        for index, text in enumerate(steps)
     ]
     adjudication = next((a for a in annotations if a.kind == AnnotationKind.ADJUDICATION), None)
     gold = next((a for a in annotations if a.kind == AnnotationKind.GOLD), None)
@@ -126,7 +120,8 @@ def trace_context(membership: Membership, trace: Trace) -> dict:
         "step_rows": step_rows,
         "adjudication": adjudication,
         "gold": gold,
-        "steps": steps,
+        "verdict": Verdict.resolve(annotations),
+        "steps": list(enumerate(steps)),
     }
 
 

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-
-from django.conf import settings
-from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
 from django.db.models import Count, QuerySet
 
-from annotator.access import can_see_all_labels
-from annotator.models import Annotation, ImportJob, Membership, Project, Trace
+from annotator.models import Annotation, Membership, Project, Trace
 
 
 def filter_traces(project: Project, params) -> QuerySet[Trace]:
@@ -53,41 +46,10 @@ def label_counts(trace_ids: list[int]) -> dict[int, int]:
 
 
 def visible_annotations(membership: Membership, trace: Trace) -> QuerySet[Annotation]:
+    """The trace's latest labels the member may see: all, or only their own."""
     annotations = (
         trace.annotations.filter(is_latest=True).select_related("annotator").order_by("id")
     )
-    if not can_see_all_labels(membership):
+    if not membership.sees_all_labels():
         annotations = annotations.filter(annotator=membership.user)
     return annotations
-
-
-def start_import(
-    project: Project,
-    user,
-    upload: UploadedFile,
-    *,
-    fmt: str = "auto",
-    split: str = "",
-    step_splitter: str = "paragraphs",
-) -> ImportJob:
-    """Save the upload and queue an import job; the worker picks it up after commit."""
-    from annotator.tasks import run_import
-
-    upload_dir = Path(settings.UPLOAD_DIR)
-    upload_dir.mkdir(parents=True, exist_ok=True)
-    name = Path(upload.name or "upload").name
-    path = upload_dir / f"{uuid.uuid4().hex}-{name}"
-    with open(path, "wb") as fh:
-        for chunk in upload.chunks():
-            fh.write(chunk)
-    with transaction.atomic():
-        job = ImportJob.objects.create(
-            project=project,
-            created_by=user,
-            file_name=name,
-            path=str(path),
-            format=fmt,
-            options={"split": split, "step_splitter": step_splitter},
-        )
-        run_import.delay_on_commit(job.pk)
-    return job

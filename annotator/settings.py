@@ -43,6 +43,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if value is None:
@@ -132,8 +142,9 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 MEDIA_ROOT = VAR_DIR / "media"
-# Uploaded trace files are written here before an import job reads them.
-UPLOAD_DIR = VAR_DIR / "uploads"
+# Uploaded trace files go through Django's storage API (by default files under
+# MEDIA_ROOT/uploads/), so a worker on another machine reads them from a shared
+# volume, or from object storage configured in STORAGES.
 # Served by WhiteNoise: from the app's static folders directly (no collectstatic needed
 # for the demo), or from STATIC_ROOT after collectstatic in production.
 WHITENOISE_USE_FINDERS = True
@@ -166,10 +177,30 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
+# Background jobs (annotator/jobs.py). A running job writes a heartbeat every
+# JOB_HEARTBEAT_SECONDS; one silent for JOB_STALE_SECONDS is taken to have lost its
+# worker and is taken up again, at most JOB_MAX_ATTEMPTS times in all.
+JOB_HEARTBEAT_SECONDS = env_float("STEPWISE_JOB_HEARTBEAT_SECONDS", 5.0)
+JOB_STALE_SECONDS = env_float("STEPWISE_JOB_STALE_SECONDS", 60.0)
+JOB_MAX_ATTEMPTS = env_int("STEPWISE_JOB_MAX_ATTEMPTS", 3)
+JOB_SWEEP_IN_WORKER = env_bool("STEPWISE_JOB_SWEEP_IN_WORKER", True)
+if JOB_STALE_SECONDS < 3 * JOB_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "STEPWISE_JOB_STALE_SECONDS must be at least 3 heartbeats "
+        f"({JOB_STALE_SECONDS} < 3 x {JOB_HEARTBEAT_SECONDS})"
+    )
+if JOB_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured("STEPWISE_JOB_MAX_ATTEMPTS must be at least 1")
+
 # Celery. The broker defaults to kombu's filesystem transport so the app runs with no
 # server at all; set CELERY_BROKER_URL=redis://... wherever Redis is available.
+# Queues: "default" (imports, CPU work) and "gpu" (scoring, rollouts, training); a GPU
+# worker runs `-Q gpu`, one process per GPU.
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 24 * 3600)  # GPU runs: hours
+IMPORT_TIME_LIMIT = env_int("STEPWISE_IMPORT_TIME_LIMIT", 2 * 3600)
+LONGEST_TASK_SECONDS = max(CELERY_TASK_TIME_LIMIT, IMPORT_TIME_LIMIT)
 if CELERY_BROKER_URL == "filesystem://":
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
@@ -178,16 +209,42 @@ if CELERY_BROKER_URL == "filesystem://":
         "store_processed": False,
     }
 else:
-    # Longer than the longest job, so a slow task is not redelivered while it runs.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+    # Redis redelivers an unacknowledged message after the visibility timeout: it must
+    # outlast the longest task, or a long GPU run would be started twice. A worker that
+    # dies does not wait for it: the job sweeper requeues its job (annotator/jobs.py).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": LONGEST_TASK_SECONDS + 3600,
+        "socket_connect_timeout": 3,
+        "socket_timeout": 10,
+    }
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publishing gives up after about a second, so a request never hangs on a dead broker.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Models a worker process keeps loaded for later runs of the same scorer, and how many
+# traces a run scores and commits at a time (a cancel takes effect between chunks).
+SCORER_CACHE_SIZE = env_int("STEPWISE_SCORER_CACHE_SIZE", 2)
+SCORING_CHUNK_TRACES = env_int("STEPWISE_SCORING_CHUNK_TRACES", 256)
+# Scoring runs go to the queue their scorer names (gpu, or default for device=cpu);
+# the route is only the fallback for a task sent without one.
+CELERY_TASK_ROUTES = {
+    "annotator.tasks.run_import": {"queue": "default"},
+    "annotator.tasks.run_scoring": {"queue": "gpu"},
+    "annotator.tasks.sweep_jobs": {"queue": "default"},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 6 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 LOGGING = {
     "version": 1,

@@ -1,67 +1,84 @@
-"""Celery tasks: thin entry points that claim a job row, do the work, record the outcome."""
+"""Celery tasks: thin entry points. Each one hands its job row to ``jobs.execute``,
+which claims it, heartbeats, and records the outcome (``annotator/jobs.py``)."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import threading
 
 from celery import shared_task
-from django.db import DEFAULT_DB_ALIAS, connections
-from django.utils import timezone
+from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
+from django.db import close_old_connections, connection
 
-from annotator.formats import ImportFormatError
-from annotator.importing import import_file
-from annotator.models import ImportJob, JobStatus
+from annotator import jobs
+from annotator.importing import run_import_job
+from annotator.models import ImportJob, ScoringRun
+from annotator.runs import run_scoring_job
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True)
+@shared_task(
+    time_limit=settings.IMPORT_TIME_LIMIT,
+    soft_time_limit=settings.IMPORT_TIME_LIMIT - 30,
+)
 def run_import(job_id: int) -> None:
-    claimed = ImportJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=timezone.now()
-    )
-    if claimed != 1:
-        log.info("import job %s: another worker got there first, or it is finished", job_id)
-        return
-    job = ImportJob.objects.select_related("project").get(pk=job_id)
-
-    # The import is one transaction, so progress written on its connection would stay
-    # invisible until the end: write it through a second, autocommitting connection.
-    progress_connection = connections.create_connection(DEFAULT_DB_ALIAS)
-    table = ImportJob._meta.db_table
-
-    def progress(done: int, total: int | None) -> None:
-        with progress_connection.cursor() as cursor:
-            cursor.execute(f"UPDATE {table} SET records_done = %s WHERE id = %s", [done, job_id])
-
-    try:
-        summary = import_file(
-            job.project,
-            job.path,
-            job.format,
-            split=job.options.get("split", ""),
-            step_splitter=job.options.get("step_splitter", "paragraphs"),
-            display_name=job.file_name,
-            progress=progress,
-        )
-    except ImportFormatError as exc:
-        _finish(job_id, JobStatus.FAILED, error=f"{exc}. Nothing was imported.")
-    except Exception as exc:
-        log.exception("import job %s failed", job_id)
-        _finish(job_id, JobStatus.FAILED, error=f"Unexpected error: {exc}. Nothing was imported.")
-        raise
-    else:
-        _finish(job_id, JobStatus.DONE, summary=summary.as_dict())
-    finally:
-        progress_connection.close()
-        Path(job.path).unlink(missing_ok=True)
+    jobs.execute(ImportJob, job_id, run_import_job)
 
 
-def _finish(job_id: int, status: str, *, error: str = "", summary: dict | None = None) -> None:
-    ImportJob.objects.filter(pk=job_id).update(
-        status=status,
-        error=error,
-        summary=summary or {},
-        finished_at=timezone.now(),
-    )
+@shared_task(
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    soft_time_limit=settings.CELERY_TASK_TIME_LIMIT - 60,
+)
+def run_scoring(run_id: int) -> None:
+    jobs.execute(ScoringRun, run_id, run_scoring_job)
+
+
+@shared_task(time_limit=120)
+def sweep_jobs() -> dict[str, int]:
+    return jobs.sweep()
+
+
+class _Sweeper(threading.Thread):
+    """Runs ``jobs.sweep`` in the worker's main process every half stale period, so
+    the jobs of a worker that died are taken up by the others (or by its own
+    replacement) without a separate beat process."""
+
+    def __init__(self) -> None:
+        super().__init__(name="job-sweeper", daemon=True)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        interval = settings.JOB_STALE_SECONDS / 2
+        while True:
+            try:
+                counts = jobs.sweep()
+                if any(counts[k] for k in ("requeued", "failed", "cancelled")):
+                    log.warning("job sweep: %s", counts)
+            except Exception:
+                log.warning("job sweep failed; trying again later", exc_info=True)
+            finally:
+                # No connection stays open between sweeps, so none is inherited by a
+                # pool child forked in between.
+                connection.close()
+                close_old_connections()
+            if self.stopping.wait(interval):
+                return
+
+
+_sweeper: _Sweeper | None = None
+
+
+@worker_ready.connect
+def _start_sweeper(**_: object) -> None:
+    global _sweeper
+    if settings.JOB_SWEEP_IN_WORKER and _sweeper is None:
+        _sweeper = _Sweeper()
+        _sweeper.start()
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_: object) -> None:
+    if _sweeper is not None:
+        _sweeper.stopping.set()

@@ -1,29 +1,60 @@
+"""Every URL of the site, grouped by the resource it serves; the API is under ``api/v1/``."""
+
 from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from annotator import views, views_projects
+from annotator.views import annotate, exports, imports, projects, review, runs, traces
+
+project_urls = [
+    path("", projects.project_detail, name="project"),
+    path("settings/", projects.project_settings, name="project-settings"),
+    path("members/", projects.member_add, name="member-add"),
+    path("members/<int:membership_id>/remove/", projects.member_remove, name="member-remove"),
+    # traces
+    path("traces/<int:trace_id>/", traces.trace_detail, name="trace"),
+    path("traces/<int:trace_id>/history/", traces.trace_history, name="trace-history"),
+    path("traces/<int:trace_id>/gold/", traces.mark_gold, name="mark-gold"),
+    # imports and exports
+    path("import/", imports.import_traces, name="import"),
+    path("imports/<int:job_id>/", imports.import_job, name="import-job"),
+    path("imports/<int:job_id>/cancel/", imports.import_cancel, name="import-cancel"),
+    path("imports/<int:job_id>/retry/", imports.import_retry, name="import-retry"),
+    path("export/", exports.export_dataset, name="export"),
+    # labelling
+    path("annotate/", annotate.annotate_next, name="annotate"),
+    path("annotate/undo/", annotate.annotate_undo, name="annotate-undo"),
+    path("annotate/<int:trace_id>/", annotate.annotate_trace, name="annotate-trace"),
+    path("annotate/<int:trace_id>/submit/", annotate.annotate_submit, name="annotate-submit"),
+    path("annotate/<int:trace_id>/skip/", annotate.annotate_skip, name="annotate-skip"),
+    # review
+    path("review/", review.review_list, name="review"),
+    path("review/<int:trace_id>/", review.review_trace, name="review-trace"),
+    path("review/<int:trace_id>/adjudicate/", review.review_adjudicate, name="review-adjudicate"),
+    path("review/<int:trace_id>/send-back/", review.review_send_back, name="review-send-back"),
+    path(
+        "annotations/<int:annotation_id>/review/",
+        review.review_annotation,
+        name="review-annotation",
+    ),
+    path("agreement/", review.agreement, name="agreement"),
+    # scoring runs
+    path("runs/", runs.run_list, name="runs"),
+    path("runs/import/", runs.run_import, name="run-import"),
+    path("runs/<int:run_id>/", runs.run_detail, name="run"),
+    path("runs/<int:run_id>/cancel/", runs.run_cancel, name="run-cancel"),
+    path("runs/<int:run_id>/retry/", runs.run_retry, name="run-retry"),
+]
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", projects.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("new/", views_projects.project_create, name="project-create"),
-    path("p/<slug:slug>/", views.project_detail, name="project"),
-    path("p/<slug:slug>/settings/", views_projects.project_settings, name="project-settings"),
-    path("p/<slug:slug>/members/", views_projects.member_add, name="member-add"),
-    path(
-        "p/<slug:slug>/members/<int:membership_id>/remove/",
-        views_projects.member_remove,
-        name="member-remove",
-    ),
-    path("p/<slug:slug>/traces/<int:trace_id>/", views.trace_detail, name="trace"),
-    path("p/<slug:slug>/import/", views.import_traces, name="import"),
-    path("p/<slug:slug>/imports/<int:job_id>/", views.import_job, name="import-job"),
-    path("p/<slug:slug>/export/", views.export_dataset, name="export"),
-    path("p/<slug:slug>/", include("annotator.urls_annotate")),
+    path("new/", projects.project_create, name="project-create"),
+    path("scorers/", runs.scorer_list, name="scorers"),
+    path("p/<slug:slug>/", include(project_urls)),
     path("api/v1/", include("annotator.api")),
     path("admin/", admin.site.urls),
 ]

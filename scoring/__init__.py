@@ -1,4 +1,4 @@
-"""Stepwise scoring: PRM adapters, answer grading, Monte-Carlo estimation and metrics.
+"""Stepwise scoring: PRM adapters, answer grading, metrics, step splitting and formats.
 
 Plain Python over plain data. This package never imports Django or Celery, and
 ``import scoring`` does not import torch: heavy imports live inside the functions

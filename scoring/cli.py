@@ -9,7 +9,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 
-from scoring.formats import read_scores, read_traces, write_scores
+from scoring.formats import FORMATS, ImportFormatError, read_scores, read_traces, write_scores
 from scoring.metrics import (
     min_on_final_share,
     processbench_table,
@@ -17,14 +17,15 @@ from scoring.metrics import (
     step_labels_from_first_error,
     tune_and_apply,
 )
+from scoring.steps import SPLITTERS
 
 
-def _parse_option(text: str) -> tuple[str, object]:
+def parse_option(text: str) -> tuple[str, object]:
     r"""``KEY=VALUE`` -> (key, value): an int, float or bool where it reads as one, else a
     string with backslash escapes decoded (``\n`` is a newline); a quoted value is a
     Python string literal, kept a string.
 
-    >>> _parse_option(r"step-separator=\n\n"), _parse_option("n='8'")
+    >>> parse_option(r"step-separator=\n\n"), parse_option("n='8'")
     (('step_separator', '\n\n'), ('n', '8'))
     """
     key, equals, value = text.partition("=")
@@ -56,7 +57,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     from scoring.adapters import load_adapter
     from scoring.engine import score_traces
 
-    traces = read_traces(args.input)
+    try:
+        traces = read_traces(
+            args.input, args.format, split=args.split, step_splitter=args.step_splitter
+        )
+    except ImportFormatError as error:
+        print(f"cannot read {args.input}: {error}", file=sys.stderr)
+        return 2
     options = dict(args.option)
     if args.adapter != "arithmetic-check":
         options.setdefault("device", args.device)
@@ -152,7 +159,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapter", required=True, help="adapter name, e.g. qwen-prm, arithmetic-check"
     )
     score.add_argument("--model", help="hub id or local directory")
-    score.add_argument("--input", required=True, help="ProcessBench JSON, TRL or Stepwise JSONL")
+    score.add_argument(
+        "--input", required=True, help="traces in any format the importer reads (see --format)"
+    )
+    score.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", *FORMATS),
+        help="the input's format (default: detected from the first record)",
+    )
+    score.add_argument(
+        "--split",
+        default="",
+        help="split for every trace (default: from the records or the file name)",
+    )
+    score.add_argument(
+        "--step-splitter",
+        default="paragraphs",
+        choices=tuple(SPLITTERS),
+        help="how the jsonl format splits a solution string into steps",
+    )
     score.add_argument("--output", required=True, help="JSONL with per-step scores and timing")
     score.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 (default: $STEPWISE_DEVICE or auto)"
@@ -165,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--option",
         action="append",
         default=[],
-        type=_parse_option,
+        type=parse_option,
         metavar="KEY=VALUE",
         help="adapter option, e.g. ref_model=PATH, beta=0.005, base_url=URL, n=8, "
         "trust_remote_code=true, step_separator='\\n\\n' (escapes decoded)",

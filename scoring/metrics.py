@@ -47,15 +47,24 @@ class ProcessBenchResult:
 
 
 def processbench(predictions: Sequence[int], labels: Sequence[int]) -> ProcessBenchResult:
-    """ProcessBench's metric: accuracy on erroneous samples (predicted index equals the
-    label exactly), accuracy on correct samples (predicted -1), and their harmonic mean."""
+    """ProcessBench's metric as ``code/run_eval.py`` computes it: accuracy on erroneous
+    samples (predicted index equals the label exactly), accuracy on correct samples
+    (predicted -1), and ``2 * acc1 * acc2 / (acc1 + acc2)``.
+
+    As there (``np.mean`` of an empty list, then numpy's 0 / 0), an accuracy over an empty
+    class is NaN, and so is F1 when either accuracy is NaN or both are 0.
+
+    >>> processbench([2, -1], [2, 1])
+    ProcessBenchResult(acc_err=50.0, acc_cor=nan, f1=nan, n_err=2, n_cor=0)
+    """
     if len(predictions) != len(labels):
         raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
     err = [pred == label for pred, label in zip(predictions, labels, strict=True) if label != -1]
     cor = [pred == -1 for pred, label in zip(predictions, labels, strict=True) if label == -1]
-    acc_err = 100.0 * sum(err) / len(err) if err else 0.0
-    acc_cor = 100.0 * sum(cor) / len(cor) if cor else 0.0
-    f1 = 2 * acc_err * acc_cor / (acc_err + acc_cor) if acc_err + acc_cor else 0.0
+    acc_err = 100.0 * sum(err) / len(err) if err else math.nan
+    acc_cor = 100.0 * sum(cor) / len(cor) if cor else math.nan
+    total = acc_err + acc_cor
+    f1 = 2 * acc_err * acc_cor / total if total else math.nan
     return ProcessBenchResult(acc_err, acc_cor, f1, len(err), len(cor))
 
 
@@ -64,7 +73,9 @@ def processbench_table(
     labels: Mapping[str, Sequence[int]],
     thresholds: Mapping[str, float] | float = 0.5,
 ) -> dict[str, ProcessBenchResult]:
-    """Per-split results plus ``"average"`` (plain mean over splits, as reported)."""
+    """Per-split results plus ``"average"``: the plain mean over splits of each column, as
+    the ProcessBench paper's "Avg. F1" averages the four splits' F1 (not an F1 of averaged
+    accuracies); NaN in a split makes its column's average NaN."""
     table: dict[str, ProcessBenchResult] = {}
     for split in scores:
         tau = thresholds if isinstance(thresholds, int | float) else thresholds[split]
@@ -92,8 +103,14 @@ def tau_sweep(
 def best_tau(
     scores: Sequence[Sequence[float]], labels: Sequence[int], taus: Iterable[float] = DEFAULT_TAUS
 ) -> tuple[float, ProcessBenchResult]:
-    """The threshold with the highest F1 (the lowest such tau on ties)."""
-    return max(tau_sweep(scores, labels, taus), key=lambda pair: (pair[1].f1, -pair[0]))
+    """The threshold with the highest F1 (the lowest such tau on ties; a NaN F1 ranks
+    below every number, so it only wins when every F1 is NaN)."""
+
+    def rank(pair: tuple[float, ProcessBenchResult]) -> tuple[float, float]:
+        f1 = pair[1].f1
+        return (-math.inf if math.isnan(f1) else f1, -pair[0])
+
+    return max(tau_sweep(scores, labels, taus), key=rank)
 
 
 def tune_and_apply(

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scoring.types import Trace
+
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}"
@@ -43,6 +45,12 @@ LLAMA3_SPECIAL = [
 ]
 MISTRAL_SPECIAL = ["<unk>", "<s>", "</s>"]
 
+# Qwen2's pre-tokenizer pattern (tokenizer.json of Qwen2/Qwen2.5)
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
 DEFAULT_CORPUS = (
     "Janet has 3 apples and buys 4 more, so she has 3 + 4 = 7 apples.",
     "Each box holds 12 eggs, and 5 boxes hold 5 * 12 = 60 eggs.",
@@ -65,14 +73,35 @@ def train_tokenizer(
     add_bos: bool = False,
     chat_template: str | None = None,
 ) -> Any:
-    """A BPE tokenizer trained on ``corpus``: byte-level (Qwen, Llama 3) or metaspace
-    (SentencePiece-like, Mistral/Llama 2: ``"ки"`` encodes as ``"▁ки"``)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    """A BPE tokenizer trained on ``corpus``: byte-level (Llama 3 and, with GPT-2's split,
+    Qwen), byte-level with Qwen2's own split (``qwen2``) or metaspace (SentencePiece-like,
+    Mistral/Llama 2: ``"ки"`` encodes as ``"▁ки"``)."""
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     if style == "bytelevel":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    elif style == "qwen2":
+        # Qwen2's own split: newlines join the punctuation before them (".\n") and runs of
+        # newlines stay one piece ("\n\n"), so tokens can span a line break.
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(QWEN2_SPLIT), "isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
         tok.decoder = decoders.ByteLevel()
         alphabet = pre_tokenizers.ByteLevel.alphabet()
     elif style == "metaspace":
@@ -112,6 +141,37 @@ def train_tokenizer(
     return fast
 
 
+# Traces that catch a procedure reproduced only approximately: multi-line steps, a blank
+# line inside a step, leading and trailing whitespace, empty and whitespace-only steps, a
+# step that starts with a newline, a multi-line problem.
+HARD_TRACES = (
+    Trace(
+        problem="Janet has 3 apples and buys 4 more.\nHow many apples?",
+        steps=(
+            "  She starts with 3 apples.",
+            "She buys 4 more:\n3 + 4 = 7.\n",
+            "",
+            "The answer is \\boxed{7}.  ",
+        ),
+        id="hard-0",
+    ),
+    Trace(
+        problem="What is 5 * 12?",
+        steps=("5 * 12\n= 60 eggs.", "\n\\boxed{60}"),
+        id="hard-1",
+    ),
+    Trace(
+        problem="Each box holds 12 eggs. How many eggs do 5 boxes hold?",
+        steps=(
+            "Each box holds 12 eggs.\n\n5 boxes hold 5 * 12 = 60 eggs.",
+            "   ",
+            " The total is \\boxed{60}.",
+        ),
+        id="hard-2",
+    ),
+)
+
+
 def _small_config(kind: str, vocab_size: int, hidden: int, layers: int, **extra: Any) -> Any:
     from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
@@ -129,15 +189,38 @@ def _small_config(kind: str, vocab_size: int, hidden: int, layers: int, **extra:
     )
 
 
-def qwen_tokenizer(corpus: Sequence[str] = DEFAULT_CORPUS, vocab_size: int = 400) -> Any:
+def qwen_tokenizer(
+    corpus: Sequence[str] = DEFAULT_CORPUS,
+    vocab_size: int = 400,
+    bos_token: str | None = None,
+    style: str = "bytelevel",
+) -> Any:
+    """Qwen2's layout: no BOS added by ``encode``; ``bos_token`` names one in the config
+    only (Skywork's ``prepare_input`` prepends ``tokenizer.bos_token`` as text)."""
     return train_tokenizer(
         QWEN_SPECIAL,
         corpus,
+        style=style,
         vocab_size=vocab_size,
+        bos_token=bos_token,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         chat_template=QWEN_CHAT_TEMPLATE,
     )
+
+
+# Multi-line text, so that the tokenizer learns tokens spanning a newline (".\n", "\n\n")
+# as Qwen's has: encoding a multi-line step whole then differs from encoding it line by line.
+MULTILINE_CORPUS = DEFAULT_CORPUS + tuple(
+    f"Step {i}: {a} + {b} = {a + b}.\n\nSo we have {a + b}.\n{a} * {b} = {a * b}.\n\n"
+    for i, (a, b) in enumerate([(3, 4), (5, 12), (20, 13), (15, 8), (7, 6), (60, 13)])
+)
+
+
+def skywork_tokenizer(corpus: Sequence[str] = MULTILINE_CORPUS, vocab_size: int = 400) -> Any:
+    """A Qwen2 tokenizer (Qwen2's split) with ``bos_token`` set to ``<|endoftext|>``, which
+    Skywork's ``prepare_input`` needs (it concatenates ``tokenizer.bos_token``)."""
+    return qwen_tokenizer(corpus, vocab_size, bos_token="<|endoftext|>", style="qwen2")
 
 
 def build_qwen_prm(

@@ -53,3 +53,25 @@ def client_for(client):
         return client
 
     return login
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_prm(tmp_path_factory) -> Path:
+    """A Qwen2.5-Math-PRM-shaped checkpoint with random weights (``scoring.tiny``)."""
+    from scoring.tiny import build_qwen_prm
+
+    return build_qwen_prm(tmp_path_factory.mktemp("tiny-qwen-prm"))
+
+
+def cli_scores(model_dir: Path, input_path: Path, out: Path, adapter: str = "qwen-prm") -> dict:
+    """``{id: scores}`` from ``python -m scoring score`` run as a user would."""
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "scoring", "score", "--adapter", adapter]
+    if adapter != "arithmetic-check":
+        command += ["--model", str(model_dir), "--device", "cpu"]
+    command += ["--input", str(input_path), "--output", str(out), "--quiet"]
+    subprocess.run(command, check=True, capture_output=True)
+    return {r["id"]: r["scores"] for r in map(json.loads, out.read_text().splitlines())}

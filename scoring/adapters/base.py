@@ -28,11 +28,29 @@ class Encoded:
     response_start: int = 0
 
 
+CARD = "card"
+PROCESSBENCH = "processbench"
+
+
+def check_protocol(adapter: str, protocol: str, supported: tuple[str, ...]) -> str:
+    """``protocol`` if ``adapter`` follows a reference for it, else a ValueError naming them.
+
+    ``card``: the procedure the model's own card (or training code) publishes;
+    ``processbench``: the one ProcessBench's script for that model uses.
+    """
+    if protocol not in supported:
+        raise ValueError(
+            f"{adapter}: unknown protocol {protocol!r}; choose one of {list(supported)}"
+        )
+    return protocol
+
+
 class ModelAdapter:
     """Base class: subclasses set ``name``, implement ``encode``, ``forward`` and ``read``."""
 
     name = ""
     system_prompt: str | None = None
+    protocol = CARD
 
     def __init__(self, model: Any, tokenizer: Any, model_name: str = "") -> None:
         self.model = model

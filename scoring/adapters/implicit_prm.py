@@ -1,35 +1,45 @@
 """``implicit-prm``: PRIME / EurusPRM implicit process rewards from two causal LMs.
 
-Input: the chat template with the problem as user turn and the steps joined by ``\\n\\n``
-as assistant turn, tokenized once. Per token t: ``beta * (log pi(x_t | x_<t) - log
-pi_ref(x_t | x_<t))``; q_i is the running sum of those at step i's read-out token, the step
-reward is r_i = q_i - q_{i-1}. ``scores`` are sigmoid(q_i) (for thresholds), ``raw`` the q_i.
+Per token t: ``beta * (log pi(x_t | x_<t) - log pi_ref(x_t | x_<t))``; q_i is the running
+sum of those through step i's read-out token, the step reward is r_i = q_i - q_{i-1}.
+``scores`` are sigmoid(q_i) (what ProcessBench thresholds), ``raw`` the q_i. The input is
+the chat template with the problem as user turn and the steps joined by ``"\\n\\n"`` as
+assistant turn, tokenized once. Read-out positions come from token counts of prefixes, as
+in the references, so no character-to-token mapping is involved.
 
-Read-out convention: EurusPRM's reference script, reproduced exactly (an implicit PRM is
-used the way its authors run it). prm-formats.md says "q_t = cumulative sum at the end of
-step t"; the reference differs, and we follow the reference:
+``protocol=card`` (default): EurusPRM's model card snippet, which is
+``implicit_prm_data_collator`` and ``get_reward`` in ImplicitPRM's ``eval/prm_eval_utils.py``
+(that one also has two Llama-3 lines the card lacks; we follow them, they change nothing
+for other templates):
 
-- It renders the chat cut after k steps, ``.strip()``s it, appends ``"\\n\\n"`` when
-  0 < k < n, encodes it and takes ``len(ids) - 2`` (``step_last_tokens[k]``). The running
-  sum starts at ``step_last_tokens[0]``: the token right after the assistant header (with
-  the Qwen template, the ``"\\n"`` after ``<|im_start|>assistant``), so it is summed too.
-- q_k is the sum through token ``step_last_tokens[k] + 1``: for a step other than the
-  last, the ``"\\n\\n"`` separator and the first token of the next step; for the last
-  step, its end-of-turn token (``<|im_end|>``).
+- ``step_last_tokens[k]`` = ``len(ids) - 2`` of the chat cut after k steps, ``.strip()``ped,
+  with a trailing ``<|start_header_id|>assistant<|end_header_id|>`` and then ``<|eot_id|>``
+  cut off when k < n, and ``"\\n\\n"`` appended when 0 < k < n;
+- ``label_mask`` is 1 from token ``step_last_tokens[0]`` on: with the Qwen template, the
+  ``"\\n"`` after ``<|im_start|>assistant`` is the first token summed;
+- ``beta_reward.cumsum(-1).gather(index=step_last_tokens[1:])`` over the shifted log-ratios:
+  q_k sums through token ``step_last_tokens[k] + 1``; with the Qwen template that is, for a
+  step other than the last, the ``"\\n\\n"`` separator and the next step's first token,
+  and ``<|im_end|>`` for the last (with Llama 3's, the separator, and ``<|eot_id|>``).
 
-So q_k depends on the text through the first token of step k + 1: scoring ``steps[:m]``
-alone gives the same q for steps before m, but its last q includes ``<|im_end|>`` where
-the full trace's includes the next step's first token. Read-out positions come from token
-counts of prefixes, as in the reference, so no character-to-token mapping is involved and
-chat templates that trim message content (Llama 3) need no special care.
+``protocol=processbench``: ImplicitPRM's ``eval/processbench.py`` (``inference`` and
+``build_item_tensors``), the script behind EurusPRM's ProcessBench numbers:
 
-Where the reference is undefined, we define:
+- each step becomes ``f"Step {i+1}: " + step``;
+- ``step_last_tokens`` as the card without the Llama-3 lines;
+- ``mask[first_boundary:] = 1`` on the shifted log-ratios: the sum starts one token later,
+  at token ``step_last_tokens[0] + 1``; read-outs are clamped to ``seq_len - 2`` as there.
 
-- A step with no text of its own (empty, or whitespace only, which a trimming template
-  drops) adds nothing: r_i = 0, so q_i = q_{i-1}, and q_i = 0 before any such step
-  (sigmoid 0.5). The reference would read a neighbour's tokens there.
-- Read-out positions are clamped into the response, so no index ever falls before its
-  start (which would wrap around to a whole-response sum) or past the last token.
+So q_k can depend on the text of step k + 1: scoring ``steps[:m]`` alone gives the same q
+for steps before m, but not necessarily for step m.
+
+Empty and whitespace-only steps go through the same lines (the references read whatever
+token their cut chat's length points at). Where the references are undefined, we define:
+a read-out past the last token is clamped to it (the card's ``gather`` would fail), and
+one before the first summed token is q = 0 (the masked sum there).
+
+``beta`` defaults to 0.001, both scripts' default (EurusPRM's ProcessBench run script
+passes ``--coef 0.005``: ``--option beta=0.005``).
 """
 
 from __future__ import annotations
@@ -39,11 +49,22 @@ from typing import Any
 
 import torch
 
-from scoring.adapters.base import Encoded, ModelAdapter, load_tokenizer, resolve_device_dtype
+from scoring.adapters.base import (
+    CARD,
+    PROCESSBENCH,
+    Encoded,
+    ModelAdapter,
+    check_protocol,
+    load_tokenizer,
+    resolve_device_dtype,
+)
 from scoring.types import Trace
 
-DEFAULT_BETA = 0.001  # the EurusPRM default; their ProcessBench run used 0.005
+DEFAULT_BETA = 0.001
 STEP_SEPARATOR = "\n\n"
+# prm_eval_utils.py cuts these off a cut chat before counting its tokens (Llama 3 only)
+LLAMA3_ASSISTANT_HEADER = "<|start_header_id|>assistant<|end_header_id|>"
+LLAMA3_END_OF_TURN = "<|eot_id|>"
 
 
 class ImplicitPRM(ModelAdapter):
@@ -56,8 +77,10 @@ class ImplicitPRM(ModelAdapter):
         tokenizer: Any,
         model_name: str = "",
         beta: float = DEFAULT_BETA,
+        protocol: str = CARD,
     ) -> None:
         super().__init__(model, tokenizer, model_name)
+        self.protocol = check_protocol(self.name, protocol, (CARD, PROCESSBENCH))
         self.ref_model = ref_model
         self.beta = beta
 
@@ -69,6 +92,7 @@ class ImplicitPRM(ModelAdapter):
         device: str | None = None,
         dtype: Any = None,
         beta: float = DEFAULT_BETA,
+        protocol: str = CARD,
     ) -> ImplicitPRM:
         """``path``: the PRM (pi); ``ref_model``: the reference policy (pi_ref), required."""
         from transformers import AutoModelForCausalLM
@@ -78,7 +102,7 @@ class ImplicitPRM(ModelAdapter):
         device, dtype = resolve_device_dtype(device, dtype)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         ref = AutoModelForCausalLM.from_pretrained(ref_model, dtype=dtype).to(device).eval()
-        return cls(model, ref, load_tokenizer(path), path, beta)
+        return cls(model, ref, load_tokenizer(path), path, beta, protocol)
 
     def render(self, problem: str, steps: tuple[str, ...]) -> str:
         messages = [
@@ -87,30 +111,43 @@ class ImplicitPRM(ModelAdapter):
         ]
         return self.tokenizer.apply_chat_template(messages, tokenize=False)
 
-    def step_last_token(self, trace: Trace, k: int) -> int:
+    def steps(self, trace: Trace) -> tuple[str, ...]:
+        """The assistant's steps as the protocol writes them."""
+        if self.protocol == PROCESSBENCH:
+            return tuple(f"Step {i + 1}: {step}" for i, step in enumerate(trace.steps))
+        return trace.steps
+
+    def step_last_token(self, problem: str, steps: tuple[str, ...], k: int) -> int:
         """The reference's ``step_last_tokens[k]``: ``len(ids) - 2`` of the chat cut after
         ``k`` steps, stripped, with ``"\\n\\n"`` appended between steps.
 
         With the Qwen template and k = 1 of 2 steps the cut chat ends ``step1<|im_end|>\\n\\n``,
         so the index is that of ``<|im_end|>``: in the full trace, the separator's.
         """
-        text = self.render(trace.problem, trace.steps[:k]).strip()
-        if 0 < k < len(trace.steps):
+        text = self.render(problem, steps[:k]).strip()
+        if self.protocol == CARD and k != len(steps):
+            text = text.removesuffix(LLAMA3_ASSISTANT_HEADER).removesuffix(LLAMA3_END_OF_TURN)
+        if 0 < k < len(steps):
             text += STEP_SEPARATOR
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) - 2
 
     def encode(self, trace: Trace) -> Encoded:
-        ids = self.tokenizer(self.render(trace.problem, trace.steps), add_special_tokens=False)[
+        steps = self.steps(trace)
+        ids = self.tokenizer(self.render(trace.problem, steps), add_special_tokens=False)[
             "input_ids"
         ]
         last = len(ids) - 1
-        start = min(max(self.step_last_token(trace, 0), 0), last)
-        positions = []
-        position = start - 1  # "nothing summed yet": read() gives q = 0 there
-        for k, step in enumerate(trace.steps, start=1):
-            if step.strip():  # else: no text of its own, r = 0, keep the previous read-out
-                position = min(max(self.step_last_token(trace, k) + 1, start), last)
-            positions.append(position)
+        # card: label_mask from token step_last_tokens[0]; processbench: mask[first_boundary:]
+        # on the shifted log-ratios, which is one token later
+        first = self.step_last_token(trace.problem, steps, 0)
+        if self.protocol == PROCESSBENCH:
+            first += 1
+        start = min(max(first, 0), last)
+        # a read-out before ``start`` is q = 0, as the masked sum there
+        positions = [
+            min(max(self.step_last_token(trace.problem, steps, k) + 1, start - 1), last)
+            for k in range(1, len(steps) + 1)
+        ]
         encoded = Encoded(tuple(ids), tuple(positions), response_start=start)
         return self.check_positions(encoded, trace)
 

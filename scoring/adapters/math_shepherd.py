@@ -1,9 +1,18 @@
 """``math-shepherd``: peiyi9979/math-shepherd-mistral-7b-prm and PRMs trained in its format.
 
-Input (as in the model card): ``f"{problem} {solution}"`` with every step followed by
-``" ки"`` (steps joined by newlines), tokenized with the tokenizer's own BOS, no chat
-template. Score of step i: softmax over the logits of ``+`` and ``-`` at the i-th ``ки``,
-P(+). Token ids come from the tokenizer the way the reference derives them.
+Follows the model card's usage snippet (the hub README of math-shepherd-mistral-7b-prm),
+the only published procedure (ProcessBench published no script for this model), so the
+one protocol is ``card``:
+
+- ``candidate_tokens = tokenizer.encode(f"{good_token} {bad_token}")[1:]`` and
+  ``step_tag_id = tokenizer.encode(f"{step_tag}")[-1]``: the same calls here;
+- the card's solutions read ``"Step 1: ... ки\\nStep 2: ... ки"``, i.e. each step written
+  ``f"Step {k}: {step} ки"`` (k from 1) on its own line, as in the Math-Shepherd training
+  data; the steps go in as given, not stripped;
+- ``input_for_prm = f"{question} {output}"``, ``tokenizer.encode(input_for_prm)`` (with
+  the tokenizer's BOS), no chat template;
+- ``logits[:, :, candidate_tokens].softmax(-1)[:, :, 0]`` read where ``input_id ==
+  step_tag_id``: P(+) over ``+``/``-`` at every ``ки``.
 """
 
 from __future__ import annotations
@@ -13,8 +22,10 @@ from typing import Any
 import torch
 
 from scoring.adapters.base import (
+    CARD,
     Encoded,
     ModelAdapter,
+    check_protocol,
     gather_rows,
     load_tokenizer,
     resolve_device_dtype,
@@ -27,29 +38,34 @@ STEP_TAG = "ки"
 class MathShepherd(ModelAdapter):
     name = "math-shepherd"
 
-    def __init__(self, model: Any, tokenizer: Any, model_name: str = "") -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, model_name: str = "", protocol: str = CARD
+    ) -> None:
         super().__init__(model, tokenizer, model_name)
-        # Reference: tokenizer.encode("+ -")[1:] -> [648, 387]; tokenizer.encode("ки")[-1] -> 12902
-        candidates = tokenizer.encode("+ -", add_special_tokens=False)
+        self.protocol = check_protocol(self.name, protocol, (CARD,))
+        # The card: encode("+ -")[1:] -> [648, 387] (drops BOS); encode("ки")[-1] -> 12902
+        candidates = tokenizer.encode("+ -")[1:]
         if len(candidates) != 2:
-            raise ValueError(f"'+ -' should encode to 2 tokens, got {candidates}")
+            raise ValueError(f"encode('+ -')[1:] should be 2 tokens, got {candidates}")
         self.good_id, self.bad_id = candidates
-        self.tag_id = tokenizer.encode(STEP_TAG, add_special_tokens=False)[-1]
+        self.tag_id = tokenizer.encode(STEP_TAG)[-1]
 
     @classmethod
     def from_pretrained(
-        cls, path: str, device: str | None = None, dtype: Any = None
+        cls, path: str, device: str | None = None, dtype: Any = None, protocol: str = CARD
     ) -> MathShepherd:
         from transformers import AutoModelForCausalLM
 
         device, dtype = resolve_device_dtype(device, dtype)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-        return cls(model, load_tokenizer(path), model_name=path)
+        return cls(model, load_tokenizer(path), model_name=path, protocol=protocol)
 
     @staticmethod
     def render(trace: Trace) -> str:
-        """``"q s1 ки\\ns2 ки"``: each step tagged, steps on their own lines."""
-        solution = "\n".join(f"{step} {STEP_TAG}" for step in trace.steps)
+        """``"q Step 1: s1 ки\\nStep 2: s2 ки"``: the model card's input."""
+        solution = "\n".join(
+            f"Step {k}: {step} {STEP_TAG}" for k, step in enumerate(trace.steps, start=1)
+        )
         return f"{trace.problem} {solution}"
 
     def encode(self, trace: Trace) -> Encoded:

@@ -1,8 +1,14 @@
 """``qwen-prm``: Qwen2.5-Math-PRM-7B/72B and Qwen2.5-Math-7B-PRM800K.
 
-Input (as in the model card): the Qwen chat template with the system prompt below, the
-problem as the user turn, and the assistant turn ``"<extra_0>".join(steps) + "<extra_0>"``.
-Score of step i: softmax of the 2 logits at the i-th ``<extra_0>``, index 1.
+Follows the model card's usage snippet (Qwen/Qwen2.5-Math-PRM-7B); ProcessBench published
+no script for these models, so the one protocol is ``card``:
+
+- messages: the system prompt below, the problem as user turn, the assistant turn
+  ``"<extra_0>".join(steps) + "<extra_0>"`` (steps as given, not stripped);
+- ``tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)``,
+  then ``tokenizer.encode`` of that text;
+- ``step_sep_id = tokenizer.encode("<extra_0>")[0]``, and ``make_step_rewards``: softmax of
+  the 2 logits at every ``<extra_0>``, index 1.
 
 Loaded natively by default: a ``Qwen2Model`` plus the 2-layer head (weights ``model.*``,
 ``score.0.*``, ``score.2.*``), so a transformers release that breaks the checkpoint's
@@ -18,8 +24,10 @@ from torch import nn
 from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
 from scoring.adapters.base import (
+    CARD,
     Encoded,
     ModelAdapter,
+    check_protocol,
     gather_rows,
     load_tokenizer,
     resolve_device_dtype,
@@ -58,8 +66,11 @@ class QwenPRM(ModelAdapter):
     name = "qwen-prm"
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, model: Any, tokenizer: Any, model_name: str = "") -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, model_name: str = "", protocol: str = CARD
+    ) -> None:
         super().__init__(model, tokenizer, model_name)
+        self.protocol = check_protocol(self.name, protocol, (CARD,))
         # The reference reads tokenizer.encode("<extra_0>")[0]; <extra_0> is a special token.
         self.separator_id = tokenizer.convert_tokens_to_ids(STEP_SEPARATOR)
         if self.separator_id is None or self.separator_id == tokenizer.unk_token_id:
@@ -72,6 +83,7 @@ class QwenPRM(ModelAdapter):
         device: str | None = None,
         dtype: Any = None,
         trust_remote_code: bool = False,
+        protocol: str = CARD,
     ) -> QwenPRM:
         device, dtype = resolve_device_dtype(device, dtype)
         if trust_remote_code:
@@ -81,7 +93,7 @@ class QwenPRM(ModelAdapter):
         else:
             model = Qwen2ForProcessRewardModel.from_pretrained(path, dtype=dtype)
         model.to(device).eval()
-        return cls(model, load_tokenizer(path), model_name=path)
+        return cls(model, load_tokenizer(path), model_name=path, protocol=protocol)
 
     def render(self, trace: Trace) -> str:
         messages = [

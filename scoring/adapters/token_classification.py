@@ -1,10 +1,17 @@
 """``token-classification``: TRL-style PRMs (``AutoModelForTokenClassification``, 2 labels).
 
-Input exactly as TRL's ``PRMTrainer.tokenize_row`` builds it: the prompt and each step
-tokenized **separately** without special tokens, the separator's ids appended to each step,
-BOS prepended when the tokenizer has one. Tokenizing the joined string instead shifts F1 by
-about 4 points on ProcessBench. Score of step i: softmax at the last token of step i +
-separator, index 1 (``LABEL_1`` = correct).
+Follows TRL's ``PRMTrainer.tokenize_row`` (``trl/experimental/prm/prm_trainer.py``), how
+these models are trained; the one protocol is ``card``:
+
+- ``prompt_ids = tokenizer(prompt, add_special_tokens=False)``, each completion (step)
+  tokenized the same way **separately**, not stripped;
+- ``separator_ids = tokenizer.encode(step_separator, add_special_tokens=False)`` appended
+  to every step;
+- ``[tokenizer.bos_token_id] + prompt_ids`` when the tokenizer has a BOS;
+- the label of a step sits on its last token (``[-100] * (len(completion) - 1) +
+  [label]``), so its score is the softmax there, index 1 (``LABEL_1`` = correct).
+
+Tokenizing the joined string instead shifts F1 by about 4 points on ProcessBench.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from typing import Any
 import torch
 
 from scoring.adapters.base import (
+    CARD,
     Encoded,
     ModelAdapter,
+    check_protocol,
     gather_rows,
     load_tokenizer,
     resolve_device_dtype,
@@ -27,20 +36,31 @@ class TokenClassificationPRM(ModelAdapter):
     name = "token-classification"
 
     def __init__(
-        self, model: Any, tokenizer: Any, model_name: str = "", step_separator: str = "\n"
+        self,
+        model: Any,
+        tokenizer: Any,
+        model_name: str = "",
+        step_separator: str = "\n",
+        protocol: str = CARD,
     ) -> None:
         super().__init__(model, tokenizer, model_name)
+        self.protocol = check_protocol(self.name, protocol, (CARD,))
         self.separator_ids = tokenizer.encode(step_separator, add_special_tokens=False)
 
     @classmethod
     def from_pretrained(
-        cls, path: str, device: str | None = None, dtype: Any = None, step_separator: str = "\n"
+        cls,
+        path: str,
+        device: str | None = None,
+        dtype: Any = None,
+        step_separator: str = "\n",
+        protocol: str = CARD,
     ) -> TokenClassificationPRM:
         from transformers import AutoModelForTokenClassification
 
         device, dtype = resolve_device_dtype(device, dtype)
         model = AutoModelForTokenClassification.from_pretrained(path, dtype=dtype)
-        return cls(model.to(device).eval(), load_tokenizer(path), path, step_separator)
+        return cls(model.to(device).eval(), load_tokenizer(path), path, step_separator, protocol)
 
     def encode(self, trace: Trace) -> Encoded:
         tok = self.tokenizer

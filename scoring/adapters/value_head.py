@@ -1,15 +1,22 @@
 """``value-head``: a causal LM with a scalar head at each step token (Skywork-o1-Open-PRM).
 
-Input as in Skywork's ``prepare_input``: ``tokenizer.encode(bos + problem + "\\n")``, then
-each step encoded on its own with the step token (``"\\n"``) appended; no chat template.
-Score of step i: sigmoid of the value head at step i's step token.
+Follows SkyworkAI's ``prepare_input`` and ``derive_step_rewards`` (skywork-o1-prm-inference,
+``model_utils/io_utils.py``) with ``return_probs=True`` (``model_utils/prm_model.py``), the
+procedure the model card points to; ProcessBench published no script for it, so the one
+protocol is ``card``. The reference takes a problem and a whole response:
 
-Empty steps: SkyworkAI's own ``prepare_input`` (skywork-o1-prm-inference,
-``model_utils/io_utils.py``) does not skip them: an empty step is not encoded (so no BOS
-from tokenizers that add one) but still gets its step token and a reward flag. We do the
-same, so scores stay one per input step and an empty step scores the value at a bare step
-token right after the previous one. (Some copies ``continue`` or ``break`` there instead,
-which drops the step and shifts every later score onto the wrong step.)
+- ``prompt_ids = tokenizer.encode(tokenizer.bos_token + problem + "\\n")`` (a tokenizer
+  without a ``bos_token`` fails there, and is refused here);
+- ``step_token_id = tokenizer.encode(step_token)[-1]``;
+- ``for step in response.split(step_token)``: ``tokenizer.encode(step)`` (so with a BOS
+  per piece from tokenizers that add one), nothing for an empty piece, then
+  ``step_token_id``, whose position carries a reward flag;
+- the reward at a flag is ``sigmoid(v_head(last_hidden_state))``.
+
+A trace's steps become that response joined by the step token (``"\\n"``), so a step with
+``m`` lines is ``m`` of the reference's pieces, each encoded on its own with its own step
+token; step i's score is the reward at the flag closing its last piece (its last line).
+An empty step is one empty piece: a bare step token, as the reference gives it.
 
 The checkpoint holds the backbone under ``model.*`` and the head as ``v_head.summary.*``
 (TRL's ``AutoModelForCausalLMWithValueHead`` naming); both load natively.
@@ -24,8 +31,10 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from scoring.adapters.base import (
+    CARD,
     Encoded,
     ModelAdapter,
+    check_protocol,
     gather_rows,
     load_tokenizer,
     resolve_device_dtype,
@@ -65,28 +74,47 @@ class ValueHeadPRM(ModelAdapter):
     name = "value-head"
 
     def __init__(
-        self, model: Any, tokenizer: Any, model_name: str = "", step_token: str = "\n"
+        self,
+        model: Any,
+        tokenizer: Any,
+        model_name: str = "",
+        step_token: str = "\n",
+        protocol: str = CARD,
     ) -> None:
         super().__init__(model, tokenizer, model_name)
-        # Reference: step_token_id = tokenizer.encode(step_token)[-1]
+        self.protocol = check_protocol(self.name, protocol, (CARD,))
+        if tokenizer.bos_token is None:
+            # prepare_input concatenates tokenizer.bos_token: a TypeError in the reference
+            raise ValueError(
+                f"{self.name}: the tokenizer has no bos_token, which prepare_input needs"
+            )
+        self.step_token = step_token
         self.step_token_id = tokenizer.encode(step_token)[-1]
 
     @classmethod
     def from_pretrained(
-        cls, path: str, device: str | None = None, dtype: Any = None, step_token: str = "\n"
+        cls,
+        path: str,
+        device: str | None = None,
+        dtype: Any = None,
+        step_token: str = "\n",
+        protocol: str = CARD,
     ) -> ValueHeadPRM:
         device, dtype = resolve_device_dtype(device, dtype)
         config = AutoConfig.from_pretrained(path)
         model = CausalLMWithValueHead.from_pretrained(path, config=config, dtype=dtype)
-        return cls(model.to(device).eval(), load_tokenizer(path), path, step_token)
+        return cls(model.to(device).eval(), load_tokenizer(path), path, step_token, protocol)
 
     def encode(self, trace: Trace) -> Encoded:
         tok = self.tokenizer
-        ids = tok.encode((tok.bos_token or "") + trace.problem + "\n")
+        ids = tok.encode(tok.bos_token + trace.problem + "\n")
         positions = []
         for step in trace.steps:
-            ids += (tok.encode(step) if step != "" else []) + [self.step_token_id]
-            positions.append(len(ids) - 1)
+            # the reference's pieces of this step: response.split(step_token) of the joined
+            # steps is the concatenation of every step's own split
+            for piece in step.split(self.step_token):
+                ids += (tok.encode(piece) if piece != "" else []) + [self.step_token_id]
+            positions.append(len(ids) - 1)  # the flag closing the step's last piece
         return self.check_positions(Encoded(tuple(ids), tuple(positions)), trace)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

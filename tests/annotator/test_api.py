@@ -6,6 +6,7 @@ import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -70,6 +71,27 @@ def test_export_streams_the_same_records_as_the_command(api_for, users, imported
     assert [
         json.loads(line) for line in b"".join(response.streaming_content).splitlines()
     ] == imported
+
+
+def test_export_answers_like_the_project_pages_download(api_for, users, imported, client_for):
+    api = api_for(users["owner"])
+    page = client_for(users["owner"])
+    url = reverse("export", args=["gsm8k"])
+    for params in ({"format": "nope"}, {"labels": "all"}, {"file": "csv"}, {"split": "x" * 65}):
+        from_api = api.get("/api/v1/projects/gsm8k/export/", params)
+        from_page = page.get(url, params)
+        assert from_api.status_code == from_page.status_code == 400
+        assert from_api.json() == from_page.json()
+    assert api.get("/api/v1/projects/gsm8k/export/", {"format": "nope", "labels": "x"}).json() == {
+        "detail": "format must be one of processbench, trl, prm800k, math-shepherd, jsonl; "
+        "labels must be one of human, adjudicated"
+    }
+    params = {"format": "trl", "split": "gsm8k", "file": "parquet"}
+    from_api = api.get("/api/v1/projects/gsm8k/export/", params)
+    from_page = page.get(url, params)
+    assert from_api["Content-Disposition"] == from_page["Content-Disposition"]
+    assert 'filename="gsm8k-trl-gsm8k.parquet"' in from_api["Content-Disposition"]
+    assert b"".join(from_api.streaming_content) == b"".join(from_page.streaming_content)
 
 
 def test_import_endpoint_queues_a_job_for_owners_only(api_for, users, project):

@@ -11,9 +11,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import Count
 
-from annotator.formats import MAX_RECORD_BYTES, UTF8_BOM
 from annotator.importing import import_file
 from annotator.models import Annotation, Problem, Step, Trace
+from scoring.formats import MAX_RECORD_BYTES, UTF8_BOM
 from tests.conftest import PROCESSBENCH_GSM8K
 
 

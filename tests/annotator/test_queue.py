@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from annotator import queue
+from annotator import quality, queue
 from annotator.labelling import Label, submit_label
 from annotator.models import (
     Annotation,
@@ -197,7 +197,7 @@ def test_skipping_screening_questions_counts_as_missing_them(project, people, us
     queue.skip(project, g1, ann)
     served = queue.claim_next(project, ann)
     assert served.trace is None and served.reason == "screening-failed"
-    assert queue.gold_answers(project, ann) == (2, 0)
+    assert quality.gold_answers(project, ann) == (2, 0)
 
 
 def test_screening_judges_the_first_answer_to_a_gold_question(project, people, users):
@@ -206,7 +206,7 @@ def test_screening_judges_the_first_answer_to_a_gold_question(project, people, u
     label(project, g0, ann, first_error=0)  # wrong
     label(project, g0, ann, first_error=-1)  # an edit after the fact does not count
     label(project, g1, ann, first_error=-1)
-    assert queue.gold_answers(project, ann) == (2, 1)
+    assert quality.gold_answers(project, ann) == (2, 1)
     assert queue.claim_next(project, ann).reason == "screening-failed"
 
 

@@ -15,6 +15,7 @@ from annotator.models import (
     Review,
     ReviewDecision,
     Role,
+    Verdict,
 )
 from tests.annotator.test_annotate import HTMX, make_trace
 
@@ -55,6 +56,23 @@ def test_it_shows_labels_side_by_side(project, users, labelled, client_for):
     assert names == ["alan", "bea"]
     step_two = response.context["step_rows"][2]
     assert step_two[2] == [(1, False), (-1, True)]  # alan: all correct; bea: step 2
+
+
+def test_the_review_page_shows_the_verdict_exports_use(project, users, labelled, client_for):
+    client = client_for(users["reviewer"])
+    trace = labelled[1]
+    url = reverse("review-trace", args=[project.slug, trace.pk])
+    verdict = client.get(url).context["verdict"]
+    assert verdict.disagreement and not verdict.is_labelled
+    client.post(
+        reverse("review-adjudicate", args=[project.slug, trace.pk]), {"first_error_step": "2"}
+    )
+    page = client.get(url)
+    assert page.context["verdict"] == Verdict(2, [1, 1, -1], AnnotationKind.ADJUDICATION)
+    assert b"first error at step 2" in page.content
+    agreed = client.get(reverse("review-trace", args=[project.slug, labelled[0].pk]))
+    assert agreed.context["verdict"].kind == AnnotationKind.LABEL
+    assert b"first error at step 1" in agreed.content
 
 
 def test_it_adjudicates_and_exports_use_it(project, users, labelled, client_for):

@@ -47,3 +47,17 @@ def new_page(browser, live_server):
     yield open_page
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real Celery worker on queue "default" against the live server's database
+    (``tests/jobs``' helper), started on an emptied broker so that no message left by
+    earlier tests reaches it."""
+    from annotator.celery import app
+    from tests.jobs.conftest import Worker
+
+    app.connection_for_write().default_channel.client.flushdb()
+    worker = Worker("browser", queues="default")
+    yield worker
+    worker.stop()

@@ -1,8 +1,14 @@
-"""A real Celery worker process on the Redis broker, against the test database."""
+"""Real Celery worker processes on the Redis broker, against the test database.
+
+Workers here heartbeat every 0.5 s and count a job as abandoned after 3 s of
+silence, so the fault tests see a dead worker's job taken up within seconds.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,49 +18,122 @@ import pytest
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[2]
+JOB_TIMING = {"STEPWISE_JOB_HEARTBEAT_SECONDS": "0.5", "STEPWISE_JOB_STALE_SECONDS": "3"}
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    db = settings.DATABASES["default"]
+    return (
+        os.environ
+        | {
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        }
+        | JOB_TIMING
+        | extra
+    )
+
+
+class Worker:
+    """A ``celery worker`` in its own process group, so a test can kill the whole
+    worker (main process and pool) as a crashed machine would, or one pool child."""
+
+    def __init__(self, name: str, queues: str = "default", concurrency: int = 1, **env: str):
+        from annotator.celery import app
+
+        self.name = f"{name}-{os.getpid()}@test"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "--quiet",
+                "-A",
+                "annotator",
+                "worker",
+                "-l",
+                "warning",
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                "prefork",
+                "-Q",
+                queues,
+                "-n",
+                self.name,
+            ],
+            cwd=ROOT,
+            env=worker_env(**env),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while not app.control.ping(destination=[self.name], timeout=1):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"the Celery worker {self.name} did not start")
+
+    def pool_children(self) -> list[int]:
+        return [
+            int(pid)
+            for pid in os.listdir("/proc")
+            if pid.isdigit() and _parent_of(int(pid)) == self.process.pid
+        ]
+
+    def kill(self) -> None:
+        """SIGKILL the main process and its pool children at once."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name sits in parentheses and may hold spaces: split after it.
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker):
+def flush_broker():
     from annotator.celery import app
 
-    db = settings.DATABASES["default"]
-    env = os.environ | {
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-    }
     assert settings.CELERY_BROKER_URL.startswith("redis://"), "job tests need the Redis broker"
     app.connection_for_write().default_channel.client.flushdb()  # stale messages of earlier runs
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "annotator",
-            "worker",
-            "-l",
-            "warning",
-            "--concurrency",
-            "1",
-            "--pool",
-            "prefork",
-            "-Q",
-            "default",
-            "-n",
-            f"test-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    deadline = time.monotonic() + 60
-    while not app.control.ping(timeout=1):
-        if worker.poll() is not None or time.monotonic() > deadline:
-            worker.kill()
-            pytest.fail("the Celery worker did not start")
+
+
+@pytest.fixture(scope="module")
+def celery_worker(django_db_setup, django_db_blocker, flush_broker):
+    """One worker on "default" for a module's tests; stopped after the module, so the
+    fault tests' own workers are the only ones on the queue."""
+    worker = Worker("default")
     yield worker
-    worker.terminate()
-    worker.wait(timeout=30)
+    worker.stop()
+
+
+@pytest.fixture
+def workers(django_db_setup, flush_broker):
+    """``workers(name, queues=...)`` starts a worker that the test may kill; every
+    worker still alive at the end is stopped."""
+    started: list[Worker] = []
+
+    def start(name: str, **kwargs) -> Worker:
+        worker = Worker(name, **kwargs)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
 
 
 def wait_for(predicate, timeout: float = 60, interval: float = 0.2):

@@ -32,7 +32,7 @@ def test_an_uploaded_file_is_imported_by_the_worker(celery_worker, client_for, u
     job = wait_for(lambda: finished(job_id))
     assert job.status == "done", job.error
     assert job.summary["traces"] == 400 and job.summary["format"] == "processbench"
-    assert job.records_done == 400
+    assert job.progress_done == 400
     assert Trace.objects.filter(project=project).count() == 400
     assert Step.objects.count() == sum(
         len(r["steps"]) for r in json.loads(PROCESSBENCH_GSM8K.read_text())

@@ -110,7 +110,9 @@ def shepherd(tmp_path_factory):
 
 def test_math_shepherd_builds_the_model_card_input(shepherd, traces) -> None:
     trace = traces[1]
-    assert shepherd.render(trace) == "What is 5 * 12? 5 * 12 = 60 eggs. ки\n\\boxed{60} ки"
+    assert shepherd.render(trace) == (
+        "What is 5 * 12? Step 1: 5 * 12 = 60 eggs. ки\nStep 2: \\boxed{60} ки"
+    )
     tok = shepherd.tokenizer
     assert _tokens(shepherd, [shepherd.good_id, shepherd.bad_id]) == ["▁+", "▁-"]
     assert shepherd.tag_id == tok.encode("ки")[-1] == tok.convert_tokens_to_ids("▁ки")
@@ -223,9 +225,9 @@ def test_token_classification_one_pass_equals_prefixes(token_classifier, traces)
 @pytest.fixture(scope="module")
 def value_head(tmp_path_factory):
     from scoring.adapters import load_adapter
-    from scoring.tiny import build_value_head, qwen_tokenizer
+    from scoring.tiny import build_value_head, skywork_tokenizer
 
-    path = build_value_head(tmp_path_factory.mktemp("value-head"), qwen_tokenizer())
+    path = build_value_head(tmp_path_factory.mktemp("value-head"), skywork_tokenizer())
     return load_adapter("value-head", str(path), device="cpu")
 
 
@@ -234,7 +236,8 @@ def test_value_head_builds_skywork_input(value_head, traces) -> None:
     trace = traces[1]
     encoded = value_head.encode(trace)
     newline = tok.encode("\n")[-1]
-    expected = tok.encode("What is 5 * 12?\n") + tok.encode("5 * 12 = 60 eggs.") + [newline]
+    expected = tok.encode("<|endoftext|>What is 5 * 12?\n") + tok.encode("5 * 12 = 60 eggs.")
+    expected += [newline]
     expected += tok.encode("\\boxed{60}") + [newline]
     assert list(encoded.input_ids) == expected
     assert [encoded.input_ids[p] for p in encoded.positions] == [newline, newline]
@@ -250,8 +253,7 @@ def test_value_head_scores_are_sigmoid_of_the_head(value_head, traces) -> None:
 
 def _skywork_prepare_input(problem: str, response: str, tokenizer, step_token: str = "\n"):
     """SkyworkAI's ``prepare_input`` (skywork-o1-prm-inference, model_utils/io_utils.py)."""
-    # (the reference concatenates bos_token unconditionally; Qwen tokenizers have none)
-    prompt_ids = tokenizer.encode((tokenizer.bos_token or "") + problem + "\n")
+    prompt_ids = tokenizer.encode(tokenizer.bos_token + problem + "\n")
     response_ids = []
     reward_flags = [0] * len(prompt_ids)
     step_token_id = tokenizer.encode(step_token)[-1]
@@ -320,9 +322,10 @@ MULTIBYTE = Trace("Is 12 ≡ 5?", ("12 - 5 = 7, so 12 ≡", "≡ 5 (mod 7) is é
 
 
 def _eurus_reference(adapter, problem: str, steps: list[str]) -> list[float]:
-    """EurusPRM's reference script, line by line: ``step_last_tokens`` from the token counts
-    of the stripped chat cut after each step, one forward over the whole chat, the masked
-    log-ratio cumsum gathered at ``step_last_tokens[1:]``."""
+    """EurusPRM's reference script, line by line, with prm_eval_utils.py's two Llama-3
+    lines: ``step_last_tokens`` from the token counts of the stripped chat cut after each
+    step, one forward over the whole chat, the masked log-ratio cumsum gathered at
+    ``step_last_tokens[1:]``."""
     tok = adapter.tokenizer
 
     def chat(k):
@@ -343,6 +346,11 @@ def _eurus_reference(adapter, problem: str, steps: list[str]) -> list[float]:
     for step_num in range(0, len(steps) + 1):
         conv = tok.apply_chat_template(chat(step_num), tokenize=False, add_generation_prompt=False)
         conv = conv.strip()
+        header = "<|start_header_id|>assistant<|end_header_id|>"
+        if step_num != len(steps) and conv.endswith(header):
+            conv = conv[: -len(header)]
+        if step_num != len(steps) and conv.endswith("<|eot_id|>"):
+            conv = conv[: -len("<|eot_id|>")]
         if step_num != 0 and step_num != len(steps):
             conv += "\n\n"
         currect_ids = tok.encode(conv, add_special_tokens=False)
@@ -426,28 +434,23 @@ def test_implicit_prm_step_scores_depend_on_text_through_the_next_steps_first_to
 
 
 @pytest.mark.parametrize(
-    ("steps", "empty"),
+    "steps",
     [
-        (("", "She buys 4 more."), [0]),
-        (("  ", "She buys 4 more."), [0]),
-        (("She starts with 3 apples.", "", "The answer is \\boxed{7}."), [1]),
-        (("She starts with 3 apples.", ""), [1]),
-        (("",), [0]),
+        ("", "She buys 4 more."),
+        ("  ", "She buys 4 more."),
+        ("She starts with 3 apples.", "", "The answer is \\boxed{7}."),
+        ("She starts with 3 apples.", ""),
+        ("",),
     ],
 )
-def test_implicit_prm_gives_a_step_without_text_no_reward(implicit, steps, empty) -> None:
+def test_implicit_prm_reads_an_empty_step_where_the_reference_does(implicit, steps) -> None:
     trace = Trace("How many apples?", steps, id="e")
     encoded = implicit.encode(trace)
+    # no read-out before the response, where a negative index would wrap round
     assert all(p >= encoded.response_start - 1 for p in encoded.positions)
     [result] = score_traces(implicit, [trace])
-    assert len(result.raw) == len(steps)
     reference = _eurus_reference(implicit, trace.problem, list(steps))
-    for k in range(len(steps)):
-        if k in empty:
-            # no negative index wrapping round to the whole-response sum: r = 0
-            assert result.raw[k] == (result.raw[k - 1] if k else 0.0)
-        else:
-            assert result.raw[k] == pytest.approx(reference[k], abs=TOL)
+    assert list(result.raw) == pytest.approx(reference, abs=TOL)
     assert result.scores == pytest.approx(_sigmoid(result.raw))
 
 
@@ -471,7 +474,8 @@ def test_implicit_prm_handles_a_template_that_trims_content(implicit_llama) -> N
     assert list(result.raw) == pytest.approx(expected, abs=TOL)
     encoded = implicit_llama.encode(trace)
     ends = [tok.decode(list(encoded.input_ids[: p + 1])) for p in encoded.positions]
-    assert ends[0].endswith("3 apples.\n\nShe")
+    # prm_eval_utils.py cuts <|eot_id|> off the cut chat: q_1 ends at the separator here
+    assert ends[0].endswith("3 apples.\n\n")
     assert ends[-1].endswith("\\boxed{7}<|eot_id|>")
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from scoring.cli import _parse_option, build_parser, main
+from scoring.cli import build_parser, main, parse_option
 
 GSM8K = Path(__file__).resolve().parents[3] / "shared/data/processbench-gsm8k/gsm8k.json"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_it_scores_and_evaluates_processbench_with_arithmetic_check(tmp_path: Path, capsys) -> None:
@@ -132,7 +133,7 @@ def test_it_scores_with_a_model_adapter_from_the_command_line(
     ],
 )
 def test_it_parses_adapter_options_with_escapes(text: str, expected: tuple) -> None:
-    assert _parse_option(text) == expected
+    assert parse_option(text) == expected
 
 
 @pytest.mark.parametrize("text", ["beta", "step_token=\\", "step_token='a'b'"])
@@ -171,3 +172,25 @@ def test_an_escaped_step_separator_reaches_the_adapter(tmp_path: Path, traces) -
     assert newlines != backslashes
     for got, expected in zip(written, newlines, strict=True):
         assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_cli_reads_a_file_in_the_format_it_is_told(tmp_path: Path) -> None:
+    """``--format`` picks the reader; a record of another format is an error naming
+    the line and field, with no traceback."""
+    path = tmp_path / "rows.jsonl"
+    rows = [{"prompt": "2 + 2?", "completions": ["2 + 2 = 4", "So 4."], "labels": [True, True]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "scores.jsonl"
+    base = [sys.executable, "-m", "scoring", "score", "--adapter", "arithmetic-check"]
+    base += ["--input", str(path), "--output", str(out), "--quiet"]
+    done = subprocess.run([*base, "--format", "trl"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    [record] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["scores"] == [1.0, 1.0]
+
+    wrong = subprocess.run(
+        [*base, "--format", "processbench"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert wrong.returncode == 2
+    assert "rows.jsonl, line 1, field 'id': missing" in wrong.stderr
+    assert "Traceback" not in wrong.stderr

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -10,9 +11,10 @@ import pytest
 from scoring.adapters.llm_critic import (
     LLMCritic,
     OpenAIBackend,
+    as_index,
     critique_prompt,
-    parse_answer,
-    parse_index,
+    extract_answer,
+    processbench_sampling,
     scores_for,
     vote,
 )
@@ -41,21 +43,20 @@ def test_it_builds_the_processbench_critique_prompt() -> None:
         ("", None),
     ],
 )
-def test_it_parses_the_last_boxed_index(completion: str, index: int | None) -> None:
-    assert parse_index(completion) == index
+def test_it_reads_the_last_boxed_index(completion: str, index: int | None) -> None:
+    assert as_index(extract_answer(completion)) == index
 
 
-def test_it_takes_a_majority_vote_over_every_boxed_answer() -> None:
-    assert vote([1, None, 0, 1, 7]) == 1
-    assert vote([0, 0, 1]) == 0
+def test_it_takes_a_majority_vote_over_every_boxed_string() -> None:
+    assert vote(["1", None, "0", "1", "7"]) == "1"
+    assert vote(["0", "0", "1"]) == "0"
     # ProcessBench's run_eval: only samples without a \boxed{} abstain; an out-of-range or
     # non-integer answer votes like any other, and if it wins there is no usable answer
-    assert vote([None, 9]) == 9
-    assert vote([7, 7, 0, None, None]) == 7
-    assert vote(["two", "two", 1]) == "two"
+    assert vote([None, "9"]) == "9"
+    assert vote(["7", "7", "0", None, None]) == "7"
+    assert vote(["two", "two", "1"]) == "two"
     assert vote([None, None]) is None
-    assert parse_answer("so \\boxed{two}") == "two" and parse_answer("no box") is None
-    assert all(math.isnan(s) for s in scores_for(7, n_steps=2) + scores_for("two", 2))
+    assert all(math.isnan(s) for s in scores_for(7, n_steps=2) + scores_for(None, 2))
     assert all(math.isnan(s) for s in scores_for(-2, n_steps=2))
     assert scores_for(1, n_steps=2) == (1.0, 0.0) and scores_for(-1, 2) == (1.0, 1.0)
 
@@ -98,13 +99,51 @@ def test_it_asks_an_openai_compatible_server_and_votes(server) -> None:
     critic = LLMCritic.from_pretrained("critic-model", base_url=url, n=4)
     result = critic.score_trace(TRACE)
     assert result.scores == (0.0, 0.0)
-    assert result.details == {"sample_answers": [0, -1, 0, None], "first_error": 0}
+    assert result.details == {
+        "sample_answers": ["0", "-1", "0", None],
+        "vote": "0",
+        "first_error": 0,
+    }
     [request] = server.requests
     assert request["path"] == "/v1/chat/completions"
     assert request["model"] == "critic-model" and request["n"] == 4
-    # ProcessBench's voting run samples at temperature 1, top_p 0.9, up to 8192 tokens
-    assert (request["temperature"], request["top_p"], request["max_tokens"]) == (1.0, 0.9, 8192)
     assert request["messages"] == [{"role": "user", "content": critique_prompt(TRACE)}]
+    # every sampling parameter is sent: ProcessBench's voting run, vLLM's defaults for the
+    # rest, so that nothing comes from the served model's generation_config.json
+    sent = {
+        key: value for key, value in request.items() if key not in ("path", "model", "messages")
+    }
+    assert sent == {
+        "n": 4,
+        "temperature": 1.0,
+        "top_p": 0.9,
+        "top_k": -1,
+        "min_p": 0.0,
+        "repetition_penalty": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "max_tokens": 8192,
+        "seed": 42,
+    }
+
+
+def test_it_sends_the_qwen_math_and_qwq_settings_by_model_name(server) -> None:
+    server.replies = ["\\boxed{1}"] * 8
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    LLMCritic.from_pretrained("Qwen2.5-Math-72B-Instruct", base_url=url, n=8).score_trace(TRACE)
+    LLMCritic.from_pretrained("QwQ-32B-Preview", base_url=url).score_trace(TRACE)
+    math_request, qwq_request = server.requests
+    assert (math_request["temperature"], math_request["top_p"], math_request["top_k"]) == (
+        0.7,
+        0.8,
+        20,
+    )
+    assert (math_request["seed"], math_request["repetition_penalty"]) == (42, 1.0)
+    assert (qwq_request["temperature"], qwq_request["max_tokens"], qwq_request["seed"]) == (
+        0.0,
+        32768,
+        42,
+    )
 
 
 def test_it_decodes_greedily_up_to_8192_tokens_by_default(server) -> None:
@@ -114,6 +153,13 @@ def test_it_decodes_greedily_up_to_8192_tokens_by_default(server) -> None:
     assert result.scores == (1.0, 0.0)
     [request] = server.requests
     assert (request["n"], request["temperature"], request["max_tokens"]) == (1, 0.0, 8192)
+    assert (request["seed"], request["repetition_penalty"], request["top_k"]) == (42, 1.0, -1)
+
+
+def test_the_critic_follows_processbench_only() -> None:
+    assert LLMCritic(backend=None, model_name="m").protocol == "processbench"
+    with pytest.raises(ValueError, match="unknown protocol 'card'"):
+        LLMCritic(backend=None, model_name="m", protocol="card")
 
 
 def test_an_out_of_range_majority_is_no_usable_answer(server) -> None:
@@ -123,18 +169,23 @@ def test_an_out_of_range_majority_is_no_usable_answer(server) -> None:
     critic = LLMCritic.from_pretrained("critic-model", base_url=url, n=4)
     result = critic.score_trace(TRACE)
     assert all(math.isnan(s) for s in result.scores) and len(result.scores) == 2
-    assert result.details == {"sample_answers": [7, 7, 0, None], "first_error": 7}
+    assert result.details == {
+        "sample_answers": ["7", "7", "0", None],
+        "vote": "7",
+        "first_error": 7,
+    }
 
 
 def test_sampling_settings_can_be_overridden_but_not_to_n_greedy_samples(server) -> None:
     server.replies = ["\\boxed{1}"] * 8
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     critic = LLMCritic.from_pretrained(
-        "m", base_url=url, n=8, temperature=0.7, top_p=0.8, max_tokens=32768
+        "m", base_url=url, n=8, temperature=0.7, top_p=0.8, top_k=20, max_tokens=32768, seed=7
     )
     critic.score_trace(TRACE)
     [request] = server.requests
-    assert (request["temperature"], request["top_p"], request["max_tokens"]) == (0.7, 0.8, 32768)
+    assert (request["temperature"], request["top_p"], request["top_k"]) == (0.7, 0.8, 20)
+    assert (request["max_tokens"], request["seed"]) == (32768, 7)
     with pytest.raises(ValueError, match="temperature"):
         LLMCritic.from_pretrained("m", base_url=url, n=8, temperature=0.0)
 
@@ -164,13 +215,12 @@ def test_it_generates_with_transformers_on_the_chat_template(qwen_lm_dirs) -> No
     ids = critic.backend.chat_ids(critique_prompt(TRACE))
     text = critic.backend.tokenizer.decode(ids)
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
-    completions = critic.backend.generate(
-        critique_prompt(TRACE), n=1, temperature=0.0, max_tokens=8
-    )
-    again = critic.backend.generate(critique_prompt(TRACE), n=1, temperature=0.0, max_tokens=8)
+    greedy = replace(processbench_sampling("m"), max_tokens=8)
+    completions = critic.backend.generate(critique_prompt(TRACE), greedy)
+    again = critic.backend.generate(critique_prompt(TRACE), greedy)
     assert completions == again  # greedy is deterministic
     sampled = critic.backend.generate(
-        critique_prompt(TRACE), n=2, temperature=1.0, max_tokens=4, top_p=0.9
+        critique_prompt(TRACE), replace(processbench_sampling("m", n=2), max_tokens=4)
     )
     assert len(sampled) == 2
     result = critic.score_trace(TRACE)

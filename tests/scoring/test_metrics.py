@@ -50,16 +50,29 @@ def test_it_computes_processbench_on_a_hand_worked_case() -> None:
 
 def test_an_unusable_answer_is_wrong_in_both_splits() -> None:
     result = processbench([NO_PREDICTION, NO_PREDICTION], [1, -1])
-    assert (result.acc_err, result.acc_cor, result.f1) == (0.0, 0.0, 0.0)
+    assert (result.acc_err, result.acc_cor) == (0.0, 0.0)
+    assert math.isnan(result.f1)  # run_eval.py's 0 / 0
+
+
+def test_an_empty_class_gives_nan_as_run_eval_does() -> None:
+    only_errors = processbench([1, 0], [1, 2])
+    assert only_errors.acc_err == 50.0 and math.isnan(only_errors.acc_cor)
+    assert math.isnan(only_errors.f1)
+    only_correct = processbench([-1, 0], [-1, -1])
+    assert math.isnan(only_correct.acc_err) and only_correct.acc_cor == 50.0
+    assert math.isnan(only_correct.f1)
 
 
 def test_the_average_is_the_plain_mean_of_split_f1s() -> None:
-    scores = {"a": [[0.9, 0.1], [0.9, 0.9]], "b": [[0.9, 0.9], [0.2, 0.9]]}
+    scores = {"a": [[0.9, 0.1], [0.9, 0.9]], "b": [[0.9, 0.9], [0.9, 0.9]]}
     labels = {"a": [1, -1], "b": [1, -1]}
     table = processbench_table(scores, labels)
     assert table["a"].f1 == pytest.approx(100.0)
     assert table["b"].f1 == 0.0
     assert table["average"].f1 == pytest.approx(50.0)
+    # a split whose F1 is nan makes the average nan, as a mean of the four F1s would be
+    table = processbench_table({**scores, "c": [[0.9, 0.9]]}, {**labels, "c": [1]})
+    assert math.isnan(table["c"].f1) and math.isnan(table["average"].f1)
 
 
 def test_it_sweeps_tau_and_tunes_on_one_split() -> None:
@@ -67,7 +80,8 @@ def test_it_sweeps_tau_and_tunes_on_one_split() -> None:
     scores = {"gsm8k": [[0.7, 0.3], [0.8, 0.7]], "math": [[0.65, 0.3, 0.2], [0.9, 0.61, 0.7]]}
     labels = {"gsm8k": [1, -1], "math": [1, -1]}
     sweep = dict(tau_sweep(scores["gsm8k"], labels["gsm8k"], taus=[0.2, 0.5, 0.9]))
-    assert sweep[0.2].f1 == 0.0 and sweep[0.5].f1 == pytest.approx(100.0) and sweep[0.9].f1 == 0.0
+    assert sweep[0.2].f1 == 0.0 and sweep[0.5].f1 == pytest.approx(100.0)
+    assert math.isnan(sweep[0.9].f1)  # 0 on both classes: run_eval.py's 0 / 0
     tau, result = best_tau(scores["gsm8k"], labels["gsm8k"])
     assert tau == pytest.approx(0.31) and result.f1 == pytest.approx(100.0)
     tau, table = tune_and_apply(scores, labels, "gsm8k")

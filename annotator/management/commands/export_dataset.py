@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotator.exporting import EXPORT_FORMATS, LABEL_SOURCES, write_export
+from annotator.exporting import EXPORT_FORMATS, LABEL_SOURCES, score_runs_named, write_export
 from annotator.models import Project
 
 
@@ -19,17 +19,27 @@ class Command(BaseCommand):
         )
         parser.add_argument("--split", help="only traces of this split")
         parser.add_argument("--labels", default="human", choices=LABEL_SOURCES)
+        parser.add_argument(
+            "--scores",
+            metavar="all|RUN[,RUN]",
+            help='jsonl only: add "step_scores": {run name: [...]} from these scoring runs',
+        )
 
     def handle(self, *args, **options):
         try:
             project = Project.objects.get(slug=options["project"])
         except Project.DoesNotExist:
             raise CommandError(f"no project with slug {options['project']!r}") from None
-        summary = write_export(
-            project,
-            options["format"],
-            options["out"],
-            split=options["split"],
-            labels=options["labels"],
-        )
+        try:
+            score_runs = score_runs_named(project, options["scores"]) if options["scores"] else []
+            summary = write_export(
+                project,
+                options["format"],
+                options["out"],
+                split=options["split"],
+                labels=options["labels"],
+                score_runs=score_runs,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"{options['out']}: {summary}."))

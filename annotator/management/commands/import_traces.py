@@ -7,9 +7,9 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotator.formats import FORMATS, ImportFormatError
 from annotator.importing import import_file
 from annotator.models import Project
+from scoring.formats import FORMATS, ImportFormatError
 from scoring.steps import SPLITTERS
 
 

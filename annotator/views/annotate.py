@@ -1,8 +1,7 @@
-"""Views of the annotation workspace: labelling, history, review, gold and agreement.
+"""The annotation workspace: next trace, submit, skip, undo.
 
-Every view starts with an access helper (404 for outsiders). The labelling views
-answer htmx requests with the ``workspace`` partial of ``annotate.html`` and plain
-form posts with a redirect, so the basic submit works without JavaScript.
+The views answer htmx requests with the ``workspace`` partial of ``annotate.html``
+and plain form posts with a redirect, so the basic submit works without JavaScript.
 """
 
 from __future__ import annotations
@@ -13,12 +12,12 @@ import time
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from annotator import queue, review
-from annotator.access import MANAGERS, get_membership, get_trace_for_user
+from annotator.access import get_membership, get_trace_for_user
 from annotator.labelling import (
     FLAGS,
     LabelError,
@@ -33,13 +32,10 @@ from annotator.models import (
     AnnotationKind,
     LabelScheme,
     Membership,
-    ReviewDecision,
     Trace,
+    pad_ratings,
 )
-from annotator.quality import project_quality
-
-# ---------------------------------------------------------------- labelling
-
+from annotator.views.runs import score_context
 
 SCREENING_FIRST = (
     "This project screens new annotators: answer its screening questions (Label -> next) "
@@ -83,18 +79,17 @@ def _workspace(
     first_error = None
     flag, reason = "", ""
     if trace is not None:
-        steps = list(trace.steps.order_by("index").values_list("index", "text"))
+        steps = trace.step_texts
+        ratings = None
         if entered is not None:
             ratings = entered["ratings"]
             first_error = entered["first_error_step"]
             flag, reason = entered["flag"], entered["reason"]
         elif previous is not None:
-            ratings = list(previous.step_ratings or [])
+            ratings = previous.step_ratings
             first_error = previous.first_error_step
-        else:
-            ratings = []
-        ratings = (ratings + [None] * len(steps))[: len(steps)]
-        rows = [(index, text, ratings[index]) for index, text in steps]
+        ratings = pad_ratings(ratings, len(steps))
+        rows = [(index, text, ratings[index]) for index, text in enumerate(steps)]
     context = {
         "project": project,
         "membership": membership,
@@ -109,11 +104,13 @@ def _workspace(
         "error": error,
         "served": served,
         "per_step": project.label_scheme == LabelScheme.PER_STEP,
-        "show_reference": project.show_reference_answer or membership.role in MANAGERS,
         "served_at": f"{time.time():.3f}",
         # On full page loads only: keeps the submit-and-next round trip short.
         "sent_back": [] if request.htmx else _sent_back(membership),
     }
+    if trace is not None:
+        # Blind unless the project shows model scores (reviewers and owners always see them).
+        context |= score_context(membership, trace, first_error)
     template = "annotate.html#workspace" if request.htmx else "annotate.html"
     response = render(request, template, context, status=status)
     if request.htmx and trace is not None:
@@ -219,144 +216,3 @@ def annotate_undo(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("annotate-trace", slug=slug, trace_id=last.trace_id)
     trace = Trace.objects.select_related("problem").get(pk=last.trace_id)
     return _workspace(request, membership, trace, previous=last)
-
-
-# ---------------------------------------------------------------- history
-
-
-@login_required
-@require_GET
-def trace_history(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
-    membership, trace = get_trace_for_user(request.user, slug, trace_id)
-    versions = trace.annotations.select_related("annotator").prefetch_related("reviews__reviewer")
-    if membership.role not in MANAGERS:
-        versions = versions.filter(annotator=request.user)
-    return render(
-        request,
-        "history.html",
-        {
-            "project": membership.project,
-            "membership": membership,
-            "trace": trace,
-            "versions": versions.order_by(
-                "annotator__username", "external_annotator", "kind", "version"
-            ),
-        },
-    )
-
-
-# ---------------------------------------------------------------- review
-
-
-@login_required
-@require_GET
-def review_list(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = get_membership(request.user, slug, roles=MANAGERS)
-    project = membership.project
-    show = request.GET.get("show", "open")
-    rows = review.disagreements(project, include_adjudicated=show == "all")
-    return render(
-        request,
-        "review.html",
-        {"project": project, "membership": membership, "rows": rows, "show": show},
-    )
-
-
-@login_required
-@require_GET
-def review_trace(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
-    membership = get_membership(request.user, slug, roles=MANAGERS)
-    _, trace = get_trace_for_user(request.user, slug, trace_id)
-    return render(request, "review_trace.html", review.trace_context(membership, trace))
-
-
-def _label_from_post(request: HttpRequest, trace: Trace, scheme: str):
-    return normalise_label(
-        trace.num_steps,
-        scheme,
-        parse_first_error(request.POST),
-        parse_ratings(request.POST, trace.num_steps),
-    )
-
-
-@login_required
-@require_POST
-def review_adjudicate(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
-    membership = get_membership(request.user, slug, roles=MANAGERS)
-    _, trace = get_trace_for_user(request.user, slug, trace_id)
-    try:
-        label = _label_from_post(request, trace, LabelScheme.FIRST_ERROR)
-    except LabelError as exc:
-        context = review.trace_context(membership, trace)
-        context["error"] = str(exc)
-        return render(request, "review_trace.html", context, status=422)
-    review.adjudicate(trace, request.user, label, note=request.POST.get("note", ""))
-    messages.success(request, f"Adjudicated trace {trace.external_id}.")
-    return redirect("review", slug=slug)
-
-
-@login_required
-@require_POST
-def review_send_back(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
-    membership = get_membership(request.user, slug, roles=MANAGERS)
-    _, trace = get_trace_for_user(request.user, slug, trace_id)
-    comment = request.POST.get("comment", "").strip()
-    if not comment:
-        context = review.trace_context(membership, trace)
-        context["error"] = "Say what the annotators should look at again."
-        return render(request, "review_trace.html", context, status=422)
-    n = review.send_back(trace, request.user, comment)
-    messages.success(request, f"Sent trace {trace.external_id} back to {n} annotator(s).")
-    return redirect("review", slug=slug)
-
-
-@login_required
-@require_POST
-def review_annotation(request: HttpRequest, slug: str, annotation_id: int) -> HttpResponse:
-    membership = get_membership(request.user, slug, roles=MANAGERS)
-    annotation = get_object_or_404(Annotation, pk=annotation_id, trace__project=membership.project)
-    decision = request.POST.get("decision", "")
-    if decision not in (ReviewDecision.ACCEPT, ReviewDecision.REJECT):
-        return HttpResponse("decision must be accept or reject", status=400)
-    review.decide(annotation, request.user, decision, request.POST.get("comment", ""))
-    return redirect("review-trace", slug=slug, trace_id=annotation.trace_id)
-
-
-# ---------------------------------------------------------------- gold
-
-
-@login_required
-@require_POST
-def mark_gold(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
-    get_membership(request.user, slug, roles=MANAGERS)
-    _, trace = get_trace_for_user(request.user, slug, trace_id)
-    if request.POST.get("unmark"):
-        review.unmark_gold(trace)
-        messages.success(request, "No longer a gold question.")
-    else:
-        try:
-            label = _label_from_post(request, trace, LabelScheme.FIRST_ERROR)
-        except LabelError as exc:
-            messages.error(request, f"Not marked gold: {exc}")
-            return redirect("review-trace", slug=slug, trace_id=trace.pk)
-        review.mark_gold(trace, request.user, label)
-        messages.success(request, "Marked as a gold question.")
-    return redirect("review-trace", slug=slug, trace_id=trace.pk)
-
-
-# ---------------------------------------------------------------- agreement
-
-
-@login_required
-@require_GET
-def agreement(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = get_membership(request.user, slug, roles=MANAGERS)
-    return render(
-        request,
-        "agreement.html",
-        {
-            "project": membership.project,
-            "membership": membership,
-            "quality": project_quality(membership.project),
-        },
-    )

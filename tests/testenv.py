@@ -1,4 +1,5 @@
-"""``python -m annotator.testenv pytest ...``: run the suite against PostgreSQL and Redis.
+"""``python -m tests.testenv pytest ...`` (``make test``): run the suite against
+PostgreSQL and Redis.
 
 Starts them if they are installed but stopped, fails loudly if they cannot be
 reached (the suite never falls back to SQLite), and points the settings at them.
@@ -9,14 +10,17 @@ from __future__ import annotations
 import os
 import sys
 
-from annotator.services_check import POSTGRES, REDIS, ensure
+from tests.services import POSTGRES, REDIS, ensure
 
 
 def main(argv: list[str]) -> int:
     missing = [
         name
-        for name, address in (("PostgreSQL", POSTGRES), ("Redis", REDIS))
-        if not ensure("postgres" if name == "PostgreSQL" else "redis", address)
+        for name, service, address in (
+            ("PostgreSQL", "postgres", POSTGRES),
+            ("Redis", "redis", REDIS),
+        )
+        if not ensure(service, address)
     ]
     if missing:
         print(

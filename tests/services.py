@@ -1,24 +1,16 @@
-"""Finding PostgreSQL and Redis for the demo and the tests, and starting them on a
-developer machine where they are installed but stopped."""
+"""Finding PostgreSQL and Redis for the tests, and starting them on a developer
+machine where they are installed but stopped."""
 
 from __future__ import annotations
 
 import glob
 import shutil
-import socket
 import subprocess
 import time
 
-POSTGRES = ("127.0.0.1", 5432)
-REDIS = ("127.0.0.1", 6379)
+from annotator.management.commands.demo import POSTGRES, REDIS, reachable
 
-
-def reachable(address: tuple[str, int], timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection(address, timeout=timeout):
-            return True
-    except OSError:
-        return False
+__all__ = ["POSTGRES", "REDIS", "ensure"]
 
 
 def _start_commands(name: str) -> list[list[str]]:

@@ -1,4 +1,4 @@
-"""Creating projects, editing their settings, and managing members (owners only)."""
+"""Home, the project page, and creating projects, their settings and members."""
 
 from __future__ import annotations
 
@@ -6,13 +6,19 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotator.access import get_membership
+from annotator.exporting import EXPORT_FORMATS, LABEL_SOURCES
 from annotator.models import Membership, Project, Role
+from annotator.services import facet_values, filter_traces, label_counts
+from annotator.views.runs import LATEST_RUNS, ScoreForm
+
+TRACES_PER_PAGE = 50
 
 
 class ProjectForm(forms.ModelForm):
@@ -71,6 +77,44 @@ class MemberForm(forms.Form):
 
 
 @login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    projects = Project.objects.filter(memberships__user=request.user).order_by("name")
+    return render(request, "home.html", {"projects": projects})
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = get_membership(request.user, slug)
+    project = membership.project
+    traces = filter_traces(project, request.GET)
+    page = Paginator(traces, TRACES_PER_PAGE).get_page(request.GET.get("page"))
+    counts = label_counts([t.id for t in page.object_list])
+    rows = [(trace, counts.get(trace.id, 0)) for trace in page.object_list]
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "project": project,
+        "membership": membership,
+        "page": page,
+        "rows": rows,
+        "filters": request.GET,
+        "query": query.urlencode(),
+        "export_formats": EXPORT_FORMATS,
+        "label_sources": LABEL_SOURCES,
+        **facet_values(project),
+    }
+    if request.htmx:
+        return render(request, "project.html#trace-table", context)
+    if membership.sees_model_scores():
+        context["latest_runs"] = project.scoring_runs.order_by("-id")[:LATEST_RUNS]
+    if membership.may_manage():
+        context["score_form"] = ScoreForm(project, facets=context)
+    return render(request, "project.html", context)
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 def project_create(request: HttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST or None)
@@ -85,7 +129,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_membership(request.user, slug, roles=[Role.OWNER]).project
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
     form = SettingsForm(request.POST or None, instance=project)
     if request.method == "POST" and form.is_valid():
         form.save()
@@ -102,7 +146,7 @@ def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def member_add(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_membership(request.user, slug, roles=[Role.OWNER]).project
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
     form = MemberForm(request.POST)
     if form.is_valid():
         user = form.cleaned_data["username"]
@@ -126,7 +170,7 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def member_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
-    project = get_membership(request.user, slug, roles=[Role.OWNER]).project
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
     membership = project.memberships.filter(pk=membership_id).first()
     if membership is None:
         messages.error(request, "No such member.")

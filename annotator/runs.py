@@ -1,0 +1,467 @@
+"""Scoring runs: which traces a run covers, scoring them chunk by chunk on a worker,
+storing the scores, importing score files, and the run's figures against the humans.
+
+A run streams its traces from the database shortest first (by step count, then id:
+a keyset, so memory stays flat and similar lengths batch together), scores each
+chunk with ``scoring.score_traces`` and commits the chunk's ``TraceScore`` and
+``StepScore`` rows in one transaction. A chunk first deletes whatever the run
+stored for its traces, so writing a chunk twice (a worker that lost its claim)
+replaces rather than duplicates; a run taken up again skips the traces it stored.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, QuerySet
+
+from annotator import jobs
+from annotator.models import (
+    Annotation,
+    Project,
+    RunSource,
+    Scorer,
+    ScoringRun,
+    StepScore,
+    Trace,
+    TraceScore,
+    Verdict,
+    _step_texts,
+)
+from scoring import metrics
+from scoring.types import StepScores
+from scoring.types import Trace as ScoringTrace
+
+SELECTION_KEYS = ("split", "generator", "source", "labelled", "ids")
+
+
+class RunError(ValueError):
+    """A run cannot start, or a score file cannot be imported; the message says why."""
+
+
+# -- which traces ---------------------------------------------------------------------------
+
+
+def clean_selection(raw: dict[str, Any]) -> dict[str, Any]:
+    """The selection with empty values dropped; ``RunError`` on unknown keys or bad ids."""
+    unknown = sorted(set(raw) - set(SELECTION_KEYS))
+    if unknown:
+        raise RunError(f"unknown selection key(s) {unknown}; use {list(SELECTION_KEYS)}")
+    selection = {k: v for k, v in raw.items() if v not in (None, "", [])}
+    if selection.get("labelled") not in (None, "yes", "no"):
+        raise RunError("labelled must be 'yes' or 'no'")
+    if "ids" in selection:
+        ids = selection["ids"]
+        if isinstance(ids, str):
+            ids = [part for part in re.split(r"[\s,]+", ids) if part]
+        try:
+            selection["ids"] = sorted({int(i) for i in ids})
+        except (TypeError, ValueError):
+            raise RunError("ids must be trace ids (whole numbers)") from None
+    return selection
+
+
+def selected_traces(project: Project, selection: dict[str, Any]) -> QuerySet[Trace]:
+    traces = Trace.objects.filter(project=project)
+    for key in ("split", "generator", "source"):
+        if key in selection:
+            traces = traces.filter(**{key: selection[key]})
+    if selection.get("labelled") == "yes":
+        traces = traces.labelled()
+    elif selection.get("labelled") == "no":
+        traces = traces.unlabelled()
+    if "ids" in selection:
+        traces = traces.filter(pk__in=selection["ids"])
+    return traces
+
+
+def _shortest_first(traces: QuerySet[Trace], chunk: int) -> Iterator[list[Trace]]:
+    """Chunks of traces with their steps, by (step count, id), keyset-paginated."""
+    ordered = traces.select_related("problem").order_by("num_steps", "id")
+    after: tuple[int, int] | None = None
+    while True:
+        page = ordered
+        if after is not None:
+            n, last = after
+            page = ordered.filter(num_steps__gte=n).exclude(num_steps=n, id__lte=last)
+        rows = list(page[:chunk])
+        if not rows:
+            return
+        texts = _step_texts([t.pk for t in rows])
+        for trace in rows:
+            trace.step_texts = texts[trace.pk]
+        yield rows
+        if len(rows) < chunk:
+            return
+        after = (rows[-1].num_steps, rows[-1].pk)
+
+
+# -- starting -------------------------------------------------------------------------------
+
+
+def default_run_name(project: Project, scorer: Scorer) -> str:
+    taken = set(
+        ScoringRun.objects.filter(project=project, name__startswith=scorer.name).values_list(
+            "name", flat=True
+        )
+    )
+    if scorer.name not in taken:
+        return scorer.name
+    n = 2
+    while f"{scorer.name}-{n}" in taken:
+        n += 1
+    return f"{scorer.name}-{n}"
+
+
+def create_run(
+    project: Project,
+    scorer: Scorer,
+    user,
+    *,
+    selection: dict[str, Any] | None = None,
+    name: str = "",
+) -> ScoringRun:
+    """A queued run row (not yet sent to a worker)."""
+    selection = clean_selection(selection or {})
+    name = name or default_run_name(project, scorer)
+    if ScoringRun.objects.filter(project=project, name=name).exists():
+        raise RunError(f"this project already has a run named {name!r}")
+    if not selected_traces(project, selection).exists():
+        raise RunError("the selection holds no traces")
+    return ScoringRun.objects.create(
+        project=project,
+        name=name,
+        scorer=scorer,
+        selection=selection,
+        created_by=user,
+        queue=scorer.queue,
+        threshold=scorer.threshold,
+        max_attempts=settings.JOB_MAX_ATTEMPTS,
+        provenance={
+            "adapter": scorer.adapter,
+            "model": scorer.model,
+            "revision": scorer.revision,
+            "options": scorer.options,
+            "scorer": scorer.name,
+        },
+    )
+
+
+def start_run(project: Project, scorer: Scorer, user, **kwargs: Any) -> ScoringRun:
+    """Create a run and send it to its queue; ``EnqueueError`` when the broker is down."""
+    return jobs.enqueue(create_run(project, scorer, user, **kwargs))
+
+
+# -- the work -------------------------------------------------------------------------------
+
+
+def run_scoring_job(run: ScoringRun, context: jobs.JobContext | None = None) -> dict[str, Any]:
+    """Score what the run has not stored yet, chunk by chunk. ``context`` is None when
+    the run executes in-process (``score_traces --now``)."""
+    from annotator.scorers import load_scorer
+    from scoring.engine import DEFAULT_BATCH_TOKENS, score_traces
+
+    if run.scorer is None:
+        raise jobs.JobRefused("an imported run has nothing to score")
+    everything = selected_traces(run.project, run.selection)
+    total = everything.count()
+    todo = everything.exclude(Exists(TraceScore.objects.filter(run=run, trace=OuterRef("pk"))))
+    done = total - todo.count()
+    ScoringRun.objects.filter(pk=run.pk).update(
+        summary={"resumed_at": done}, progress_total=total, progress_done=done
+    )
+    if context:
+        context.progress(done, total)
+    provenance = run.provenance
+    try:
+        adapter = load_scorer(
+            provenance["adapter"],
+            provenance["model"],
+            provenance["revision"],
+            provenance["options"],
+        )
+    except (OSError, ValueError) as exc:  # a wrong path or hub id, a bad option
+        what = provenance["model"] or provenance["adapter"]
+        raise jobs.JobRefused(f"could not load {what}: {exc}") from exc
+    batch_tokens = int(provenance["options"].get("batch_tokens", DEFAULT_BATCH_TOKENS))
+    for chunk in _shortest_first(todo, settings.SCORING_CHUNK_TRACES):
+        inputs = [
+            ScoringTrace(
+                problem=trace.problem.text,
+                steps=tuple(trace.step_texts),
+                reference_answer=trace.problem.reference_answer or None,
+                id=str(trace.pk),
+                split=trace.split,
+            )
+            for trace in chunk
+        ]
+        started = time.perf_counter()
+        results = list(score_traces(adapter, inputs, batch_tokens))
+        seconds = time.perf_counter() - started
+        store_scores(run, results)
+        tokens = sum(r.n_tokens for r in results)
+        ScoringRun.objects.filter(pk=run.pk).update(
+            tokens=F("tokens") + tokens, scoring_seconds=F("scoring_seconds") + seconds
+        )
+        done += len(chunk)
+        if context:
+            context.progress(done, total)
+    resumed_at = ScoringRun.objects.get(pk=run.pk).summary.get("resumed_at", 0)
+    return {**run_summary(run), "resumed_at": resumed_at}
+
+
+# -- storing --------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> Any:
+    """JSON that PostgreSQL's jsonb accepts: NaN and infinities become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def store_scores(run: ScoringRun, results: Sequence[StepScores]) -> None:
+    """Write one chunk's scores in one transaction, replacing what the run held for
+    those traces (``trace_id`` of each result is the trace's primary key)."""
+    if not results:
+        return
+    trace_ids = [int(r.trace_id) for r in results]
+    trace_rows = []
+    step_rows = []
+    for trace_id, result in zip(trace_ids, results, strict=True):
+        scores = [float(s) for s in result.scores]
+        finite = [s for s in scores if not math.isnan(s)]
+        extras = dict(result.details)
+        if result.raw is not None:
+            extras["raw"] = list(result.raw)
+        trace_rows.append(
+            TraceScore(
+                run=run,
+                trace_id=trace_id,
+                min_score=min(finite) if finite else None,
+                last_score=scores[-1] if scores and not math.isnan(scores[-1]) else None,
+                predicted_first_error=metrics.first_error(scores, run.threshold) if scores else -1,
+                n_tokens=result.n_tokens,
+                extras=_finite(extras),
+            )
+        )
+        step_rows.extend((run.pk, trace_id, index, score) for index, score in enumerate(scores))
+    with transaction.atomic():
+        TraceScore.objects.filter(run=run, trace_id__in=trace_ids).delete()
+        StepScore.objects.filter(run=run, trace_id__in=trace_ids).delete()
+        TraceScore.objects.bulk_create(trace_rows)
+        _copy_step_scores(step_rows)
+
+
+def _copy_step_scores(rows: list[tuple[int, int, int, float]]) -> None:
+    if not rows:
+        return
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(StepScore._meta.db_table)
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(
+                f"COPY {table} (run_id, trace_id, step_index, score) FROM STDIN"
+            ) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        return
+    StepScore.objects.bulk_create(
+        [StepScore(run_id=r, trace_id=t, step_index=i, score=s) for r, t, i, s in rows],
+        batch_size=2000,
+    )
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def scores_by_trace(runs: Iterable[ScoringRun], trace: Trace) -> dict[int, list[float]]:
+    """``{run id: step scores}`` of one trace (runs that scored it)."""
+    found: dict[int, list[float]] = defaultdict(list)
+    for run_id, score in (
+        StepScore.objects.filter(run__in=list(runs), trace=trace)
+        .order_by("run_id", "step_index")
+        .values_list("run_id", "score")
+    ):
+        found[run_id].append(score)
+    return dict(found)
+
+
+def iter_run_scores(run: ScoringRun, trace_ids: Sequence[int]) -> dict[int, list[float]]:
+    """``{trace id: step scores}`` for a chunk of traces of one run."""
+    found: dict[int, list[float]] = defaultdict(list)
+    for trace_id, score in (
+        StepScore.objects.filter(run=run, trace_id__in=list(trace_ids))
+        .order_by("trace_id", "step_index")
+        .values_list("trace_id", "score")
+    ):
+        found[trace_id].append(score)
+    return dict(found)
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    split: str
+    result: metrics.ProcessBenchResult
+
+
+def processbench_rows(run: ScoringRun) -> list[SplitRow]:
+    """The ProcessBench table of the run at its threshold against the human verdicts
+    (traces with a verdict only), per split plus the average. Reads one row per
+    trace (``TraceScore.predicted_first_error``), never the steps."""
+    predicted = dict(
+        TraceScore.objects.filter(run=run).values_list("trace_id", "predicted_first_error")
+    )
+    if not predicted:
+        return []
+    annotations: dict[int, list[Annotation]] = defaultdict(list)
+    for annotation in Annotation.objects.filter(
+        trace__in=Trace.objects.filter(trace_scores__run=run), is_latest=True
+    ).only("id", "trace_id", "kind", "first_error_step", "step_ratings"):
+        annotations[annotation.trace_id].append(annotation)
+    splits = dict(Trace.objects.filter(trace_scores__run=run).values_list("id", "split"))
+    preds: dict[str, list[int]] = defaultdict(list)
+    labels: dict[str, list[int]] = defaultdict(list)
+    for trace_id, labelled in annotations.items():
+        verdict = Verdict.resolve(labelled)
+        if verdict.first_error_step is None or predicted.get(trace_id) is None:
+            continue
+        split = splits[trace_id] or "(no split)"
+        preds[split].append(predicted[trace_id])
+        labels[split].append(verdict.first_error_step)
+    rows = [
+        SplitRow(split, metrics.processbench(preds[split], labels[split]))
+        for split in sorted(preds)
+    ]
+    if len(rows) > 1:
+        average = metrics.ProcessBenchResult(
+            acc_err=sum(r.result.acc_err for r in rows) / len(rows),
+            acc_cor=sum(r.result.acc_cor for r in rows) / len(rows),
+            f1=sum(r.result.f1 for r in rows) / len(rows),
+            n_err=sum(r.result.n_err for r in rows),
+            n_cor=sum(r.result.n_cor for r in rows),
+        )
+        rows.append(SplitRow("average", average))
+    return rows
+
+
+def run_summary(run: ScoringRun) -> dict[str, Any]:
+    traces = TraceScore.objects.filter(run=run).count()
+    steps = StepScore.objects.filter(run=run).count()
+    return {"traces": traces, "steps": steps}
+
+
+# -- importing score files ------------------------------------------------------------------
+
+
+def import_scores(
+    project: Project, fh: IO[bytes], file_name: str, *, name: str, user
+) -> ScoringRun:
+    """A run with provenance "imported" from the JSONL that ``python -m scoring score``
+    writes (``{"id", "scores", "adapter"?, "model"?, ...}`` per line; the minimal form is
+    ``{"id": ..., "scores": [...]}``). Records match traces by external id. Any bad line
+    (not JSON, unknown id, wrong step count, a score that is not a number) refuses the
+    whole file with its line named, and nothing is written."""
+    if ScoringRun.objects.filter(project=project, name=name).exists():
+        raise RunError(f"this project already has a run named {name!r}")
+    parsed: list[tuple[int, list[float], dict[str, Any]]] = []
+    adapters: set[str] = set()
+    models: set[str] = set()
+    pending: dict[str, list[tuple[int, list[float], dict[str, Any]]]] = {}
+    for line_no, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8-sig"), start=1):
+        if not line.strip():
+            continue
+        where = f"{file_name}, line {line_no}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{where}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or "id" not in record or "scores" not in record:
+            raise RunError(f'{where}: expected an object with "id" and "scores"')
+        scores = record["scores"]
+        if not isinstance(scores, list) or not all(
+            isinstance(s, int | float) and not isinstance(s, bool) or s is None for s in scores
+        ):
+            raise RunError(f"{where}: scores must be a list of numbers")
+        values = [math.nan if s is None else float(s) for s in scores]
+        extras = {k: record[k] for k in ("raw", "details") if k in record}
+        if record.get("adapter"):
+            adapters.add(str(record["adapter"]))
+        if record.get("model"):
+            models.add(str(record["model"]))
+        pending.setdefault(str(record["id"]), []).append((line_no, values, extras))
+    duplicates = [(i, v) for i, v in pending.items() if len(v) > 1]
+    if duplicates:
+        ext_id, entries = duplicates[0]
+        raise RunError(f"{file_name}, line {entries[1][0]}: id {ext_id!r} appears twice")
+    if not pending:
+        raise RunError(f"{file_name}: no score records")
+    known = _traces_by_external_id(project, list(pending))
+    for ext_id, [(line_no, values, extras)] in pending.items():
+        where = f"{file_name}, line {line_no}"
+        if ext_id not in known:
+            raise RunError(f"{where}: no trace in this project has id {ext_id!r}")
+        trace_id, num_steps = known[ext_id]
+        if len(values) != num_steps:
+            raise RunError(
+                f"{where}: {len(values)} scores for trace {ext_id!r}, which has {num_steps} steps"
+            )
+        parsed.append((trace_id, values, extras))
+    with transaction.atomic():
+        run = ScoringRun.objects.create(
+            project=project,
+            name=name,
+            source=RunSource.IMPORTED,
+            created_by=user,
+            status="done",
+            progress_done=len(parsed),
+            progress_total=len(parsed),
+            provenance={
+                "file": file_name,
+                "adapter": ", ".join(sorted(adapters)),
+                "model": ", ".join(sorted(models)),
+            },
+        )
+        for start in range(0, len(parsed), 2000):
+            store_scores(
+                run,
+                [
+                    StepScores(
+                        trace_id=str(trace_id),
+                        scores=tuple(values),
+                        raw=tuple(extras["raw"]) if isinstance(extras.get("raw"), list) else None,
+                        details=extras.get("details") or {},
+                    )
+                    for trace_id, values, extras in parsed[start : start + 2000]
+                ],
+            )
+        ScoringRun.objects.filter(pk=run.pk).update(summary=run_summary(run))
+    run.refresh_from_db()
+    return run
+
+
+def _traces_by_external_id(project: Project, ids: list[str]) -> dict[str, tuple[int, int]]:
+    """``{external id: (trace id, step count)}``; an id several sources share is ambiguous
+    and matches nothing (the error then names it)."""
+    found: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for start in range(0, len(ids), 5000):
+        for ext, pk, n in Trace.objects.filter(
+            project=project, external_id__in=ids[start : start + 5000]
+        ).values_list("external_id", "id", "num_steps"):
+            found[ext].append((pk, n))
+    return {ext: rows[0] for ext, rows in found.items() if len(rows) == 1}

@@ -1,0 +1,101 @@
+"""Import pages: upload a file of traces, follow its job, cancel or retry it."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from annotator import jobs
+from annotator.access import get_membership
+from annotator.importing import start_import
+from annotator.models import ImportJob, Membership, Project
+from scoring.formats import FORMATS
+from scoring.steps import SPLITTERS
+
+# A queued job nobody has taken after this long gets a "waiting for a worker" note.
+WAITING_NOTE_SECONDS = 5
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField()
+    format = forms.ChoiceField(
+        choices=[("auto", "Detect from the first record")] + [(f, f) for f in FORMATS]
+    )
+    split = forms.CharField(
+        required=False,
+        max_length=64,
+        help_text="Leave empty to take it from the records or file name.",
+    )
+    step_splitter = forms.ChoiceField(
+        choices=[(s, s) for s in SPLITTERS],
+        initial="paragraphs",
+        help_text="For plain JSONL solutions given as one string.",
+    )
+
+
+def _get_job_for_owner(request: HttpRequest, slug: str, job_id: int) -> tuple[Project, ImportJob]:
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    return project, get_object_or_404(ImportJob, project=project, pk=job_id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def import_traces(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    form = ImportForm(request.POST or None, request.FILES or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = start_import(
+                project,
+                request.user,
+                form.cleaned_data["file"],
+                fmt=form.cleaned_data["format"],
+                split=form.cleaned_data["split"],
+                step_splitter=form.cleaned_data["step_splitter"],
+            )
+        except jobs.EnqueueError as exc:
+            messages.error(request, str(exc))
+            status = 503
+        else:
+            return redirect("import-job", slug=project.slug, job_id=job.pk)
+    recent = project.import_jobs.all()[:10]
+    return render(
+        request, "import.html", {"project": project, "form": form, "jobs": recent}, status=status
+    )
+
+
+@login_required
+@require_GET
+def import_job(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    project, job = _get_job_for_owner(request, slug, job_id)
+    template = "import_job.html#job-status" if request.htmx else "import_job.html"
+    context = {
+        "project": project,
+        "job": job,
+        "waiting_for_worker": job.seconds_waiting > WAITING_NOTE_SECONDS,
+    }
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def import_cancel(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    project, job = _get_job_for_owner(request, slug, job_id)
+    jobs.cancel(job)
+    return redirect("import-job", slug=project.slug, job_id=job.pk)
+
+
+@login_required
+@require_POST
+def import_retry(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    project, job = _get_job_for_owner(request, slug, job_id)
+    try:
+        jobs.retry(job)
+    except (ValueError, jobs.EnqueueError) as exc:
+        messages.error(request, str(exc))
+    return redirect("import-job", slug=project.slug, job_id=job.pk)

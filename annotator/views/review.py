@@ -1,0 +1,107 @@
+"""Review (reviewers and owners): disagreements, adjudication, accept/reject/send
+back, and the agreement figures."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from annotator import review
+from annotator.access import get_membership, get_trace_for_user
+from annotator.labelling import LabelError, reviewer_label
+from annotator.models import Annotation, Membership, ReviewDecision, Trace
+from annotator.quality import project_quality
+from annotator.views.runs import score_context
+
+
+def _trace_context(membership: Membership, trace: Trace) -> dict:
+    """The review page's context with the model scores beside the labels (reviewers
+    always see them) against the trace's current verdict."""
+    context = review.trace_context(membership, trace)
+    return {**context, **score_context(membership, trace, context["verdict"].first_error_step)}
+
+
+@login_required
+@require_GET
+def review_list(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = get_membership(request.user, slug, allow=Membership.may_review)
+    project = membership.project
+    show = request.GET.get("show", "open")
+    rows = review.disagreements(project, include_adjudicated=show == "all")
+    return render(
+        request,
+        "review.html",
+        {"project": project, "membership": membership, "rows": rows, "show": show},
+    )
+
+
+@login_required
+@require_GET
+def review_trace(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
+    membership, trace = get_trace_for_user(
+        request.user, slug, trace_id, allow=Membership.may_review
+    )
+    return render(request, "review_trace.html", _trace_context(membership, trace))
+
+
+@login_required
+@require_POST
+def review_adjudicate(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
+    membership, trace = get_trace_for_user(
+        request.user, slug, trace_id, allow=Membership.may_review
+    )
+    try:
+        label = reviewer_label(request.POST, trace.num_steps)
+    except LabelError as exc:
+        context = _trace_context(membership, trace)
+        context["error"] = str(exc)
+        return render(request, "review_trace.html", context, status=422)
+    review.adjudicate(trace, request.user, label, note=request.POST.get("note", ""))
+    messages.success(request, f"Adjudicated trace {trace.external_id}.")
+    return redirect("review", slug=slug)
+
+
+@login_required
+@require_POST
+def review_send_back(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
+    membership, trace = get_trace_for_user(
+        request.user, slug, trace_id, allow=Membership.may_review
+    )
+    comment = request.POST.get("comment", "").strip()
+    if not comment:
+        context = _trace_context(membership, trace)
+        context["error"] = "Say what the annotators should look at again."
+        return render(request, "review_trace.html", context, status=422)
+    n = review.send_back(trace, request.user, comment)
+    messages.success(request, f"Sent trace {trace.external_id} back to {n} annotator(s).")
+    return redirect("review", slug=slug)
+
+
+@login_required
+@require_POST
+def review_annotation(request: HttpRequest, slug: str, annotation_id: int) -> HttpResponse:
+    membership = get_membership(request.user, slug, allow=Membership.may_review)
+    annotation = get_object_or_404(Annotation, pk=annotation_id, trace__project=membership.project)
+    decision = request.POST.get("decision", "")
+    if decision not in (ReviewDecision.ACCEPT, ReviewDecision.REJECT):
+        return HttpResponse("decision must be accept or reject", status=400)
+    review.decide(annotation, request.user, decision, request.POST.get("comment", ""))
+    return redirect("review-trace", slug=slug, trace_id=annotation.trace_id)
+
+
+@login_required
+@require_GET
+def agreement(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = get_membership(request.user, slug, allow=Membership.may_review)
+    return render(
+        request,
+        "agreement.html",
+        {
+            "project": membership.project,
+            "membership": membership,
+            "quality": project_quality(membership.project),
+        },
+    )

@@ -1,0 +1,345 @@
+"""Scoring runs and scorers: start a run, follow it, cancel or retry it, import a score
+file, register a scorer, and the per-step score cells that the trace, Label and review
+pages show beside the human labels."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from annotator import jobs, runs
+from annotator.access import get_membership
+from annotator.models import JobStatus, Membership, Project, Scorer, ScoringRun, Trace
+from scoring import metrics
+from scoring.types import NO_PREDICTION
+
+# A queued run nobody has taken after this long gets a "waiting for a worker" note.
+WAITING_NOTE_SECONDS = 5
+LATEST_RUNS = 5
+
+LABELLED_CHOICES = [("", "labelled or not"), ("yes", "labelled"), ("no", "not labelled")]
+
+
+# -- score cells (trace, Label and review pages) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreCell:
+    index: int
+    text: str  # the score to 3 decimals, or "nan": the scorer gave no verdict
+    hue: str  # the score clamped to [0, 1] for the colour scale; "" for NaN
+    predicted_first_error: bool
+    human_first_error: bool
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    run: ScoringRun
+    cells: list[ScoreCell]
+    predicted: int  # the run's first error at its threshold: -1 none, NO_PREDICTION
+
+
+def score_text(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.3f}"
+
+
+def score_context(
+    membership: Membership, trace: Trace, human_first_error: int | None
+) -> dict[str, object]:
+    """What ``score_cells.html`` needs for one trace: a row of cells per run of the
+    project that scored it. Two queries whatever the number of runs and steps, none
+    for a member who may not see model scores."""
+    if not membership.sees_model_scores():
+        return {"score_rows": []}
+    project_runs = list(
+        ScoringRun.objects.filter(project=membership.project)
+        .only("id", "name", "threshold")
+        .order_by("id")
+    )
+    found = runs.scores_by_trace(project_runs, trace) if project_runs else {}
+    rows = []
+    for run in project_runs:
+        scores = found.get(run.pk)
+        if not scores:
+            continue
+        predicted = metrics.first_error(scores, run.threshold)
+        cells = [
+            ScoreCell(
+                index=index,
+                text=score_text(score),
+                hue="" if math.isnan(score) else f"{min(1.0, max(0.0, score)):.3f}",
+                predicted_first_error=index == predicted,
+                human_first_error=index == human_first_error,
+            )
+            for index, score in enumerate(scores)
+        ]
+        rows.append(ScoreRow(run=run, cells=cells, predicted=predicted))
+    return {
+        "score_rows": rows,
+        "score_steps": range(trace.num_steps),
+        "human_first_error": human_first_error,
+        "no_prediction": NO_PREDICTION,
+    }
+
+
+# -- forms ----------------------------------------------------------------------------------
+
+
+def _distinct(project: Project, field: str) -> list[str]:
+    return list(
+        Trace.objects.filter(project=project)
+        .order_by(field)
+        .values_list(field, flat=True)
+        .distinct()
+    )
+
+
+class ScoreForm(forms.Form):
+    """*Score traces*: a scorer over a selection of the project's traces."""
+
+    scorer = forms.ModelChoiceField(queryset=Scorer.objects.all(), empty_label=None)
+    split = forms.ChoiceField(required=False)
+    generator = forms.ChoiceField(required=False)
+    source = forms.ChoiceField(required=False)
+    labelled = forms.ChoiceField(choices=LABELLED_CHOICES, required=False)
+    ids = forms.CharField(
+        required=False,
+        max_length=100_000,
+        label="Trace ids",
+        help_text="Optional: only these traces (the numbers in their page addresses).",
+    )
+    name = forms.SlugField(
+        required=False, max_length=100, help_text="Leave empty to name it after the scorer."
+    )
+
+    def __init__(self, project: Project, *args, facets: dict | None = None, **kwargs) -> None:
+        """``facets``: the project's ``splits`` and ``generators`` where the page has
+        them already (``services.facet_values``), saving two queries."""
+        super().__init__(*args, **kwargs)
+        facets = facets or {}
+        for field, known in (("split", "splits"), ("generator", "generators"), ("source", "")):
+            values = facets[known] if known in facets else _distinct(project, field)
+            self.fields[field].choices = [("", "all")] + [(v, v or "(none)") for v in values]
+
+    def selection(self) -> dict[str, str]:
+        return {key: self.cleaned_data[key] for key in runs.SELECTION_KEYS}
+
+
+class ImportScoresForm(forms.Form):
+    file = forms.FileField(
+        help_text='JSONL from "python -m scoring score", or {"id": ..., "scores": [...]} per line.'
+    )
+    name = forms.SlugField(max_length=100, label="Run name")
+
+    def __init__(self, *args, **kwargs) -> None:
+        # Own element ids: it shares the runs page with the *Score traces* form.
+        kwargs.setdefault("auto_id", "import_%s")
+        super().__init__(*args, **kwargs)
+
+
+class ScorerForm(forms.ModelForm):
+    """Registering a scorer; ``Scorer.clean`` (run by the form's model validation)
+    checks the adapter, the model and the options, and its errors land on the fields."""
+
+    adapter = forms.ChoiceField(choices=[])
+    options = forms.JSONField(
+        required=False,
+        help_text='A JSON object, e.g. {"device": "cpu", "threshold": 0.5}.',
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+    class Meta:
+        model = Scorer
+        fields = ["name", "adapter", "model", "revision", "options"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        from scoring.adapters import ADAPTERS
+
+        super().__init__(*args, **kwargs)
+        self.fields["adapter"].choices = [(a, a) for a in sorted(ADAPTERS)]
+
+    def clean_options(self) -> object:
+        return {} if self.cleaned_data["options"] is None else self.cleaned_data["options"]
+
+
+# -- pages ----------------------------------------------------------------------------------
+
+
+def _get_run(request: HttpRequest, slug: str, run_id: int, allow) -> tuple[Membership, ScoringRun]:
+    membership = get_membership(request.user, slug, allow=allow)
+    run = get_object_or_404(
+        ScoringRun.objects.select_related("scorer", "created_by"),
+        project=membership.project,
+        pk=run_id,
+    )
+    return membership, run
+
+
+def _runs_page(
+    request: HttpRequest,
+    membership: Membership,
+    *,
+    score_form: ScoreForm | None = None,
+    import_form: ImportScoresForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    project = membership.project
+    context: dict[str, object] = {
+        "project": project,
+        "membership": membership,
+        "runs": project.scoring_runs.select_related("scorer").order_by("-id"),
+    }
+    if membership.may_manage():
+        context["score_form"] = score_form or ScoreForm(project)
+        context["import_form"] = import_form or ImportScoresForm()
+    return render(request, "runs.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def run_list(request: HttpRequest, slug: str) -> HttpResponse:
+    """The project's runs; owners start one here (the *Score traces* form posts here)."""
+    membership = get_membership(request.user, slug, allow=Membership.sees_model_scores)
+    if request.method == "GET":
+        return _runs_page(request, membership)
+    if not membership.may_manage():
+        raise PermissionDenied("only the project's owners start runs")
+    project = membership.project
+    form = ScoreForm(project, request.POST)
+    if not form.is_valid():
+        return _runs_page(request, membership, score_form=form, status=400)
+    try:
+        run = runs.start_run(
+            project,
+            form.cleaned_data["scorer"],
+            request.user,
+            selection=form.selection(),
+            name=form.cleaned_data["name"],
+        )
+    except runs.RunError as exc:
+        form.add_error(None, str(exc))
+        return _runs_page(request, membership, score_form=form, status=400)
+    except jobs.EnqueueError as exc:
+        form.add_error(None, str(exc))
+        return _runs_page(request, membership, score_form=form, status=503)
+    return redirect("run", slug=project.slug, run_id=run.pk)
+
+
+@login_required
+@require_POST
+def run_import(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = get_membership(request.user, slug, allow=Membership.may_manage)
+    form = ImportScoresForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _runs_page(request, membership, import_form=form, status=400)
+    upload = form.cleaned_data["file"]
+    try:
+        run = runs.import_scores(
+            membership.project,
+            upload.file,
+            upload.name,
+            name=form.cleaned_data["name"],
+            user=request.user,
+        )
+    except runs.RunError as exc:
+        form.add_error("file", str(exc))
+        return _runs_page(request, membership, import_form=form, status=400)
+    messages.success(request, f"Imported {run.summary.get('traces', 0)} traces' scores.")
+    return redirect("run", slug=membership.project.slug, run_id=run.pk)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _figure(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.1f}"
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    membership, run = _get_run(request, slug, run_id, Membership.sees_model_scores)
+    table = []
+    if run.status == JobStatus.DONE:
+        table = [
+            {
+                "split": row.split,
+                "acc_err": _figure(row.result.acc_err),
+                "acc_cor": _figure(row.result.acc_cor),
+                "f1": _figure(row.result.f1),
+                "n_err": row.result.n_err,
+                "n_cor": row.result.n_cor,
+            }
+            for row in runs.processbench_rows(run)
+        ]
+    context = {
+        "project": membership.project,
+        "membership": membership,
+        "run": run,
+        "options": json.dumps(run.provenance.get("options") or {}, sort_keys=True),
+        "eta": _duration(run.eta_seconds),
+        "waiting_for_worker": run.seconds_waiting > WAITING_NOTE_SECONDS,
+        "table": table,
+    }
+    template = "run.html#run-status" if request.htmx else "run.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    membership, run = _get_run(request, slug, run_id, Membership.may_manage)
+    jobs.cancel(run)
+    return redirect("run", slug=membership.project.slug, run_id=run.pk)
+
+
+@login_required
+@require_POST
+def run_retry(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    membership, run = _get_run(request, slug, run_id, Membership.may_manage)
+    try:
+        jobs.retry(run)
+    except (ValueError, jobs.EnqueueError) as exc:
+        messages.error(request, str(exc))
+    return redirect("run", slug=membership.project.slug, run_id=run.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def scorer_list(request: HttpRequest) -> HttpResponse:
+    """Every registered scorer; staff register new ones (a scorer decides what code and
+    weights the workers load)."""
+    form = None
+    status = 200
+    if request.user.is_staff:
+        form = ScorerForm(request.POST or None)
+        if request.method == "POST":
+            if form.is_valid():
+                scorer = form.save(commit=False)
+                scorer.created_by = request.user
+                scorer.save()
+                messages.success(request, f"Registered scorer {scorer.name}.")
+                return redirect("scorers")
+            status = 400
+    elif request.method == "POST":
+        raise PermissionDenied("only staff register scorers")
+    return render(
+        request,
+        "scorers.html",
+        {"scorers": Scorer.objects.all(), "form": form},
+        status=status,
+    )
