@@ -17,12 +17,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Development targets run with DEBUG on unless told otherwise: with DEBUG off the
+# settings refuse to start without SECRET_KEY (see README, "Security and production").
 demo: install
-	$(PY) manage.py demo
+	DEBUG=$${DEBUG:-true} $(PY) manage.py demo
 
 # One worker for both queues on a development machine; a GPU box runs `-Q gpu` apart.
 worker: install
-	$(VENV)/bin/celery -A annotator worker -l info -Q default,gpu
+	DEBUG=$${DEBUG:-true} $(VENV)/bin/celery -A annotator worker -l info -Q default,gpu
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \

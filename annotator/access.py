@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 
 from django.http import Http404
 
+from annotator.hiding import check_trace_visible
 from annotator.models import Membership, Trace
 
 
@@ -43,10 +44,12 @@ def get_membership(
 def get_trace_for_user(
     user, slug: str, trace_id: int, *, allow: Callable[[Membership], bool] | None = None
 ) -> tuple[Membership, Trace]:
-    """The membership and the project's trace ``trace_id`` (problem loaded), or 404."""
+    """The membership and the project's trace ``trace_id`` (problem loaded), or 404,
+    also for a trace hidden from the member (``annotator/hiding.py``)."""
     membership = get_membership(user, slug, allow=allow)
     try:
         trace = Trace.objects.select_related("problem").get(project=membership.project, pk=trace_id)
     except Trace.DoesNotExist:
         raise Http404("No such trace") from None
+    check_trace_visible(membership, trace)  # a reference trace, where answers are hidden
     return membership, trace

@@ -3,24 +3,32 @@ the HTML views. Token or session auth; non-members get 404 like in the UI."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict
 
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.shortcuts import get_object_or_404
-from django.urls import path
+from django.urls import path, reverse
+from django.views import defaults
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import exception_handler as drf_exception_handler
 
-from annotator import jobs, runs
+from annotator import jobs, labelling, queue, runs
 from annotator.access import get_membership, get_trace_for_user
 from annotator.exporting import EXPORT_FORMATS, LABEL_SOURCES
 from annotator.importing import start_import
@@ -35,9 +43,14 @@ from annotator.models import (
 )
 from annotator.scorers import validate_scorer
 from annotator.services import filter_traces, visible_annotations
+from annotator.views.annotate import SCREENING_FIRST
 from annotator.views.exports import FILE_TYPES, export_response
+from annotator.views.imports import upload_too_large
 from scoring.formats import FORMATS
+from scoring.labels import FLAGS
 from scoring.steps import SPLITTERS
+
+logger = logging.getLogger(__name__)
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -79,6 +92,7 @@ class TraceSerializer(serializers.ModelSerializer):
         membership = self.context.get("membership")
         if membership is None or not membership.sees_reference_answer():
             data["reference_answer"] = None
+            data["final_answer_correct"] = None  # judged against the hidden answer
         return data
 
 
@@ -180,7 +194,7 @@ class TraceList(generics.ListAPIView):
 
     def get_queryset(self):
         self.membership = get_membership(self.request.user, self.kwargs["slug"])
-        return filter_traces(self.membership.project, self.request.query_params)
+        return filter_traces(self.membership, self.request.query_params)
 
     def get_serializer_context(self) -> dict:
         return {**super().get_serializer_context(), "membership": self.membership}
@@ -193,13 +207,40 @@ def trace_detail(request: Request, slug: str, trace_id: int) -> Response:
     return Response(TraceDetailSerializer(trace, context={"membership": membership}).data)
 
 
+def _page_of(serializer: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """The schema of a LimitOffsetPagination page of ``serializer`` rows."""
+    fields = {
+        "count": serializers.IntegerField(),
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "results": serializer(many=True),
+    }
+    name = serializer.__name__.removesuffix("Serializer") + "Page"
+    return type(name, (serializers.Serializer,), fields)
+
+
 @extend_schema(
-    request=ImportRequestSerializer, responses={202: ImportJobSerializer, 503: OpenApiTypes.OBJECT}
+    methods=["GET"],
+    responses=_page_of(ImportJobSerializer),
+    description="The project's imports, newest first (owners).",
+    operation_id="projects_imports_list",  # not ..._retrieve, the one job's (check --deploy)
 )
-@api_view(["POST"])
+@extend_schema(
+    methods=["POST"],
+    request=ImportRequestSerializer,
+    responses={202: ImportJobSerializer, 413: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+)
+@api_view(["GET", "POST"])
 @parser_classes([MultiPartParser])
 def import_create(request: Request, slug: str) -> Response:
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    if request.method == "GET":
+        return _paginated(request, ImportJob.objects.filter(project=project).order_by("-id"))
+    if too_large := upload_too_large(request):
+        return Response(
+            {"detail": too_large, "code": "upload_too_large"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     params = ImportRequestSerializer(data=request.data)
     params.is_valid(raise_exception=True)
     try:
@@ -214,6 +255,36 @@ def import_create(request: Request, slug: str) -> Response:
     except jobs.EnqueueError as exc:
         return _broker_down(exc)
     return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+def exception_handler(exc: Exception, context: dict) -> Response:
+    """DRF's handler, and a JSON 500 for anything it does not know: every API error
+    has a JSON body (``{"detail": ..., "code": ...}``), never Django's HTML page. The
+    exception is logged with its traceback, not shown."""
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        return response
+    logger.error("API error", exc_info=exc, extra={"request": context.get("request")})
+    return Response(
+        {"detail": "Server error; it has been logged.", "code": "server_error"},
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+def server_error(request: HttpRequest) -> HttpResponseBase:
+    """The 500 for errors outside DRF (middleware, ``handler500``): JSON under ``/api/``."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"detail": "Server error; it has been logged.", "code": "server_error"}, status=500
+        )
+    return defaults.server_error(request)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponseBase:
+    """The 404 for URLs no view matches (``handler404``): JSON under ``/api/``."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 def _broker_down(exc: jobs.EnqueueError) -> Response:
@@ -276,6 +347,148 @@ def export(request: Request, slug: str) -> HttpResponseBase:
     """The same download as the project page's (see ``export_response``)."""
     project = get_membership(request.user, slug, allow=Membership.may_review).project
     return export_response(project, request.query_params)
+
+
+# -- labelling: claim, submit, my labels ------------------------------------------------------
+
+
+def _paginated(request: Request, queryset, serializer=ImportJobSerializer) -> Response:
+    paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+    page = paginator.paginate_queryset(queryset, request)
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+class ClaimSerializer(serializers.Serializer):
+    trace = TraceDetailSerializer(allow_null=True)
+    reason = serializers.CharField(help_text='"" with a trace; else "done" or "screening-failed"')
+
+
+class LabelRequestSerializer(serializers.Serializer):
+    """What the Label page's form sends, as JSON. The same rules check it
+    (``normalise_label``): the project's scheme, a reason for a flag, ratings in -1..1."""
+
+    first_error_step = serializers.IntegerField(
+        required=False, allow_null=True, min_value=-1, help_text="-1: all steps correct"
+    )
+    step_ratings = serializers.ListField(
+        child=serializers.IntegerField(allow_null=True, min_value=-1, max_value=1),
+        required=False,
+        allow_null=True,
+        help_text="one rating per step (-1, 0, 1 or null), 0-based like every step index",
+    )
+    flag = serializers.ChoiceField(choices=("", *FLAGS), required=False, default="")
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    seconds_spent = serializers.FloatField(required=False, allow_null=True, min_value=0)
+
+
+class MyLabelSerializer(AnnotationSerializer):
+    trace = serializers.IntegerField(source="trace_id")
+    external_id = serializers.CharField(source="trace.external_id")
+
+    class Meta(AnnotationSerializer.Meta):
+        fields = ["trace", "external_id", *AnnotationSerializer.Meta.fields]
+
+
+@extend_schema(request=None, responses=ClaimSerializer)
+@api_view(["POST"])
+def claim_next(request: Request, slug: str) -> Response:
+    """Serve and hold the next trace, as the Label page's "next" does."""
+    membership = get_membership(request.user, slug)
+    served = queue.claim_next(membership.project, request.user)
+    trace = None
+    if served.trace is not None:
+        trace = TraceDetailSerializer(served.trace, context={"membership": membership}).data
+    return Response({"trace": trace, "reason": served.reason})
+
+
+@extend_schema(
+    request=LabelRequestSerializer,
+    responses={201: AnnotationSerializer, 400: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
+)
+@api_view(["POST"])
+def submit_label(request: Request, slug: str, trace_id: int) -> Response:
+    """Store a label for the trace: a new version of yours, as the Label page does."""
+    membership, trace = get_trace_for_user(request.user, slug, trace_id)
+    params = LabelRequestSerializer(data=request.data)
+    params.is_valid(raise_exception=True)
+    data = params.validated_data
+    ratings = data.get("step_ratings") or [None] * trace.num_steps
+    if len(ratings) != trace.num_steps:
+        raise serializers.ValidationError(
+            {"step_ratings": [f"{trace.num_steps} ratings expected, one per step"]}
+        )
+    try:
+        label = labelling.normalise_label(
+            trace.num_steps,
+            membership.project.label_scheme,
+            data.get("first_error_step"),
+            ratings,
+            data["flag"],
+            data["reason"],
+        )
+    except labelling.LabelError as exc:
+        raise serializers.ValidationError({"non_field_errors": [str(exc)]}) from None
+    if not queue.may_label(membership.project, trace, request.user):
+        return Response(
+            {"detail": SCREENING_FIRST, "code": "screening"}, status=status.HTTP_409_CONFLICT
+        )
+    try:
+        annotation = labelling.submit_label(
+            membership.project,
+            trace,
+            request.user,
+            label,
+            seconds_spent=data.get("seconds_spent"),
+            limit_to_n=not membership.may_review(),
+        )
+    except labelling.TraceFull as exc:
+        return Response({"detail": str(exc), "code": "trace_full"}, status=status.HTTP_409_CONFLICT)
+    annotation.annotator = request.user
+    return Response(AnnotationSerializer(annotation).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(responses=_page_of(MyLabelSerializer))
+@api_view(["GET"])
+def my_labels(request: Request, slug: str) -> Response:
+    """Your current labels in the project (the latest version of each), newest first."""
+    project = get_membership(request.user, slug).project
+    labels = (
+        Annotation.objects.filter(
+            trace__project=project, annotator=request.user, kind="label", is_latest=True
+        )
+        .select_related("trace", "annotator")
+        .order_by("-created_at", "-id")
+    )
+    return _paginated(request, labels, MyLabelSerializer)
+
+
+@extend_schema(responses=OpenApiTypes.OBJECT)
+@api_view(["GET"])
+def api_root(request: Request) -> Response:
+    """Where everything is: the resources, the schema and its documentation pages."""
+
+    def url(name: str, *args) -> str:
+        return request.build_absolute_uri(reverse(name, args=args))
+
+    return Response(
+        {
+            "projects": url("api-projects"),
+            "scorers": url("api-scorers"),
+            "schema": url("api-schema"),
+            "docs": url("api-docs"),
+            "redoc": url("api-redoc"),
+            "tokens": url("tokens"),
+            "per_project": {
+                "traces": "projects/{slug}/traces/",
+                "claim_next": "projects/{slug}/claim/",
+                "submit_label": "projects/{slug}/traces/{id}/label/",
+                "my_labels": "projects/{slug}/labels/",
+                "imports": "projects/{slug}/imports/",
+                "export": "projects/{slug}/export/",
+                "runs": "projects/{slug}/runs/",
+            },
+        }
+    )
 
 
 # -- scorers and scoring runs ---------------------------------------------------------------
@@ -484,12 +697,154 @@ def trace_scores(request: Request, slug: str, trace_id: int) -> Response:
     )
 
 
+# -- Monte-Carlo runs and label sets (issue 10) ---------------------------------------------
+
+
+class MonteCarloRunSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    completer = serializers.CharField(read_only=True)
+    model = serializers.CharField(read_only=True)
+    mode = serializers.CharField(read_only=True)
+    n = serializers.IntegerField(read_only=True)
+    options = serializers.DictField(read_only=True)
+    selection = serializers.DictField(read_only=True)
+    keep_rollouts = serializers.BooleanField(read_only=True)
+    status = serializers.CharField(read_only=True)
+    queue = serializers.CharField(read_only=True)
+    progress_done = serializers.IntegerField(read_only=True)
+    progress_total = serializers.IntegerField(read_only=True, allow_null=True)
+    rollouts = serializers.IntegerField(read_only=True)
+    tokens = serializers.IntegerField(read_only=True)
+    attempts = serializers.IntegerField(read_only=True)
+    summary = serializers.DictField(read_only=True)
+    error = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class MonteCarloRequestSerializer(serializers.Serializer):
+    completer = serializers.CharField(max_length=500)
+    model = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    mode = serializers.ChoiceField(choices=["exhaustive", "binary"], default="exhaustive")
+    n = serializers.IntegerField(min_value=1, max_value=256, default=8)
+    options = serializers.DictField(required=False, default=dict)
+    selection = serializers.DictField(required=False, default=dict)
+    keep_rollouts = serializers.BooleanField(default=False)
+    name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
+
+
+class LabelSetSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.SlugField(max_length=100)
+    source = serializers.ChoiceField(
+        choices=["human", "mc-hard", "mc-soft", "scoring", "consensus"]
+    )
+    params = serializers.DictField(required=False, default=dict)
+    summary = serializers.DictField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+@extend_schema(methods=["GET"], responses=MonteCarloRunSerializer(many=True))
+@extend_schema(
+    methods=["POST"],
+    request=MonteCarloRequestSerializer,
+    responses={202: MonteCarloRunSerializer, 400: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+    description="Start a Monte-Carlo run (owners who are staff: the completer decides what "
+    "URL or model the workers use).",
+)
+@api_view(["GET", "POST"])
+def mc_run_list(request: Request, slug: str) -> Response:
+    from annotator import montecarlo
+    from annotator.models import MonteCarloRun
+
+    if request.method == "GET":
+        project = _project_seeing_scores(request, slug)
+        found = MonteCarloRun.objects.filter(project=project)
+        return Response(MonteCarloRunSerializer(found, many=True).data)
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    if not request.user.is_staff:
+        raise PermissionDenied("only staff owners start Monte-Carlo runs")
+    params = MonteCarloRequestSerializer(data=request.data)
+    params.is_valid(raise_exception=True)
+    try:
+        run = montecarlo.start_mc_run(project, request.user, **params.validated_data)
+    except runs.RunError as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    except jobs.EnqueueError as exc:
+        return _broker_down(exc)
+    return Response(MonteCarloRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _mc_run(request: Request, slug: str, run_id: int, allow):
+    from annotator.models import MonteCarloRun
+
+    project = get_membership(request.user, slug, allow=allow).project
+    return get_object_or_404(MonteCarloRun, project=project, pk=run_id)
+
+
+@extend_schema(responses=MonteCarloRunSerializer)
+@api_view(["GET"])
+def mc_run_detail(request: Request, slug: str, run_id: int) -> Response:
+    run = _mc_run(request, slug, run_id, Membership.sees_model_scores)
+    return Response(MonteCarloRunSerializer(run).data)
+
+
+@extend_schema(request=None, responses=MonteCarloRunSerializer)
+@api_view(["POST"])
+def mc_run_cancel(request: Request, slug: str, run_id: int) -> Response:
+    run = jobs.cancel(_mc_run(request, slug, run_id, Membership.may_manage))
+    return Response(MonteCarloRunSerializer(run).data)
+
+
+@extend_schema(request=None, responses={202: MonteCarloRunSerializer, 409: OpenApiTypes.OBJECT})
+@api_view(["POST"])
+def mc_run_retry(request: Request, slug: str, run_id: int) -> Response:
+    """Queue a failed or cancelled run again; it resumes after the traces it stored."""
+    try:
+        run = jobs.retry(_mc_run(request, slug, run_id, Membership.may_manage))
+    except jobs.EnqueueError as exc:
+        return _broker_down(exc)
+    except ValueError as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    return Response(MonteCarloRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(methods=["GET"], responses=LabelSetSerializer(many=True))
+@extend_schema(
+    methods=["POST"],
+    request=LabelSetSerializer,
+    responses={201: LabelSetSerializer, 400: OpenApiTypes.OBJECT},
+    description="Make a label set from a source (owners).",
+)
+@api_view(["GET", "POST"])
+def label_set_list(request: Request, slug: str) -> Response:
+    from annotator.labelsets import LabelSetError, create_label_set
+
+    if request.method == "GET":
+        project = _project_seeing_scores(request, slug)
+        return Response(LabelSetSerializer(project.label_sets.all(), many=True).data)
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    params = LabelSetSerializer(data=request.data)
+    params.is_valid(raise_exception=True)
+    data = params.validated_data
+    try:
+        made = create_label_set(project, data["name"], data["source"], data["params"], request.user)
+    except LabelSetError as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    return Response(LabelSetSerializer(made).data, status=status.HTTP_201_CREATED)
+
+
 # DRF authenticates API requests itself (token or session) and answers 401/403;
 # the site-wide login redirect must not intercept them.
 urlpatterns = [
     path(route, login_not_required(view), name=name)
     for route, view, name in [
+        ("", api_root, "api-root"),
         ("projects/", ProjectList.as_view(), "api-projects"),
+        ("projects/<slug:slug>/claim/", claim_next, "api-claim"),
+        ("projects/<slug:slug>/labels/", my_labels, "api-my-labels"),
+        ("projects/<slug:slug>/traces/<int:trace_id>/label/", submit_label, "api-label"),
         ("projects/<slug:slug>/", project_detail, "api-project"),
         ("projects/<slug:slug>/traces/", TraceList.as_view(), "api-traces"),
         ("projects/<slug:slug>/traces/<int:trace_id>/", trace_detail, "api-trace"),
@@ -504,7 +859,14 @@ urlpatterns = [
         ("projects/<slug:slug>/runs/<int:run_id>/", run_detail, "api-run"),
         ("projects/<slug:slug>/runs/<int:run_id>/cancel/", run_cancel, "api-run-cancel"),
         ("projects/<slug:slug>/runs/<int:run_id>/retry/", run_retry, "api-run-retry"),
+        ("projects/<slug:slug>/mc-runs/", mc_run_list, "api-mc-runs"),
+        ("projects/<slug:slug>/mc-runs/<int:run_id>/", mc_run_detail, "api-mc-run"),
+        ("projects/<slug:slug>/mc-runs/<int:run_id>/cancel/", mc_run_cancel, "api-mc-run-cancel"),
+        ("projects/<slug:slug>/mc-runs/<int:run_id>/retry/", mc_run_retry, "api-mc-run-retry"),
+        ("projects/<slug:slug>/label-sets/", label_set_list, "api-label-sets"),
         ("scorers/", ScorerList.as_view(), "api-scorers"),
         ("schema/", SpectacularAPIView.as_view(), "api-schema"),
+        ("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), "api-docs"),
+        ("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), "api-redoc"),
     ]
 ]

@@ -11,6 +11,8 @@ Which label a trace exports with (``labels``), as ``Verdict.resolve`` decides:
   on the first error; traces whose annotators disagree, or that nobody labelled, are
   left out of labelled formats.
 - ``adjudicated``: only traces with a reviewer's verdict (adjudicated or gold).
+- any other name: a label set's frozen labels (``annotator/labelsets.py``); traces
+  outside the set count as unlabelled.
 
 Steps after the first error have no judgement in first-error data, so the
 formats that label every step (TRL, Math-Shepherd, PRM800K) end each trace at
@@ -32,6 +34,7 @@ from typing import IO, Any
 import orjson
 from django.db.models import Prefetch
 
+from annotator.labelsets import label_set_named, verdicts_in_set
 from annotator.models import Annotation, Project, ScoringRun, StepScore, Trace, Verdict
 from scoring.formats import REGISTRY, ExportTrace, write_parquet
 
@@ -76,10 +79,8 @@ def iter_export(
         raise ValueError(
             f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}"
         )
-    if labels not in LABEL_SOURCES:
-        raise ValueError(
-            f"unknown label source {labels!r}; choose one of {', '.join(LABEL_SOURCES)}"
-        )
+    # Any other name is a label set (annotator/labelsets.py): its labels, frozen.
+    label_set = None if labels in LABEL_SOURCES else label_set_named(project, labels)
     if score_runs and fmt != "jsonl":
         raise ValueError("step scores are exported in the jsonl format only")
     summary = summary if summary is not None else ExportSummary()
@@ -98,10 +99,14 @@ def iter_export(
     with_steps = traces.with_steps(chunk_size=CHUNK_TRACES)
     while chunk := list(islice(with_steps, CHUNK_TRACES)):
         scores = _step_scores(score_runs, [trace.pk for trace in chunk]) if score_runs else {}
+        from_set = verdicts_in_set(label_set, chunk) if label_set else {}
         for trace in chunk:
-            verdict = Verdict.resolve(
-                trace.latest_annotations, reviewed_only=labels == "adjudicated"
-            )
+            if label_set:
+                verdict = from_set.get(trace.pk, Verdict())
+            else:
+                verdict = Verdict.resolve(
+                    trace.latest_annotations, reviewed_only=labels == "adjudicated"
+                )
             if verdict.disagreement:
                 summary.disagreements += 1
             elif not verdict.is_labelled:

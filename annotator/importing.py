@@ -16,7 +16,7 @@ import json
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import islice
@@ -27,10 +27,10 @@ from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
-from django.db.models import Model
 from django.utils import timezone
 
 from annotator import jobs
+from annotator.bulk import allocate_ids, copy_rows
 from annotator.models import (
     Annotation,
     AnnotationKind,
@@ -174,7 +174,7 @@ class _Writer:
         if not traces:
             return
         problem_ids = self._problem_ids(traces)
-        trace_ids = _allocate_ids(Trace, len(traces))
+        trace_ids = allocate_ids(Trace, len(traces))
         trace_rows, step_rows, annotation_rows = [], [], []
         for trace_id, trace in zip(trace_ids, traces, strict=True):
             trace_rows.append(
@@ -217,9 +217,9 @@ class _Writer:
                         self.now,
                     )
                 )
-        _insert(Trace, _TRACE_COLUMNS, trace_rows, with_ids=True)
-        _insert(Step, ("trace_id", "index", "text"), step_rows)
-        _insert(Annotation, _ANNOTATION_COLUMNS, annotation_rows)
+        copy_rows(Trace, _TRACE_COLUMNS, trace_rows, with_ids=True)
+        copy_rows(Step, ("trace_id", "index", "text"), step_rows)
+        copy_rows(Annotation, _ANNOTATION_COLUMNS, annotation_rows)
         self.summary.traces += len(trace_rows)
         self.summary.steps += len(step_rows)
         self.summary.labels += len(annotation_rows)
@@ -265,7 +265,7 @@ class _Writer:
         if to_fill:
             Problem.objects.bulk_update(to_fill, ["reference_answer", "reference_solution"])
         missing = [h for h in wanted if h not in known]
-        new_ids = _allocate_ids(Problem, len(missing))
+        new_ids = allocate_ids(Problem, len(missing))
         rows = [
             (
                 pid,
@@ -280,7 +280,7 @@ class _Writer:
             )
             for pid, h in zip(new_ids, missing, strict=True)
         ]
-        _insert(Problem, _PROBLEM_COLUMNS, rows, with_ids=True)
+        copy_rows(Problem, _PROBLEM_COLUMNS, rows, with_ids=True)
         self.summary.problems += len(rows)
         ids = {h: row["id"] for h, row in known.items()}
         ids.update(zip(missing, new_ids, strict=True))
@@ -331,55 +331,6 @@ _ANNOTATION_COLUMNS = (
     "is_latest",
     "created_at",
 )
-
-
-def _allocate_ids(model: type[Model], count: int) -> list[int]:
-    """Reserve ``count`` primary keys, so child rows can name their parent before it
-    is written. PostgreSQL draws them from the sequence (safe beside concurrent
-    imports). SQLite, the single-writer demo database, continues from the largest id."""
-    if count == 0:
-        return []
-    table = model._meta.db_table
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-                [table, count],
-            )
-            return [row[0] for row in cursor.fetchall()]
-        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {connection.ops.quote_name(table)}")
-        start = cursor.fetchone()[0] + 1
-        return list(range(start, start + count))
-
-
-def _insert(
-    model: type[Model], columns: Sequence[str], rows: list[tuple], *, with_ids: bool = False
-) -> None:
-    """Insert rows given as tuples in ``columns`` order. With ``with_ids`` false the
-    rows carry no id column and the database assigns one."""
-    if not rows:
-        return
-    if not with_ids:
-        columns = tuple(c for c in columns if c != "id")
-    if connection.vendor == "postgresql":
-        table = connection.ops.quote_name(model._meta.db_table)
-        cols = ", ".join(connection.ops.quote_name(c) for c in columns)
-        with (
-            connection.cursor() as cursor,
-            cursor.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
-        return
-    json_columns = {"metadata", "step_ratings"} & set(columns)
-    objs = []
-    for row in rows:
-        values = dict(zip(columns, row, strict=True))
-        for key in json_columns:
-            if values[key] is not None:
-                values[key] = json.loads(values[key])
-        objs.append(model(**values))
-    model.objects.bulk_create(objs, batch_size=500)
 
 
 def start_import(

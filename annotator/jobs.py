@@ -39,12 +39,12 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from annotator.models import ImportJob, Job, JobStatus, ScoringRun
+from annotator.models import ImportJob, Job, JobStatus, MonteCarloRun, ScoringRun, TrainingRun
 
 log = logging.getLogger(__name__)
 
 # Every job kind, for the sweeper. Scoring, Monte-Carlo and training runs join here.
-JOB_MODELS: tuple[type[Job], ...] = (ImportJob, ScoringRun)
+JOB_MODELS: tuple[type[Job], ...] = (ImportJob, ScoringRun, MonteCarloRun, TrainingRun)
 
 BROKER_DOWN = (
     "The task queue (broker) did not answer, so the job was not queued. Try again once it is back."

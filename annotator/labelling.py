@@ -7,8 +7,11 @@ for the views. ``submit_label`` stores a new version.
 
 from __future__ import annotations
 
-from django.db import transaction
-from django.db.models import F
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
 
 from annotator.models import Annotation, AnnotationKind, LabelScheme, Project, Trace
 from annotator.queue import release
@@ -27,19 +30,25 @@ def counts_toward_overlap(annotation: Annotation | None) -> bool:
     return annotation is not None and not annotation.gave_up
 
 
+_UNKNOWN = object()  # "look the previous version up" (a caller may know it already)
+
+
 def append_version(
-    trace: Trace, user, kind: str, label: Label, **fields
+    trace: Trace, user, kind: str, label: Label, *, previous=_UNKNOWN, **fields
 ) -> tuple[Annotation, Annotation | None]:
     """Insert ``label`` as the user's newest ``kind`` annotation of ``trace`` and flip
     the previous latest version; returns (new, previous). Call inside a transaction
     that holds the trace row lock, so concurrent versions of one trace queue up.
+    ``previous``: the latest version (id, version, gave_up) or None, where the caller
+    read it already under that lock.
 
     Labels are versioned per annotator. An adjudication or a gold label is the trace's
     one verdict, so it is versioned per trace: a second reviewer's replaces the first's."""
     mine = Annotation.objects.filter(trace=trace, kind=kind, is_latest=True)
     if kind not in PER_TRACE_KINDS:
         mine = mine.filter(annotator=user, external_annotator="")
-    previous = mine.only("id", "version", "gave_up").order_by("-id").first()
+    if previous is _UNKNOWN:
+        previous = mine.only("id", "version", "gave_up").order_by("-id").first()
     if previous is not None:
         mine.update(is_latest=False)
     annotation = Annotation.objects.create(
@@ -63,24 +72,105 @@ def lock_trace(trace: Trace) -> None:
     Trace.objects.select_for_update().filter(pk=trace.pk).values_list("pk").get()
 
 
+class TraceFull(LabelError):
+    """A new label for a trace that already has its N annotators."""
+
+
+# The trace row lock, and in the same statement what the N check needs (the labels
+# that count, other people's live holds, whether the submitter holds it) and the
+# submitter's latest version (at most one: the annotation_one_latest constraint).
+_LOCK_LOAD_SQL = """
+SELECT t.label_count,
+  (SELECT count(*) FROM annotator_assignment s
+   WHERE s.trace_id = t.id AND NOT s.skipped AND s.expires_at > %(now)s
+     AND s.annotator_id <> %(user)s),
+  EXISTS (SELECT 1 FROM annotator_assignment s
+   WHERE s.trace_id = t.id AND s.annotator_id = %(user)s AND NOT s.skipped
+     AND s.expires_at > %(now)s),
+  a.id, a.version, a.gave_up
+FROM annotator_trace t
+LEFT JOIN annotator_annotation a ON a.trace_id = t.id AND a.annotator_id = %(user)s
+  AND a.external_annotator = '' AND a.kind = 'label' AND a.is_latest
+WHERE t.id = %(trace)s
+"""
+
+# Release the submitter's hold and move label_count in one round trip (PostgreSQL's
+# data-modifying WITH; SQLite, the demo's database, takes two statements).
+_RELEASE_AND_COUNT_SQL = """
+WITH released AS (
+  DELETE FROM annotator_assignment
+  WHERE trace_id = %(trace)s AND annotator_id = %(user)s AND NOT skipped)
+UPDATE annotator_trace SET label_count = label_count + %(delta)s WHERE id = %(trace)s
+"""
+
+
+def _lock_and_load(trace: Trace, user) -> tuple[int, int, bool, Annotation | None]:
+    """(label_count, other people's live holds, whether the user holds it, the user's
+    latest label) with the trace row locked."""
+    sql = _LOCK_LOAD_SQL
+    if connection.vendor == "postgresql":  # SQLite (the demo) serialises writers anyway
+        sql += " FOR UPDATE OF t"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"trace": trace.pk, "user": user.pk, "now": timezone.now()})
+        label_count, others_holding, mine, prev_id, prev_version, prev_gave_up = cursor.fetchone()
+    previous = None
+    if prev_id is not None:
+        previous = Annotation(id=prev_id, version=prev_version, gave_up=bool(prev_gave_up))
+    return label_count, others_holding, bool(mine), previous
+
+
+def _release_and_count(trace: Trace, user, delta: int) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            params = {"trace": trace.pk, "user": user.pk, "delta": delta}
+            cursor.execute(_RELEASE_AND_COUNT_SQL, params)
+        return
+    if delta:
+        Trace.objects.filter(pk=trace.pk).update(label_count=F("label_count") + delta)
+    release(trace, user)
+
+
 def submit_label(
-    project: Project, trace: Trace, user, label: Label, *, seconds_spent: float | None = None
+    project: Project,
+    trace: Trace,
+    user,
+    label: Label,
+    *,
+    seconds_spent: float | None = None,
+    limit_to_n: bool = False,
 ) -> Annotation:
     """Store ``label`` as the user's newest version for ``trace``; release their hold.
 
     The trace row is locked first, so two submissions of one trace (a double press of
-    Enter, two tabs) run one after the other, and ``label_count`` stays exact."""
+    Enter, two tabs) run one after the other, and ``label_count`` stays exact.
+
+    With ``limit_to_n`` (the Label page and the API, for annotators) a label that would
+    be the trace's N+1th (a direct POST, a stale tab) is refused with
+    :class:`TraceFull`. Without a hold of their own, other people's live holds count
+    too, so a claimed trace is not taken from under its holder. Gold questions are
+    answered by everyone."""
     if seconds_spent is not None:
         seconds_spent = min(max(seconds_spent, 0.0), MAX_SECONDS)
     with transaction.atomic():
-        lock_trace(trace)
+        label_count, others_holding, mine, previous = _lock_and_load(trace, user)
         annotation, previous = append_version(
-            trace, user, AnnotationKind.LABEL, label, seconds_spent=seconds_spent
+            trace,
+            user,
+            AnnotationKind.LABEL,
+            label,
+            previous=previous,
+            seconds_spent=seconds_spent,
         )
         delta = int(counts_toward_overlap(annotation)) - int(counts_toward_overlap(previous))
-        if delta:
-            Trace.objects.filter(pk=trace.pk).update(label_count=F("label_count") + delta)
-        release(trace, user)
+        load = label_count if mine else label_count + others_holding
+        n = project.annotators_per_trace
+        if limit_to_n and delta > 0 and not trace.is_gold and load >= n:
+            raise TraceFull(
+                f"This trace already has its {n} label{'s' if n != 1 else ''}"
+                f"{'' if mine or not others_holding else ' (counting people who hold it now)'}: "
+                "yours was not stored. Only reviewers add more; skip it (s) to move on."
+            )
+        _release_and_count(trace, user, delta)
     return annotation
 
 
@@ -126,3 +216,24 @@ def reviewer_label(data, num_steps: int) -> Label:
     return normalise_label(
         num_steps, LabelScheme.FIRST_ERROR, parse_first_error(data), parse_ratings(data, num_steps)
     )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The Label page's progress line."""
+
+    today: int  # the user's labels in this project since local midnight
+    total: int  # the user's labels in this project
+    left: int  # regular traces still short of their N labels
+
+
+def progress(project: Project, user) -> Progress:
+    """Two aggregate queries; the page loads it after the trace, off the submit path."""
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = Annotation.objects.filter(
+        trace__project=project, annotator=user, kind=AnnotationKind.LABEL, is_latest=True
+    ).aggregate(total=Count("id"), today=Count("id", filter=Q(created_at__gte=midnight)))
+    left = Trace.objects.filter(
+        project=project, is_gold=False, label_count__lt=project.annotators_per_trace
+    ).count()
+    return Progress(today=mine["today"], total=mine["total"], left=left)

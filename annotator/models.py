@@ -38,6 +38,10 @@ class LabelScheme(models.TextChoices):
 class QueueOrder(models.TextChoices):
     IMPORT = "import", "Import order"
     RANDOM = "random", "Random (seeded)"
+    # Model-driven orders (annotator/queue.py), computed from the project's queue run.
+    CONVINCING_WRONG = "convincing_wrong", "Convincing wrong answers first (queue run)"
+    RUNS_DISAGREE = "runs_disagree", "Where the project's runs disagree most first"
+    RUN_VS_HUMANS = "run_vs_humans", "Where the queue run disagrees with the labels first"
 
 
 class Project(models.Model):
@@ -55,6 +59,15 @@ class Project(models.Model):
         max_length=20, choices=QueueOrder.choices, default=QueueOrder.IMPORT, db_default="import"
     )
     queue_seed = models.IntegerField(default=0, db_default=0)
+    # The run whose scores the model-driven queue orders read; annotators never see them.
+    queue_run = models.ForeignKey(
+        "ScoringRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The scoring run that orders the queue (model-driven orders only).",
+    )
     # Which order Trace.queue_rank was computed for ("random:7"); a mismatch re-ranks.
     queue_ranked_as = models.CharField(max_length=64, blank=True, default="", db_default="")
     lock_minutes = models.PositiveSmallIntegerField(
@@ -62,6 +75,12 @@ class Project(models.Model):
         db_default=10,
         validators=[MinValueValidator(1)],
         help_text="How long a served trace is held for its annotator.",
+    )
+    max_holds_per_person = models.PositiveSmallIntegerField(
+        default=3,
+        db_default=3,
+        validators=[MinValueValidator(1)],
+        help_text="Traces one annotator may hold at once (opened by link and claimed).",
     )
     gold_rate = models.FloatField(
         default=0.0,
@@ -714,12 +733,220 @@ class StepScore(models.Model):
     the chunk's traces in the same transaction, so a repeated chunk replaces itself."""
 
     pk = models.CompositePrimaryKey("run_id", "trace_id", "step_index")
-    run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No foreign-key constraints in the database: checking two of them per row at commit
+    # made storing scores 30x slower than the COPY itself. Integrity holds anyway: rows
+    # are written only beside their TraceScore (which has the constraints) in one
+    # transaction, and deleting a run or a trace deletes them through Django's cascade.
+    run = models.ForeignKey(
+        ScoringRun, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     trace = models.ForeignKey(
-        Trace, on_delete=models.CASCADE, related_name="step_scores", db_index=False
+        Trace,
+        on_delete=models.CASCADE,
+        related_name="step_scores",
+        db_index=False,
+        db_constraint=False,
     )
     step_index = models.PositiveIntegerField()
     score = RealField()
 
     def __str__(self) -> str:
         return f"step {self.step_index} of trace {self.trace_id} in run {self.run_id}: {self.score}"
+
+
+# -- Monte-Carlo labelling and label sets (issue 10) ----------------------------------------
+
+
+class MCMode(models.TextChoices):
+    EXHAUSTIVE = "exhaustive", "Every step (Math-Shepherd)"
+    BINARY = "binary", "Binary search for the first error (OmegaPRM)"
+
+
+class MonteCarloRun(Job):
+    """Monte-Carlo step labels over a selection of a project's traces that have a
+    reference answer (``scoring.montecarlo``). Resumable per trace: each trace's values
+    and kept rollouts are committed together, so a run taken up again after a dead
+    worker skips the traces it stored and never stores a rollout twice."""
+
+    task_name = "annotator.tasks.run_montecarlo"
+    resumable = True
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="mc_runs")
+    name = models.SlugField(max_length=100)
+    # "openai:BASE_URL" (a server; runs on the default queue) or "hf:PATH" (gpu queue).
+    completer = models.CharField(max_length=500)
+    model = models.CharField(max_length=500, blank=True, help_text="The served model's name.")
+    mode = models.CharField(max_length=20, choices=MCMode.choices, default=MCMode.EXHAUSTIVE)
+    n = models.PositiveSmallIntegerField(default=8, help_text="Rollouts per prefix.")
+    # Sampling (temperature, top_p, max_tokens, seed, stop), the completer's own options
+    # (chat, max_in_flight, timeout_s, retries, device) and ``template``.
+    options = models.JSONField(default=dict, blank=True)
+    selection = models.JSONField(default=dict, blank=True)
+    keep_rollouts = models.BooleanField(default=False)
+    rollouts = models.PositiveBigIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
+    summary = models.JSONField(default=dict, blank=True)
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="mcrun_unique_name")
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="mcrun_status")]
+
+    def __str__(self) -> str:
+        return f"Monte-Carlo run {self.name} in {self.project} ({self.status})"
+
+
+class TraceMC(models.Model):
+    """One trace's Monte-Carlo values in a run (lists by step; null where binary search
+    did not evaluate a step); its presence marks the trace done."""
+
+    run = models.ForeignKey(
+        MonteCarloRun, on_delete=models.CASCADE, related_name="trace_values", db_index=False
+    )
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="mc_values")
+    mc = models.JSONField(default=list)
+    hard = models.JSONField(default=list)
+    progress = models.JSONField(default=list)
+    problem_value = models.FloatField(null=True)
+    first_error = models.IntegerField()
+    rollouts = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveIntegerField(default=0)
+    step_rollouts = models.JSONField(default=list)
+    step_tokens = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "trace"], name="tracemc_unique")]
+
+    def __str__(self) -> str:
+        return f"trace {self.trace_id} in Monte-Carlo run {self.run_id}"
+
+
+class MCRollout(models.Model):
+    """A kept rollout: the completion from one prefix (step -1: the problem alone)."""
+
+    run = models.ForeignKey(MonteCarloRun, on_delete=models.CASCADE, related_name="+")
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    step_index = models.IntegerField()
+    sample = models.PositiveSmallIntegerField()
+    text = models.TextField()
+    answer = models.TextField(blank=True)
+    correct = models.BooleanField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "trace", "step_index", "sample"], name="mcrollout_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"rollout {self.sample} of step {self.step_index} of trace {self.trace_id}"
+
+
+class LabelSetSource(models.TextChoices):
+    HUMAN = "human", "Human labels (agreed or adjudicated)"
+    MC_HARD = "mc-hard", "Monte-Carlo hard labels"
+    MC_SOFT = "mc-soft", "Monte-Carlo soft labels at a threshold"
+    SCORING = "scoring", "A scoring run at a threshold"
+    CONSENSUS = "consensus", "Consensus of two label sets"
+
+
+class LabelSet(models.Model):
+    """Named per-trace first errors (and per-step labels) taken from one source, frozen
+    when made, for exports and training. ``params`` say how (run, threshold, the two
+    sets of a consensus); ``summary`` holds the counts (kept, dropped, agreement)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="label_sets")
+    name = models.SlugField(max_length=100)
+    source = models.CharField(max_length=20, choices=LabelSetSource.choices)
+    params = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="labelset_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"label set {self.name} in {self.project}"
+
+
+class LabelSetEntry(models.Model):
+    label_set = models.ForeignKey(
+        LabelSet, on_delete=models.CASCADE, related_name="entries", db_index=False
+    )
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="+")
+    first_error_step = models.IntegerField()
+    # +1/-1 per step up to the first error where the source gives them (null otherwise).
+    step_ratings = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["label_set", "trace"], name="labelsetentry_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"trace {self.trace_id} in {self.label_set_id}: {self.first_error_step}"
+
+
+class TrainingRun(Job):
+    """Fine-tuning a PRM on a project's labels (a label set, or the human verdicts) with
+    ``scoring.training``; traces of ``eval_split`` are held out for the ProcessBench
+    metric. Resumable: the trainer checkpoints under ``output_dir`` every
+    ``save_every`` steps, and a run taken up again continues from the newest checkpoint.
+    The finished model is registered as ``scorer``."""
+
+    task_name = "annotator.tasks.run_training"
+    resumable = True
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    name = models.SlugField(max_length=100)
+    kind = models.CharField(max_length=32)  # scoring.training.KINDS
+    base_model = models.CharField(max_length=500, help_text="Hub id or path on the workers' disk.")
+    # None: the human verdicts (agreed or adjudicated) at the time the run starts.
+    label_set = models.ForeignKey(
+        LabelSet, on_delete=models.PROTECT, related_name="training_runs", null=True, blank=True
+    )
+    eval_split = models.CharField(max_length=64, blank=True)
+    # scoring.training.TrainConfig fields: lora_r, epochs, lr, batch_tokens, max_steps, ...
+    options = models.JSONField(default=dict, blank=True)
+    output_dir = models.CharField(max_length=500, blank=True)
+    scorer = models.ForeignKey(
+        Scorer, on_delete=models.SET_NULL, related_name="+", null=True, blank=True
+    )
+    summary = models.JSONField(default=dict, blank=True)
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="trainingrun_unique_name")
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="trainingrun_status")]
+
+    def __str__(self) -> str:
+        return f"training run {self.name} in {self.project} ({self.status})"
+
+
+class TrainingPoint(models.Model):
+    """One logged value of a training run (``loss``, ``eval_f1``, ...) at a step; keyed
+    by (run, name, step), so a run resumed from a checkpoint overwrites the steps it
+    logs again instead of drawing them twice."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="points")
+    name = models.CharField(max_length=64)
+    step = models.PositiveIntegerField()
+    value = models.FloatField(null=True)
+
+    class Meta:
+        ordering = ["run", "name", "step"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "name", "step"], name="trainingpoint_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.step} = {self.value}"

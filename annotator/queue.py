@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
 from django.db.models import (
     BigIntegerField,
@@ -48,15 +49,18 @@ from django.db.models import (
     OuterRef,
     Value,
 )
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from annotator.hiding import REFERENCE_GENERATOR
 from annotator.models import (
     Annotation,
     AnnotationKind,
     Assignment,
     Project,
     QueueOrder,
+    Step,
     Trace,
 )
 from annotator.quality import gold_answers
@@ -78,14 +82,72 @@ def _rank_random(project: Project) -> Expression:
     )
 
 
+# Model-driven orders (PRM800K picked "convincing wrong-answer" solutions this way each
+# round): a rank of ``strength << 32 | id`` puts the strongest cases first and keeps
+# import order among equals; traces the order has nothing to say about come after all
+# of them. Only ranks are written: annotators never see a score.
+_LAST = 1 << 30  # strength bucket of the traces an order does not pick
+
+
+def _rank_convincing_wrong(project: Project) -> Expression:
+    """Wrong final answers with the highest lowest-step score under the queue run."""
+    return RawSQL(
+        """coalesce((SELECT (1000000 - round(least(greatest(ts.min_score, 0), 1) * 1000000))
+                      FROM annotator_tracescore ts
+                     WHERE ts.run_id = %s AND ts.trace_id = annotator_trace.id
+                       AND annotator_trace.final_answer_correct = false
+                       AND ts.min_score <> 'NaN'), %s)::bigint * 4294967296
+           + annotator_trace.id""",
+        [project.queue_run_id or 0, _LAST],
+        output_field=BigIntegerField(),
+    )
+
+
+def _rank_runs_disagree(project: Project) -> Expression:
+    """Traces whose finished runs predict the most different first errors, then the
+    widest spread of their lowest-step scores."""
+    return RawSQL(
+        """coalesce((SELECT CASE WHEN count(*) < 2 THEN NULL
+                               ELSE (1000 - count(DISTINCT ts.predicted_first_error)) * 1000000
+                                    + round(1000000 - least(max(ts.min_score) - min(ts.min_score),
+                                                            1) * 1000000) END
+                      FROM annotator_tracescore ts JOIN annotator_scoringrun r ON r.id = ts.run_id
+                     WHERE ts.trace_id = annotator_trace.id AND r.status = 'done'
+                       AND ts.min_score <> 'NaN'), %s)::bigint * 4294967296
+           + annotator_trace.id""",
+        [_LAST],
+        output_field=BigIntegerField(),
+    )
+
+
+def _rank_run_vs_humans(project: Project) -> Expression:
+    """Traces where a latest label's first error differs from the queue run's
+    prediction (a second opinion), most disputed labels first."""
+    return RawSQL(
+        """coalesce((SELECT 1000 - count(*) FROM annotator_annotation a
+                       JOIN annotator_tracescore ts ON ts.trace_id = a.trace_id AND ts.run_id = %s
+                      WHERE a.trace_id = annotator_trace.id AND a.is_latest
+                        AND a.first_error_step IS NOT NULL
+                        AND a.first_error_step IS DISTINCT FROM ts.predicted_first_error
+                     HAVING count(*) > 0), %s)::bigint * 4294967296
+           + annotator_trace.id""",
+        [project.queue_run_id or 0, _LAST],
+        output_field=BigIntegerField(),
+    )
+
+
 QUEUE_ORDERS: dict[str, Callable[[Project], Expression]] = {
     QueueOrder.IMPORT: _rank_import_order,
     QueueOrder.RANDOM: _rank_random,
+    QueueOrder.CONVINCING_WRONG: _rank_convincing_wrong,
+    QueueOrder.RUNS_DISAGREE: _rank_runs_disagree,
+    QueueOrder.RUN_VS_HUMANS: _rank_run_vs_humans,
 }
 
 
 def _rank_key(project: Project) -> str:
-    return f"{project.queue_order}:{project.queue_seed}"
+    # The queue run is part of the key: picking another run re-ranks.
+    return f"{project.queue_order}:{project.queue_seed}:{project.queue_run_id or ''}"
 
 
 def ensure_ranked(project: Project) -> None:
@@ -213,19 +275,27 @@ LIMIT 1
 # Regular traces the user may be served, best first: room left (labels plus other
 # people's live holds below N), not labelled or skipped by the user. The trace_queue
 # index gives the order, so PostgreSQL stops at the first row that passes.
+#
+# The user's own labels sit at the head of that order (breadth-first puts the traces
+# they started, still short of N, first), so the walk passes over them. The two
+# anti-joins come first and the count of other people's holds last, so a row passed
+# over costs one index probe, not three (``bench/annotation_latency.py --history``
+# measures it; ``--explain`` prints the plan). A hashed NOT IN over the user's labels
+# was tried and is slower: it reads all their labels on every claim.
 _CANDIDATE_SQL = """
 SELECT t.id FROM annotator_trace t
 WHERE t.project_id = %(project)s AND NOT t.is_gold AND t.label_count < %(n)s
-  AND t.label_count + (
-    SELECT count(*) FROM annotator_assignment s
-    WHERE s.trace_id = t.id AND NOT s.skipped AND s.expires_at > %(now)s
-      AND s.annotator_id <> %(user)s) < %(n)s
+  AND (%(show_reference)s OR t.generator <> %(reference)s)
   AND NOT EXISTS (
     SELECT 1 FROM annotator_annotation a
     WHERE a.trace_id = t.id AND a.annotator_id = %(user)s AND a.kind = 'label' AND a.is_latest)
   AND NOT EXISTS (
     SELECT 1 FROM annotator_assignment s
     WHERE s.trace_id = t.id AND s.annotator_id = %(user)s AND s.skipped)
+  AND t.label_count + (
+    SELECT count(*) FROM annotator_assignment s
+    WHERE s.trace_id = t.id AND NOT s.skipped AND s.expires_at > %(now)s
+      AND s.annotator_id <> %(user)s) < %(n)s
   {passed_over}
 ORDER BY t.label_count DESC, t.queue_rank, t.id
 LIMIT 1
@@ -239,6 +309,20 @@ SELECT t.label_count + (
     AND s.annotator_id <> %(user)s)
 FROM annotator_trace t WHERE t.id = %(trace)s
 """
+
+
+# _LOAD_SQL as an expression on the trace row, to fetch the trace and its load at once.
+_LOAD_EXPR = """annotator_trace.label_count + (
+  SELECT count(*) FROM annotator_assignment s
+  WHERE s.trace_id = annotator_trace.id AND NOT s.skipped AND s.expires_at > %s
+    AND s.annotator_id <> %s)"""
+
+# The held trace, and whether the project has traces still to rank (a new import):
+# one statement for what every "next" asks first.
+_HELD_AND_UNRANKED_SQL = (
+    "SELECT (" + _HELD_SQL + "), EXISTS (SELECT 1 FROM annotator_trace u"
+    " WHERE u.project_id = %(project)s AND u.queue_rank IS NULL)"
+)
 
 
 def _locking(sql: str, passed_over: list[int] | None = None) -> str:
@@ -289,12 +373,29 @@ def _claim_gold(project: Project, user, now: datetime) -> Trace | None:
         return trace
 
 
+def _with_steps(traces):
+    """On PostgreSQL, the traces with their step texts as an array (one statement for
+    the served trace and its steps); ``_prime_steps`` hands them to ``step_texts``."""
+    if connection.vendor != "postgresql":
+        return traces
+    steps = Step.objects.filter(trace=OuterRef("pk")).order_by("index").values("text")
+    return traces.annotate(step_list=ArraySubquery(steps))
+
+
+def _prime_steps(trace: Trace) -> None:
+    if hasattr(trace, "step_list"):
+        trace.step_texts = list(trace.step_list)  # fills the cached_property
+
+
 def _claim_regular(project: Project, user, now: datetime) -> Trace | None:
     params = {
         "project": project.pk,
         "user": user.pk,
         "now": now,
         "n": project.annotators_per_trace,
+        # A project that hides reference answers never serves its reference solutions.
+        "show_reference": project.show_reference_answer,
+        "reference": REFERENCE_GENERATOR,
     }
     passed_over: list[int] = []
     for _ in range(MAX_CLAIM_ATTEMPTS):
@@ -305,9 +406,14 @@ def _claim_regular(project: Project, user, now: datetime) -> Trace | None:
             # Re-check under the row lock: this statement's snapshot sees every claim and
             # submission committed before we got the lock (the candidate query's snapshot
             # may be older), and every claimer and submitter takes that lock.
-            load = _one(_LOAD_SQL, {**params, "trace": trace_id})
-            if load < project.annotators_per_trace:
-                trace = Trace.objects.select_related("problem").get(pk=trace_id)
+            # One statement for the re-check, the row and the steps the page shows.
+            trace = _with_steps(
+                Trace.objects.select_related("problem").annotate(
+                    load=RawSQL(_LOAD_EXPR, [now, user.pk])
+                )
+            ).get(pk=trace_id)
+            _prime_steps(trace)
+            if trace.load < project.annotators_per_trace:
                 _hold(project, trace, user, now)
                 return trace
         passed_over.append(trace_id)
@@ -317,9 +423,13 @@ def _claim_regular(project: Project, user, now: datetime) -> Trace | None:
 def claim_next(project: Project, user, *, now: datetime | None = None) -> Served:
     """Serve the user their next trace and hold it for ``project.lock_minutes``."""
     now = now or timezone.now()
-    ensure_ranked(project)
-    trace = held_trace(project, user, now)
-    if trace is not None:
+    with connection.cursor() as cursor:
+        cursor.execute(_HELD_AND_UNRANKED_SQL, {"project": project.pk, "user": user.pk, "now": now})
+        held_id, unranked = cursor.fetchone()
+    if unranked or project.queue_ranked_as != _rank_key(project):
+        ensure_ranked(project)
+    if held_id is not None:
+        trace = Trace.objects.select_related("problem").get(pk=held_id)
         _hold(project, trace, user, now)
         return Served(trace, is_gold=trace.is_gold)
     screening = screening_status(project, user)
@@ -364,9 +474,55 @@ def may_label(project: Project, trace: Trace, user) -> bool:
     return _screened_in(screening, gold_left=gold_left)
 
 
-def hold_trace(project: Project, trace: Trace, user, *, now: datetime | None = None) -> None:
-    """Hold a trace the user opened directly (a link, or undo) while they label it."""
-    _hold(project, trace, user, now or timezone.now())
+class HoldRefused(Exception):
+    """A claim of a trace opened by link that the project's rules do not allow."""
+
+
+def holds(project: Project, user, now: datetime) -> list[int]:
+    """Ids of the traces the user holds now (live, not skipped)."""
+    return list(
+        Assignment.objects.filter(
+            project=project, annotator=user, skipped=False, expires_at__gt=now
+        ).values_list("trace_id", flat=True)
+    )
+
+
+def claim_trace(project: Project, trace: Trace, user, *, now: datetime | None = None) -> None:
+    """Hold a trace the user opened by link, on their explicit request (a POST).
+
+    Refused when the user already holds ``project.max_holds_per_person`` other traces
+    (one person holding every id would empty the queue for everyone for
+    ``lock_minutes``), or when the trace has no room: its labels plus other people's
+    live holds reach N. A trace the user labelled already counts once, and gold
+    questions are for everyone, so neither needs room."""
+    now = now or timezone.now()
+    held = [t for t in holds(project, user, now) if t != trace.pk]
+    if len(held) >= project.max_holds_per_person:
+        raise HoldRefused(
+            f"You hold {len(held)} other traces, the most this project allows at once: "
+            "submit or skip one of them first."
+        )
+    with transaction.atomic():
+        params = {"user": user.pk, "now": now, "trace": trace.pk}
+        load = _one(
+            _LOAD_SQL + (" FOR UPDATE" if connection.vendor == "postgresql" else ""), params
+        )
+        labelled = Annotation.objects.filter(
+            trace=trace, annotator=user, kind=AnnotationKind.LABEL, is_latest=True
+        ).exists()
+        if not trace.is_gold and not labelled and load >= project.annotators_per_trace:
+            raise HoldRefused(
+                f"This trace already has its {project.annotators_per_trace} annotator(s), "
+                "counting people who hold it now."
+            )
+        _hold(project, trace, user, now)
+
+
+def holds_trace(trace: Trace, user, *, now: datetime | None = None) -> bool:
+    """Whether the user holds ``trace`` now."""
+    return Assignment.objects.filter(
+        trace=trace, annotator=user, skipped=False, expires_at__gt=now or timezone.now()
+    ).exists()
 
 
 def skip(project: Project, trace: Trace, user, *, now: datetime | None = None) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from django.db.models import Count, QuerySet
 
+from annotator.hiding import visible_traces
 from annotator.models import Annotation, Membership, Project, Trace
 
 
-def filter_traces(project: Project, params) -> QuerySet[Trace]:
-    """The project's traces narrowed by the ``split``, ``generator`` and ``labelled``
-    query parameters (``labelled`` is ``yes`` or ``no``)."""
-    traces = Trace.objects.filter(project=project).select_related("problem").order_by("id")
+def filter_traces(membership: Membership, params) -> QuerySet[Trace]:
+    """The project's traces the member may see, narrowed by the ``split``,
+    ``generator`` and ``labelled`` query parameters (``labelled`` is ``yes`` or ``no``)."""
+    traces = visible_traces(
+        membership,
+        Trace.objects.filter(project=membership.project).select_related("problem").order_by("id"),
+    )
     if split := params.get("split"):
         traces = traces.filter(split=split)
     if generator := params.get("generator"):

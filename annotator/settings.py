@@ -61,11 +61,31 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and env_bool("STEPWISE_REQUIRE_SECRET_KEY", False):
-        raise ImproperlyConfigured("SECRET_KEY must be set in production")
-    SECRET_KEY = "stepwise-insecure-development-key"
+
+
+def _secret_key() -> str:
+    """SECRET_KEY, or the contents of SECRET_KEY_FILE (a Docker or Kubernetes secret).
+    With DEBUG off there is no fallback: a key anyone can read in our source would let
+    them forge sessions and password-reset links."""
+    key = env_str("SECRET_KEY", "")
+    path = env_str("SECRET_KEY_FILE", "")
+    if path and not key:
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"SECRET_KEY_FILE={path!r} cannot be read ({exc})") from None
+    if key:
+        return key
+    if DEBUG:
+        return "stepwise-insecure-development-key"
+    raise ImproperlyConfigured(
+        "SECRET_KEY or SECRET_KEY_FILE must be set when DEBUG is off (make one with "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`); "
+        "for development set DEBUG=true"
+    )
+
+
+SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -81,6 +101,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc from our static files, no CDN
     "annotator",
 ]
 
@@ -130,6 +151,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 LOGIN_URL = "login"
+# Who may create projects: staff and users granted annotator.add_project, or everyone.
+ANYONE_MAY_CREATE_PROJECTS = env_bool("STEPWISE_ANYONE_MAY_CREATE_PROJECTS", False)
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -151,11 +174,46 @@ WHITENOISE_USE_FINDERS = True
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# The largest upload an import page or the API accepts, checked against the request's
+# Content-Length before the body is read (nginx: set client_max_body_size to match).
+MAX_UPLOAD_BYTES = env_int("STEPWISE_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024)
 
 SESSION_COOKIE_HTTPONLY = True
+SESSION_ENGINE = "annotator.sessions"  # database sessions; malformed cookies are no session
 CSRF_COOKIE_HTTPONLY = False  # htmx reads no cookie: the token travels in hx-headers.
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Production (DEBUG off) is HTTPS only, and `manage.py check --deploy` is clean: HTTP
+# is redirected, cookies are marked Secure, browsers are told to keep to HTTPS (HSTS).
+# Each can be turned off by its own variable, e.g. for a test server on plain HTTP.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+# Behind a proxy that terminates TLS (nginx, a load balancer) requests reach us as
+# HTTP; trust its X-Forwarded-Proto only when told to, since a client could send it too.
+if env_bool("STEPWISE_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Login throttling (annotator/throttle.py): after LOGIN_FAILURE_LIMIT wrong passwords
+# for one username, or LOGIN_FAILURE_LIMIT_PER_IP from one address, within
+# LOGIN_LOCKOUT_SECONDS, every login for it is refused, the right password included,
+# until that window has passed since the first failure. Counted in the cache, which
+# must be shared by all web processes in production (STEPWISE_CACHE_URL=redis://...).
+AUTHENTICATION_BACKENDS = ["annotator.throttle.ThrottledModelBackend"]
+LOGIN_FAILURE_LIMIT = env_int("STEPWISE_LOGIN_FAILURE_LIMIT", 10)
+LOGIN_FAILURE_LIMIT_PER_IP = env_int("STEPWISE_LOGIN_FAILURE_LIMIT_PER_IP", 50)
+LOGIN_LOCKOUT_SECONDS = env_int("STEPWISE_LOGIN_LOCKOUT_SECONDS", 15 * 60)
+_CACHE_URL = env_str("STEPWISE_CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL}
+        if _CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -168,6 +226,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # ``?format=`` names an export format here, not a renderer.
     "URL_FORMAT_OVERRIDE": None,
+    # Every API error answers JSON, a server error included.
+    "EXCEPTION_HANDLER": "annotator.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Stepwise API",
@@ -175,6 +235,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Background jobs (annotator/jobs.py). A running job writes a heartbeat every
@@ -230,7 +293,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # Models a worker process keeps loaded for later runs of the same scorer, and how many
 # traces a run scores and commits at a time (a cancel takes effect between chunks).
 SCORER_CACHE_SIZE = env_int("STEPWISE_SCORER_CACHE_SIZE", 2)
-SCORING_CHUNK_TRACES = env_int("STEPWISE_SCORING_CHUNK_TRACES", 256)
+SCORING_CHUNK_TRACES = env_int("STEPWISE_SCORING_CHUNK_TRACES", 1024)
+# Where training runs write checkpoints and finished models (one folder per run); GPU
+# workers and the workers that score with the trained models must share it.
+MODEL_DIR = Path(env_str("STEPWISE_MODEL_DIR", str(VAR_DIR / "models")))
 # Scoring runs go to the queue their scorer names (gpu, or default for device=cpu);
 # the route is only the fallback for a task sent without one.
 CELERY_TASK_ROUTES = {

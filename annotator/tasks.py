@@ -35,6 +35,28 @@ def run_scoring(run_id: int) -> None:
     jobs.execute(ScoringRun, run_id, run_scoring_job)
 
 
+@shared_task(
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    soft_time_limit=settings.CELERY_TASK_TIME_LIMIT - 60,
+)
+def run_montecarlo(run_id: int) -> None:
+    from annotator.models import MonteCarloRun
+    from annotator.montecarlo import run_montecarlo_job
+
+    jobs.execute(MonteCarloRun, run_id, run_montecarlo_job)
+
+
+@shared_task(
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    soft_time_limit=settings.CELERY_TASK_TIME_LIMIT - 60,
+)
+def run_training(run_id: int) -> None:
+    from annotator.models import TrainingRun
+    from annotator.training import run_training_job
+
+    jobs.execute(TrainingRun, run_id, run_training_job)
+
+
 @shared_task(time_limit=120)
 def sweep_jobs() -> dict[str, int]:
     return jobs.sweep()

@@ -6,7 +6,20 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from annotator.views import annotate, exports, imports, projects, review, runs, traces
+from annotator.views import (
+    annotate,
+    dashboards,
+    exports,
+    imports,
+    labelsets,
+    montecarlo,
+    projects,
+    review,
+    runs,
+    tokens,
+    traces,
+    training,
+)
 
 project_urls = [
     path("", projects.project_detail, name="project"),
@@ -17,6 +30,11 @@ project_urls = [
     path("traces/<int:trace_id>/", traces.trace_detail, name="trace"),
     path("traces/<int:trace_id>/history/", traces.trace_history, name="trace-history"),
     path("traces/<int:trace_id>/gold/", traces.mark_gold, name="mark-gold"),
+    path(
+        "traces/<int:trace_id>/score-chart/",
+        dashboards.trace_score_chart,
+        name="trace-score-chart",
+    ),
     # imports and exports
     path("import/", imports.import_traces, name="import"),
     path("imports/<int:job_id>/", imports.import_job, name="import-job"),
@@ -26,7 +44,12 @@ project_urls = [
     # labelling
     path("annotate/", annotate.annotate_next, name="annotate"),
     path("annotate/undo/", annotate.annotate_undo, name="annotate-undo"),
+    path("annotate/next/", annotate.annotate_claim, name="annotate-claim"),
+    path("annotate/progress/", annotate.annotate_progress, name="annotate-progress"),
     path("annotate/<int:trace_id>/", annotate.annotate_trace, name="annotate-trace"),
+    path(
+        "annotate/<int:trace_id>/claim/", annotate.annotate_claim_trace, name="annotate-claim-trace"
+    ),
     path("annotate/<int:trace_id>/submit/", annotate.annotate_submit, name="annotate-submit"),
     path("annotate/<int:trace_id>/skip/", annotate.annotate_skip, name="annotate-skip"),
     # review
@@ -46,6 +69,29 @@ project_urls = [
     path("runs/<int:run_id>/", runs.run_detail, name="run"),
     path("runs/<int:run_id>/cancel/", runs.run_cancel, name="run-cancel"),
     path("runs/<int:run_id>/retry/", runs.run_retry, name="run-retry"),
+    # Monte-Carlo runs and label sets
+    path("mc/", montecarlo.mc_list, name="mc-runs"),
+    path("mc/<int:run_id>/", montecarlo.mc_detail, name="mc-run"),
+    path("mc/<int:run_id>/cancel/", montecarlo.mc_cancel, name="mc-cancel"),
+    path("mc/<int:run_id>/retry/", montecarlo.mc_retry, name="mc-retry"),
+    # training runs
+    path("training/", training.training_list, name="training-runs"),
+    path("training/<int:run_id>/", training.training_detail, name="training-run"),
+    path("training/<int:run_id>/cancel/", training.training_cancel, name="training-cancel"),
+    path("training/<int:run_id>/retry/", training.training_retry, name="training-retry"),
+    path("label-sets/", labelsets.label_set_list, name="label-sets"),
+    path("traces/<int:trace_id>/mc/", montecarlo.trace_mc, name="trace-mc"),
+    # dashboard (the page, then its partials)
+    path("dashboard/", dashboards.dashboard, name="dashboard"),
+    path("dashboard/runs/", dashboards.dashboard_runs, name="dashboard-runs"),
+    path("dashboard/runs/<int:run_id>/", dashboards.dashboard_run, name="dashboard-run"),
+    path(
+        "dashboard/runs/<int:run_id>/disagreements/",
+        dashboards.dashboard_disagreements,
+        name="dashboard-disagreements",
+    ),
+    path("dashboard/best-of-n/", dashboards.dashboard_best_of_n, name="dashboard-best-of-n"),
+    path("dashboard/labelling/", dashboards.dashboard_annotation, name="dashboard-annotation"),
 ]
 
 urlpatterns = [
@@ -54,7 +100,14 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("new/", projects.project_create, name="project-create"),
     path("scorers/", runs.scorer_list, name="scorers"),
+    path("tokens/", tokens.token_list, name="tokens"),
+    path("tokens/new/", tokens.token_create, name="token-create"),
+    path("tokens/revoke/", tokens.token_revoke, name="token-revoke"),
     path("p/<slug:slug>/", include(project_urls)),
     path("api/v1/", include("annotator.api")),
     path("admin/", admin.site.urls),
 ]
+
+# Under /api/ an unknown URL answers JSON, as every API error does.
+handler404 = "annotator.api.not_found"
+handler500 = "annotator.api.server_error"

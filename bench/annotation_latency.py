@@ -8,8 +8,13 @@ overlap 2 and gold questions mixed in at 5%. Then one annotator labels
 template; no network), each request an htmx POST that stores the label and returns
 the next trace. Prints p50/p95/max server time and queries per request.
 
+It measures two annotators: a fresh one, and one with a history (``--history``,
+default 10,000): labels already stored on the first traces of the queue, so that the
+traces they started sit at its head, where a claim that walks past their own labels
+would slow down with every label. The fresh annotator is the baseline.
+
     .venv/bin/python bench/annotation_latency.py [--traces 100000] [--requests 300]
-        [--order import|random] [--rebuild] [--explain]
+        [--history 10000] [--order import|random] [--rebuild] [--explain] [--db NAME]
 """
 
 from __future__ import annotations
@@ -31,13 +36,13 @@ PRIOR_ANNOTATORS = 20
 STEPS = 8
 
 
-def ensure_database() -> None:
+def ensure_database(name: str) -> None:
     import psycopg
 
     with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
+            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def build(n_traces: int) -> None:
@@ -142,6 +147,66 @@ def reset_runs(project) -> None:
     project.refresh_from_db()
 
 
+def give_history(project, user, n_labels: int) -> None:
+    """``n_labels`` labels by ``user`` on the first unlabelled regular traces in queue
+    order, each the trace's first label (so they stay in the queue for others)."""
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(
+            """CREATE TEMP TABLE history ON COMMIT DROP AS
+               SELECT id FROM annotator_trace
+               WHERE project_id = %s AND NOT is_gold AND label_count = 0
+               ORDER BY queue_rank, id LIMIT %s""",
+            [project.pk, n_labels],
+        )
+        cur.execute(
+            """INSERT INTO annotator_annotation (trace_id, annotator_id, external_annotator,
+                   kind, first_error_step, step_ratings, bad_problem, gave_up, bad_step_split,
+                   flag_reason, note, seconds_spent, version, is_latest, created_at)
+               SELECT id, %s, '', 'label', -1, NULL, false, false, false, '', '', 30, 1, true,
+                      now() - interval '1 day'
+               FROM history""",
+            [user.pk],
+        )
+        cur.execute(
+            "UPDATE annotator_trace SET label_count = 1 WHERE id IN (SELECT id FROM history)"
+        )
+        cur.execute("ANALYZE annotator_annotation")
+
+
+def measure(project, user, args) -> tuple[list[float], list[int]]:
+    """Server time (ms) and queries of ``args.requests`` submit-and-next requests."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    client = Client()
+    client.force_login(user)
+    rng = random.Random(0)
+    response = client.post(reverse("annotate-claim", args=[project.slug]), HTTP_HX_REQUEST="true")
+    trace_id = int(re.search(rb'data-trace-id="(\d+)"', response.content).group(1))
+    timings: list[float] = []
+    queries: list[int] = []
+    for i in range(args.warmup + args.requests):
+        data = {"first_error_step": str(rng.choice([-1, -1, 0, 3, 7])), "served_at": "0"}
+        url = reverse("annotate-submit", args=[project.slug, trace_id])
+        with CaptureQueriesContext(connection) as captured:
+            t = time.perf_counter()
+            response = client.post(url, data, HTTP_HX_REQUEST="true")
+            elapsed = time.perf_counter() - t
+        assert response.status_code == 200, response.content[:500]
+        trace_id = int(re.search(rb'data-trace-id="(\d+)"', response.content).group(1))
+        if i >= args.warmup:
+            timings.append(elapsed * 1000)
+            # Statements; BEGIN/COMMIT (logged by Django outside tests) are not counted.
+            queries.append(
+                sum(1 for q in captured.captured_queries if q["sql"] not in ("BEGIN", "COMMIT"))
+            )
+    return timings, queries
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -154,6 +219,8 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--history", type=int, default=10_000)
+    parser.add_argument("--db", default=DB_NAME, help="database to build and use")
     parser.add_argument("--order", choices=["import", "random"], default="import")
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--explain", action="store_true", help="print the claim query plan")
@@ -165,8 +232,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    ensure_database()
-    os.environ["DATABASE_URL"] = f"{SERVER}/{DB_NAME}"
+    ensure_database(args.db)
+    os.environ["DATABASE_URL"] = f"{SERVER}/{args.db}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "annotator.settings")
     os.environ.setdefault("STEPWISE_VAR_DIR", str(ROOT / "var" / "bench"))
     import django
@@ -177,10 +244,10 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
-    from django.test.utils import CaptureQueriesContext
     from django.urls import reverse
 
     from annotator.models import Membership, Project, Role, Trace
+    from annotator.queue import ensure_ranked
 
     settings.ALLOWED_HOSTS = ["*"]
     call_command("migrate", verbosity=0)
@@ -196,36 +263,26 @@ def main() -> None:
     project.queue_order = args.order
     project.save(update_fields=["queue_order"])
 
-    user = get_user_model().objects.create_user("bench-run")
-    Membership.objects.create(project=project, user=user, role=Role.ANNOTATOR)
-    client = Client()
-    client.force_login(user)
-    rng = random.Random(0)
+    users = {}
+    for name in ("fresh", "history"):
+        users[name] = get_user_model().objects.create_user(f"bench-run-{name}")
+        Membership.objects.create(project=project, user=users[name], role=Role.ANNOTATOR)
 
+    # The first request ranks the project once (a GET: it claims nothing).
+    client = Client()
+    client.force_login(users["fresh"])
     t = time.perf_counter()
-    response = client.get(reverse("annotate", args=[project.slug]))
-    first_get = time.perf_counter() - t  # includes ranking the project once
-    trace_id = int(re.search(rb'data-trace-id="(\d+)"', response.content).group(1))
+    ensure_ranked(project)
+    client.get(reverse("annotate", args=[project.slug]))
+    first_get = time.perf_counter() - t
+    give_history(project, users["history"], args.history)
     if args.vacuum:
         # Ranking rewrote every trace row: autovacuum clears the dead index entries
         # within a minute or so; do it now so the figures do not depend on its timing.
         with connection.cursor() as cur:
             cur.execute("VACUUM ANALYZE annotator_trace")
 
-    timings: list[float] = []
-    queries: list[int] = []
-    for i in range(args.warmup + args.requests):
-        data = {"first_error_step": str(rng.choice([-1, -1, 0, 3, 7])), "served_at": "0"}
-        url = reverse("annotate-submit", args=[project.slug, trace_id])
-        with CaptureQueriesContext(connection) as captured:
-            t = time.perf_counter()
-            response = client.post(url, data, HTTP_HX_REQUEST="true")
-            elapsed = time.perf_counter() - t
-        assert response.status_code == 200, response.content[:500]
-        trace_id = int(re.search(rb'data-trace-id="(\d+)"', response.content).group(1))
-        if i >= args.warmup:
-            timings.append(elapsed * 1000)
-            queries.append(len(captured))
+    results = {name: measure(project, user, args) for name, user in users.items()}
 
     if args.explain:
         from django.db import transaction
@@ -235,7 +292,7 @@ def main() -> None:
 
         params = {
             "project": project.pk,
-            "user": user.pk,
+            "user": users["history"].pk,
             "now": timezone.now(),
             "n": project.annotators_per_trace,
         }
@@ -245,13 +302,19 @@ def main() -> None:
 
     n = Trace.objects.filter(project=project).count()
     print(
-        f"traces={n} order={args.order} requests={len(timings)} (after {args.warmup} warm-up)\n"
-        f"first GET /annotate/ (ranks the queue if needed): {first_get * 1000:.1f} ms\n"
-        f"submit-and-next server time: p50={statistics.median(timings):.1f} ms "
-        f"p95={percentile(timings, 0.95):.1f} ms max={max(timings):.1f} ms\n"
-        f"queries per request: min={min(queries)} max={max(queries)} "
-        f"median={statistics.median(queries):.0f}"
+        f"traces={n} order={args.order} requests={args.requests} (after {args.warmup} warm-up)\n"
+        f"first GET /annotate/ (ranks the queue if needed): {first_get * 1000:.1f} ms"
     )
+    base_p95 = percentile(results["fresh"][0], 0.95)
+    for name, (timings, queries) in results.items():
+        who = "fresh annotator" if name == "fresh" else f"after {args.history:,} own labels"
+        p95 = percentile(timings, 0.95)
+        print(
+            f"{who:>26}: submit-and-next p50={statistics.median(timings):.1f} ms "
+            f"p95={p95:.1f} ms max={max(timings):.1f} ms (p95 x{p95 / base_p95:.2f} of fresh); "
+            f"statements per request (BEGIN/COMMIT not counted) min={min(queries)} max={max(queries)} "
+            f"median={statistics.median(queries):.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import resource
+import secrets
 import sys
 import tempfile
 import time
@@ -60,10 +61,15 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=10, help="mean steps per trace")
     parser.add_argument("--baseline-traces", type=int, default=5_000)
+    parser.add_argument(
+        "--no-migrations", action="store_true", help="build the schema from the models"
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/stepwise")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "annotator.settings")
+    # With DEBUG off the settings need a key; a throwaway one will do here.
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     import django
     from django.conf import settings
 
@@ -74,6 +80,10 @@ def main() -> None:
     if connection.vendor != "postgresql":
         sys.exit("bench/import_export.py measures the PostgreSQL path; set DATABASE_URL")
     settings.DATABASES["default"]["TEST"]["NAME"] = "stepwise_bench_import"
+    if args.no_migrations:
+        from django.apps import apps
+
+        settings.MIGRATION_MODULES = {app.label: None for app in apps.get_app_configs()}
     old = setup_databases(verbosity=0, interactive=False, keepdb=False)
     try:
         run(args)
@@ -115,15 +125,37 @@ def run(args) -> None:
         f"re-import (all duplicates): {time.perf_counter() - t0:.1f}s, {again.skipped_duplicates:,} skipped"
     )
 
+    export_times = {}
     for fmt, name in (("processbench", "pb.jsonl"), ("trl", "trl.parquet")):
         t0 = time.perf_counter()
         exported = write_export(project, fmt, tmp / name)
-        export_s = time.perf_counter() - t0
+        export_s = export_times[fmt] = time.perf_counter() - t0
         print(
             f"export {fmt:>12} -> {name:<12} {export_s:6.1f}s  {exported.records / export_s:9,.0f} traces/s  "
             f"{n_steps / export_s:10,.0f} steps/s  {(tmp / name).stat().st_size / 2**20:.0f} MiB  "
             f"peak RSS {peak_rss_mib():.0f} MiB"
         )
+
+    rss_before = peak_rss_mib()
+    bomb_s, bomb_mib = refuse_bomb(tmp)
+    print(
+        f"safety: a {bomb_mib:.2f} MiB gzip of [ + 1 GiB of spaces + ] refused in {bomb_s:.2f}s, "
+        f"peak RSS {peak_rss_mib():.0f} MiB (before: {rss_before:.0f} MiB)"
+    )
+
+    # The machine's limit, in the same run: the same rows parsed and COPYed raw into
+    # two bare tables (a primary key each, a unique index on the external id), and
+    # the ProcessBench records built by PostgreSQL itself and COPYed out.
+    limit_in = copy_in_limit(path)
+    print(
+        f"limit: raw COPY in {limit_in:6.1f}s ({n_steps / limit_in:10,.0f} steps/s); "
+        f"import_file takes {import_s / limit_in:.1f}x that"
+    )
+    limit_out = copy_out_limit(project.pk, tmp / "limit.jsonl")
+    print(
+        f"limit: server-side json_build_object COPY out {limit_out:6.1f}s; "
+        f"ProcessBench export takes {export_times['processbench'] / limit_out:.1f}x that"
+    )
 
     # Baseline: the same rows through Django's bulk_create, on a slice.
     base = Project.objects.create(slug="baseline", name="baseline")
@@ -170,6 +202,87 @@ def run(args) -> None:
         f"baseline bulk_create on {len(records):,} traces: {base_steps / base_s:,.0f} steps/s "
         f"(parse excluded); import_file is {ours / (base_steps / base_s):.2f}x that"
     )
+
+
+def copy_in_limit(path: Path) -> float:
+    """Seconds to parse ``path`` (orjson, line by line) and COPY its traces and steps
+    into two bare tables: what any importer on this machine needs at least."""
+    import orjson
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE limit_trace (id bigint PRIMARY KEY, external_id text UNIQUE, "
+            "problem text, generator text, label int) ON COMMIT DROP"
+        )
+        cursor.execute(
+            "CREATE TEMP TABLE limit_step (trace_id bigint, index int, text text, "
+            "PRIMARY KEY (trace_id, index)) ON COMMIT DROP"
+        )
+        t0 = time.perf_counter()
+        raw = cursor.cursor
+        with open(path, "rb") as fh, raw.copy("COPY limit_trace FROM STDIN") as traces:
+            records = [orjson.loads(line) for line in fh]
+            for i, r in enumerate(records):
+                traces.write_row((i, r["id"], r["problem"], r["generator"], r["label"]))
+        with raw.copy("COPY limit_step FROM STDIN") as steps:
+            for i, r in enumerate(records):
+                for k, text in enumerate(r["steps"]):
+                    steps.write_row((i, k, text))
+        return time.perf_counter() - t0
+
+
+def copy_out_limit(project_id: int, out: Path) -> float:
+    """Seconds for PostgreSQL to build the ProcessBench records itself and COPY them
+    out to a file: what any exporter on this machine needs at least."""
+    from django.db import connection
+
+    query = """
+        COPY (
+            SELECT json_build_object(
+                'id', t.external_id, 'generator', t.generator, 'problem', p.text,
+                'steps', (SELECT json_agg(s.text ORDER BY s.index)
+                          FROM annotator_step s WHERE s.trace_id = t.id),
+                'final_answer_correct', t.final_answer_correct,
+                'label', (SELECT a.first_error_step FROM annotator_annotation a
+                          WHERE a.trace_id = t.id AND a.is_latest LIMIT 1))
+            FROM annotator_trace t JOIN annotator_problem p ON p.id = t.problem_id
+            WHERE t.project_id = %s ORDER BY t.id
+        ) TO STDOUT
+    """
+    t0 = time.perf_counter()
+    with (
+        connection.cursor() as cursor,
+        open(out, "wb") as fh,
+        cursor.cursor.copy(query, [project_id]) as copy,
+    ):
+        for block in copy:
+            fh.write(block)
+    return time.perf_counter() - t0
+
+
+def refuse_bomb(tmp: Path) -> tuple[float, float]:
+    """Seconds to refuse ``[`` + 1 GiB of spaces + ``]`` gzipped, and its size in MiB."""
+    import zlib
+
+    from scoring.formats import ImportFormatError, open_records
+
+    path = tmp / "bomb.json.gz"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with open(path, "wb") as fh:
+        fh.write(compressor.compress(b"["))
+        block = b" " * 2**20
+        for _ in range(1024):
+            fh.write(compressor.compress(block))
+        fh.write(compressor.compress(b"]") + compressor.flush())
+    t0 = time.perf_counter()
+    try:
+        list(open_records(path).records)
+    except ImportFormatError:
+        pass
+    else:
+        raise AssertionError("the bomb was read")
+    return time.perf_counter() - t0, path.stat().st_size / 2**20
 
 
 if __name__ == "__main__":

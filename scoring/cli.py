@@ -1,9 +1,11 @@
-"""``python -m scoring score ...`` and ``python -m scoring evaluate ...``."""
+"""``python -m scoring score ...``, ``python -m scoring evaluate ...``,
+``python -m scoring mc ...`` and ``python -m scoring train ...``."""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import math
 import sys
 import time
 from collections import defaultdict
@@ -11,11 +13,16 @@ from collections.abc import Sequence
 
 from scoring.formats import FORMATS, ImportFormatError, read_scores, read_traces, write_scores
 from scoring.metrics import (
-    min_on_final_share,
-    processbench_table,
-    step_auroc,
-    step_labels_from_first_error,
-    tune_and_apply,
+    Solution,
+    auroc_from_counts,
+    best_from_sweep,
+    best_of_n_from_aggregates,
+    min_on_final_from_summaries,
+    solution_aggregates,
+    step_label_counts,
+    summarize,
+    sweep_from_summaries,
+    table_from_summaries,
 )
 from scoring.steps import SPLITTERS
 
@@ -96,6 +103,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.export:
+        return _evaluate_export(args)
+    if not args.scores or not args.gold:
+        print("evaluate needs --scores and --gold, or --export", file=sys.stderr)
+        return 2
     scores = read_scores(args.scores)
     by_split_scores: dict[str, list[list[float]]] = defaultdict(list)
     by_split_labels: dict[str, list[int]] = defaultdict(list)
@@ -112,22 +124,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not by_split_scores:
         print("no scored trace has a gold label", file=sys.stderr)
         return 1
+    status = _print_evaluation(by_split_scores, by_split_labels, args.threshold)
+    if missing:
+        print(f"({missing} gold traces had no scores and were skipped)", file=sys.stderr)
+    return status
 
-    threshold = args.threshold
+
+def _print_evaluation(
+    by_split_scores: dict[str, list[list[float]]],
+    by_split_labels: dict[str, list[int]],
+    threshold: str,
+) -> int:
+    """The ProcessBench table with step AUROC and min-on-final per split, then the best
+    tau over every labelled trace; the figures the project dashboard shows."""
+    summaries = {
+        split: [
+            summarize(s, label)
+            for s, label in zip(by_split_scores[split], by_split_labels[split], strict=True)
+        ]
+        for split in by_split_scores
+    }
     if threshold.startswith("tune:"):
         split = threshold.removeprefix("tune:")
-        if split not in by_split_scores:
-            print(
-                f"cannot tune on {split!r}: splits are {sorted(by_split_scores)}", file=sys.stderr
-            )
+        if split not in summaries:
+            print(f"cannot tune on {split!r}: splits are {sorted(summaries)}", file=sys.stderr)
             return 1
-        tau, table = tune_and_apply(by_split_scores, by_split_labels, split)
+        tau, _ = best_from_sweep(sweep_from_summaries(summaries[split]))
         tau_note = f"tau = {tau:.2f} (tuned on {split})"
     else:
         tau = float(threshold)
-        table = processbench_table(by_split_scores, by_split_labels, tau)
         tau_note = f"tau = {tau:g}"
-
+    table = table_from_summaries(summaries, tau)
     print(f"ProcessBench, first error = first step scored below tau; {tau_note}")
     print(
         f"{'split':<16}{'n_err':>6}{'n_cor':>6}{'acc_err':>9}{'acc_cor':>9}{'F1':>7}{'AUROC':>8}{'min@last':>10}"
@@ -136,17 +163,194 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if split == "average":
             auc = final = ""
         else:
-            labels = [
-                step_labels_from_first_error(label, len(s))
-                for s, label in zip(by_split_scores[split], by_split_labels[split], strict=True)
-            ]
-            auc = f"{step_auroc(by_split_scores[split], labels):.3f}"
-            final = f"{min_on_final_share(by_split_scores[split]):.3f}"
+            counts = step_label_counts(by_split_scores[split], by_split_labels[split])
+            auc = f"{auroc_from_counts(counts):.3f}"
+            final = f"{min_on_final_from_summaries(summaries[split]):.3f}"
         print(
             f"{split:<16}{row.n_err:>6}{row.n_cor:>6}{row.acc_err:>9.1f}{row.acc_cor:>9.1f}{row.f1:>7.1f}{auc:>8}{final:>10}"
         )
-    if missing:
-        print(f"({missing} gold traces had no scores and were skipped)", file=sys.stderr)
+    pooled = [s for rows in summaries.values() for s in rows]
+    best, result = best_from_sweep(sweep_from_summaries(pooled))
+    print(f"best tau over all splits: {best:.2f} (F1 {result.f1:.1f})")
+    return 0
+
+
+def _evaluate_export(args: argparse.Namespace) -> int:
+    """Every run in a Stepwise JSONL export (``export_dataset --format jsonl --scores``):
+    the labels are the records' ``first_error_step``, the scores their ``step_scores``;
+    best-of-N over problems with 2+ solutions of known final-answer correctness."""
+    import json
+
+    records = []
+    with open(args.export, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                records.append(json.loads(line))
+    names = args.run or sorted({name for r in records for name in r.get("step_scores", {})})
+    if not names:
+        print(f"{args.export} holds no step scores", file=sys.stderr)
+        return 1
+    for name in names:
+        print(f"== run {name}")
+        by_split_scores: dict[str, list[list[float]]] = defaultdict(list)
+        by_split_labels: dict[str, list[int]] = defaultdict(list)
+        problems: dict[str, list[Solution]] = defaultdict(list)
+        for record in records:
+            raw = record.get("step_scores", {}).get(name)
+            if raw is None:
+                continue
+            scores = [math.nan if s is None else float(s) for s in raw]
+            label = record.get("first_error_step")
+            if label is not None:
+                split = record.get("split") or "(no split)"
+                by_split_scores[split].append(scores)
+                by_split_labels[split].append(label)
+            if record.get("final_answer_correct") is not None:
+                problems[record["problem"]].append(
+                    Solution(
+                        answer=record.get("final_answer") or None,
+                        correct=record["final_answer_correct"],
+                        scores=solution_aggregates(scores),
+                        first_error_step=label,
+                    )
+                )
+        if by_split_scores:
+            status = _print_evaluation(by_split_scores, by_split_labels, args.threshold)
+            if status:
+                return status
+        else:
+            print("no scored trace has a human label")
+        groups = [p for p in problems.values() if len(p) >= 2]
+        if groups:
+            table = best_of_n_from_aggregates(groups)
+            print(f"best-of-N over {len(groups)} problems")
+            for key, value in table.items():
+                print(f"{key:<24}{value:>7.1f}")
+    return 0
+
+
+def _done_ids(path: str) -> set[str]:
+    """Ids already written to an ``mc`` output; a last line cut short by a kill is dropped
+    (the file is truncated to the last whole line) so the trace is labelled again."""
+    import json
+    import os
+
+    if not os.path.exists(path):
+        return set()
+    done: set[str] = set()
+    keep = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            try:
+                done.add(json.loads(line)["id"])
+            except (ValueError, KeyError):
+                break
+            keep += len(line)
+    with open(path, "r+b") as fh:
+        fh.truncate(keep)
+    return done
+
+
+def cmd_mc(args: argparse.Namespace) -> int:
+    import json
+
+    from scoring.completers import CompleterError, load_completer
+    from scoring.montecarlo import PromptTemplate, estimate
+
+    try:
+        traces = read_traces(
+            args.input, args.format, split=args.split, step_splitter=args.step_splitter
+        )
+    except ImportFormatError as error:
+        print(f"cannot read {args.input}: {error}", file=sys.stderr)
+        return 2
+    options = dict(args.option)
+    for key in ("temperature", "top_p", "max_tokens", "seed"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.stop:
+        options["stop"] = args.stop
+    template = PromptTemplate(args.template) if args.template else PromptTemplate()
+    completer = load_completer(args.completer, args.model, **options)
+    done = _done_ids(args.output)
+    todo = [t for t in traces if t.id not in done and t.reference_answer]
+    no_answer = sum(1 for t in traces if not t.reference_answer)
+    if traces and no_answer == len(traces):
+        print(
+            f"no trace in {args.input} has a reference answer to grade rollouts against "
+            "(is --format right?)",
+            file=sys.stderr,
+        )
+        return 2
+
+    from tqdm import tqdm
+
+    rollouts = tokens = 0
+    started = time.perf_counter()
+    with open(args.output, "a") as out:
+        for trace in tqdm(todo, file=sys.stderr, unit="trace", disable=args.quiet):
+            try:
+                result = estimate(trace, completer, args.n, args.mode, template=template)
+            except CompleterError as error:
+                print(f"trace {trace.id}: {error}", file=sys.stderr)
+                return 1
+            out.write(json.dumps(result.as_record()) + "\n")
+            out.flush()  # a killed run keeps every finished trace
+            rollouts += result.rollouts
+            tokens += result.tokens
+    seconds = time.perf_counter() - started
+    print(
+        f"labelled {len(todo)} traces ({len(done)} already in {args.output}, {no_answer} without "
+        f"a reference answer skipped): {rollouts} rollouts, {tokens} tokens in {seconds:.1f}s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from scoring.training import TrainConfig, is_labelled, train
+
+    data = {}
+    for role, path in (("train", args.train), ("eval", args.eval)):
+        if not path:
+            data[role] = []
+            continue
+        try:
+            data[role] = read_traces(
+                path, args.format, split=args.split, step_splitter=args.step_splitter
+            )
+        except ImportFormatError as error:
+            print(f"cannot read {path}: {error}", file=sys.stderr)
+            return 2
+    labelled = [t for t in data["train"] if is_labelled(t)]
+    if not labelled:
+        print(f"no labelled trace in {args.train}", file=sys.stderr)
+        return 2
+    config = TrainConfig(
+        kind=args.kind,
+        base=args.base,
+        output_dir=args.output,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_tokens=args.batch_tokens,
+        grad_accum=args.grad_accum,
+        max_steps=args.max_steps,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        seed=args.seed,
+        truncate_after_first_error=not args.keep_after_first_error,
+        step_separator=args.step_separator,
+        device=args.device,
+    )
+    result = train(config, labelled, data["eval"], progress=not args.quiet)
+    figures = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items() if k != "epoch")
+    print(
+        f"trained {result.global_step} steps on {len(labelled)} traces in {result.seconds:.1f}s, "
+        f"loss {result.train_loss:.4f}{'; ' + figures if figures else ''} -> {args.output}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -200,12 +404,77 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=cmd_score)
 
     evaluate = sub.add_parser("evaluate", help="ProcessBench table from scores and gold labels")
-    evaluate.add_argument("--scores", required=True)
+    evaluate.add_argument("--scores", help="a score file (JSONL) that `score` wrote")
+    evaluate.add_argument("--gold", action="append", help="repeat for several splits")
     evaluate.add_argument(
-        "--gold", required=True, action="append", help="repeat for several splits"
+        "--export",
+        help="a Stepwise JSONL export with step_scores: every run's figures and best-of-N",
+    )
+    evaluate.add_argument(
+        "--run", action="append", help="with --export: only this run (repeatable)"
     )
     evaluate.add_argument("--threshold", default="0.5", help="a number, or tune:SPLIT")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    mc = sub.add_parser("mc", help="Monte-Carlo step labels (Math-Shepherd, OmegaPRM)")
+    mc.add_argument("--input", required=True, help="traces with reference answers, any format")
+    mc.add_argument("--format", default="auto", choices=("auto", *FORMATS))
+    mc.add_argument("--split", default="")
+    mc.add_argument("--step-splitter", default="paragraphs", choices=tuple(SPLITTERS))
+    mc.add_argument("--completer", required=True, help="openai:BASE_URL or hf:MODEL_PATH")
+    mc.add_argument("--model", help="the served model's name (openai completer)")
+    mc.add_argument("--n", type=int, default=8, help="rollouts per prefix")
+    mc.add_argument("--mode", default="exhaustive", choices=("exhaustive", "binary"))
+    mc.add_argument("--temperature", type=float)
+    mc.add_argument("--top-p", type=float)
+    mc.add_argument("--max-tokens", type=int)
+    mc.add_argument("--seed", type=int)
+    mc.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    mc.add_argument("--template", help="prompt with {problem} and {prefix}")
+    mc.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=parse_option,
+        metavar="KEY=VALUE",
+        help="completer option: chat=true, max_in_flight=64, timeout_s=60, retries=3, device=cuda",
+    )
+    mc.add_argument("--output", required=True, help="JSONL; ids already in it are skipped")
+    mc.add_argument("--quiet", action="store_true", help="no progress bar")
+    mc.set_defaults(func=cmd_mc)
+
+    tr = sub.add_parser("train", help="fine-tune a PRM on labelled traces")
+    tr.add_argument(
+        "--kind", required=True, choices=("qwen-prm", "token-classification", "math-shepherd")
+    )
+    tr.add_argument("--base", required=True, help="hub id or local directory to start from")
+    tr.add_argument(
+        "--train", required=True, help="labelled traces in any format the importer reads"
+    )
+    tr.add_argument("--eval", help="held-out labelled traces: ProcessBench F1 and step AUROC")
+    tr.add_argument("--output", required=True, help="directory for checkpoints and the model")
+    tr.add_argument("--format", default="auto", choices=("auto", *FORMATS))
+    tr.add_argument("--split", default="")
+    tr.add_argument("--step-splitter", default="paragraphs", choices=tuple(SPLITTERS))
+    tr.add_argument("--lora-r", type=int, default=0, help="LoRA rank (default 0: full fine-tune)")
+    tr.add_argument("--lora-alpha", type=int, default=None, help="default 2 x rank")
+    tr.add_argument("--epochs", type=float, default=1.0)
+    tr.add_argument("--lr", type=float, default=None, help="default 1e-4 LoRA, 2e-6 full")
+    tr.add_argument("--batch-tokens", type=int, default=8192, help="padded tokens per batch")
+    tr.add_argument("--grad-accum", type=int, default=1)
+    tr.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps")
+    tr.add_argument("--eval-every", type=int, default=0, help="steps (default: every epoch)")
+    tr.add_argument("--save-every", type=int, default=0, help="steps (default: every epoch)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--step-separator", default="\n", help="token-classification's separator")
+    tr.add_argument(
+        "--keep-after-first-error",
+        action="store_true",
+        help="keep the (unlabelled) steps after a first error instead of cutting them",
+    )
+    tr.add_argument("--device", default=None, help="cpu, cuda (default: $STEPWISE_DEVICE or auto)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train)
     return parser
 
 

@@ -263,3 +263,295 @@ def right_answer_wrong_process_rate(
         label != -1 for ok, label in zip(final_answer_correct, first_error_steps, strict=True) if ok
     ]
     return sum(pairs) / len(pairs) if pairs else math.nan
+
+
+# -- per-trace summaries: the figures from one row per trace --------------------------------
+#
+# Every threshold figure above depends on a trace's step scores only through a few
+# minima, so a database can reduce a trace's steps to one ``TraceSummary`` row (window
+# functions) and the dashboards compute the same numbers as ``evaluate`` from those rows.
+# A NaN score (no verdict) stops ``first_error`` with NO_PREDICTION, which is never right:
+# in a summary it counts as -inf in a minimum (some step "fires" there, wrongly) and as
+# +inf at the labelled step (it never fires as the right one).
+
+
+@dataclass(frozen=True)
+class TraceSummary:
+    """A labelled trace's step scores reduced to what threshold metrics need.
+
+    ``before``: the lowest score before the first error (all steps when ``label`` is -1);
+    ``at``: the score at the first error (+inf for -1); ``after``: the lowest score after
+    it (+inf if none); ``last`` and ``before_last``: the final step's score and the lowest
+    one before it (for traces of 2+ steps, else NaN)."""
+
+    label: int
+    before: float
+    at: float
+    after: float
+    last: float
+    before_last: float
+
+
+def _low(values: Iterable[float]) -> float:
+    return min((-math.inf if math.isnan(v) else v for v in values), default=math.inf)
+
+
+def summarize(scores: Sequence[float], label: int) -> TraceSummary:
+    """The summary of one trace's step scores against its human first error.
+
+    >>> summarize([0.9, 0.8, 0.2, 0.7], 2)
+    TraceSummary(label=2, before=0.8, at=0.2, after=0.7, last=0.7, before_last=0.2)
+    """
+    cut = len(scores) if label == -1 else label
+    at = math.inf if label == -1 or math.isnan(scores[label]) else scores[label]
+    two = len(scores) >= 2
+    return TraceSummary(
+        label=label,
+        before=_low(scores[:cut]),
+        at=at,
+        after=_low(scores[cut + 1 :]) if label != -1 else math.inf,
+        last=scores[-1] if two else math.nan,
+        before_last=_low(scores[:-1]) if two else math.nan,
+    )
+
+
+def summary_correct(summary: TraceSummary, tau: float) -> bool:
+    """Whether ``first_error(scores, tau)`` equals the label (ProcessBench's hit)."""
+    if summary.label == -1:
+        return summary.before >= tau
+    return summary.before >= tau and summary.at < tau
+
+
+def processbench_from_summaries(
+    summaries: Sequence[TraceSummary], tau: float
+) -> ProcessBenchResult:
+    """:func:`processbench` of ``first_error(scores, tau)`` against the labels."""
+    hits = [summary_correct(s, tau) for s in summaries]
+    preds = [s.label if hit else NO_PREDICTION for s, hit in zip(summaries, hits, strict=True)]
+    return processbench(preds, [s.label for s in summaries])
+
+
+def table_from_summaries(
+    by_split: Mapping[str, Sequence[TraceSummary]], tau: float
+) -> dict[str, ProcessBenchResult]:
+    """:func:`processbench_table` at one threshold, splits in name order plus "average"."""
+    table = {split: processbench_from_summaries(by_split[split], tau) for split in sorted(by_split)}
+    if table:
+        rows = list(table.values())
+        table["average"] = ProcessBenchResult(
+            acc_err=sum(r.acc_err for r in rows) / len(rows),
+            acc_cor=sum(r.acc_cor for r in rows) / len(rows),
+            f1=sum(r.f1 for r in rows) / len(rows),
+            n_err=sum(r.n_err for r in rows),
+            n_cor=sum(r.n_cor for r in rows),
+        )
+    return table
+
+
+def sweep_from_summaries(
+    summaries: Sequence[TraceSummary], taus: Iterable[float] = DEFAULT_TAUS
+) -> list[tuple[float, ProcessBenchResult]]:
+    """:func:`tau_sweep` in O((n + taus) log n): a trace is right for tau in the interval
+    ``(at, before]`` (``(-inf, before]`` when all its steps are correct), so the hits at
+    tau are ``#{low < tau} - #{high < tau}`` over the non-empty intervals of each class."""
+    from bisect import bisect_left
+
+    def edges(rows: list[TraceSummary]) -> tuple[list[float], list[float]]:
+        intervals = [(-math.inf if s.label == -1 else s.at, s.before) for s in rows]
+        kept = [(low, high) for low, high in intervals if low < high]
+        return sorted(low for low, _ in kept), sorted(high for _, high in kept)
+
+    err = [s for s in summaries if s.label != -1]
+    cor = [s for s in summaries if s.label == -1]
+    err_edges, cor_edges = edges(err), edges(cor)
+    result = []
+    for tau in taus:
+        hit_err = bisect_left(err_edges[0], tau) - bisect_left(err_edges[1], tau)
+        hit_cor = bisect_left(cor_edges[0], tau) - bisect_left(cor_edges[1], tau)
+        acc_err = 100.0 * hit_err / len(err) if err else math.nan
+        acc_cor = 100.0 * hit_cor / len(cor) if cor else math.nan
+        total = acc_err + acc_cor
+        f1 = 2 * acc_err * acc_cor / total if total else math.nan
+        result.append((tau, ProcessBenchResult(acc_err, acc_cor, f1, len(err), len(cor))))
+    return result
+
+
+def best_from_sweep(
+    sweep: Sequence[tuple[float, ProcessBenchResult]],
+) -> tuple[float, ProcessBenchResult]:
+    """The point of a sweep with the highest F1, as :func:`best_tau` picks it."""
+
+    def rank(pair: tuple[float, ProcessBenchResult]) -> tuple[float, float]:
+        f1 = pair[1].f1
+        return (-math.inf if math.isnan(f1) else f1, -pair[0])
+
+    return max(sweep, key=rank)
+
+
+FIRST_ERROR_OUTCOMES = ("earlier", "exact", "later", "missed", "false alarm", "all correct")
+
+
+def first_error_outcome(summary: TraceSummary, tau: float) -> str:
+    """Where the predicted first error at ``tau`` falls against the human one: "earlier",
+    "exact", "later", "missed" (nothing fires on an erroneous trace), "false alarm"
+    (something fires on an all-correct one) or "all correct" (rightly nothing)."""
+    if summary.label == -1:
+        return "false alarm" if summary.before < tau else "all correct"
+    if summary.before < tau:
+        return "earlier"
+    if summary.at < tau:
+        return "exact"
+    return "later" if summary.after < tau else "missed"
+
+
+def first_error_confusion(summaries: Iterable[TraceSummary], tau: float) -> dict[str, int]:
+    """Counts of :func:`first_error_outcome` over traces, every outcome present."""
+    counts = Counter(first_error_outcome(s, tau) for s in summaries)
+    return {outcome: counts.get(outcome, 0) for outcome in FIRST_ERROR_OUTCOMES}
+
+
+def min_on_final_from_summaries(summaries: Iterable[TraceSummary]) -> float:
+    """:func:`min_on_final_share` from summaries: the last score is the strict minimum."""
+    eligible = [s for s in summaries if not math.isnan(s.last)]
+    if not eligible:
+        return math.nan
+    return sum(s.last < s.before_last for s in eligible) / len(eligible)
+
+
+def mann_whitney_u2(counts: Iterable[tuple[float, int, int]]) -> tuple[int, int, int]:
+    """(2U, positives, negatives) from ``(score, positives, negatives)`` per distinct
+    score (what a ``GROUP BY score`` returns): U counts the (positive, negative) pairs
+    where the positive scores higher, ties one half, so 2U is a whole number that a
+    database can sum exactly: ``sum(pos * (2 * negatives below + neg))``."""
+    rows = sorted((s, p, n) for s, p, n in counts if not math.isnan(s))
+    below = 0  # negatives with a lower score
+    u2 = 0
+    for _, pos, neg in rows:
+        u2 += pos * (2 * below + neg)
+        below += neg
+    return u2, sum(p for _, p, _ in rows), below
+
+
+def auroc_from_u2(u2: int, n_pos: int, n_neg: int) -> float:
+    """AUROC = U / (positives x negatives); NaN when a class is empty."""
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    return u2 / (2 * n_pos * n_neg)
+
+
+def auroc_from_counts(counts: Iterable[tuple[float, int, int]]) -> float:
+    """:func:`auroc` from ``(score, positives, negatives)`` per distinct score."""
+    return auroc_from_u2(*mann_whitney_u2(counts))
+
+
+def step_label_counts(
+    scores: Sequence[Sequence[float]], labels: Sequence[int]
+) -> list[tuple[float, int, int]]:
+    """``(score, correct steps, first-error steps)`` per distinct score, over the steps a
+    first-error label judges (see :func:`step_labels_from_first_error`)."""
+    counts: dict[float, list[int]] = defaultdict(lambda: [0, 0])
+    for trace_scores, label in zip(scores, labels, strict=True):
+        for judged, score in zip(
+            step_labels_from_first_error(label, len(trace_scores)), trace_scores, strict=True
+        ):
+            if judged is not None and not math.isnan(score):
+                counts[score][0 if judged else 1] += 1
+    return [(score, pos, neg) for score, (pos, neg) in counts.items()]
+
+
+def roc_points(
+    counts: Iterable[tuple[float, int, int]], max_points: int = 200
+) -> tuple[list[float], list[float]]:
+    """(false positive rates, true positive rates) of "correct if score >= t" from high t
+    to low, thinned to about ``max_points`` for a chart; starts at (0, 0), ends at (1, 1)."""
+    rows = sorted(((s, p, n) for s, p, n in counts if not math.isnan(s)), reverse=True)
+    n_pos = sum(p for _, p, _ in rows) or 1
+    n_neg = sum(n for _, _, n in rows) or 1
+    step = max(1, len(rows) // max_points)
+    fpr, tpr = [0.0], [0.0]
+    tp = fp = 0
+    for i, (_, pos, neg) in enumerate(rows):
+        tp += pos
+        fp += neg
+        if i % step == step - 1 or i == len(rows) - 1:
+            fpr.append(fp / n_neg)
+            tpr.append(tp / n_pos)
+    return fpr, tpr
+
+
+# -- best-of-N from per-solution aggregates -------------------------------------------------
+
+# Scores are stored as 4-byte floats (about 7 significant digits), and a database sums
+# and multiplies in another order than Python does: aggregates are compared at 9
+# significant digits so that ties break the same way whichever computed them.
+AGGREGATE_DIGITS = 9
+
+
+def comparable(value: float) -> float:
+    """``value`` rounded to :data:`AGGREGATE_DIGITS` significant digits (NaN as -inf)."""
+    if math.isnan(value):
+        return -math.inf
+    if value == 0 or math.isinf(value):
+        return value
+    return round(value, AGGREGATE_DIGITS - 1 - math.floor(math.log10(abs(value))))
+
+
+@dataclass(frozen=True)
+class Solution:
+    """One of N solutions with its aggregated scores (``{"min": ..., "product": ...}``)
+    and, where humans labelled it, its first error."""
+
+    answer: Hashable
+    correct: bool
+    scores: Mapping[str, float]
+    first_error_step: int | None = None
+
+
+def solution_aggregates(step_scores: Sequence[float]) -> dict[str, float]:
+    """Every aggregation of :data:`AGGREGATIONS` over one solution's step scores, NaN
+    steps (no verdict) left out, as the dashboard's SQL leaves them out."""
+    finite = [s for s in step_scores if not math.isnan(s)]
+    return {how: aggregate(finite, how) for how in AGGREGATIONS}
+
+
+def best_of_n_from_aggregates(problems: Sequence[Sequence[Solution]]) -> dict[str, float]:
+    """Accuracy (percent) of each selection rule over problems, as :func:`best_of_n_table`:
+    ``bon_<agg>`` (highest aggregate, first on ties), ``weighted_vote_<agg>``, ``maj``,
+    ``pass``; plus ``wrong_process_<agg>``: among the problems where ``bon_<agg>`` picked
+    a right answer from a solution humans labelled, the share whose steps hold an error
+    (NaN when there is none)."""
+    if not problems:
+        return {}
+    table: dict[str, float] = {}
+    n = len(problems)
+    for how in AGGREGATIONS:
+        picked = [
+            p[max(range(len(p)), key=lambda i, p=p: (comparable(p[i].scores[how]), -i))]
+            for p in problems
+        ]
+        table[f"bon_{how}"] = 100.0 * sum(s.correct for s in picked) / n
+        wins = 0
+        for p in problems:
+            totals: dict[Hashable, float] = defaultdict(float)
+            for s in p:
+                if s.answer is not None and not math.isnan(s.scores[how]):
+                    totals[s.answer] += s.scores[how]
+            if totals:
+                best = max(totals, key=lambda a, t=totals: comparable(t[a]))
+                wins += any(s.correct for s in p if s.answer == best)
+        table[f"weighted_vote_{how}"] = 100.0 * wins / n
+        labelled = [s for s in picked if s.correct and s.first_error_step is not None]
+        table[f"wrong_process_{how}"] = (
+            100.0 * sum(s.first_error_step != -1 for s in labelled) / len(labelled)
+            if labelled
+            else math.nan
+        )
+    maj = 0
+    for p in problems:
+        counts = Counter(s.answer for s in p if s.answer is not None)
+        if counts:
+            best = counts.most_common(1)[0][0]
+            maj += any(s.correct for s in p if s.answer == best)
+    table["maj"] = 100.0 * maj / n
+    table["pass"] = 100.0 * sum(any(s.correct for s in p) for p in problems) / n
+    return table

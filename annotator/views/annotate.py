@@ -1,7 +1,12 @@
-"""The annotation workspace: next trace, submit, skip, undo.
+"""The annotation workspace: next trace, claim, submit, skip, undo, progress.
 
 The views answer htmx requests with the ``workspace`` partial of ``annotate.html``
 and plain form posts with a redirect, so the basic submit works without JavaScript.
+
+A GET never holds a trace: ``/annotate/`` shows the trace the user already holds (or
+a *Start* button), and ``/annotate/<id>/`` shows a trace the user does not hold
+read-only, with a *Claim* button. Holding is a POST (``annotate-claim``,
+``annotate-claim-trace``), so a cross-site link cannot make a member hold anything.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from annotator import queue, review
@@ -21,10 +27,12 @@ from annotator.access import get_membership, get_trace_for_user
 from annotator.labelling import (
     FLAGS,
     LabelError,
+    TraceFull,
     last_submission,
     normalise_label,
     parse_first_error,
     parse_ratings,
+    progress,
     submit_label,
 )
 from annotator.models import (
@@ -72,6 +80,7 @@ def _workspace(
     entered: dict | None = None,
     error: str = "",
     editing: bool = False,
+    read_only: bool = False,
     status: int = 200,
 ) -> HttpResponse:
     project = membership.project
@@ -101,6 +110,7 @@ def _workspace(
         "flags": FLAGS,
         "previous": previous,
         "editing": editing or previous is not None,
+        "read_only": read_only,
         "error": error,
         "served": served,
         "per_step": project.label_scheme == LabelScheme.PER_STEP,
@@ -108,7 +118,14 @@ def _workspace(
         # On full page loads only: keeps the submit-and-next round trip short.
         "sent_back": [] if request.htmx else _sent_back(membership),
     }
-    if trace is not None:
+    if trace is None:
+        # What an empty workspace says is honest: no traces, all done, or none for you.
+        regular = Trace.objects.filter(project=project, is_gold=False)
+        context["queue_state"] = {
+            "traces": regular.count(),
+            "left": regular.filter(label_count__lt=project.annotators_per_trace).count(),
+        }
+    else:
         # Blind unless the project shows model scores (reviewers and owners always see them).
         context |= score_context(membership, trace, first_error)
     template = "annotate.html#workspace" if request.htmx else "annotate.html"
@@ -121,9 +138,33 @@ def _workspace(
 @login_required
 @require_GET
 def annotate_next(request: HttpRequest, slug: str) -> HttpResponse:
+    """The trace the user holds, or a *Start* button that claims one (a POST)."""
+    membership = get_membership(request.user, slug)
+    project = membership.project
+    trace = queue.held_trace(project, request.user, timezone.now())
+    served = queue.Served(trace, reason="start")
+    if trace is None and project.screening_questions:
+        screening = queue.screening_status(project, request.user)
+        if not screening.pending and not screening.passed:
+            served = queue.Served(None, reason="screening-failed", screening=screening)
+    return _workspace(request, membership, trace, served=served)
+
+
+@login_required
+@require_POST
+def annotate_claim(request: HttpRequest, slug: str) -> HttpResponse:
+    """Serve and hold the next trace."""
     membership = get_membership(request.user, slug)
     served = queue.claim_next(membership.project, request.user)
+    if not request.htmx and served.trace is not None:
+        return redirect("annotate-trace", slug=slug, trace_id=served.trace.pk)
     return _workspace(request, membership, served.trace, served=served)
+
+
+def _editable(membership: Membership, trace: Trace, user) -> tuple[bool, Annotation | None]:
+    """(editable, the user's own label): the user holds the trace or labelled it."""
+    previous = _own_label(trace, user)
+    return previous is not None or queue.holds_trace(trace, user), previous
 
 
 @login_required
@@ -132,11 +173,45 @@ def annotate_trace(request: HttpRequest, slug: str, trace_id: int) -> HttpRespon
     membership, trace = get_trace_for_user(request.user, slug, trace_id)
     if not queue.may_label(membership.project, trace, request.user):
         return redirect("annotate", slug=slug)  # "next" serves screening questions first
-    previous = _own_label(trace, request.user)
-    if previous is None:
-        # Hold it only while it is new work: a labelled trace already counts once.
-        queue.hold_trace(membership.project, trace, request.user)
-    return _workspace(request, membership, trace, previous=previous)
+    editable, previous = _editable(membership, trace, request.user)
+    return _workspace(request, membership, trace, previous=previous, read_only=not editable)
+
+
+@login_required
+@require_POST
+def annotate_claim_trace(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
+    """Hold a trace opened by link, within the project's per-person cap and N."""
+    membership, trace = get_trace_for_user(request.user, slug, trace_id)
+    if not queue.may_label(membership.project, trace, request.user):
+        return redirect("annotate", slug=slug)
+    try:
+        queue.claim_trace(membership.project, trace, request.user)
+    except queue.HoldRefused as exc:
+        previous = _own_label(trace, request.user)
+        return _workspace(
+            request,
+            membership,
+            trace,
+            previous=previous,
+            read_only=True,
+            error=str(exc),
+            status=409,
+        )
+    if not request.htmx:
+        return redirect("annotate-trace", slug=slug, trace_id=trace.pk)
+    return _workspace(request, membership, trace, previous=_own_label(trace, request.user))
+
+
+@login_required
+@require_GET
+def annotate_progress(request: HttpRequest, slug: str) -> HttpResponse:
+    """The progress line, loaded by the page after the trace (off the submit path)."""
+    membership = get_membership(request.user, slug)
+    return render(
+        request,
+        "annotate.html#progress",
+        {"project": membership.project, "progress": progress(membership.project, request.user)},
+    )
 
 
 def _next(request: HttpRequest, membership: Membership) -> HttpResponse:
@@ -156,6 +231,17 @@ def annotate_submit(request: HttpRequest, slug: str, trace_id: int) -> HttpRespo
     reason = data.get("reason", "")
     ratings: list = [None] * trace.num_steps
     first_error = None
+
+    def refused(error: str) -> HttpResponse:
+        """The same trace again, with what was entered and why it was not stored."""
+        entered = {
+            "ratings": ratings,
+            "first_error_step": first_error,
+            "flag": flag,
+            "reason": reason,
+        }
+        return _workspace(request, membership, trace, entered=entered, error=error, status=422)
+
     try:
         ratings = parse_ratings(data, trace.num_steps)
         first_error = parse_first_error(data)
@@ -163,31 +249,23 @@ def annotate_submit(request: HttpRequest, slug: str, trace_id: int) -> HttpRespo
             trace.num_steps, membership.project.label_scheme, first_error, ratings, flag, reason
         )
     except LabelError as exc:
-        entered = {
-            "ratings": ratings,
-            "first_error_step": first_error,
-            "flag": flag,
-            "reason": reason,
-        }
-        return _workspace(request, membership, trace, entered=entered, error=str(exc), status=422)
+        return refused(str(exc))
     if not queue.may_label(membership.project, trace, request.user):
-        return _workspace(
-            request,
-            membership,
-            trace,
-            entered={
-                "ratings": ratings,
-                "first_error_step": first_error,
-                "flag": flag,
-                "reason": reason,
-            },
-            error=SCREENING_FIRST,
-            status=422,
-        )
+        return refused(SCREENING_FIRST)
     seconds = None
     with contextlib.suppress(ValueError):
         seconds = time.time() - float(data.get("served_at", ""))
-    submit_label(membership.project, trace, request.user, label, seconds_spent=seconds)
+    try:
+        submit_label(
+            membership.project,
+            trace,
+            request.user,
+            label,
+            seconds_spent=seconds,
+            limit_to_n=not membership.may_review(),
+        )
+    except TraceFull as exc:
+        return refused(str(exc))
     return _next(request, membership)
 
 

@@ -3,6 +3,7 @@ export endpoint answer through the one ``export_response``."""
 
 from __future__ import annotations
 
+import re
 import tempfile
 
 from django.contrib.auth.decorators import login_required
@@ -14,6 +15,7 @@ from django.http import (
     QueryDict,
     StreamingHttpResponse,
 )
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from annotator.access import get_membership
@@ -28,6 +30,9 @@ from annotator.models import Membership, Project, Trace
 
 FILE_TYPES = ("jsonl", "parquet")
 SPLIT_MAX_LENGTH = Trace._meta.get_field("split").max_length
+# A split is any text; in a file name it keeps letters, digits, ".", "_" and "-", so a
+# quote or a CR/LF in ``?split=`` cannot add header parameters or break the header.
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^\w.-]", re.ASCII)
 
 
 def export_response(project: Project, params: QueryDict) -> HttpResponseBase:
@@ -55,7 +60,7 @@ def export_response(project: Project, params: QueryDict) -> HttpResponseBase:
         problems.append(f"split is at most {SPLIT_MAX_LENGTH} characters")
     if problems:
         return JsonResponse({"detail": "; ".join(problems)}, status=400)
-    stem = f"{project.slug}-{fmt}" + (f"-{split}" if split else "")
+    stem = _UNSAFE_IN_FILE_NAME.sub("_", f"{project.slug}-{fmt}" + (f"-{split}" if split else ""))
     if file_type == "parquet":
         # Parquet needs a seekable file; spool to a temporary file that closes with the response.
         tmp = tempfile.TemporaryFile()  # noqa: SIM115 (FileResponse closes it)
@@ -64,7 +69,7 @@ def export_response(project: Project, params: QueryDict) -> HttpResponseBase:
         return FileResponse(tmp, as_attachment=True, filename=f"{stem}.parquet")
     records = iter_export(project, fmt, split=split, labels=labels)
     response = StreamingHttpResponse(iter_jsonl_lines(records), content_type="application/x-ndjson")
-    response["Content-Disposition"] = f'attachment; filename="{stem}.jsonl"'
+    response["Content-Disposition"] = content_disposition_header(True, f"{stem}.jsonl")
     return response
 
 

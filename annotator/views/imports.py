@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotator import jobs
@@ -36,6 +38,29 @@ class ImportForm(forms.Form):
         help_text="For plain JSONL solutions given as one string.",
     )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        limit = filesizeformat(settings.MAX_UPLOAD_BYTES)
+        self.fields["file"].help_text = f"At most {limit}; gzip it if it is bigger."
+
+
+def upload_too_large(request: HttpRequest) -> str | None:
+    """Why the request's body is too big to take, or None. Asked before the body is
+    read, so a 2 GiB upload is refused without being spooled to disk; Django reads no
+    more than Content-Length, so a body that lies about its size is cut there."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return "The request has no valid Content-Length."
+    if length > settings.MAX_UPLOAD_BYTES:
+        return (
+            f"The upload is {filesizeformat(length)}; at most "
+            f"{filesizeformat(settings.MAX_UPLOAD_BYTES)} "
+            "may be uploaded (STEPWISE_MAX_UPLOAD_BYTES). Split the file, or compress it "
+            "with gzip."
+        )
+    return None
+
 
 def _get_job_for_owner(request: HttpRequest, slug: str, job_id: int) -> tuple[Project, ImportJob]:
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
@@ -46,9 +71,15 @@ def _get_job_for_owner(request: HttpRequest, slug: str, job_id: int) -> tuple[Pr
 @require_http_methods(["GET", "POST"])
 def import_traces(request: HttpRequest, slug: str) -> HttpResponse:
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
-    form = ImportForm(request.POST or None, request.FILES or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
+    too_large = request.method == "POST" and upload_too_large(request)
+    if too_large:
+        messages.error(request, too_large)
+        form = ImportForm()
+        status = 413
+    else:
+        form = ImportForm(request.POST or None, request.FILES or None)
+        status = 200
+    if request.method == "POST" and not too_large and form.is_valid():
         try:
             job = start_import(
                 project,

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
+from django.db.models import Count, F, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from annotator import review
 from annotator.access import get_membership
 from annotator.exporting import EXPORT_FORMATS, LABEL_SOURCES
 from annotator.models import Membership, Project, Role
@@ -40,10 +44,23 @@ class SettingsForm(forms.ModelForm):
             "queue_order",
             "queue_seed",
             "lock_minutes",
+            "max_holds_per_person",
             "gold_rate",
             "screening_questions",
             "screening_accuracy",
         ]
+
+    # Optional in the form: a settings form posted without it keeps the current cap.
+    max_holds_per_person = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=1000,
+        help_text=Project._meta.get_field("max_holds_per_person").help_text,
+    )
+
+    def clean_max_holds_per_person(self) -> int:
+        value = self.cleaned_data["max_holds_per_person"]
+        return self.instance.max_holds_per_person if value is None else value
 
     def clean_annotators_per_trace(self) -> int:
         value = self.cleaned_data["annotators_per_trace"]
@@ -79,8 +96,31 @@ class MemberForm(forms.Form):
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    projects = Project.objects.filter(memberships__user=request.user).order_by("name")
-    return render(request, "home.html", {"projects": projects})
+    """The user's projects with their role and progress: traces, traces with all their
+    labels, and (for reviewers) traces whose annotators disagree, not yet adjudicated."""
+    regular = Q(traces__is_gold=False)
+    projects = list(
+        Project.objects.filter(memberships__user=request.user)
+        .annotate(
+            role=F("memberships__role"),
+            n_traces=Count("traces", filter=regular),
+            n_labelled=Count(
+                "traces", filter=regular & Q(traces__label_count__gte=F("annotators_per_trace"))
+            ),
+        )
+        .order_by("name")
+    )
+    for project in projects:
+        project.role_name = Role(project.role).label
+        project.n_review = None
+        if Membership(role=project.role).may_review():
+            disputed = review.disagreements(project)
+            project.n_review = f"{len(disputed)}{'+' if len(disputed) >= review.MAX_ROWS else ''}"
+    return render(
+        request,
+        "home.html",
+        {"projects": projects, "may_create_projects": may_create_projects(request.user)},
+    )
 
 
 @login_required
@@ -88,7 +128,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     membership = get_membership(request.user, slug)
     project = membership.project
-    traces = filter_traces(project, request.GET)
+    traces = filter_traces(membership, request.GET)
     page = Paginator(traces, TRACES_PER_PAGE).get_page(request.GET.get("page"))
     counts = label_counts([t.id for t in page.object_list])
     rows = [(trace, counts.get(trace.id, 0)) for trace in page.object_list]
@@ -114,9 +154,23 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "project.html", context)
 
 
+def may_create_projects(user) -> bool:
+    """A site permission, not something every account has: a project's owner reaches
+    imports (uploads, workers). Staff, and users granted ``annotator.add_project``
+    (the admin's user page, or a group), may; everyone when
+    ``STEPWISE_ANYONE_MAY_CREATE_PROJECTS`` is on."""
+    return (
+        settings.ANYONE_MAY_CREATE_PROJECTS
+        or user.is_staff
+        or user.has_perm("annotator.add_project")
+    )
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_create(request: HttpRequest) -> HttpResponse:
+    if not may_create_projects(request.user):
+        raise PermissionDenied("Creating projects needs the site permission to add projects.")
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():

@@ -16,11 +16,33 @@ from annotator.models import Annotation, Membership, ReviewDecision, Trace
 from annotator.quality import project_quality
 from annotator.views.runs import score_context
 
+# One hue per annotator column: blue, purple, orange, teal, magenta, olive; never the
+# red and green that mean "wrong" and "right" in the rating cells.
+COLUMN_HUES = (210, 275, 30, 180, 320, 60)
+
 
 def _trace_context(membership: Membership, trace: Trace) -> dict:
     """The review page's context with the model scores beside the labels (reviewers
-    always see them) against the trace's current verdict."""
+    always see them) against the trace's current verdict, each column in its own hue,
+    and each step marked "agrees" or "disagrees" among the annotators who rated it."""
     context = review.trace_context(membership, trace)
+    columns = context["columns"]
+    for i, column in enumerate(columns):
+        column["hue"] = COLUMN_HUES[i % len(COLUMN_HUES)]
+    rows = []
+    for index, text, cells in context["step_rows"]:
+        judged = [
+            rating
+            for column, (rating, _) in zip(columns, cells, strict=True)
+            if rating is not None and column["annotation"].kind == "label"
+        ]
+        agreement = "" if len(judged) < 2 else ("agrees" if len(set(judged)) == 1 else "disagrees")
+        named = [
+            (rating, is_fe, column["name"])
+            for column, (rating, is_fe) in zip(columns, cells, strict=True)
+        ]
+        rows.append((index, text, named, agreement))
+    context["step_rows"] = rows
     return {**context, **score_context(membership, trace, context["verdict"].first_error_step)}
 
 

@@ -14,6 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# PRM records nest a handful of levels (PRM800K: label.steps[].completions[].rating);
+# far deeper input is an attack on the recursive decoders and checks (json, orjson,
+# ``_check_json`` below), and is refused by name before it reaches their limits.
+MAX_DEPTH = 64
+
 
 class ImportFormatError(ValueError):
     """Bad input, with enough context for the user to find and fix it."""
@@ -89,6 +94,20 @@ class ExportTrace:
     created_at: str = ""  # ISO 8601; PRM800K's ``timestamp``
 
 
+def too_deep(value: Any) -> bool:
+    """Whether ``value`` nests deeper than :data:`MAX_DEPTH` (a record is level 1)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 # ---------------------------------------------------------------- field helpers
 
 RATINGS = (-1, 0, 1)
@@ -161,12 +180,20 @@ def json_text_object(value: Any, where: str, key: str) -> Any:
     """``value`` decoded when it is a string holding a JSON object, else unchanged."""
     if not (isinstance(value, str) and value.lstrip().startswith("{")):
         return value
+    too_deep_error = ImportFormatError(
+        where, f"holds JSON text nested more than {MAX_DEPTH} levels deep", field=key
+    )
     try:
-        return json.loads(value)
+        decoded = json.loads(value)
     except json.JSONDecodeError as exc:
         raise ImportFormatError(
             where, f"holds malformed JSON text ({exc.msg})", field=key
         ) from None
+    except RecursionError:
+        raise too_deep_error from None
+    if too_deep(decoded):
+        raise too_deep_error
+    return decoded
 
 
 def first_error(value: Any, num_steps: int, where: str, key: str) -> int:

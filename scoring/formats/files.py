@@ -4,14 +4,20 @@ gzip-compressed, with or without a UTF-8 byte order mark.
 
 Nothing is read whole: JSONL goes line by line, parquet batch by batch, and JSON
 documents through an incremental decoder over 1 MiB chunks, so an upload's size
-does not decide the memory it takes; one record is capped at
-:data:`MAX_RECORD_BYTES`. Errors name the file and the line (or record, or row).
+does not decide the memory it takes. A file cannot be turned against the worker
+either: one line or record is capped at :data:`MAX_RECORD_BYTES`, nesting at
+:data:`MAX_DEPTH`, and a gzip stream at :data:`MAX_DECOMPRESSED_BYTES` and
+:data:`MAX_COMPRESSION_RATIO` times its own size (a "zip bomb" is refused after
+reading a bounded amount, never decompressed whole). Errors name the file, the
+line (or record, or row) and the limit.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -20,11 +26,22 @@ from typing import IO, Any
 
 import orjson
 
-from scoring.formats.base import ImportFormatError
+from scoring.formats.base import MAX_DEPTH, ImportFormatError, too_deep
 
-MAX_RECORD_BYTES = 16 * 1024 * 1024
+MiB = 1024 * 1024
+MAX_RECORD_BYTES = 16 * MiB
+# The largest real files (PRM800K phase 2 train, 1M-step exports) decompress to about
+# 1 GiB; gzip's best ratio on JSON text is near 10-20x, its ceiling about 1030x.
+MAX_DECOMPRESSED_BYTES = 4 * 1024 * MiB
+MAX_COMPRESSION_RATIO = 100
+# Below this much output the ratio is not checked: a small file of repeated records may
+# compress far better than a big one.
+RATIO_CHECKED_AFTER_BYTES = 16 * MiB
 UTF8_BOM = b"\xef\xbb\xbf"
 CHUNK_BYTES = 1 << 20
+# The white space JSON allows between values (RFC 8259, section 2).
+_JSON_NON_SPACE = re.compile(r"[^ \t\n\r]")
+_BYTES_NON_SPACE = re.compile(rb"[^ \t\n\r]")
 
 Opener = Callable[[], IO[bytes]]
 
@@ -47,10 +64,9 @@ def open_records(path: str | Path, display_name: str | None = None) -> RecordSou
     if head.startswith(b"PAR1"):
         return _parquet_records(path, name)
     compressed = head.startswith(b"\x1f\x8b")
-    opener: Opener = partial(gzip.open, path, "rb") if compressed else partial(open, path, "rb")
+    opener: Opener = partial(_Gunzipped, path, name) if compressed else partial(open, path, "rb")
     with opener() as fh:
-        start = _first_non_space(fh)
-        first_line = fh.readline(MAX_RECORD_BYTES + 1) if start == b"{" else b""
+        start, first_line = _sniff(fh, name)
     if start == b"":
         raise ImportFormatError(name, "the file is empty")
     if start == b"[":
@@ -63,24 +79,115 @@ def open_records(path: str | Path, display_name: str | None = None) -> RecordSou
         orjson.loads(first_line)
         one_object_per_line = True
     except orjson.JSONDecodeError:
-        one_object_per_line = False
+        # A first line over the cap is not taken for a JSON document: the JSONL reader
+        # refuses it by name, as it does any other line (a JSON document's first line
+        # is a few characters, never megabytes).
+        one_object_per_line = len(first_line) > MAX_RECORD_BYTES
     if one_object_per_line:
         total = None if compressed else _count_lines(path)
         return RecordSource(name, _jsonl_records(opener, name), total)
     return RecordSource(name, _json_document_records(opener, name), None)
 
 
-def _first_non_space(fh: IO[bytes]) -> bytes:
-    while True:
-        ch = fh.read(1)
-        if ch == b"":
-            return b""
-        if ch == b"\xef":  # UTF-8 byte order mark
-            fh.read(2)
-            continue
-        if not ch.isspace():
-            fh.seek(fh.tell() - 1)
-            return ch
+def _sniff(fh: IO[bytes], name: str) -> tuple[bytes, bytes]:
+    """The file's first character after a byte order mark and white space and, when
+    it opens an object, the rest of its line (at most ``MAX_RECORD_BYTES + 1`` bytes),
+    read in chunks: a megabyte of leading spaces costs one read, not a million."""
+    skipped = 0
+    chunk = fh.read(max(CHUNK_BYTES, len(UTF8_BOM)))
+    if not chunk:
+        return b"", b""
+    chunk = chunk.removeprefix(UTF8_BOM)
+    while (found := _BYTES_NON_SPACE.search(chunk)) is None:
+        skipped += len(chunk)
+        if skipped > MAX_RECORD_BYTES:
+            raise ImportFormatError(
+                name, f"the file starts with more than {_size(MAX_RECORD_BYTES)} of white space"
+            )
+        chunk = fh.read(CHUNK_BYTES)
+        if not chunk:
+            return b"", b""
+    line = chunk[found.start() :]
+    if not line.startswith(b"{"):
+        return line[:1], b""
+    while b"\n" not in line and len(line) <= MAX_RECORD_BYTES:
+        more = fh.read(CHUNK_BYTES)
+        if not more:
+            break
+        line += more
+    end = line.find(b"\n")
+    return line[:1], line[: end if end >= 0 else MAX_RECORD_BYTES + 1]
+
+
+def _size(n: int) -> str:
+    return f"{n // MiB} MiB" if n % MiB == 0 else f"{n} bytes"
+
+
+class _Gunzipped:
+    """A gzip file read through caps: it stops with an error, naming the limit, once
+    it has given more than ``MAX_DECOMPRESSED_BYTES`` or more than
+    ``MAX_COMPRESSION_RATIO`` times the compressed file's size, so a small bomb costs
+    the worker a bounded amount of CPU and no memory; and a damaged or truncated
+    stream is an :class:`ImportFormatError`, not ``EOFError`` from deep in gzip."""
+
+    def __init__(self, path: Path, name: str):
+        self.name = name
+        self.compressed_bytes = max(path.stat().st_size, 1)
+        self.given = 0
+        self.fh = gzip.open(path, "rb")  # noqa: SIM115 (closed by close())
+
+    def read(self, size: int) -> bytes:
+        return self._counted(self._guarded(self.fh.read, size))
+
+    def readline(self, size: int) -> bytes:
+        return self._counted(self._guarded(self.fh.readline, size))
+
+    def _guarded(self, read: Callable[[int], bytes], size: int) -> bytes:
+        if size < 0:
+            raise ValueError("read a gzip stream in bounded pieces")
+        try:
+            return read(size)
+        except EOFError:
+            raise ImportFormatError(
+                self.name,
+                f"the gzip data ends early, after {self.given} bytes of text "
+                "(no end-of-stream marker): the file is truncated; upload it again",
+            ) from None
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise ImportFormatError(
+                self.name, f"damaged gzip data after {self.given} bytes of text ({exc})"
+            ) from None
+
+    def _counted(self, data: bytes) -> bytes:
+        self.given += len(data)
+        if self.given > MAX_DECOMPRESSED_BYTES:
+            raise ImportFormatError(
+                self.name,
+                f"decompresses to more than {_size(MAX_DECOMPRESSED_BYTES)}, "
+                "the most one import may hold",
+            )
+        ratio = self.given / self.compressed_bytes
+        if self.given > RATIO_CHECKED_AFTER_BYTES and ratio > MAX_COMPRESSION_RATIO:
+            raise ImportFormatError(
+                self.name,
+                f"decompresses to more than {MAX_COMPRESSION_RATIO} times its size "
+                f"({self.compressed_bytes} bytes gave {self.given} and counting): "
+                "refused as a compression bomb",
+            )
+        return data
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def __enter__(self) -> _Gunzipped:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _too_deep(where: str) -> ImportFormatError:
+    return ImportFormatError(where, f"a record is nested more than {MAX_DEPTH} levels deep")
 
 
 def _count_lines(path: Path) -> int:
@@ -110,9 +217,7 @@ def _jsonl_records(opener: Opener, name: str) -> Iterator[tuple[str, Any]]:
             line_no += 1
             where = f"{name}, line {line_no}"
             if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
-                raise ImportFormatError(
-                    where, f"line is longer than {MAX_RECORD_BYTES // (1024 * 1024)} MiB"
-                )
+                raise ImportFormatError(where, f"line is longer than {_size(MAX_RECORD_BYTES)}")
             if line_no == 1:
                 raw = raw.removeprefix(UTF8_BOM)
             if not raw.strip():
@@ -121,7 +226,11 @@ def _jsonl_records(opener: Opener, name: str) -> Iterator[tuple[str, Any]]:
                 record = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 _decode(raw, where)  # a clearer message when the cause is the encoding
+                if "depth limit" in str(exc):  # orjson's own guard, at 1024 levels
+                    raise _too_deep(where) from None
                 raise ImportFormatError(where, f"malformed JSON ({exc})") from None
+            if too_deep(record):
+                raise _too_deep(where)
             yield where, record
 
 
@@ -210,10 +319,11 @@ class _JsonDocument:
     def peek(self) -> str:
         """The next character after white space, without consuming it; "" at the end."""
         while True:
-            while self.pos < len(self.buf) and self.buf[self.pos].isspace():
-                self.pos += 1
-            if self.pos < len(self.buf):
+            found = _JSON_NON_SPACE.search(self.buf, self.pos)
+            if found is not None:
+                self.pos = found.start()
                 return self.buf[self.pos]
+            self.pos = len(self.buf)
             if not self._fill():
                 return ""
 
@@ -243,10 +353,12 @@ class _JsonDocument:
                 error = None
             except json.JSONDecodeError as exc:
                 error, end = exc, exc.pos
+            except RecursionError:
+                raise _too_deep(f"{self.name}, line {self.line_at(start)}") from None
             if (len(self.buf) if error is not None else end) - start > MAX_RECORD_BYTES:
                 raise ImportFormatError(
                     f"{self.name}, line {self.line_at(start)}",
-                    f"a record is longer than {MAX_RECORD_BYTES // (1024 * 1024)} MiB",
+                    f"a record is longer than {_size(MAX_RECORD_BYTES)}",
                 )
             if not at_end and (error is not None or self._maybe_cut(value, end)):
                 self.pos = start
@@ -256,6 +368,8 @@ class _JsonDocument:
                 continue
             if error is not None:
                 raise self.error(error.msg, error.pos)
+            if too_deep(value):
+                raise _too_deep(f"{self.name}, line {self.line_at(start)}")
             self.pos = end
             return value
 

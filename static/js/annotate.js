@@ -8,6 +8,7 @@
       { code: "204", swap: false },
       { code: "[23]..", swap: true },
       { code: "422", swap: true },
+      { code: "409", swap: true }, // a claim refused: the read-only trace and why
       { code: "[45]..", swap: false, error: true },
     ];
     // Settle at once: with a delay, htmx restores the new page's attributes (the
@@ -21,7 +22,15 @@
   var RATE_KEYS = { "1": "-1", "-": "-1", "2": "0", "0": "0", "3": "1", "+": "1", "=": "1" };
   var FLAG_KEYS = { b: "bad_problem", g: "gave_up", f: "bad_step_split" };
 
-  function form() { return document.getElementById("label-form"); }
+  function form() {
+    var f = document.getElementById("label-form");
+    return f && !f.hasAttribute("inert") ? f : null; // a read-only trace takes no keys
+  }
+  // A message about what was entered goes as soon as the annotator changes it.
+  function clearError() {
+    var error = document.getElementById("label-error");
+    if (error) error.remove();
+  }
   function steps() { return Array.prototype.slice.call(document.querySelectorAll(".label-steps .step")); }
   function focused() { return document.querySelector(".label-steps .step.focused"); }
   function indexOf(li) { return parseInt(li.dataset.index, 10); }
@@ -86,12 +95,23 @@
     setFirstError("-1");
   }
 
+  // The flag keys toggle: pressing the key of the flag that is set clears it.
   function flag(kind) {
     var select = document.getElementById("flag");
     var reason = document.getElementById("flag-reason");
     if (!select || !reason) return;
+    if (select.value === kind) { clearFlag(); return; }
     select.value = kind;
+    document.getElementById("flag-box").classList.add("flagged");
     reason.focus();
+  }
+  function clearFlag() {
+    var select = document.getElementById("flag");
+    var reason = document.getElementById("flag-reason");
+    if (!select || !reason) return;
+    select.value = "";
+    reason.value = "";
+    document.getElementById("flag-box").classList.remove("flagged");
   }
 
   function toggleShortcuts() {
@@ -108,7 +128,12 @@
   function act(key) {
     if (key === "?") { toggleShortcuts(); return true; }
     if (key === "u") { click("undo"); return true; }
-    if (!form()) return false;
+    if (!form()) {
+      // An empty workspace starts the queue; a read-only trace is claimed.
+      if (key === "Enter") { click(document.getElementById("start") ? "start" : "claim"); return true; }
+      return false;
+    }
+    if (key !== "Enter") clearError();
     var current = focused() ? indexOf(focused()) : -1;
     if (key === "j" || key === "ArrowDown") focusStep(current + 1);
     else if (key === "k" || key === "ArrowUp") focusStep(current < 0 ? 0 : current - 1);
@@ -128,7 +153,11 @@
     var typing = target && (target.tagName === "TEXTAREA" || target.tagName === "SELECT" ||
       (target.tagName === "INPUT" && target.type !== "radio" && target.type !== "checkbox"));
     if (typing) {
-      if (event.key === "Escape") { target.blur(); focusStep(focused() ? indexOf(focused()) : 0); }
+      if (event.key === "Escape") {
+        if (target.id === "flag-reason" || target.id === "flag") { clearFlag(); clearError(); }
+        target.blur();
+        focusStep(focused() ? indexOf(focused()) : 0);
+      }
       return; // Enter in the reason field submits the form the ordinary way.
     }
     if (target && target.tagName === "BUTTON" && event.key === "Enter") return;

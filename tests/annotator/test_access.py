@@ -48,7 +48,10 @@ def ids(project, users):
         project=project, created_by=users["owner"], file_name="x.json", upload="nonexistent"
     )
     membership = project.memberships.get(user=users["annotator"])
-    run = ScoringRun.objects.create(project=project, name="r", created_by=users["owner"])
+    # A run whose scorer was deleted: its provenance still names it (runs.html reads it).
+    run = ScoringRun.objects.create(
+        project=project, name="r", created_by=users["owner"], provenance={"scorer": "gone"}
+    )
     return {
         "trace_id": trace.id,
         "annotation_id": annotation.id,
@@ -128,3 +131,127 @@ def test_it_hides_the_reference_answer_from_annotators(
     project.save()
     shown = reference_answer_shown(client, user, project, trace)
     assert shown == dict.fromkeys(SURFACES, not hidden_from_it)
+
+
+# ---------------------------------------------------------------- every role, every URL
+
+MEMBER_STATUSES = {200, 302, 400, 403, 404, 405}  # 403: a site permission (new project)
+
+
+def body(response) -> bytes:
+    if getattr(response, "streaming", False):
+        return b"".join(response.streaming_content)
+    return response.content
+
+
+@pytest.fixture
+def other_project(django_user_model):
+    """A second project, owned by someone with no role in the first."""
+    from annotator.models import Membership, Project, Role
+
+    other = Project.objects.create(slug="other", name="OTHER-PROJECT-NAME")
+    owner = django_user_model.objects.create_user("otto", password="pw-otto-123")
+    Membership.objects.create(project=other, user=owner, role=Role.OWNER)
+    make_trace(other, ext="other-1", problem_text="OTHER-PROJECT-PROBLEM")
+    return owner
+
+
+@pytest.mark.parametrize("role", ["annotator", "reviewer", "owner"])
+def test_every_url_answers_members_without_errors_or_other_projects_text(
+    client_for, users, ids, other_project, role
+):
+    """GET on every URL (project and site pages, API) as each role of the project: a
+    status the role may get, never a server error, and nothing of a project the user
+    is not in."""
+    client = client_for(users[role])
+    for route, name in walk(get_resolver().url_patterns):
+        if name in PUBLIC or name in ("api-schema", "api-docs", "api-redoc"):
+            continue
+        response = client.get(fill(route, ids))
+        assert response.status_code in MEMBER_STATUSES, (
+            f"GET /{route} ({name}) gave {response.status_code} to the {role}"
+        )
+        assert b"OTHER-PROJECT" not in body(response), f"/{route} ({name}) leaks to the {role}"
+
+
+def test_the_owner_of_another_project_gets_nothing_of_this_one(client_for, ids, other_project):
+    client = client_for(other_project)
+    for route, name in project_urls():
+        path = fill(route, ids)
+        for method in ("get", "post"):
+            status = getattr(client, method)(path).status_code
+            assert status in (404, 405), f"{method.upper()} {path} ({name}) gave {status}"
+    for route, name in walk(get_resolver().url_patterns):
+        if "<" in route or name in PUBLIC:
+            continue
+        response = client.get("/" + route)
+        assert response.status_code in MEMBER_STATUSES, f"GET /{route} ({name})"
+        assert b"GSM8K labels" not in body(response), f"/{route} ({name}) shows the other project"
+
+
+def test_creating_projects_is_a_site_permission(client, users, db, settings):
+    from django.contrib.auth.models import Permission
+
+    from annotator.models import Project
+
+    url = reverse("project-create")
+    new = {"name": "MATH", "slug": "math", "guidelines": ""}
+    client.force_login(users["outsider"])
+    assert client.get(url).status_code == 403
+    assert client.post(url, new).status_code == 403
+    assert not Project.objects.filter(slug="math").exists()
+    users["outsider"].user_permissions.add(Permission.objects.get(codename="add_project"))
+    assert client.post(url, new).status_code == 302
+    client.force_login(users["annotator"])
+    users["annotator"].is_staff = True
+    users["annotator"].save()
+    assert client.post(url, {**new, "slug": "math2"}).status_code == 302
+    client.force_login(users["reviewer"])
+    settings.ANYONE_MAY_CREATE_PROJECTS = True
+    assert client.post(url, {**new, "slug": "math3"}).status_code == 302
+
+
+# ---------------------------------------------------------------- hidden means hidden
+
+HIDDEN = (b"REF-ANSWER-42", b"REFSTEP-SECRET", b"final answer correct", b"final answer wrong")
+
+
+def leaks(response) -> list[bytes]:
+    content = body(response)
+    found = [value for value in HIDDEN if value in content]
+    if response.get("Content-Type", "").startswith("application/json"):
+        found += [b"final_answer_correct"] if b'"final_answer_correct":true' in content else []
+    return found
+
+
+@pytest.mark.parametrize("hidden", [True, False])
+def test_annotators_see_nothing_of_a_hidden_reference_on_any_url(
+    project, users, client_for, hidden
+):
+    """Walks every URL the annotator can reach, with each trace in turn: a model
+    solution judged correct against the reference, and the reference solution itself."""
+    project.show_reference_answer = not hidden
+    project.save()
+    solution = make_trace(
+        project, reference_answer="REF-ANSWER-42", final_answer="4", final_answer_correct=True
+    )
+    reference = make_trace(
+        project, generator="reference", steps=["REFSTEP-SECRET one", "REFSTEP-SECRET two"]
+    )
+    client = client_for(users["annotator"])
+    seen: dict[str, list[bytes]] = {}
+    for trace in (solution, reference):
+        ids = {"trace_id": trace.id, "job_id": 0, "run_id": 0, "annotation_id": 0}
+        ids["membership_id"] = 0
+        for route, name in walk(get_resolver().url_patterns):
+            if name in PUBLIC or name in ("api-schema", "api-docs", "api-redoc"):
+                continue
+            response = client.get(fill(route, ids))
+            if found := leaks(response):
+                seen[f"/{route} ({name}) with trace {trace.external_id}"] = found
+    if hidden:
+        assert seen == {}
+    else:  # the walk can see them: shown, they are found
+        assert any(b"REFSTEP-SECRET" in found for found in seen.values())
+        assert any(b"final answer correct" in found for found in seen.values())
+        assert any(b"REF-ANSWER-42" in found for found in seen.values())

@@ -121,6 +121,9 @@ def _routes(project, trace, annotation_id):
         ("annotate-submit", "post", reverse("annotate-submit", args=[slug, pk])),
         ("annotate-skip", "post", reverse("annotate-skip", args=[slug, pk])),
         ("annotate-undo", "post", reverse("annotate-undo", args=[slug])),
+        ("annotate-claim", "post", reverse("annotate-claim", args=[slug])),
+        ("annotate-claim-trace", "post", reverse("annotate-claim-trace", args=[slug, pk])),
+        ("annotate-progress", "get", reverse("annotate-progress", args=[slug])),
         ("trace-history", "get", reverse("trace-history", args=[slug, pk])),
         ("mark-gold", "post", reverse("mark-gold", args=[slug, pk])),
         ("review", "get", reverse("review", args=[slug])),
@@ -185,20 +188,109 @@ def test_it_keeps_review_gold_and_agreement_for_managers(project, users, traces,
 
 def test_it_serves_a_trace_and_holds_it(project, users, traces, client_for):
     client = client_for(users["annotator"])
-    response = client.get(reverse("annotate", args=[project.slug]))
+    landing = client.get(reverse("annotate", args=[project.slug]))
+    assert landing.status_code == 200 and served_id(landing) is None
+    assert b'id="start"' in landing.content
+    assert not Assignment.objects.exists()  # a GET holds nothing
+    response = client.post(reverse("annotate-claim", args=[project.slug]), **HTMX)
     assert response.status_code == 200
     assert served_id(response) == traces[0].pk
     assert b"step 0 of t0" in response.content
     hold = Assignment.objects.get(annotator=users["annotator"])
     assert hold.trace_id == traces[0].pk and not hold.skipped
-    # A reload gives the same trace back, not a new one.
+    # A reload shows the held trace (without holding anything new), so does "next".
     assert served_id(client.get(reverse("annotate", args=[project.slug]))) == traces[0].pk
+    assert served_id(client.post(reverse("annotate-claim", args=[project.slug]), **HTMX)) == (
+        traces[0].pk
+    )
     assert Assignment.objects.count() == 1
+
+
+def test_a_plain_claim_redirects_to_the_trace(project, users, traces, client_for):
+    client = client_for(users["annotator"])
+    response = client.post(reverse("annotate-claim", args=[project.slug]))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("annotate-trace", args=[project.slug, traces[0].pk])
+    assert Assignment.objects.get().trace_id == traces[0].pk
+
+
+# ------------------------------------------------------------------ holds
+
+
+def test_opening_a_trace_by_url_holds_nothing(project, users, traces, client_for):
+    client = client_for(users["annotator"])
+    url = reverse("annotate-trace", args=[project.slug, traces[2].pk])
+    page = client.get(url)
+    assert page.status_code == 200 and served_id(page) == traces[2].pk
+    assert b'id="read-only"' in page.content and b" inert " in page.content
+    assert not Assignment.objects.exists()
+    claim = reverse("annotate-claim-trace", args=[project.slug, traces[2].pk])
+    assert client.get(claim).status_code == 405  # only a POST claims
+    claimed = client.post(claim, **HTMX)
+    assert claimed.status_code == 200 and b'id="read-only"' not in claimed.content
+    assert list(Assignment.objects.values_list("trace_id", flat=True)) == [traces[2].pk]
+    assert b'id="read-only"' not in client.get(url).content  # held: editable
+
+
+def test_it_caps_the_holds_per_person(project, users, traces, client_for):
+    project.max_holds_per_person = 2
+    project.save()
+    client = client_for(users["annotator"])
+
+    def claim(trace):
+        return client.post(reverse("annotate-claim-trace", args=[project.slug, trace.pk]), **HTMX)
+
+    assert claim(traces[0]).status_code == 200
+    assert claim(traces[1]).status_code == 200
+    assert claim(traces[1]).status_code == 200  # claiming a held trace again is no new hold
+    refused = claim(traces[2])
+    assert refused.status_code == 409
+    assert b"You hold 2 other traces, the most this project allows" in refused.content
+    assert b'id="read-only"' in refused.content
+    held = Assignment.objects.filter(annotator=users["annotator"])
+    assert sorted(held.values_list("trace_id", flat=True)) == [traces[0].pk, traces[1].pk]
+    # Submitting one frees a place.
+    submit = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    assert client.post(submit, {"first_error_step": "-1"}, **HTMX).status_code == 200
+    assert claim(traces[2]).status_code == 200
+
+
+def test_it_refuses_a_claim_on_a_full_trace(project, users, traces, django_user_model, client_for):
+    other = add_member(project, django_user_model.objects.create_user("bea"))
+    client_for(other).post(reverse("annotate-claim", args=[project.slug]), **HTMX)  # bea: t0
+    client = client_for(users["annotator"])
+    refused = client.post(reverse("annotate-claim-trace", args=[project.slug, traces[0].pk]))
+    assert refused.status_code == 409
+    assert b"already has its 1 annotator(s), counting people who hold it now" in refused.content
+    assert not Assignment.objects.filter(annotator=users["annotator"]).exists()
+
+
+def test_a_direct_submit_beyond_n_is_refused(project, users, traces, django_user_model, client_for):
+    other = add_member(project, django_user_model.objects.create_user("bea"))
+    submit = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    assert client_for(other).post(submit, {"first_error_step": "-1"}, **HTMX).status_code == 200
+    client = client_for(users["annotator"])
+    refused = client.post(submit, {"first_error_step": "1"}, **HTMX)
+    assert refused.status_code == 422
+    assert b"This trace already has its 1 label: yours was not stored" in refused.content
+    assert Annotation.objects.filter(trace=traces[0]).count() == 1
+    traces[0].refresh_from_db()
+    assert traces[0].label_count == 1
+    # Someone else's live hold counts for a submitter who holds nothing...
+    bea = client_for(other)
+    bea.post(reverse("annotate-claim", args=[project.slug]), **HTMX)  # bea now holds t1
+    late = reverse("annotate-submit", args=[project.slug, traces[1].pk])
+    assert client_for(users["annotator"]).post(late, {"first_error_step": "-1"}).status_code == 422
+    # ...and a reviewer may add a label beyond N.
+    reviewer = client_for(users["reviewer"])
+    assert reviewer.post(submit, {"first_error_step": "1"}, **HTMX).status_code == 200
+    traces[0].refresh_from_db()
+    assert traces[0].label_count == 2
 
 
 def test_it_submits_and_returns_the_next_trace_in_one_request(project, users, traces, client_for):
     client = client_for(users["annotator"])
-    client.get(reverse("annotate", args=[project.slug]))
+    client.post(reverse("annotate-claim", args=[project.slug]), **HTMX)
     url = reverse("annotate-submit", args=[project.slug, traces[0].pk])
     response = client.post(url, {"first_error_step": "1", "served_at": "0"}, **HTMX)
     assert response.status_code == 200
@@ -273,7 +365,7 @@ def test_it_undoes_the_last_submission(project, users, traces, client_for):
 
 def test_it_skips_a_trace_for_good(project, users, traces, client_for):
     client = client_for(users["annotator"])
-    client.get(reverse("annotate", args=[project.slug]))
+    client.post(reverse("annotate-claim", args=[project.slug]), **HTMX)
     response = client.post(reverse("annotate-skip", args=[project.slug, traces[0].pk]), **HTMX)
     assert served_id(response) == traces[1].pk
     client.post(reverse("annotate-skip", args=[project.slug, traces[1].pk]), **HTMX)
@@ -341,22 +433,36 @@ def test_it_shows_the_reference_answer_only_when_the_project_says_so(project, us
     assert b"REF-ANSWER-42" not in client.get(url).content
 
 
-def test_it_says_when_nothing_is_left(project, users, client_for):
-    response = client_for(users["annotator"]).get(reverse("annotate", args=[project.slug]))
+def test_it_says_honestly_why_nothing_is_served(project, users, client_for):
+    client = client_for(users["annotator"])
+    claim = reverse("annotate-claim", args=[project.slug])
+    response = client.post(claim, **HTMX)
     assert response.status_code == 200
-    assert b"Nothing left to label" in response.content
+    assert b"No traces yet" in response.content
+    assert b"held by someone else" not in response.content
+    trace = make_trace(project)
+    submit = reverse("annotate-submit", args=[project.slug, trace.pk])
+    assert client.post(submit, {"first_error_step": "-1"}, **HTMX).status_code == 200
+    assert b"Every trace has its 1 label" in client.post(claim, **HTMX).content
+    project.annotators_per_trace = 2
+    project.save()
+    assert b"Nothing left for you" in client.post(claim, **HTMX).content
 
 
 def test_it_submits_in_a_constant_number_of_queries(project, users, client_for):
     client = client_for(users["annotator"])
 
     def submit_next() -> int:
-        trace_id = served_id(client.get(reverse("annotate", args=[project.slug])))
+        trace_id = served_id(client.post(reverse("annotate-claim", args=[project.slug]), **HTMX))
         url = reverse("annotate-submit", args=[project.slug, trace_id])
         with CaptureQueriesContext(connection) as queries:
             response = client.post(url, {"first_error_step": "-1"}, **HTMX)
         assert response.status_code == 200 and served_id(response)
-        return len(queries)
+        # The test's own transaction turns each atomic block into SAVEPOINT/RELEASE
+        # statements; outside tests those are BEGIN/COMMIT, which are not counted.
+        return sum(
+            1 for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))
+        )
 
     for i in range(3):
         make_trace(project, 3, ext=f"small{i}")
@@ -364,4 +470,30 @@ def test_it_submits_in_a_constant_number_of_queries(project, users, client_for):
     for i in range(60):
         make_trace(project, 12, ext=f"big{i}")
     assert submit_next() == small
-    assert small <= 25
+    assert small <= 11
+
+
+def test_the_progress_line_counts_my_labels_and_the_queue(project, users, traces, client_for):
+    client = client_for(users["annotator"])
+    submit = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    client.post(submit, {"first_error_step": "-1"}, **HTMX)
+    page = client.get(reverse("annotate-progress", args=[project.slug]), **HTMX)
+    assert re.search(rb'id="progress-today">1<', page.content)
+    assert re.search(rb'id="progress-left">3<', page.content)  # 4 traces, 1 has its label
+
+
+def test_the_project_list_shows_counts_and_roles(project, users, traces, client_for):
+    submit = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    client_for(users["annotator"]).post(submit, {"first_error_step": "-1"}, **HTMX)
+    row = re.search(
+        r'<tr data-project="gsm8k">.*?</tr>',
+        client_for(users["reviewer"]).get(reverse("home")).content.decode(),
+        re.S,
+    ).group()
+    assert re.search(r'class="role">Reviewer<', row)
+    assert re.search(r'class="figure traces">4<', row)
+    assert re.search(r'class="figure labelled">1 ', row)
+    assert re.search(r'class="figure review"><a [^>]*>0<', row)
+    annotator_row = client_for(users["annotator"]).get(reverse("home")).content.decode()
+    assert 'class="role">Annotator<' in annotator_row
+    assert reverse("review", args=[project.slug]) not in annotator_row

@@ -8,6 +8,8 @@ from annotator.models import LabelScheme, Membership, Project, Role
 
 
 def test_a_new_project_makes_its_creator_owner(client_for, users):
+    users["outsider"].is_staff = True  # creating projects is a site permission
+    users["outsider"].save()
     response = client_for(users["outsider"]).post(
         reverse("project-create"), {"name": "MATH", "slug": "math", "guidelines": ""}
     )
@@ -113,3 +115,16 @@ def test_non_owners_cannot_manage_members(client_for, users, project):
     )
     assert response.status_code == 404
     assert not Membership.objects.filter(project=project, user=users["outsider"]).exists()
+
+
+def test_only_users_with_the_site_permission_see_and_use_new_project(client_for, users):
+    from django.contrib.auth.models import Permission
+
+    client = client_for(users["annotator"])
+    assert b"New project" not in client.get(reverse("home")).content
+    assert client.post(reverse("project-create"), {"name": "X", "slug": "x"}).status_code == 403
+    users["annotator"].user_permissions.add(Permission.objects.get(codename="add_project"))
+    users["annotator"] = type(users["annotator"]).objects.get(pk=users["annotator"].pk)
+    client = client_for(users["annotator"])
+    assert b"New project" in client.get(reverse("home")).content
+    assert client.post(reverse("project-create"), {"name": "X", "slug": "x"}).status_code == 302

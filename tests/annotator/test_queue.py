@@ -249,7 +249,7 @@ def _parallel_claims(project: Project, users: list, rounds: int) -> dict[int, se
             client.force_login(user)
             for _ in range(rounds):
                 barrier.wait(timeout=30)
-                response = client.get(reverse("annotate", args=[project.slug]))
+                response = client.post(reverse("annotate-claim", args=[project.slug]), **HTMX)
                 assert response.status_code == 200
                 trace_id = served_id(response)
                 if trace_id is None:

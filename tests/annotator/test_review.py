@@ -3,6 +3,8 @@ gold questions and the history of a trace."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -54,8 +56,16 @@ def test_it_shows_labels_side_by_side(project, users, labelled, client_for):
     assert response.status_code == 200
     names = [c["name"] for c in response.context["columns"]]
     assert names == ["alan", "bea"]
-    step_two = response.context["step_rows"][2]
-    assert step_two[2] == [(1, False), (-1, True)]  # alan: all correct; bea: step 2
+    rows = response.context["step_rows"]
+    assert rows[2][2] == [(1, False, "alan"), (-1, True, "bea")]  # alan: all correct; bea: 2
+    assert [row[3] for row in rows] == ["agrees", "agrees", "disagrees"]
+    # Each rating cell sits in its annotator's column, and says whether they agree.
+    html = response.content.decode()
+    header = re.findall(r'<th class="who"[^>]*data-labeller="(\w+)"', html)
+    step_row = re.search(r'<tr data-step="2">.*?</tr>', html, re.S).group()
+    assert re.findall(r'<td class="cell-rating[^"]*" data-labeller="(\w+)"', step_row) == header
+    assert "✗ disagrees" in step_row
+    assert 'class="rating' not in html  # the inline-block badge style stays off table cells
 
 
 def test_the_review_page_shows_the_verdict_exports_use(project, users, labelled, client_for):
@@ -181,6 +191,8 @@ def test_it_marks_gold_and_shows_gold_accuracy(project, users, bea, client_for):
 
 
 def test_it_shows_every_version_in_the_history(project, users, bea, client_for):
+    project.annotators_per_trace = 2
+    project.save()
     trace = make_trace(project, 3)
     submit_label(project, trace, users["annotator"], Label(0, None))
     submit_label(project, trace, users["annotator"], Label(-1, None))

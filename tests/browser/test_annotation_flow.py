@@ -106,6 +106,8 @@ def test_it_labels_reviews_and_measures_agreement(team, new_page, live_server):
     # --- annotator A, keyboard only
     a = new_page("ann", "pw-ann-123")
     a.goto(annotate)
+    expect(a.locator("#start")).to_be_visible()  # a GET holds nothing
+    press(a, "Enter")  # start: claims the first trace
     showing(a, t0)
     expect(a.locator("#step-0 .katex").first).to_be_visible()  # math rendered by KaTeX
     press(a, "j", "j", "e", "Enter")  # first error at step 2
@@ -136,6 +138,7 @@ def test_it_labels_reviews_and_measures_agreement(team, new_page, live_server):
     # --- annotator B differs on t2 only
     b = new_page("bob", "pw-bob-123")
     b.goto(annotate)
+    press(b, "Enter")
     showing(b, t0)
     expect(b.get_by_text("editing your submission")).to_have_count(0)  # blind to A
     press(b, "ArrowDown", "ArrowDown", "e", "Enter")
@@ -191,6 +194,8 @@ def test_it_shows_hostile_step_text_as_text(team, new_page, live_server):
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(f"{live_server.url}/p/{project.slug}/annotate/{trace.pk}/")
+    expect(page.locator("#read-only")).to_be_visible()  # opened by link: not held yet
+    press(page, "Enter")  # claim it
     showing(page, trace)
     expect(page.locator("#step-0 .step-text")).to_have_text(script)
     expect(page.locator("#step-1 .step-text")).to_have_text(img)

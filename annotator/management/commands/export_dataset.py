@@ -18,7 +18,12 @@ class Command(BaseCommand):
             "--out", required=True, help="output path; .parquet writes parquet, anything else JSONL"
         )
         parser.add_argument("--split", help="only traces of this split")
-        parser.add_argument("--labels", default="human", choices=LABEL_SOURCES)
+        parser.add_argument(
+            "--labels",
+            default="human",
+            metavar="|".join(LABEL_SOURCES) + "|SET",
+            help="human labels, reviewers' only, or a label set by name",
+        )
         parser.add_argument(
             "--scores",
             metavar="all|RUN[,RUN]",

@@ -1,4 +1,6 @@
-"""Create the demo login and project and import the demo data (idempotent)."""
+"""Create the demo login and project, import the demo data, and score it with the
+``arithmetic-check`` scorer in this process (no model, seconds on a CPU), so the
+dashboard and the trace pages have scores on a first visit. Idempotent."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from annotator import jobs, runs
 from annotator.importing import import_file
-from annotator.models import Membership, Project, Role
+from annotator.models import JobStatus, Membership, Project, Role, Scorer, ScoringRun
 
+DEMO_SCORER = "arithmetic-check"
 DEMO_FILES = [
     ("processbench-gsm8k/gsm8k.json", "processbench"),
     ("gsm8k/example_model_solutions.jsonl", "gsm8k-solutions"),
@@ -18,7 +22,10 @@ DEMO_FILES = [
 
 
 class Command(BaseCommand):
-    help = "Create the demo user and project, and import ProcessBench GSM8K and the GSM8K model solutions."
+    help = (
+        "Create the demo user and project, import ProcessBench GSM8K and the GSM8K model "
+        "solutions, and score them with arithmetic-check."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--data-dir", default=str(settings.BASE_DIR.parent / "shared" / "data"))
@@ -51,9 +58,28 @@ class Command(BaseCommand):
                 continue
             summary = import_file(project, path, fmt)
             self.stdout.write(f"{relative}: {summary}")
+        self.score_demo(project, user)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo login: username {options['username']!r}, password {options['password']!r} "
                 f"(project /p/{project.slug}/)"
             )
         )
+
+    def score_demo(self, project: Project, user) -> None:
+        """One finished ``arithmetic-check`` run over every trace of the demo project."""
+        scorer, _ = Scorer.objects.get_or_create(
+            name=DEMO_SCORER, defaults={"adapter": "arithmetic-check", "created_by": user}
+        )
+        run = ScoringRun.objects.filter(project=project, name=DEMO_SCORER).first()
+        if run is not None and run.status == JobStatus.DONE:
+            return
+        if run is None:
+            if not project.traces.exists():
+                return
+            run = runs.create_run(project, scorer, user, name=DEMO_SCORER)
+        # In this process, not on a worker: the demo's worker may not be up yet, and
+        # re-computing arithmetic takes seconds.
+        jobs.execute(ScoringRun, run.pk, runs.run_scoring_job)
+        run.refresh_from_db()
+        self.stdout.write(f"run {run.name}: {run.get_status_display()} {run.summary}")

@@ -1,0 +1,193 @@
+"""Plotly figures: pure functions from plain data (what ``annotator.dashboards`` returns)
+to ``go.Figure``. Pages embed them with :func:`embed` (no plotly.js in the HTML: the
+page loads ``static/vendor/plotly/plotly.min.js`` once).
+
+One colour scale everywhere (``COLOURS``: correct steps and runs' first lines in blue,
+errors in red), sized for a 1280x800 screen: axis titles on every axis, the legend
+above the plot area so it never covers data, and automatic tick spacing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+# Colour-blind-safe (Okabe-Ito): correct / first error / after it, then runs in order.
+COLOURS = ("#0072B2", "#D55E00", "#999999", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+CLASS_COLOURS = {"correct": COLOURS[0], "first error": COLOURS[1], "after first error": COLOURS[2]}
+HEIGHT = 320
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0, "font": {"size": 14}},
+        template="plotly_white",
+        height=HEIGHT,
+        margin={"l": 60, "r": 20, "t": 70, "b": 50},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        xaxis={"title": {"text": x_title}, "automargin": True},
+        yaxis={"title": {"text": y_title}, "automargin": True},
+    )
+    return fig
+
+
+def _finite(values: Sequence[float]) -> list[float | None]:
+    """NaN is not JSON: plotly gets None (a gap)."""
+    return [None if v is None or math.isnan(v) else v for v in values]
+
+
+def score_histogram(histogram: Mapping[str, Sequence[int]], title: str = "") -> go.Figure:
+    """Step scores in equal bins over [0, 1], one bar series per human class."""
+    fig = go.Figure()
+    for name, counts in histogram.items():
+        n = len(counts)
+        fig.add_bar(
+            x=[(i + 0.5) / n for i in range(n)],
+            y=list(counts),
+            name=name,
+            marker_color=CLASS_COLOURS.get(name, COLOURS[3]),
+            width=1 / n,
+            opacity=0.75,
+        )
+    fig.update_layout(barmode="overlay")
+    return _layout(fig, title or "Step scores by human class", "step score", "steps")
+
+
+def threshold_sweep(
+    taus: Sequence[float],
+    acc_err: Sequence[float],
+    acc_cor: Sequence[float],
+    f1: Sequence[float],
+    best_tau: float,
+    title: str = "",
+) -> go.Figure:
+    """Accuracy on erroneous and on correct traces and F1 against the threshold, with the
+    best threshold marked."""
+    fig = go.Figure()
+    for name, values, colour in (
+        ("accuracy on erroneous", acc_err, COLOURS[1]),
+        ("accuracy on correct", acc_cor, COLOURS[0]),
+        ("F1", f1, COLOURS[3]),
+    ):
+        fig.add_scatter(x=list(taus), y=_finite(values), name=name, mode="lines", line_color=colour)
+    if not math.isnan(best_tau):
+        fig.add_vline(
+            x=best_tau,
+            line_dash="dash",
+            line_color="#333",
+            annotation_text=f"best τ {best_tau:.2f}",
+            annotation_position="top left",
+        )
+    fig.update_yaxes(range=[0, 100])
+    return _layout(fig, title or "Threshold sweep", "threshold τ", "percent")
+
+
+def roc_curve(
+    fpr: Sequence[float], tpr: Sequence[float], auroc: float, title: str = ""
+) -> go.Figure:
+    """Step-level ROC ("correct" = positive), the diagonal for reference."""
+    fig = go.Figure()
+    fig.add_scatter(
+        x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": COLOURS[2]}
+    )
+    label = "ROC" if math.isnan(auroc) else f"ROC (AUROC {auroc:.3f})"
+    fig.add_scatter(x=list(fpr), y=list(tpr), mode="lines", name=label, line_color=COLOURS[0])
+    fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(range=[0, 1])
+    return _layout(fig, title or "Step ROC", "false positive rate", "true positive rate")
+
+
+def calibration_curve(points: Sequence[tuple[float, float, int]], title: str = "") -> go.Figure:
+    """Share of judged steps that are correct per score bin, against the diagonal."""
+    fig = go.Figure()
+    fig.add_scatter(
+        x=[0, 1],
+        y=[0, 1],
+        mode="lines",
+        name="calibrated",
+        line={"dash": "dot", "color": COLOURS[2]},
+    )
+    fig.add_scatter(
+        x=[p[0] for p in points],
+        y=[p[1] for p in points],
+        mode="lines+markers",
+        name="observed",
+        line_color=COLOURS[0],
+        customdata=[p[2] for p in points],
+        hovertemplate="score %{x:.2f}: %{y:.2f} correct of %{customdata} steps<extra></extra>",
+    )
+    fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(range=[0, 1])
+    return _layout(fig, title or "Calibration", "step score", "share correct")
+
+
+def first_error_confusion(counts: Mapping[str, int], title: str = "") -> go.Figure:
+    """Where the predicted first error falls against the human one."""
+    colours = {
+        "earlier": COLOURS[5],
+        "exact": COLOURS[3],
+        "later": COLOURS[4],
+        "missed": COLOURS[1],
+        "false alarm": COLOURS[1],
+        "all correct": COLOURS[0],
+    }
+    fig = go.Figure(
+        go.Bar(
+            x=list(counts),
+            y=list(counts.values()),
+            marker_color=[colours.get(k, COLOURS[2]) for k in counts],
+            name="traces",
+        )
+    )
+    return _layout(fig, title or "Predicted vs human first error", "outcome", "traces")
+
+
+def labels_over_time(days: Sequence[tuple[str, int]], title: str = "") -> go.Figure:
+    """Labels submitted per day."""
+    fig = go.Figure(
+        go.Bar(
+            x=[d for d, _ in days], y=[n for _, n in days], name="labels", marker_color=COLOURS[0]
+        )
+    )
+    # Whole days on the axis, never the hours plotly picks for a short range.
+    fig.update_xaxes(type="date", tickformat="%Y-%m-%d", dtick=86_400_000)
+    return _layout(fig, title or "Labels per day", "day", "labels")
+
+
+def trace_scores(
+    runs: Mapping[str, Sequence[float]], human_first_error: int | None, title: str = ""
+) -> go.Figure:
+    """One line of step scores per run, the human first error as a vertical line."""
+    fig = go.Figure()
+    for i, (name, scores) in enumerate(runs.items()):
+        fig.add_scatter(
+            x=list(range(len(scores))),
+            y=_finite(scores),
+            mode="lines+markers",
+            name=name,
+            line_color=COLOURS[(3 + i) % len(COLOURS)] if i else COLOURS[0],
+        )
+    if human_first_error is not None and human_first_error >= 0:
+        fig.add_vline(
+            x=human_first_error,
+            line_dash="dash",
+            line_color=COLOURS[1],
+            annotation_text="human first error",
+            annotation_position="top right",
+        )
+    fig.update_xaxes(dtick=1)
+    _layout(fig, title or "Step scores", "step (0-based)", "score")
+    fig.update_layout(height=260)
+    return fig
+
+
+def embed(fig: go.Figure, div_id: str) -> str:
+    """The figure as a ``<div>`` plus the script that draws it (plotly.js not included)."""
+    return fig.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
+        config={"displaylogo": False, "responsive": True},
+    )

@@ -1,0 +1,231 @@
+"""Label sets: named per-trace first errors taken from one source and frozen, for exports
+(``export_dataset --labels SET``) and training.
+
+Sources (``LabelSetSource``):
+
+- ``human``: each trace's ``Verdict`` (a reviewer's, else agreeing annotators');
+  ``params["reviewed_only"]`` keeps only reviewers' verdicts. Disagreements are left out.
+- ``mc-hard``: a Monte-Carlo run's hard labels: the first step from which no rollout
+  reached the answer (Math-Shepherd's ``y_HE``; OmegaPRM's binary search finds the same).
+- ``mc-soft``: the first step whose Monte-Carlo value is below ``params["threshold"]``.
+- ``scoring``: a scoring run's first step scored below ``params["threshold"]`` (the run's
+  own threshold by default); a trace with a step the scorer gave no verdict on is left out.
+- ``consensus``: traces where two label sets give the same first error (Qwen2.5-Math-PRM's
+  consensus filtering of MC and LLM-judge labels, Zhang et al. 2025, arXiv:2501.07301,
+  section 3); ``summary`` counts what was kept, dropped (both labelled, they disagree) and
+  unmatched (in one set only), and the agreement (kept / both labelled).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+
+from annotator.models import (
+    Annotation,
+    LabelSet,
+    LabelSetEntry,
+    LabelSetSource,
+    MonteCarloRun,
+    Project,
+    ScoringRun,
+    StepScore,
+    Trace,
+    TraceMC,
+    Verdict,
+)
+from scoring.montecarlo import first_error_at_threshold
+
+# Label names export_dataset already takes; a set may not shadow them.
+RESERVED_NAMES = ("human", "adjudicated")
+
+Labels = dict[int, tuple[int, list[int | None] | None]]  # trace id -> (first error, ratings)
+
+
+class LabelSetError(ValueError):
+    """A label set cannot be made as asked; the message says why."""
+
+
+def ratings_for(first_error: int, n_steps: int) -> list[int | None]:
+    """+1 up to the first error, -1 on it, unjudged after (first-error data says nothing
+    about later steps).
+
+    >>> ratings_for(1, 3), ratings_for(-1, 2)
+    ([1, -1, None], [1, 1])
+    """
+    if first_error == -1:
+        return [1] * n_steps
+    return [1] * first_error + [-1] + [None] * (n_steps - first_error - 1)
+
+
+def human_labels(project: Project, reviewed_only: bool = False) -> Labels:
+    latest = Annotation.objects.filter(trace__project=project, is_latest=True).only(
+        "id", "trace_id", "kind", "first_error_step", "step_ratings"
+    )
+    by_trace: dict[int, list[Annotation]] = {}
+    for annotation in latest.iterator(chunk_size=5000):
+        by_trace.setdefault(annotation.trace_id, []).append(annotation)
+    labels: Labels = {}
+    for trace_id, latest_of_trace in by_trace.items():
+        verdict = Verdict.resolve(latest_of_trace, reviewed_only=reviewed_only)
+        if verdict.is_labelled:
+            labels[trace_id] = (verdict.first_error_step, verdict.step_ratings)
+    return labels
+
+
+def _mc_run(project: Project, params: dict[str, Any]) -> MonteCarloRun:
+    try:
+        return MonteCarloRun.objects.get(project=project, name=str(params.get("run")))
+    except MonteCarloRun.DoesNotExist:
+        raise LabelSetError(f"no Monte-Carlo run named {params.get('run')!r}") from None
+
+
+def mc_labels(project: Project, params: dict[str, Any], soft: bool) -> Labels:
+    run = _mc_run(project, params)
+    threshold = _threshold(params) if soft else None
+    labels: Labels = {}
+    for trace_id, mc, n_steps_known in TraceMC.objects.filter(run=run).values_list(
+        "trace_id", "mc", "hard"
+    ):
+        n_steps = len(n_steps_known)
+        if soft:
+            first_error = first_error_at_threshold(mc, threshold)
+        else:
+            first_error = next((i for i, ok in enumerate(n_steps_known) if ok is False), -1)
+        labels[trace_id] = (first_error, ratings_for(first_error, n_steps))
+    return labels
+
+
+def scoring_labels(project: Project, params: dict[str, Any]) -> Labels:
+    try:
+        run = ScoringRun.objects.get(project=project, name=str(params.get("run")))
+    except ScoringRun.DoesNotExist:
+        raise LabelSetError(f"no scoring run named {params.get('run')!r}") from None
+    threshold = _threshold(params) if "threshold" in params else run.threshold
+    scores: dict[int, list[float]] = {}
+    for trace_id, score in (
+        StepScore.objects.filter(run=run)
+        .order_by("trace_id", "step_index")
+        .values_list("trace_id", "score")
+        .iterator(chunk_size=20000)
+    ):
+        scores.setdefault(trace_id, []).append(score)
+    labels: Labels = {}
+    for trace_id, values in scores.items():
+        if any(math.isnan(v) for v in values):
+            continue  # no verdict on some step: no label
+        first_error = next((i for i, v in enumerate(values) if v < threshold), -1)
+        labels[trace_id] = (first_error, ratings_for(first_error, len(values)))
+    return labels
+
+
+def set_labels(label_set: LabelSet) -> Labels:
+    return {
+        trace_id: (first_error, ratings)
+        for trace_id, first_error, ratings in LabelSetEntry.objects.filter(
+            label_set=label_set
+        ).values_list("trace_id", "first_error_step", "step_ratings")
+    }
+
+
+def consensus(a: Labels, b: Labels) -> tuple[Labels, dict[str, Any]]:
+    """The traces where ``a`` and ``b`` give the same first error (``a``'s ratings kept),
+    and the counts.
+
+    >>> kept, counts = consensus({1: (0, None), 2: (-1, None), 3: (1, None)}, {1: (0, None), 2: (1, None)})
+    >>> sorted(kept), counts["dropped"], counts["unmatched"], counts["agreement"]
+    ([1], 1, 1, 0.5)
+    """
+    both = a.keys() & b.keys()
+    kept = {t: a[t] for t in both if a[t][0] == b[t][0]}
+    counts = {
+        "traces": len(kept),
+        "kept": len(kept),
+        "dropped": len(both) - len(kept),
+        "unmatched": len(a.keys() ^ b.keys()),
+        "agreement": len(kept) / len(both) if both else None,
+    }
+    return kept, counts
+
+
+def _threshold(params: dict[str, Any]) -> float:
+    try:
+        return float(params["threshold"])
+    except (KeyError, TypeError, ValueError):
+        raise LabelSetError("this source needs a numeric threshold") from None
+
+
+def _named_set(project: Project, name: Any) -> LabelSet:
+    try:
+        return LabelSet.objects.get(project=project, name=str(name))
+    except LabelSet.DoesNotExist:
+        raise LabelSetError(f"no label set named {name!r}") from None
+
+
+def create_label_set(
+    project: Project, name: str, source: str, params: dict[str, Any] | None = None, user=None
+) -> LabelSet:
+    """Compute the labels from ``source`` and store them as set ``name``."""
+    params = dict(params or {})
+    if not name or name in RESERVED_NAMES:
+        raise LabelSetError(f"choose a name other than {RESERVED_NAMES}")
+    if LabelSet.objects.filter(project=project, name=name).exists():
+        raise LabelSetError(f"this project already has a label set named {name!r}")
+    summary: dict[str, Any] = {}
+    if source == LabelSetSource.HUMAN:
+        labels = human_labels(project, bool(params.get("reviewed_only")))
+    elif source in (LabelSetSource.MC_HARD, LabelSetSource.MC_SOFT):
+        labels = mc_labels(project, params, soft=source == LabelSetSource.MC_SOFT)
+    elif source == LabelSetSource.SCORING:
+        labels = scoring_labels(project, params)
+    elif source == LabelSetSource.CONSENSUS:
+        first, second = _named_set(project, params.get("a")), _named_set(project, params.get("b"))
+        labels, summary = consensus(set_labels(first), set_labels(second))
+    else:
+        raise LabelSetError(f"unknown source {source!r}; choose one of {LabelSetSource.values}")
+    summary.setdefault("traces", len(labels))
+    summary["all_correct"] = sum(1 for first_error, _ in labels.values() if first_error == -1)
+    with transaction.atomic():
+        label_set = LabelSet.objects.create(
+            project=project,
+            name=name,
+            source=source,
+            params=params,
+            summary=summary,
+            created_by=user,
+        )
+        LabelSetEntry.objects.bulk_create(
+            (
+                LabelSetEntry(
+                    label_set=label_set, trace_id=t, first_error_step=fe, step_ratings=ratings
+                )
+                for t, (fe, ratings) in labels.items()
+            ),
+            batch_size=5000,
+        )
+    return label_set
+
+
+def label_set_named(project: Project, name: str) -> LabelSet:
+    """The set ``export_dataset --labels NAME`` means; ``ValueError`` naming the choices."""
+    found = LabelSet.objects.filter(project=project, name=name).first()
+    if found is None:
+        names = list(LabelSet.objects.filter(project=project).values_list("name", flat=True))
+        raise LabelSetError(
+            f"unknown labels {name!r}: use human, adjudicated or a label set ({', '.join(names) or 'none yet'})"
+        )
+    return found
+
+
+def verdicts_in_set(label_set: LabelSet, traces: Iterable[Trace]) -> dict[int, Verdict]:
+    """``{trace id: Verdict}`` for a chunk of traces, from the set (one query)."""
+    ids = [trace.pk for trace in traces]
+    return {
+        trace_id: Verdict(first_error, ratings, kind=f"label-set:{label_set.name}")
+        for trace_id, first_error, ratings in LabelSetEntry.objects.filter(
+            label_set=label_set, trace_id__in=ids
+        ).values_list("trace_id", "first_error_step", "step_ratings")
+    }

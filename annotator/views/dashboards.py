@@ -1,0 +1,407 @@
+"""A project's dashboard: its runs against the humans and each other. The page itself
+holds filters and empty regions; each region is a partial that htmx loads after the
+page, so a slow figure never blocks the rest. Every table also downloads as CSV
+(``?format=csv`` on its partial's address)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
+
+from annotator import charts, dashboards, runs
+from annotator.access import get_membership, get_trace_for_user
+from annotator.models import JobStatus, Membership, ScoringRun, Trace, Verdict
+from annotator.services import visible_annotations
+from scoring import metrics
+
+
+def _figure(value: float | None, spec: str = ".1f") -> str:
+    return "" if value is None or math.isnan(value) else format(value, spec)
+
+
+def _tau(request: HttpRequest) -> float | None:
+    """The threshold asked for (``?tau=0.4``), or None for each run's own."""
+    raw = request.GET.get("tau", "").strip()
+    if not raw:
+        return None
+    try:
+        tau = float(raw)
+    except ValueError:
+        raise Http404("tau must be a number") from None
+    if not math.isfinite(tau):
+        raise Http404("tau must be a number")
+    return tau
+
+
+def _csv(name: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return response
+
+
+def _member(request: HttpRequest, slug: str) -> Membership:
+    """Reviewers and owners (the dashboard shows every label and every run), on
+    PostgreSQL; 404 otherwise."""
+    membership = get_membership(request.user, slug, allow=Membership.may_review)
+    if not dashboards.available():
+        raise Http404("The dashboard needs PostgreSQL")
+    return membership
+
+
+def _finished_runs(membership: Membership, request: HttpRequest) -> list[ScoringRun]:
+    """The project's finished runs, or those named by ``?run=ID`` (repeatable)."""
+    runs = ScoringRun.objects.filter(project=membership.project, status=JobStatus.DONE)
+    wanted = [r for r in request.GET.getlist("run") if r.isdigit()]
+    if wanted:
+        runs = runs.filter(pk__in=wanted)
+    return list(runs.order_by("id"))
+
+
+def _distinct(project, field: str) -> list[str]:
+    return list(
+        Trace.objects.filter(project=project)
+        .order_by(field)
+        .values_list(field, flat=True)
+        .distinct()
+    )
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = get_membership(request.user, slug, allow=Membership.may_review)
+    project = membership.project
+    if not dashboards.available():
+        return render(
+            request,
+            "dashboard.html",
+            {"project": project, "membership": membership, "unavailable": True},
+        )
+    filters = dashboards.Filters.from_query(request.GET)
+    all_runs = list(
+        ScoringRun.objects.filter(project=project, status=JobStatus.DONE).order_by("id")
+    )
+    selected = _finished_runs(membership, request)
+    query = request.GET.urlencode()
+    return render(
+        request,
+        "dashboard.html",
+        {
+            "project": project,
+            "membership": membership,
+            "filters": filters,
+            "tau": request.GET.get("tau", ""),
+            "splits": _distinct(project, "split"),
+            "generators": _distinct(project, "generator"),
+            "sources": _distinct(project, "source"),
+            "all_runs": all_runs,
+            "selected_ids": {run.pk for run in selected},
+            "runs": selected,
+            "query": query,
+        },
+    )
+
+
+# -- the runs side by side ------------------------------------------------------------------
+
+
+def _runs_table(membership: Membership, request: HttpRequest) -> list[list[str]]:
+    filters = dashboards.Filters.from_query(request.GET)
+    tau = _tau(request)
+    rows = []
+    project = membership.project
+    version = dashboards.labels_version(project)
+    labels = None  # read once, only when a run's figures are not cached
+    for run in _finished_runs(membership, request):
+
+        def compute(run: ScoringRun = run) -> dashboards.RunFigures:
+            nonlocal labels
+            if labels is None:
+                labels = dashboards.verdicts(project, filters)
+            return dashboards.run_figures(run, filters, tau, labels)
+
+        figures = dashboards.cached("run", run, filters, version, compute, tau)
+        average = figures.table.get("average")
+        rows.append(
+            [
+                run.name,
+                str(figures.labelled),
+                f"{figures.tau:g}",
+                _figure(average.acc_err if average else None),
+                _figure(average.acc_cor if average else None),
+                _figure(average.f1 if average else None),
+                _figure(figures.best_tau, ".2f"),
+                _figure(figures.best.f1 if figures.best else None),
+                _figure(figures.auroc_all, ".3f"),
+                _figure(
+                    metrics.min_on_final_from_summaries(
+                        [s for split in figures.summaries.values() for s in split]
+                    ),
+                    ".3f",
+                ),
+            ]
+        )
+    human = dashboards.human_ceiling(membership.project, filters)
+    if human is not None:
+        rows.append(
+            [
+                "humans (annotator vs annotator)",
+                str(human.n_err + human.n_cor),
+                "",
+                _figure(human.acc_err),
+                _figure(human.acc_cor),
+                _figure(human.f1),
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
+    return rows
+
+
+RUNS_HEADER = (
+    "run",
+    "labelled traces",
+    "tau",
+    "acc_err",
+    "acc_cor",
+    "F1",
+    "best tau",
+    "F1 at best tau",
+    "step AUROC",
+    "min on final step",
+)
+
+
+@login_required
+@require_GET
+def dashboard_runs(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _member(request, slug)
+    rows = _runs_table(membership, request)
+    if request.GET.get("format") == "csv":
+        return _csv(f"{slug}-runs", RUNS_HEADER, rows)
+    return render(
+        request,
+        "dashboard.html#runs-table",
+        {
+            "project": membership.project,
+            "header": RUNS_HEADER,
+            "rows": rows,
+            "query": request.GET.urlencode(),
+        },
+    )
+
+
+# -- one run --------------------------------------------------------------------------------
+
+PROCESSBENCH_HEADER = ("split", "n_err", "n_cor", "acc_err", "acc_cor", "F1", "AUROC", "min@last")
+
+
+def _processbench_rows(figures: dashboards.RunFigures) -> list[list[str]]:
+    return [
+        [
+            split,
+            str(row.n_err),
+            str(row.n_cor),
+            _figure(row.acc_err),
+            _figure(row.acc_cor),
+            _figure(row.f1),
+            "" if split == "average" else _figure(figures.auroc[split], ".3f"),
+            "" if split == "average" else _figure(figures.min_on_final[split], ".3f"),
+        ]
+        for split, row in figures.table.items()
+    ]
+
+
+def _run_charts(figures: dashboards.RunFigures) -> list[str]:
+    run, sweep = figures.run, figures.sweep
+    return [
+        charts.embed(charts.score_histogram(figures.histogram), f"histogram-{run.pk}"),
+        charts.embed(
+            charts.threshold_sweep(
+                [tau for tau, _ in sweep],
+                [r.acc_err for _, r in sweep],
+                [r.acc_cor for _, r in sweep],
+                [r.f1 for _, r in sweep],
+                figures.best_tau,
+            ),
+            f"sweep-{run.pk}",
+        ),
+        charts.embed(charts.roc_curve(*figures.roc, figures.auroc_all), f"roc-{run.pk}"),
+        charts.embed(charts.calibration_curve(figures.calibration), f"calibration-{run.pk}"),
+        charts.embed(charts.first_error_confusion(figures.confusion), f"confusion-{run.pk}"),
+    ]
+
+
+@login_required
+@require_GET
+def dashboard_run(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    membership = _member(request, slug)
+    run = get_object_or_404(
+        ScoringRun, pk=run_id, project=membership.project, status=JobStatus.DONE
+    )
+    filters = dashboards.Filters.from_query(request.GET)
+    tau = _tau(request)
+    version = dashboards.labels_version(membership.project)
+    figures = dashboards.cached(
+        "run", run, filters, version, lambda: dashboards.run_figures(run, filters, tau), tau
+    )
+    rows = _processbench_rows(figures)
+    if request.GET.get("format") == "csv":
+        return _csv(f"{slug}-{run.name}-processbench", PROCESSBENCH_HEADER, rows)
+    # Building plotly figures costs tens of ms each: their HTML is cached beside them.
+    charts_html = (
+        dashboards.cached("charts", run, filters, version, lambda: _run_charts(figures), tau)
+        if figures.labelled
+        else []
+    )
+    return render(
+        request,
+        "dashboard.html#run-figures",
+        {
+            "project": membership.project,
+            "run": run,
+            "figures": figures,
+            "header": PROCESSBENCH_HEADER,
+            "rows": rows,
+            "charts": charts_html,
+            "best_tau": _figure(figures.best_tau, ".2f"),
+            "best_f1": _figure(figures.best.f1 if figures.best else None),
+            "query": request.GET.urlencode(),
+        },
+    )
+
+
+# -- best-of-N ------------------------------------------------------------------------------
+
+BON_RULES = (
+    [f"bon_{how}" for how in metrics.AGGREGATIONS]
+    + [f"weighted_vote_{how}" for how in metrics.AGGREGATIONS]
+    + ["maj", "pass"]
+    + [f"wrong_process_{how}" for how in metrics.AGGREGATIONS]
+)
+
+
+@login_required
+@require_GET
+def dashboard_best_of_n(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _member(request, slug)
+    filters = dashboards.Filters.from_query(request.GET)
+    results = []
+    project = membership.project
+    version = dashboards.labels_version(project)
+    labels = None  # read once, only when a run's figures are not cached
+    for run in _finished_runs(membership, request):
+
+        def compute(run: ScoringRun = run) -> tuple[int, dict[str, float]]:
+            nonlocal labels
+            if labels is None:
+                labels = dashboards.verdicts(project, filters)
+            return dashboards.best_of_n(run, filters, labels)
+
+        n, table = dashboards.cached("best-of-n", run, filters, version, compute)
+        if n:
+            results.append((run.name, n, table))
+    # One row per selection rule, one column per run: the table stays narrow.
+    header = ("rule", *(name for name, _, _ in results))
+    rows = []
+    if results:
+        rows = [["problems", *(str(n) for _, n, _ in results)]] + [
+            [rule, *(_figure(table.get(rule)) for _, _, table in results)] for rule in BON_RULES
+        ]
+    if request.GET.get("format") == "csv":
+        return _csv(f"{slug}-best-of-n", header, rows)
+    return render(
+        request,
+        "dashboard.html#best-of-n",
+        {
+            "project": membership.project,
+            "header": header,
+            "rows": rows,
+            "query": request.GET.urlencode(),
+        },
+    )
+
+
+# -- annotation side and disagreements -------------------------------------------------------
+
+
+@login_required
+@require_GET
+def dashboard_annotation(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _member(request, slug)
+    days = dashboards.labels_per_day(membership.project)
+    if request.GET.get("format") == "csv":
+        return _csv(f"{slug}-labels-per-day", ("day", "labels"), days)
+    return render(
+        request,
+        "dashboard.html#annotation",
+        {
+            "project": membership.project,
+            "days": days,
+            "chart": charts.embed(charts.labels_over_time(days), "labels-per-day") if days else "",
+        },
+    )
+
+
+@login_required
+@require_GET
+def dashboard_disagreements(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    membership = _member(request, slug)
+    run = get_object_or_404(
+        ScoringRun, pk=run_id, project=membership.project, status=JobStatus.DONE
+    )
+    rows = dashboards.disagreements(run, dashboards.Filters.from_query(request.GET))
+    if request.GET.get("format") == "csv":
+        return _csv(
+            f"{slug}-{run.name}-disagreements",
+            ("trace", "external id", "human first error", "predicted first error", "strength"),
+            rows,
+        )
+    return render(
+        request,
+        "dashboard.html#disagreements",
+        {"project": membership.project, "run": run, "rows": rows},
+    )
+
+
+# -- the trace page's chart -----------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def trace_score_chart(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
+    """The trace's step scores per run with the human first error marked, and for
+    reviewers the previous and next trace where each run disagrees with the humans."""
+    membership, trace = get_trace_for_user(
+        request.user, slug, trace_id, allow=Membership.sees_model_scores
+    )
+    project_runs = list(
+        ScoringRun.objects.filter(project=membership.project).only("id", "name").order_by("id")
+    )
+    found = runs.scores_by_trace(project_runs, trace) if project_runs else {}
+    scored = [run for run in project_runs if run.pk in found]
+    human = Verdict.resolve(visible_annotations(membership, trace)).first_error_step
+    neighbours = []
+    if membership.sees_all_labels() and dashboards.available():
+        around = dashboards.neighbour_disagreements(membership.project, scored, trace.pk)
+        neighbours = [(run, *around[run.pk]) for run in scored]
+    chart = ""
+    if scored:
+        fig = charts.trace_scores({run.name: found[run.pk] for run in scored}, human)
+        chart = charts.embed(fig, "trace-score-chart-plot")
+    return render(
+        request,
+        "dashboard_trace_chart.html",
+        {"project": membership.project, "trace": trace, "chart": chart, "neighbours": neighbours},
+    )

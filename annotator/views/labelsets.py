@@ -1,0 +1,79 @@
+"""Label sets: the list with their counts, and making one (project owners)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from annotator.access import get_membership
+from annotator.labelsets import LabelSetError, create_label_set
+from annotator.models import LabelSetSource, Membership
+
+
+class LabelSetForm(forms.Form):
+    name = forms.SlugField(max_length=100)
+    source = forms.ChoiceField(choices=LabelSetSource.choices)
+    run = forms.SlugField(
+        max_length=100, required=False, help_text="Monte-Carlo or scoring run (by name)."
+    )
+    threshold = forms.FloatField(required=False, help_text="Soft MC labels and scoring runs.")
+    a = forms.SlugField(max_length=100, required=False, label="First set (consensus)")
+    b = forms.SlugField(max_length=100, required=False, label="Second set (consensus)")
+    reviewed_only = forms.BooleanField(required=False, help_text="Human: reviewers' verdicts only.")
+
+    def params(self) -> dict[str, object]:
+        data = self.cleaned_data
+        keys = {
+            LabelSetSource.HUMAN: ("reviewed_only",),
+            LabelSetSource.MC_HARD: ("run",),
+            LabelSetSource.MC_SOFT: ("run", "threshold"),
+            LabelSetSource.SCORING: ("run", "threshold"),
+            LabelSetSource.CONSENSUS: ("a", "b"),
+        }[data["source"]]
+        return {k: data[k] for k in keys if data[k] not in (None, "")}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def label_set_list(request: HttpRequest, slug: str) -> HttpResponse:
+    # Label sets hold model-derived labels: the members who see model scores see them.
+    membership = get_membership(request.user, slug, allow=Membership.sees_model_scores)
+    project = membership.project
+    form = None
+    status = 200
+    if membership.may_manage():
+        form = LabelSetForm(request.POST or None)
+        if request.method == "POST":
+            if form.is_valid():
+                try:
+                    made = create_label_set(
+                        project,
+                        form.cleaned_data["name"],
+                        form.cleaned_data["source"],
+                        form.params(),
+                        request.user,
+                    )
+                except LabelSetError as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    messages.success(request, f"Made label set {made.name}.")
+                    return redirect("label-sets", slug=slug)
+            status = 400
+    elif request.method == "POST":
+        raise PermissionDenied("only the project's owners make label sets")
+    return render(
+        request,
+        "label_sets.html",
+        {
+            "project": project,
+            "membership": membership,
+            "label_sets": project.label_sets.order_by("-id"),
+            "form": form,
+        },
+        status=status,
+    )

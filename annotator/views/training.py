@@ -1,0 +1,156 @@
+"""Training runs: start one, follow its loss and held-out F1 curves live, cancel or retry
+it, and go from the finished model (a registered scorer) to a scoring run.
+
+Members who see model scores see the runs; starting one is for project owners who are
+also staff: the base model names weights the workers load, which, like registering a
+scorer, is a decision about what the workers run.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from annotator import jobs, training
+from annotator.access import get_membership
+from annotator.models import LabelSet, Membership, TrainingRun
+from annotator.runs import RunError
+
+WAITING_NOTE_SECONDS = 5
+
+
+class TrainingForm(forms.Form):
+    kind = forms.ChoiceField(choices=[(k, k) for k in training.KINDS])
+    base_model = forms.CharField(
+        max_length=500,
+        help_text="Hub id or path on the workers' disk, e.g. Qwen/Qwen2.5-Math-PRM-7B",
+    )
+    label_set = forms.ModelChoiceField(
+        queryset=LabelSet.objects.none(), required=False, empty_label="Human labels"
+    )
+    eval_split = forms.CharField(
+        max_length=64, required=False, help_text="Held out for evaluation."
+    )
+    lora_r = forms.IntegerField(min_value=0, max_value=512, initial=16, label="LoRA rank (0: full)")
+    epochs = forms.FloatField(min_value=0.01, max_value=100, initial=1)
+    lr = forms.FloatField(required=False, min_value=0, label="Learning rate")
+    max_steps = forms.IntegerField(required=False, min_value=1)
+    save_every = forms.IntegerField(required=False, min_value=1, help_text="Steps per checkpoint.")
+    name = forms.SlugField(max_length=100, required=False)
+
+    def __init__(self, *args, project=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["label_set"].queryset = LabelSet.objects.filter(project=project)
+
+
+def _page(
+    request: HttpRequest, membership: Membership, form: TrainingForm | None, status: int = 200
+):
+    project = membership.project
+    may_start = membership.may_manage() and request.user.is_staff
+    return render(
+        request,
+        "training_runs.html",
+        {
+            "project": project,
+            "membership": membership,
+            "runs": project.training_runs.order_by("-id"),
+            "form": (form or TrainingForm(project=project)) if may_start else None,
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def training_list(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = get_membership(request.user, slug, allow=Membership.sees_model_scores)
+    if request.method == "GET":
+        return _page(request, membership, None)
+    if not (membership.may_manage() and request.user.is_staff):
+        raise PermissionDenied("only staff owners start training runs")
+    form = TrainingForm(request.POST, project=membership.project)
+    if not form.is_valid():
+        return _page(request, membership, form, status=400)
+    data = form.cleaned_data
+    options = {"lora_r": data["lora_r"], "epochs": data["epochs"]}
+    for key in ("lr", "max_steps", "save_every"):
+        if data[key] is not None:
+            options[key] = data[key]
+    try:
+        run = training.start_training_run(
+            membership.project,
+            request.user,
+            kind=data["kind"],
+            base_model=data["base_model"],
+            label_set=data["label_set"],
+            eval_split=data["eval_split"],
+            options=options,
+            name=data["name"],
+        )
+    except RunError as exc:
+        form.add_error(None, str(exc))
+        return _page(request, membership, form, status=400)
+    except jobs.EnqueueError as exc:
+        form.add_error(None, str(exc))
+        return _page(request, membership, form, status=503)
+    return redirect("training-run", slug=slug, run_id=run.pk)
+
+
+def _get_run(request: HttpRequest, slug: str, run_id: int, allow) -> tuple[Membership, TrainingRun]:
+    membership = get_membership(request.user, slug, allow=allow)
+    run = get_object_or_404(TrainingRun, project=membership.project, pk=run_id)
+    return membership, run
+
+
+@login_required
+@require_GET
+def training_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    membership, run = _get_run(request, slug, run_id, Membership.sees_model_scores)
+    series = training.curves(run)
+    chart = None
+    if series:
+        chart = training.curve_figure(series).to_html(
+            full_html=False, include_plotlyjs=False, div_id="training-curve"
+        )
+    latest = {name: points[-1][1] for name, points in series.items() if points}
+    splits = []
+    if run.status == "done" and run.scorer_id and membership.may_manage():
+        splits = list(
+            membership.project.traces.order_by("split").values_list("split", flat=True).distinct()
+        )
+    context = {
+        "project": membership.project,
+        "membership": membership,
+        "run": run,
+        "chart": chart,
+        "latest": latest,
+        "splits": splits,
+        "waiting_for_worker": run.seconds_waiting > WAITING_NOTE_SECONDS,
+    }
+    template = "training_run.html#training-status" if request.htmx else "training_run.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def training_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    _, run = _get_run(request, slug, run_id, Membership.may_manage)
+    jobs.cancel(run)
+    return redirect("training-run", slug=slug, run_id=run.pk)
+
+
+@login_required
+@require_POST
+def training_retry(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    _, run = _get_run(request, slug, run_id, Membership.may_manage)
+    try:
+        jobs.retry(run)
+    except (ValueError, jobs.EnqueueError) as exc:
+        messages.error(request, str(exc))
+    return redirect("training-run", slug=slug, run_id=run.pk)

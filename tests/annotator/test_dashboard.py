@@ -1,0 +1,433 @@
+"""The project dashboard: every figure equals what ``python -m scoring evaluate`` prints
+for the project's export, access, CSV downloads, partials and their charts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import re
+
+import pytest
+from django.urls import reverse
+
+from annotator import charts, dashboards, exporting, runs
+from annotator.importing import import_file
+from annotator.models import Annotation, AnnotationKind, ScoringRun, Trace, Verdict
+from scoring.cli import main as scoring_main
+
+pytestmark = pytest.mark.django_db
+
+N_PROBLEMS = 8
+SOLUTIONS = 3
+
+
+def _records(rng: random.Random) -> list[dict]:
+    """Problems with three solutions each over two splits; labels on most traces
+    (some all correct), final answers that repeat (majority votes) and are right or not."""
+    records = []
+    for p in range(N_PROBLEMS):
+        for s in range(SOLUTIONS):
+            n = rng.randint(2, 6)
+            label = rng.choice([-1, -1, *range(n)]) if (p + s) % 5 else None
+            answer = str(rng.choice([p, p, p + 1]))
+            records.append(
+                {
+                    "id": f"p{p}-s{s}",
+                    "problem": f"Problem {p}: what is {p} + 0?",
+                    "steps": [f"step {i} of solution {s}" for i in range(n)],
+                    "split": "gsm8k" if p % 2 else "math",
+                    "generator": "model-a" if s else "model-b",
+                    "final_answer": answer,
+                    "final_answer_correct": answer == str(p),
+                    "first_error_step": label,
+                }
+            )
+    return records
+
+
+def _score_file(traces: list[Trace], rng: random.Random, *, with_nan: bool) -> bytes:
+    """Scores on a grid of 1/32 (exact in a 4-byte float, and with ties), one null."""
+    lines = []
+    for k, trace in enumerate(traces):
+        scores = [rng.randint(0, 32) / 32 for _ in range(trace.num_steps)]
+        if with_nan and k == 3:
+            scores[0] = None
+        lines.append(json.dumps({"id": trace.external_id, "scores": scores}))
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture
+def two_runs(project, users, tmp_path):
+    """A project with 24 traces, imported labels, Stepwise annotators who agree and
+    disagree, an adjudication, and two imported runs."""
+    rng = random.Random(7)
+    path = tmp_path / "traces.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _records(rng)) + "\n")
+    import_file(project, path, "jsonl")
+    traces = list(Trace.objects.filter(project=project).order_by("id"))
+    # Two Stepwise annotators on a few traces: agreeing, disagreeing (no verdict), and a
+    # disagreement settled by an adjudication.
+    for trace, (a, b, adjudicated) in zip(
+        traces[:4], [(0, 0, None), (-1, 0, None), (1, -1, 1), (-1, -1, None)], strict=False
+    ):
+        Annotation.objects.filter(trace=trace).delete()
+        for user, label in ((users["annotator"], a), (users["reviewer"], b)):
+            Annotation.objects.create(
+                trace=trace, annotator=user, kind=AnnotationKind.LABEL, first_error_step=label
+            )
+        if adjudicated is not None:
+            Annotation.objects.create(
+                trace=trace,
+                annotator=users["owner"],
+                kind=AnnotationKind.ADJUDICATION,
+                first_error_step=adjudicated,
+            )
+    made = []
+    for name, with_nan in (("prm-a", False), ("prm-b", True)):
+        made.append(
+            runs.import_scores(
+                project,
+                io.BytesIO(_score_file(traces, rng, with_nan=with_nan)),
+                "scores.jsonl",
+                name=name,
+                user=users["owner"],
+            )
+        )
+    return made
+
+
+def _evaluate(project, tmp_path, capsys, *extra: str) -> str:
+    """What ``python -m scoring evaluate --export`` prints for the project's export."""
+    out = tmp_path / "export.jsonl"
+    score_runs = list(ScoringRun.objects.filter(project=project).order_by("id"))
+    with open(out, "w") as fh:
+        for record in exporting.iter_export(project, "jsonl", score_runs=score_runs):
+            fh.write(json.dumps(record) + "\n")
+    capsys.readouterr()
+    assert scoring_main(["evaluate", "--export", str(out), *extra]) == 0
+    return capsys.readouterr().out
+
+
+def _cli_sections(text: str) -> dict[str, str]:
+    return dict(re.findall(r"== run (\S+)\n(.*?)(?=\n== run |\Z)", text, flags=re.S))
+
+
+def _cli_table(section: str) -> dict[str, list[str]]:
+    rows = {}
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("split"))
+    for line in lines[start + 1 :]:
+        if line.startswith("best tau"):
+            break
+        parts = line.split()
+        rows[parts[0]] = parts[1:]
+    return rows
+
+
+def _csv_rows(response) -> list[list[str]]:
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    return list(csv.reader(io.StringIO(response.content.decode())))
+
+
+def _nan(value: str) -> str:
+    return "nan" if value == "" else value
+
+
+def test_verdict_sql_equals_verdict_resolve(project, two_runs):
+    expected = {}
+    for trace in Trace.objects.filter(project=project).prefetch_related("annotations"):
+        verdict = Verdict.resolve([a for a in trace.annotations.all() if a.is_latest])
+        if verdict.is_labelled:
+            expected[trace.pk] = verdict.first_error_step
+    assert dashboards.verdicts(project) == expected
+    assert len(expected) >= 15  # the fixture holds labels, and one disagreement without
+    assert len(expected) < Trace.objects.filter(project=project).count()
+
+
+@pytest.mark.parametrize("tau", ["", "0.4"])
+def test_every_figure_equals_scoring_evaluate(
+    project, users, two_runs, tmp_path, capsys, client_for, tau
+):
+    threshold = tau or "0.5"
+    sections = _cli_sections(_evaluate(project, tmp_path, capsys, "--threshold", threshold))
+    client = client_for(users["reviewer"])
+    query = {"tau": tau} if tau else {}
+    runs_rows = _csv_rows(
+        client.get(reverse("dashboard-runs", args=[project.slug]), {**query, "format": "csv"})
+    )
+    by_name = {row[0]: row for row in runs_rows[1:]}
+    for run in two_runs:
+        section = sections[run.name]
+        cli = _cli_table(section)
+        # The ProcessBench table per split with AUROC and min-on-final.
+        rows = _csv_rows(
+            client.get(
+                reverse("dashboard-run", args=[project.slug, run.pk]), {**query, "format": "csv"}
+            )
+        )
+        assert rows[0] == [
+            "split",
+            "n_err",
+            "n_cor",
+            "acc_err",
+            "acc_cor",
+            "F1",
+            "AUROC",
+            "min@last",
+        ]
+        app = {}
+        for row in rows[1:]:
+            cells = row[1:6] if row[0] == "average" else row[1:]  # no AUROC for an average
+            app[row[0]] = [_nan(cell) for cell in cells]
+        assert set(app) == set(cli) == {"gsm8k", "math", "average"}
+        for split in cli:
+            assert app[split] == cli[split], (run.name, split)
+        # Best tau and its F1 over every labelled trace.
+        best_tau, best_f1 = re.search(
+            r"best tau over all splits: (\S+) \(F1 (\S+)\)", section
+        ).groups()
+        assert by_name[run.name][6:8] == [best_tau, best_f1]
+        # Best-of-N per rule.
+        bon = dict(
+            re.findall(
+                r"^(bon_\w+|weighted_vote_\w+|maj|pass|wrong_process_\w+)\s+(\S+)$", section, re.M
+            )
+        )
+        assert len(bon) == 14
+        bon_rows = _csv_rows(
+            client.get(reverse("dashboard-best-of-n", args=[project.slug]), {"format": "csv"})
+        )
+        column = bon_rows[0].index(run.name)
+        app_bon = {row[0]: _nan(row[column]) for row in bon_rows[1:]}
+        assert app_bon.pop("problems") == str(N_PROBLEMS)
+        assert app_bon == bon
+
+
+def test_the_runs_differ_so_the_comparison_can_fail(project, two_runs, tmp_path, capsys):
+    sections = _cli_sections(_evaluate(project, tmp_path, capsys))
+    assert _cli_table(sections["prm-a"]) != _cli_table(sections["prm-b"])
+
+
+def test_the_human_ceiling_row_compares_annotators(project, users, two_runs, client_for):
+    rows = _csv_rows(
+        client_for(users["owner"]).get(
+            reverse("dashboard-runs", args=[project.slug]), {"format": "csv"}
+        )
+    )
+    human = rows[-1]
+    assert human[0].startswith("humans")
+    # Ordered pairs on the 4 doubly labelled traces: (0,0) x2 right, (-1,0) and (0,-1),
+    # (1,-1) and (-1,1), (-1,-1) x2 right: erroneous labels 4 (2 right), correct 4 (2 right).
+    assert human[1] == "8"
+    assert human[3:6] == ["50.0", "50.0", "50.0"]
+
+
+def test_it_checks_membership_and_role(project, users, two_runs, client_for):
+    run = two_runs[0]
+    urls = [
+        reverse("dashboard", args=[project.slug]),
+        reverse("dashboard-runs", args=[project.slug]),
+        reverse("dashboard-run", args=[project.slug, run.pk]),
+        reverse("dashboard-best-of-n", args=[project.slug]),
+        reverse("dashboard-annotation", args=[project.slug]),
+        reverse("dashboard-disagreements", args=[project.slug, run.pk]),
+    ]
+    for who, status in (("outsider", 404), ("annotator", 404), ("reviewer", 200)):
+        client = client_for(users[who])
+        for url in urls:
+            assert client.get(url).status_code == status, (who, url)
+    client.logout()
+    assert client.get(urls[0]).status_code == 302
+
+
+def test_the_page_loads_each_region_as_a_partial(project, users, two_runs, client_for):
+    page = client_for(users["reviewer"]).get(reverse("dashboard", args=[project.slug]))
+    html = page.content.decode()
+    assert "vendor/plotly/plotly.min.js" in html
+    assert "cdn" not in html.lower()
+    for run in two_runs:
+        assert f'hx-get="{reverse("dashboard-run", args=[project.slug, run.pk])}' in html
+    assert 'hx-trigger="load"' in html
+    # The page itself computes no figure: no chart markup before the partials load.
+    assert "Plotly.newPlot" not in html
+
+
+def test_the_run_partial_holds_charts_with_data(project, users, two_runs, client_for):
+    run = two_runs[0]
+    html = (
+        client_for(users["reviewer"])
+        .get(reverse("dashboard-run", args=[project.slug, run.pk]), HTTP_HX_REQUEST="true")
+        .content.decode()
+    )
+    for name in ("histogram", "sweep", "roc", "calibration", "confusion"):
+        assert f'id="{name}-{run.pk}"' in html
+    assert html.count("Plotly.newPlot") == 5
+    assert f'id="processbench-{run.pk}"' in html
+
+
+def test_the_figures_follow_the_filters(project, users, two_runs, client_for):
+    client = client_for(users["reviewer"])
+    rows = _csv_rows(
+        client.get(
+            reverse("dashboard-run", args=[project.slug, two_runs[0].pk]),
+            {"split": "gsm8k", "format": "csv"},
+        )
+    )
+    assert [row[0] for row in rows[1:]] == ["gsm8k", "average"]
+
+
+def test_disagreements_are_the_traces_where_the_run_differs(project, users, two_runs, client_for):
+    run = two_runs[0]
+    verdicts = dashboards.verdicts(project)
+    rows = dashboards.disagreements(run, limit=1000)
+    predicted = dict(run.trace_scores.values_list("trace_id", "predicted_first_error"))
+    expected = {t for t, label in verdicts.items() if predicted[t] != label}
+    assert {row[0] for row in rows} == expected
+    strengths = [row[4] for row in rows]
+    assert strengths == sorted(strengths, reverse=True)
+    html = (
+        client_for(users["reviewer"])
+        .get(reverse("dashboard-disagreements", args=[project.slug, run.pk]))
+        .content.decode()
+    )
+    first = rows[0][0]
+    assert reverse("trace", args=[project.slug, first]) in html
+
+
+def test_csv_downloads_of_every_table(project, users, two_runs, client_for):
+    client = client_for(users["reviewer"])
+    for name, args in (
+        ("dashboard-runs", [project.slug]),
+        ("dashboard-run", [project.slug, two_runs[0].pk]),
+        ("dashboard-best-of-n", [project.slug]),
+        ("dashboard-annotation", [project.slug]),
+        ("dashboard-disagreements", [project.slug, two_runs[0].pk]),
+    ):
+        rows = _csv_rows(client.get(reverse(name, args=args), {"format": "csv"}))
+        assert len(rows) >= 2, name
+
+
+def test_a_bad_tau_is_refused(project, users, two_runs, client_for):
+    response = client_for(users["reviewer"]).get(
+        reverse("dashboard-runs", args=[project.slug]), {"tau": "nan"}
+    )
+    assert response.status_code == 404
+
+
+# -- charts: pure functions, asserted on fig.data -------------------------------------------
+
+
+def test_score_histogram_has_a_series_per_class():
+    fig = charts.score_histogram({"correct": [1, 2, 3, 4], "first error": [4, 0, 0, 0]})
+    assert [trace.name for trace in fig.data] == ["correct", "first error"]
+    assert list(fig.data[0].y) == [1, 2, 3, 4]
+    assert list(fig.data[0].x) == [0.125, 0.375, 0.625, 0.875]
+    assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+
+
+def test_threshold_sweep_marks_the_best_tau():
+    fig = charts.threshold_sweep([0.1, 0.5], [10.0, 60.0], [90.0, 50.0], [18.0, float("nan")], 0.1)
+    assert [trace.name for trace in fig.data] == [
+        "accuracy on erroneous",
+        "accuracy on correct",
+        "F1",
+    ]
+    assert list(fig.data[2].y) == [18.0, None]  # NaN is a gap, not invalid JSON
+    assert fig.layout.shapes[0].x0 == 0.1
+    assert fig.layout.legend.y > 1  # above the plot, not over the data
+
+
+def test_roc_and_calibration_and_confusion_and_trace_charts():
+    roc = charts.roc_curve([0, 0.5, 1], [0, 0.8, 1], 0.75)
+    assert list(roc.data[1].y) == [0, 0.8, 1] and "0.750" in roc.data[1].name
+    calibration = charts.calibration_curve([(0.25, 0.1, 10), (0.75, 0.9, 20)])
+    assert list(calibration.data[1].x) == [0.25, 0.75]
+    confusion = charts.first_error_confusion({"earlier": 2, "exact": 5})
+    assert list(confusion.data[0].y) == [2, 5]
+    trace = charts.trace_scores({"a": [0.9, 0.1], "b": [0.5, float("nan")]}, 1)
+    assert [t.name for t in trace.data] == ["a", "b"] and list(trace.data[1].y) == [0.5, None]
+    assert trace.layout.shapes[0].x0 == 1
+
+
+def test_the_trace_chart_links_the_neighbouring_disagreements(project, users, two_runs, client_for):
+    run = two_runs[0]
+    verdicts = dashboards.verdicts(project)
+    predicted = dict(run.trace_scores.values_list("trace_id", "predicted_first_error"))
+    differing = sorted(t for t, label in verdicts.items() if predicted[t] != label)
+    middle = differing[len(differing) // 2]
+    url = reverse("trace-score-chart", args=[project.slug, middle])
+    html = client_for(users["reviewer"]).get(url).content.decode()
+    assert 'id="trace-score-chart-plot"' in html
+    previous = differing[differing.index(middle) - 1]
+    following = differing[differing.index(middle) + 1]
+    assert (
+        f'href="{reverse("trace", args=[project.slug, previous])}" class="previous-disagreement" data-run="{run.name}"'
+        in html
+    )
+    assert (
+        f'href="{reverse("trace", args=[project.slug, following])}" class="next-disagreement" data-run="{run.name}"'
+        in html
+    )
+
+
+def test_annotators_see_the_trace_chart_only_where_the_project_shows_scores(
+    project, users, two_runs, client_for
+):
+    trace = Trace.objects.filter(project=project).first()
+    url = reverse("trace-score-chart", args=[project.slug, trace.pk])
+    client = client_for(users["annotator"])
+    assert client.get(url).status_code == 404
+    project.show_model_scores = True
+    project.save()
+    html = client.get(url).content.decode()
+    assert "Plotly.newPlot" in html
+    # Blind to other people's labels: no disagreement navigation for annotators.
+    assert "disagreement" not in html
+
+
+def test_cached_figures_follow_new_labels(project, users, two_runs, client_for):
+    client = client_for(users["reviewer"])
+    url = reverse("dashboard-runs", args=[project.slug])
+
+    def labelled() -> dict[str, str]:
+        return {row[0]: row[1] for row in _csv_rows(client.get(url, {"format": "csv"}))[1:]}
+
+    before = labelled()
+    assert labelled() == before  # served again (from the cache)
+    unlabelled = Trace.objects.filter(project=project).exclude(pk__in=dashboards.verdicts(project))
+    trace = unlabelled.exclude(annotations__isnull=False).first()
+    Annotation.objects.create(
+        trace=trace, annotator=users["annotator"], kind=AnnotationKind.LABEL, first_error_step=-1
+    )
+    after = labelled()
+    for run in two_runs:
+        assert int(after[run.name]) == int(before[run.name]) + 1
+
+
+def test_the_trace_chart_plots_each_runs_stored_scores(project, users, two_runs, client_for):
+    trace = Trace.objects.filter(project=project).order_by("id").first()
+    html = (
+        client_for(users["reviewer"])
+        .get(reverse("trace-score-chart", args=[project.slug, trace.pk]))
+        .content.decode()
+    )
+    data = json.loads(
+        re.search(r'newPlot\(\s*"trace-score-chart-plot",\s*(\[.*?\]),\s*\{', html).group(1)
+    )
+    for run, series in zip(two_runs, data, strict=True):
+        stored = run_scores(run, trace)
+        assert series["name"] == run.name
+        assert series["y"] == [None if s != s else s for s in stored]
+
+
+def run_scores(run, trace) -> list[float]:
+    from annotator.models import StepScore
+
+    return list(
+        StepScore.objects.filter(run=run, trace=trace)
+        .order_by("step_index")
+        .values_list("score", flat=True)
+    )

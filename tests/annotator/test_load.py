@@ -1,0 +1,33 @@
+"""The short load test (``bench/load.py``'s load, bounded by work, not time): 20
+annotators claim and submit at once through the API over real HTTP until the queue
+is dry; no trace gets more than N labels, every answered submission is stored once,
+and nothing answers 5xx."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from annotator.models import Membership, Role
+from bench.load import invariant_failures, run_load
+from tests.annotator.test_annotate import make_trace
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_annotators_at_once_keep_the_queue_invariants(live_server, django_user_model):
+    from annotator.models import Project
+
+    project = Project.objects.create(slug="load", name="load", annotators_per_trace=2)
+    for i in range(15):
+        make_trace(project, ext=f"t{i}")
+    tokens = {}
+    for i in range(20):
+        user = django_user_model.objects.create_user(f"annotator-{i}")
+        Membership.objects.create(project=project, user=user, role=Role.ANNOTATOR)
+        tokens[user.username] = Token.objects.create(user=user).key
+
+    result = run_load(live_server.url, project.slug, tokens)
+
+    assert invariant_failures(project, result) == []
+    # The work was all done: every trace got its N labels.
+    assert len(result.submissions) == 15 * 2

@@ -1,0 +1,82 @@
+"""The dashboard and a trace page in real Chromium: every chart loads as a partial and
+draws data with the bundled plotly.js, and the console stays free of errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import pytest
+from playwright.sync_api import expect
+
+from annotator import runs
+from annotator.importing import import_file
+from annotator.models import Membership, Project, Role, Trace
+from tests.annotator.test_dashboard import _records, _score_file
+
+pytestmark = pytest.mark.browser
+
+CHARTS = ("histogram", "sweep", "roc", "calibration", "confusion")
+
+
+@pytest.fixture
+def dashboard_project(transactional_db, django_user_model, tmp_path):
+    project = Project.objects.create(slug="dash", name="Dash")
+    reviewer = django_user_model.objects.create_user("rhea", password="pw-rhea-123")
+    Membership.objects.create(project=project, user=reviewer, role=Role.REVIEWER)
+    rng = random.Random(3)
+    path = tmp_path / "traces.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _records(rng)) + "\n")
+    import_file(project, path, "jsonl")
+    traces = list(Trace.objects.filter(project=project).order_by("id"))
+    made = [
+        runs.import_scores(
+            project,
+            io.BytesIO(_score_file(traces, rng, with_nan=False)),
+            "scores.jsonl",
+            name=name,
+            user=reviewer,
+        )
+        for name in ("prm-a", "prm-b")
+    ]
+    return project, made, traces
+
+
+def _watch_console(page) -> list[str]:
+    errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+def _points(page, div_id: str) -> int:
+    """Data points plotly drew in the chart ``div_id`` (its graph div's ``data``)."""
+    return page.evaluate(
+        """id => (document.getElementById(id).data || [])
+                   .reduce((n, trace) => n + ((trace.y || trace.x || []).length), 0)""",
+        div_id,
+    )
+
+
+def test_the_dashboard_and_a_trace_page_draw_their_charts(dashboard_project, new_page, live_server):
+    project, made, traces = dashboard_project
+    page = new_page("rhea", "pw-rhea-123")
+    errors = _watch_console(page)
+    page.goto(f"{live_server.url}/p/{project.slug}/dashboard/")
+    expect(page.locator("#runs-table table")).to_be_visible()
+    expect(page.locator("#runs-table tbody tr")).to_have_count(2)
+    for run in made:
+        for name in CHARTS:
+            chart = page.locator(f"#{name}-{run.pk}.js-plotly-plot")
+            expect(chart).to_be_attached()
+            assert _points(page, f"{name}-{run.pk}") > 0, (run.name, name)
+    expect(page.locator("#best-of-n table")).to_be_visible()
+    # The page's only scripts are ours: plotly comes from the package's static files.
+    sources = page.eval_on_selector_all("script[src]", "nodes => nodes.map(n => n.src)")
+    assert all(src.startswith(live_server.url) for src in sources), sources
+
+    page.goto(f"{live_server.url}/p/{project.slug}/traces/{traces[0].pk}/")
+    expect(page.locator("#trace-score-chart-plot.js-plotly-plot")).to_be_attached()
+    assert _points(page, "trace-score-chart-plot") == 2 * traces[0].num_steps
+    assert errors == []
