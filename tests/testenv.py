@@ -31,6 +31,9 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/stepwise")
     os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
     os.environ.setdefault("STEPWISE_VAR_DIR", os.path.join(os.getcwd(), "var", "test"))
+    # The suite's settings (tests/settings.py), also for the workers and servers it starts;
+    # set outright, since importing the app above already defaulted it to the app's own.
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     if not argv:
         argv = ["pytest"]
     os.execvp(argv[0], argv)

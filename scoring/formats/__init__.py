@@ -134,7 +134,8 @@ def detect_format(record: dict, where: str) -> str:
         return "gsm8k"
     raise ImportFormatError(
         where,
-        f"cannot detect the format from the keys {sorted(keys)}; pass --format (one of {', '.join(FORMATS)})",
+        f"cannot detect the format from the keys {sorted(keys)}; choose the format "
+        f"(one of {', '.join(FORMATS)}) instead of auto",
     )
 
 

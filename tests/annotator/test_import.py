@@ -718,7 +718,7 @@ def test_an_undetectable_format_says_what_to_do(project, tmp_path):
     path = write_lines(tmp_path / "odd.jsonl", [{"foo": 1}])
     with pytest.raises(
         CommandError,
-        match=r"odd.jsonl, line 1: cannot detect the format from the keys \['foo'\]; pass --format",
+        match=r"odd.jsonl, line 1: cannot detect the format from the keys \['foo'\]; choose the format \(one of processbench, ",
     ):
         run_import(path, project)
 
