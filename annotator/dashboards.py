@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 
-from annotator.models import Project, ScoringRun
+from annotator import charts
+from annotator.models import MonteCarloRun, Project, ScoringRun
 from scoring import metrics
 
 T = TypeVar("T")
@@ -123,7 +124,9 @@ def cached(
     """``compute()``, or what it returned before for the same run, filters and labels."""
     import hashlib
 
-    raw = f"{kind}|{run.pk}|{run.progress_done}|{run.finished_at}|{filters}|{version}|{extra}"
+    # A done run's scores never change; the traces it stored tell it from the same run
+    # seen unfinished (``warm`` fills the cache before the run is marked done).
+    raw = f"{kind}|{run.pk}|{run.progress_done}|{filters}|{version}|{extra}"
     key = "dashboard:" + hashlib.sha256(raw.encode()).hexdigest()
     return cache.get_or_set(key, compute, CACHE_SECONDS)
 
@@ -228,10 +231,16 @@ def _run_rows(
     u: dict[str, tuple[int, int, int]] = {}
     if not labels:
         return {}, fine, u
-    rows = _fetch(
-        RUN_SQL.replace("{bins}", str(FINE_BINS)),
-        {**_labelled_params(labels), "run": run.pk},
-    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The per-score counts of a run at 100k traces outgrow the default 4 MB and
+        # spill to disk (a third of the query's time at 20k labelled traces); LOCAL
+        # ends with this transaction.
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute(
+            RUN_SQL.replace("{bins}", str(FINE_BINS)),
+            {**_labelled_params(labels), "run": run.pk},
+        )
+        rows = cursor.fetchall()
     for kind, split, label, a, b, c, d, e in rows:
         if kind == "S":
             summaries[split or NO_SPLIT].append(metrics.TraceSummary(label, a, b, c, d, e))
@@ -299,6 +308,44 @@ def run_figures(
     )
 
 
+def run_charts(figures: RunFigures) -> list[str]:
+    """The run's charts as HTML (building a plotly figure costs tens of ms)."""
+    run, sweep = figures.run, figures.sweep
+    return [
+        charts.embed(charts.score_histogram(figures.histogram), f"histogram-{run.pk}"),
+        charts.embed(
+            charts.threshold_sweep(
+                [tau for tau, _ in sweep],
+                [r.acc_err for _, r in sweep],
+                [r.acc_cor for _, r in sweep],
+                [r.f1 for _, r in sweep],
+                figures.best_tau,
+            ),
+            f"sweep-{run.pk}",
+        ),
+        charts.embed(charts.roc_curve(*figures.roc, figures.auroc_all), f"roc-{run.pk}"),
+        charts.embed(charts.calibration_curve(figures.calibration), f"calibration-{run.pk}"),
+        charts.embed(charts.first_error_confusion(figures.confusion), f"confusion-{run.pk}"),
+    ]
+
+
+def warm(run: ScoringRun) -> None:
+    """Compute and cache what the dashboard shows first for ``run`` (no filters, the
+    run's threshold): its figures and charts, which the runs-side-by-side table also
+    reads, and best-of-N. A run's first dashboard visit then reads the cache instead of
+    aggregating every step score. ``run.progress_done`` must be what the run will be
+    marked done with."""
+    filters = Filters()
+    version = labels_version(run.project)
+    labels = verdicts(run.project, filters)
+    figures = cached(
+        "run", run, filters, version, lambda: run_figures(run, filters, None, labels), None
+    )
+    if figures.labelled:
+        cached("charts", run, filters, version, lambda: run_charts(figures), None)
+    cached("best-of-n", run, filters, version, lambda: best_of_n(run, filters, labels))
+
+
 # -- the humans' ceiling --------------------------------------------------------------------
 
 
@@ -331,16 +378,18 @@ def best_of_n(
     run: ScoringRun, filters: Filters = Filters(), labels: dict[int, int] | None = None
 ) -> tuple[int, dict[str, float]]:
     """(problems, accuracy per selection rule) over the problems with 2+ solutions of
-    known final-answer correctness that the run scored. Per solution, SQL aggregates the
-    steps (min and last from the run's trace rows; product as a signed sum of logs,
-    zero if a step is zero; mean); they are compared at ``metrics.AGGREGATE_DIGITS``
+    known final-answer correctness that the run scored. Each solution's aggregates come
+    from its ``TraceScore`` row (min, last, mean, the product as a sum of logs); only a
+    row that does not know its mean or log product (stored before those columns, or with
+    a negative score) has its steps aggregated here, the product then as a signed sum of
+    logs, zero if a step is zero. They are compared at ``metrics.AGGREGATE_DIGITS``
     digits, so the order of summation does not matter."""
     labels = verdicts(run.project, filters) if labels is None else labels
     trace_filter, params = filters.sql()
     sql = f"""
     WITH solutions AS MATERIALIZED (
       SELECT t.id, t.problem_id, t.final_answer, t.final_answer_correct,
-             ts.min_score, ts.last_score
+             ts.min_score, ts.last_score, ts.mean_score, ts.log_product
         FROM annotator_trace t
         JOIN annotator_tracescore ts ON ts.run_id = %(run)s AND ts.trace_id = t.id
        WHERE t.project_id = %(project)s {trace_filter} AND t.final_answer_correct IS NOT NULL
@@ -357,20 +406,31 @@ def best_of_n(
              sum(ln(nullif(abs(s.score::float8), 0))) FILTER (WHERE s.score <> 'NaN') AS logs,
              avg(s.score::float8) FILTER (WHERE s.score <> 'NaN') AS mean
         FROM annotator_stepscore s
-       WHERE s.run_id = %(run)s AND s.trace_id IN (SELECT id FROM grouped)
+       WHERE s.run_id = %(run)s
+         AND s.trace_id IN (SELECT id FROM grouped
+                             WHERE mean_score IS NULL OR log_product IS NULL)
        GROUP BY s.trace_id
     )
     SELECT g.problem_id, g.id, g.final_answer, g.final_answer_correct, g.min_score,
-           CASE WHEN st.has_zero THEN 0
-                ELSE (CASE WHEN st.negatives %% 2 = 1 THEN -1 ELSE 1 END) * exp(st.logs) END,
-           g.last_score, st.mean
-      FROM grouped g JOIN steps st ON st.trace_id = g.id
+           g.last_score, g.mean_score, g.log_product, st.mean, st.logs, st.has_zero,
+           st.negatives
+      FROM grouped g LEFT JOIN steps st ON st.trace_id = g.id
      ORDER BY g.problem_id, g.id
     """
     problems: dict[int, list[metrics.Solution]] = defaultdict(list)
-    for problem_id, trace_id, answer, correct, low, product, last, mean in _fetch(
-        sql, {**params, "project": run.project_id, "run": run.pk}
-    ):
+    for row in _fetch(sql, {**params, "project": run.project_id, "run": run.pk}):
+        problem_id, trace_id, answer, correct, low, last, mean, logs = row[:8]
+        step_mean, step_logs, has_zero, negatives = row[8:]
+        if mean is None or logs is None:  # unknown on the row: the steps' aggregates
+            mean = step_mean
+            if has_zero:
+                product = 0.0
+            elif step_logs is None:
+                product = math.nan
+            else:
+                product = (-1 if negatives % 2 else 1) * math.exp(step_logs)
+        else:
+            product = math.exp(logs)  # exp(-inf) is 0, exp(NaN) NaN
         problems[problem_id].append(
             metrics.Solution(
                 answer=answer or None,
@@ -437,6 +497,58 @@ def disagreements(
     return _fetch(
         sql,
         {**params, "project": run.project_id, "run": run.pk, "tau": run.threshold, "limit": limit},
+    )
+
+
+def _apart(a: str, b: str) -> str:
+    """SQL: how many steps apart two first errors are, "all correct" (-1) counting as an
+    error just after the last step."""
+
+    def position(x: str) -> str:
+        return f"CASE WHEN {x} = -1 THEN t.num_steps ELSE {x} END"
+
+    return f"abs({position(a)} - {position(b)})"
+
+
+def run_pair_disagreements(
+    run: ScoringRun, other: ScoringRun, filters: Filters = Filters(), *, limit: int = 50
+) -> list[tuple[int, str, int, int, int]]:
+    """Traces both runs scored where their predicted first errors (each at its own
+    threshold) differ, furthest apart first: (trace id, external id, ``run``'s, ``other``'s,
+    steps apart). Reads one row per trace and run, never the steps."""
+    trace_filter, params = filters.sql()
+    apart = _apart("a.predicted_first_error", "b.predicted_first_error")
+    return _fetch(
+        f"""SELECT t.id, t.external_id, a.predicted_first_error, b.predicted_first_error,
+                   {apart} AS apart
+              FROM annotator_tracescore a
+              JOIN annotator_tracescore b ON b.run_id = %(other)s AND b.trace_id = a.trace_id
+              JOIN annotator_trace t ON t.id = a.trace_id
+             WHERE a.run_id = %(run)s AND t.project_id = %(project)s {trace_filter}
+               AND a.predicted_first_error IS DISTINCT FROM b.predicted_first_error
+             ORDER BY apart DESC NULLS LAST, t.id
+             LIMIT %(limit)s""",
+        {**params, "project": run.project_id, "run": run.pk, "other": other.pk, "limit": limit},
+    )
+
+
+def mc_disagreements(
+    mc_run: MonteCarloRun, filters: Filters = Filters(), *, limit: int = 50
+) -> list[tuple[int, str, int, int, int]]:
+    """Traces where a Monte-Carlo run's first error differs from the human verdict,
+    furthest apart first: (trace id, external id, human, Monte-Carlo, steps apart)."""
+    cte, params = _verdict_cte(filters)
+    apart = _apart("v.label", "m.first_error")
+    return _fetch(
+        f"""WITH v AS ({cte})
+            SELECT t.id, t.external_id, v.label, m.first_error, {apart} AS apart
+              FROM v
+              JOIN annotator_trace t ON t.id = v.trace_id
+              JOIN annotator_tracemc m ON m.run_id = %(mc)s AND m.trace_id = t.id
+             WHERE m.first_error IS DISTINCT FROM v.label
+             ORDER BY apart DESC, t.id
+             LIMIT %(limit)s""",
+        {**params, "project": mc_run.project_id, "mc": mc_run.pk, "limit": limit},
     )
 
 

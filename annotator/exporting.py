@@ -1,6 +1,6 @@
 """Exporting labelled traces in the formats trainers and benchmarks read.
 
-Records stream out in chunks of traces (``Trace.objects.with_steps``), with one
+Records stream out in chunks of traces read as plain rows (not model instances), with one
 query each for the chunk's steps and labels, so memory stays flat and the query
 count grows with chunks, not traces.
 
@@ -26,16 +26,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
+from datetime import datetime
 from math import isnan
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
-from django.db.models import Prefetch
+from django.db.models import QuerySet
 
 from annotator.labelsets import label_set_named, verdicts_in_set
-from annotator.models import Annotation, Project, ScoringRun, StepScore, Trace, Verdict
+from annotator.models import Annotation, Project, ScoringRun, Step, StepScore, Trace, Verdict
 from scoring.formats import REGISTRY, ExportTrace, write_parquet
 
 EXPORT_FORMATS = ("processbench", "trl", "prm800k", "math-shepherd", "jsonl")
@@ -86,27 +86,23 @@ def iter_export(
     summary = summary if summary is not None else ExportSummary()
     summary.kept_unlabelled = fmt in KEEPS_UNLABELLED
     to_record = _RECORD_BUILDERS[fmt]
-    latest = Annotation.objects.filter(is_latest=True).only(
-        "id", "trace_id", "kind", "first_error_step", "step_ratings"
-    )
-    traces = (
-        Trace.objects.filter(project=project)
-        .select_related("problem")
-        .prefetch_related(Prefetch("annotations", queryset=latest, to_attr="latest_annotations"))
-    )
+    traces = Trace.objects.filter(project=project)
     if split:
         traces = traces.filter(split=split)
-    with_steps = traces.with_steps(chunk_size=CHUNK_TRACES)
-    while chunk := list(islice(with_steps, CHUNK_TRACES)):
-        scores = _step_scores(score_runs, [trace.pk for trace in chunk]) if score_runs else {}
-        from_set = verdicts_in_set(label_set, chunk) if label_set else {}
-        for trace in chunk:
-            if label_set:
-                verdict = from_set.get(trace.pk, Verdict())
-            else:
-                verdict = Verdict.resolve(
-                    trace.latest_annotations, reviewed_only=labels == "adjudicated"
-                )
+    for chunk in _trace_chunks(traces):
+        ids = [row.id for row in chunk]
+        # The chunk is every selected trace with an id in its range (keyset order), so
+        # this subquery names it without a 2000-item IN list, slow for Django to build.
+        in_chunk = traces.filter(id__gte=ids[0], id__lte=ids[-1]).values("id")
+        scores = _step_scores(score_runs, in_chunk) if score_runs else {}
+        if label_set:
+            from_set = verdicts_in_set(label_set, [Trace(pk=pk) for pk in ids])
+            verdicts = {pk: from_set.get(pk, Verdict()) for pk in ids}
+        else:
+            verdicts = _resolve_chunk(ids, in_chunk, reviewed_only=labels == "adjudicated")
+        texts = _step_texts(in_chunk)
+        for row in chunk:
+            verdict = verdicts[row.id]
             if verdict.disagreement:
                 summary.disagreements += 1
             elif not verdict.is_labelled:
@@ -114,18 +110,97 @@ def iter_export(
             if not verdict.is_labelled and not summary.kept_unlabelled:
                 continue
             summary.records += 1
-            record = to_record(trace, trace.step_texts, verdict if verdict.is_labelled else None)
+            record = to_record(row, texts[row.id], verdict if verdict.is_labelled else None)
             if score_runs:
-                record["step_scores"] = scores.get(trace.pk, {})
+                record["step_scores"] = scores.get(row.id, {})
             yield record
 
 
-def _step_scores(runs: Sequence[ScoringRun], trace_ids: list[int]) -> dict[int, dict[str, list]]:
+class _TraceRow(NamedTuple):
+    """The columns an export reads of a trace and its problem, as plain tuples: building
+    model instances (each trace, its problem, its annotations) cost more than the rest
+    of an export together (bench/import_export.py)."""
+
+    id: int
+    external_id: str
+    generator: str
+    split: str
+    source: str
+    final_answer: str
+    final_answer_correct: bool | None
+    metadata: dict
+    is_gold: bool
+    created_at: datetime
+    problem: str
+    reference_answer: str
+
+
+_TRACE_COLUMNS = (*_TraceRow._fields[:-2], "problem__text", "problem__reference_answer")
+
+
+def _trace_chunks(traces: QuerySet[Trace]) -> Iterator[list[_TraceRow]]:
+    """The traces in id order, ``CHUNK_TRACES`` at a time, keyset-paginated on the id
+    (as ``Trace.objects.with_steps``), one query a chunk, so memory stays flat."""
+    traces = traces.order_by("id")
+    last_id = None
+    while True:
+        page = traces if last_id is None else traces.filter(id__gt=last_id)
+        chunk = [_TraceRow(*row) for row in page.values_list(*_TRACE_COLUMNS)[:CHUNK_TRACES]]
+        if not chunk:
+            return
+        yield chunk
+        if len(chunk) < CHUNK_TRACES:
+            return  # a short chunk is the last one: no query for an empty one
+        last_id = chunk[-1].id
+
+
+class _LatestAnnotation(NamedTuple):
+    """The fields of an ``is_latest`` annotation that ``Verdict.resolve`` reads."""
+
+    id: int
+    kind: str
+    first_error_step: int | None
+    step_ratings: list | None
+
+
+def _resolve_chunk(
+    trace_ids: list[int], in_chunk: QuerySet[Trace], *, reviewed_only: bool
+) -> dict[int, Verdict]:
+    """``{trace id: Verdict}`` for a chunk, in one query: ``Verdict.resolve`` itself
+    decides each one, so the export labels a trace as the rest of the app does."""
+    latest: dict[int, list[_LatestAnnotation]] = defaultdict(list)
+    for trace_id, *fields in (
+        Annotation.objects.filter(trace_id__in=in_chunk, is_latest=True)
+        .order_by()
+        .values_list("trace_id", "id", "kind", "first_error_step", "step_ratings")
+    ):
+        latest[trace_id].append(_LatestAnnotation(*fields))
+    return {
+        pk: Verdict.resolve(latest.get(pk, ()), reviewed_only=reviewed_only)  # type: ignore[arg-type]
+        for pk in trace_ids
+    }
+
+
+def _step_texts(in_chunk: QuerySet[Trace]) -> dict[int, list[str]]:
+    """``{trace id: step texts in order}`` for a chunk, in one query."""
+    texts: dict[int, list[str]] = defaultdict(list)
+    for trace_id, text in (
+        Step.objects.filter(trace_id__in=in_chunk)
+        .order_by("trace_id", "index")
+        .values_list("trace_id", "text")
+    ):
+        texts[trace_id].append(text)
+    return texts
+
+
+def _step_scores(
+    runs: Sequence[ScoringRun], in_chunk: QuerySet[Trace]
+) -> dict[int, dict[str, list]]:
     """``{trace id: {run name: scores}}`` for a chunk of traces, in one query."""
     names = {run.pk: run.name for run in runs}
     found: dict[int, dict[str, list]] = defaultdict(dict)
     for run_id, trace_id, score in (
-        StepScore.objects.filter(run__in=list(names), trace_id__in=trace_ids)
+        StepScore.objects.filter(run__in=list(names), trace_id__in=in_chunk)
         .order_by("trace_id", "run_id", "step_index")
         .values_list("run_id", "trace_id", "score")
     ):
@@ -146,14 +221,14 @@ def score_runs_named(project: Project, spec: str) -> list[ScoringRun]:
     return [found[name] for name in names]
 
 
-def _export_trace(trace: Trace, steps: list[str]) -> ExportTrace:
+def _export_trace(trace: _TraceRow, steps: list[str]) -> ExportTrace:
     """A stored trace as the format writers take it."""
     return ExportTrace(
         external_id=trace.external_id,
-        problem=trace.problem.text,
+        problem=trace.problem,
         steps=steps,
         source=trace.source,
-        reference_answer=trace.problem.reference_answer,
+        reference_answer=trace.reference_answer,
         generator=trace.generator,
         split=trace.split,
         final_answer=trace.final_answer,
@@ -164,10 +239,10 @@ def _export_trace(trace: Trace, steps: list[str]) -> ExportTrace:
     )
 
 
-def _record_builder(fmt: str) -> Callable[[Trace, list[str], Verdict | None], dict[str, Any]]:
+def _record_builder(fmt: str) -> Callable[[_TraceRow, list[str], Verdict | None], dict[str, Any]]:
     write = REGISTRY[fmt].write
 
-    def build(trace: Trace, steps: list[str], label: Verdict | None) -> dict[str, Any]:
+    def build(trace: _TraceRow, steps: list[str], label: Verdict | None) -> dict[str, Any]:
         if label is None:  # only the formats that keep unlabelled traces get here
             return write(_export_trace(trace, steps), None, None)
         return write(_export_trace(trace, steps), label.first_error_step, label.step_ratings)

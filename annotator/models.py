@@ -710,6 +710,14 @@ class TraceScore(models.Model):
     trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="trace_scores")
     min_score = RealField(null=True)
     last_score = RealField(null=True)
+    # Best-of-N's other aggregates over the finite step scores, so the dashboard reads one
+    # row per trace: the mean, and the product as a sum of logs (-inf when a step scores
+    # 0, NaN when no step is finite), both in double precision as best-of-N compares them
+    # at ``scoring.metrics.AGGREGATE_DIGITS`` digits. Null: unknown (rows stored before
+    # these columns, or a negative score, whose sign a log cannot carry); the dashboard
+    # then aggregates that trace's steps.
+    mean_score = models.FloatField(null=True)
+    log_product = models.FloatField(null=True)
     # The first step scored below the run's threshold; -1: none is (all correct).
     predicted_first_error = models.IntegerField(null=True)
     n_tokens = models.PositiveIntegerField(default=0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import re
 import time
@@ -43,6 +44,7 @@ from scoring import metrics
 from scoring.types import StepScores
 from scoring.types import Trace as ScoringTrace
 
+log = logging.getLogger(__name__)
 SELECTION_KEYS = ("split", "generator", "source", "labelled", "ids")
 
 
@@ -218,7 +220,24 @@ def run_scoring_job(run: ScoringRun, context: jobs.JobContext | None = None) -> 
         if context:
             context.progress(done, total)
     resumed_at = ScoringRun.objects.get(pk=run.pk).summary.get("resumed_at", 0)
+    _warm_dashboard(run, done)
     return {**run_summary(run), "resumed_at": resumed_at}
+
+
+def _warm_dashboard(run: ScoringRun, done: int) -> None:
+    """Fill the dashboard's cache for the run about to be marked done with ``done``
+    traces, so its first visit is fast. Best effort: the scores are stored, and a
+    failure here (the cache or the database busy) only leaves the first visit slow."""
+    from annotator import dashboards
+
+    if not dashboards.available():
+        return
+    finished = ScoringRun.objects.get(pk=run.pk)
+    finished.progress_done = done
+    try:
+        dashboards.warm(finished)
+    except Exception:
+        log.warning("could not warm the dashboard of run %s", run.pk, exc_info=True)
 
 
 # -- storing --------------------------------------------------------------------------------
@@ -258,6 +277,8 @@ def store_scores(run: ScoringRun, results: Sequence[StepScores]) -> None:
                 trace_id,
                 min(finite) if finite else None,
                 scores[-1] if scores and not math.isnan(scores[-1]) else None,
+                metrics.aggregate(finite, "mean"),
+                log_product(finite),
                 metrics.first_error(scores, run.threshold) if scores else -1,
                 result.n_tokens,
                 json.dumps(_finite(extras)),
@@ -278,6 +299,23 @@ def store_scores(run: ScoringRun, results: Sequence[StepScores]) -> None:
             StepScore.objects.filter(run=run, trace_id__in=trace_ids).delete()
             copy_rows(TraceScore, _TRACE_SCORE_COLUMNS, trace_rows)
         _copy_step_scores(step_rows)
+
+
+def log_product(finite: Sequence[float]) -> float | None:
+    """The log of ``metrics.aggregate(finite, "product")``, as ``TraceScore.log_product``
+    keeps it: a sum of logs never underflows as a product of many small scores does.
+    -inf when a score is 0, NaN when there is none, None (unknown) when one is negative.
+
+    >>> log_product([0.5, 0.5]) == math.log(0.25), log_product([0.5, 0.0]), log_product([])
+    (True, -inf, nan)
+    """
+    if not finite:
+        return math.nan
+    if any(s < 0 for s in finite):
+        return None
+    if any(s == 0 for s in finite):
+        return -math.inf
+    return math.fsum(math.log(s) for s in finite)
 
 
 def _copy_step_scores(rows: list[tuple[int, int, int, float]]) -> None:
@@ -311,6 +349,8 @@ _TRACE_SCORE_COLUMNS = (
     "trace_id",
     "min_score",
     "last_score",
+    "mean_score",
+    "log_product",
     "predicted_first_error",
     "n_tokens",
     "extras",

@@ -90,6 +90,11 @@ project_urls = [
         dashboards.dashboard_disagreements,
         name="dashboard-disagreements",
     ),
+    path(
+        "dashboard/mc/<int:run_id>/disagreements/",
+        dashboards.dashboard_mc_disagreements,
+        name="dashboard-mc-disagreements",
+    ),
     path("dashboard/best-of-n/", dashboards.dashboard_best_of_n, name="dashboard-best-of-n"),
     path("dashboard/labelling/", dashboards.dashboard_annotation, name="dashboard-annotation"),
 ]

@@ -16,7 +16,15 @@ from django.views.decorators.http import require_GET
 
 from annotator import charts, dashboards, runs
 from annotator.access import get_membership, get_trace_for_user
-from annotator.models import JobStatus, Membership, ScoringRun, Trace, Verdict
+from annotator.models import (
+    JobStatus,
+    Membership,
+    MonteCarloRun,
+    Project,
+    ScoringRun,
+    Trace,
+    Verdict,
+)
 from annotator.services import visible_annotations
 from scoring import metrics
 
@@ -106,6 +114,9 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
             "all_runs": all_runs,
             "selected_ids": {run.pk for run in selected},
             "runs": selected,
+            "mc_runs": list(
+                MonteCarloRun.objects.filter(project=project, status=JobStatus.DONE).order_by("id")
+            ),
             "query": query,
         },
     )
@@ -223,26 +234,6 @@ def _processbench_rows(figures: dashboards.RunFigures) -> list[list[str]]:
     ]
 
 
-def _run_charts(figures: dashboards.RunFigures) -> list[str]:
-    run, sweep = figures.run, figures.sweep
-    return [
-        charts.embed(charts.score_histogram(figures.histogram), f"histogram-{run.pk}"),
-        charts.embed(
-            charts.threshold_sweep(
-                [tau for tau, _ in sweep],
-                [r.acc_err for _, r in sweep],
-                [r.acc_cor for _, r in sweep],
-                [r.f1 for _, r in sweep],
-                figures.best_tau,
-            ),
-            f"sweep-{run.pk}",
-        ),
-        charts.embed(charts.roc_curve(*figures.roc, figures.auroc_all), f"roc-{run.pk}"),
-        charts.embed(charts.calibration_curve(figures.calibration), f"calibration-{run.pk}"),
-        charts.embed(charts.first_error_confusion(figures.confusion), f"confusion-{run.pk}"),
-    ]
-
-
 @login_required
 @require_GET
 def dashboard_run(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
@@ -261,7 +252,9 @@ def dashboard_run(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         return _csv(f"{slug}-{run.name}-processbench", PROCESSBENCH_HEADER, rows)
     # Building plotly figures costs tens of ms each: their HTML is cached beside them.
     charts_html = (
-        dashboards.cached("charts", run, filters, version, lambda: _run_charts(figures), tau)
+        dashboards.cached(
+            "charts", run, filters, version, lambda: dashboards.run_charts(figures), tau
+        )
         if figures.labelled
         else []
     )
@@ -357,21 +350,72 @@ def dashboard_annotation(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def dashboard_disagreements(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    """Where the run disagrees with the humans, or with another run (``?against=ID``)."""
     membership = _member(request, slug)
-    run = get_object_or_404(
-        ScoringRun, pk=run_id, project=membership.project, status=JobStatus.DONE
-    )
-    rows = dashboards.disagreements(run, dashboards.Filters.from_query(request.GET))
+    project = membership.project
+    run = get_object_or_404(ScoringRun, pk=run_id, project=project, status=JobStatus.DONE)
+    filters = dashboards.Filters.from_query(request.GET)
+    against = request.GET.get("against", "")
+    if against:
+        other = get_object_or_404(
+            ScoringRun,
+            pk=int(against) if against.isdigit() else 0,
+            project=project,
+            status=JobStatus.DONE,
+        )
+        rows = dashboards.run_pair_disagreements(run, other, filters)
+        columns = (f"{run.name} first error", f"{other.name} first error", "steps apart")
+        name, target = f"{run.name}-vs-{other.name}", f"disagreements-{run.pk}-{other.pk}"
+        note = "Traces both runs scored, the predicted first errors furthest apart first."
+    else:
+        rows = dashboards.disagreements(run, filters)
+        columns = ("human first error", f"{run.name} first error", "strength")
+        name, target = run.name, f"disagreements-{run.pk}"
+        note = "Strength: how far the run's score is on the wrong side of its threshold."
+    return _disagreement_list(request, project, rows, columns, name, target, note)
+
+
+def _disagreement_list(
+    request: HttpRequest,
+    project: Project,
+    rows: list[tuple],
+    columns: Sequence[str],
+    name: str,
+    target: str,
+    note: str,
+) -> HttpResponse:
     if request.GET.get("format") == "csv":
         return _csv(
-            f"{slug}-{run.name}-disagreements",
-            ("trace", "external id", "human first error", "predicted first error", "strength"),
-            rows,
+            f"{project.slug}-{name}-disagreements", ("trace", "external id", *columns), rows
         )
+    query = request.GET.copy()
+    query["format"] = "csv"
     return render(
         request,
         "dashboard.html#disagreements",
-        {"project": membership.project, "run": run, "rows": rows},
+        {
+            "project": project,
+            "rows": rows,
+            "columns": columns,
+            "target": target,
+            "note": note,
+            "csv_url": f"{request.path}?{query.urlencode()}",
+        },
+    )
+
+
+@login_required
+@require_GET
+def dashboard_mc_disagreements(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    """Where a finished Monte-Carlo run's first error differs from the humans'."""
+    membership = _member(request, slug)
+    project = membership.project
+    mc_run = get_object_or_404(MonteCarloRun, pk=run_id, project=project, status=JobStatus.DONE)
+    rows = dashboards.mc_disagreements(mc_run, dashboards.Filters.from_query(request.GET))
+    columns = ("human first error", f"{mc_run.name} (Monte-Carlo) first error", "steps apart")
+    note = "Traces with a human verdict and Monte-Carlo labels, furthest apart first."
+    return _disagreement_list(
+        request, project, rows, columns, f"mc-{mc_run.name}", f"mc-disagreements-{mc_run.pk}", note
     )
 
 

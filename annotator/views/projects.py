@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -18,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotator import review
 from annotator.access import get_membership
 from annotator.exporting import EXPORT_FORMATS, LABEL_SOURCES
-from annotator.models import Membership, Project, Role
+from annotator.models import JobStatus, Membership, Project, Role, ScoringRun
 from annotator.services import facet_values, filter_traces, label_counts
 from annotator.views.runs import LATEST_RUNS, ScoreForm
 
@@ -42,6 +44,7 @@ class SettingsForm(forms.ModelForm):
             "show_reference_answer",
             "show_model_scores",
             "queue_order",
+            "queue_run",
             "queue_seed",
             "lock_minutes",
             "max_holds_per_person",
@@ -57,6 +60,16 @@ class SettingsForm(forms.ModelForm):
         max_value=1000,
         help_text=Project._meta.get_field("max_holds_per_person").help_text,
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Only the project's own finished runs (and the one chosen now, whatever became
+        # of it): another project's run would order this queue by scores of traces it
+        # does not hold, and its name must not leak here.
+        project = self.instance
+        self.fields["queue_run"].queryset = ScoringRun.objects.filter(
+            Q(status=JobStatus.DONE) | Q(pk=project.queue_run_id), project=project
+        ).order_by("id")
 
     def clean_max_holds_per_person(self) -> int:
         value = self.cleaned_data["max_holds_per_person"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import random
 import re
 
@@ -206,6 +207,27 @@ def test_every_figure_equals_scoring_evaluate(
         assert app_bon == bon
 
 
+def test_best_of_n_reads_stored_aggregates_and_falls_back_to_the_steps(project, two_runs):
+    """Rows stored before ``mean_score``/``log_product`` existed hold nulls: best-of-N
+    then aggregates those traces' steps and finds the same figures."""
+    from annotator.models import TraceScore
+    from scoring import metrics
+
+    run = two_runs[1]  # the run with a NaN score
+    for row in TraceScore.objects.filter(run=run).select_related("trace"):
+        scores = runs.scores_by_trace([run], row.trace)[run.pk]
+        expected = metrics.solution_aggregates(scores)
+        assert math.isclose(row.mean_score, expected["mean"], rel_tol=1e-12)
+        assert math.isclose(math.exp(row.log_product), expected["product"], rel_tol=1e-12)
+    stored = dashboards.best_of_n(run)
+    TraceScore.objects.filter(run=run, trace__external_id__startswith="p1-").update(mean_score=None)
+    TraceScore.objects.filter(run=run, trace__external_id__startswith="p2-").update(
+        log_product=None
+    )
+    assert dashboards.best_of_n(run) == stored
+    assert stored[0] == N_PROBLEMS
+
+
 def test_the_runs_differ_so_the_comparison_can_fail(project, two_runs, tmp_path, capsys):
     sections = _cli_sections(_evaluate(project, tmp_path, capsys))
     assert _cli_table(sections["prm-a"]) != _cli_table(sections["prm-b"])
@@ -295,6 +317,55 @@ def test_disagreements_are_the_traces_where_the_run_differs(project, users, two_
     )
     first = rows[0][0]
     assert reverse("trace", args=[project.slug, first]) in html
+
+
+def test_run_vs_run_disagreements_list_where_the_predictions_differ(
+    project, users, two_runs, client_for
+):
+    a, b = two_runs
+    rows = dashboards.run_pair_disagreements(a, b, limit=1000)
+    first_a = dict(a.trace_scores.values_list("trace_id", "predicted_first_error"))
+    first_b = dict(b.trace_scores.values_list("trace_id", "predicted_first_error"))
+    assert {row[0] for row in rows} == {t for t in first_a if first_a[t] != first_b[t]}
+    assert rows and all((first_a[t], first_b[t]) == (x, y) for t, _, x, y, _ in rows)
+    apart = [row[4] for row in rows]
+    assert apart == sorted(apart, reverse=True) and min(apart) > 0
+    client = client_for(users["reviewer"])
+    url = reverse("dashboard-disagreements", args=[project.slug, a.pk])
+    html = client.get(url, {"against": b.pk}).content.decode()
+    assert reverse("trace", args=[project.slug, rows[0][0]]) in html and b.name in html
+    csv_rows = _csv_rows(client.get(url, {"against": b.pk, "format": "csv"}))
+    assert len(csv_rows) == 1 + len(rows)
+    # Another project's run, or a bad id, is not found; annotators see no list.
+    assert client.get(url, {"against": "x"}).status_code == 404
+    assert client_for(users["annotator"]).get(url, {"against": b.pk}).status_code in (403, 404)
+
+
+def test_monte_carlo_disagreements_list_where_mc_differs_from_the_humans(
+    project, users, two_runs, client_for
+):
+    from annotator.models import JobStatus, MonteCarloRun, TraceMC
+
+    mc = MonteCarloRun.objects.create(
+        project=project, name="mc", completer="openai:http://127.0.0.1:1", status=JobStatus.DONE
+    )
+    verdicts = dashboards.verdicts(project)
+    traces = {t.pk: t for t in Trace.objects.filter(project=project)}
+    # MC agrees on every other labelled trace; elsewhere it says "all correct".
+    for k, (trace_id, label) in enumerate(sorted(verdicts.items())):
+        TraceMC.objects.create(run=mc, trace_id=trace_id, first_error=label if k % 2 else -1)
+    expected = {
+        t for k, (t, label) in enumerate(sorted(verdicts.items())) if k % 2 == 0 and label != -1
+    }
+    rows = dashboards.mc_disagreements(mc, limit=1000)
+    assert expected and {row[0] for row in rows} == expected
+    assert all(row[4] == traces[row[0]].num_steps - row[2] for row in rows)
+    url = reverse("dashboard-mc-disagreements", args=[project.slug, mc.pk])
+    html = client_for(users["reviewer"]).get(url).content.decode()
+    assert reverse("trace", args=[project.slug, rows[0][0]]) in html
+    page = client_for(users["reviewer"]).get(reverse("dashboard", args=[project.slug]))
+    assert url in page.content.decode()
+    assert client_for(users["annotator"]).get(url).status_code in (403, 404)
 
 
 def test_csv_downloads_of_every_table(project, users, two_runs, client_for):

@@ -102,3 +102,36 @@ def test_run_vs_humans_serves_disputed_labels_first_and_picking_a_run_reranks(
     project.queue_run = run
     project.save()
     assert _order(project)[0] == "t4"
+
+
+def test_the_settings_form_offers_only_the_projects_own_runs(project, users, traces, client_for):
+    from django.urls import reverse
+
+    from annotator.models import Project, ScoringRun
+
+    own = _run(project, users["owner"], "own-prm", {"t1": [0.9, 0.4, 0.8]})
+    other = Project.objects.create(slug="other", name="Other")
+    foreign = ScoringRun.objects.create(project=other, name="foreign-prm", status="done")
+    client = client_for(users["owner"])
+    url = reverse("project-settings", args=[project.slug])
+    page = client.get(url).content.decode()
+    assert "own-prm" in page and "foreign-prm" not in page
+    data = {
+        "name": project.name,
+        "annotators_per_trace": 1,
+        "label_scheme": project.label_scheme,
+        "queue_order": QueueOrder.CONVINCING_WRONG,
+        "queue_seed": 0,
+        "lock_minutes": 30,
+        "gold_rate": 0,
+        "screening_questions": 0,
+        "screening_accuracy": 0.8,
+    }
+    response = client.post(url, data | {"queue_run": foreign.pk})
+    assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+    project.refresh_from_db()
+    assert project.queue_run is None
+    assert client.post(url, data | {"queue_run": own.pk}).status_code == 302
+    project.refresh_from_db()
+    assert project.queue_run == own
+    assert _order(project)[0] == "t1"

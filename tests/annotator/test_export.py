@@ -239,3 +239,59 @@ def test_export_queries_do_not_grow_with_traces(project, processbench):
     # full chunks and the query that finds no fifth.
     assert len(few) == 3
     assert len(many) == 4 * 3 + 1
+
+
+def test_every_export_label_is_the_verdict_the_app_resolves(project, processbench, users):
+    """The export reads annotations as plain rows, not model instances: each trace's
+    label, ratings and disagreement must still be what ``Verdict.resolve`` gives over
+    its latest ``Annotation`` objects, for every label source, and so the summary too."""
+    from annotator.exporting import ExportSummary
+    from annotator.models import Verdict
+
+    traces = list(Trace.objects.filter(project=project).order_by("id")[:6])
+    annotate = Annotation.objects.create
+    annotate(trace=traces[0], annotator=users["annotator"], first_error_step=-1)
+    annotate(trace=traces[0], annotator=users["owner"], first_error_step=1)  # disagree
+    # traces[1]: everyone's latest agrees with the imported label; an older one does not.
+    imported = Annotation.objects.get(trace=traces[1]).first_error_step
+    annotate(trace=traces[1], annotator=users["annotator"], first_error_step=imported)
+    older = annotate(trace=traces[1], annotator=users["owner"], first_error_step=imported + 1)
+    Annotation.objects.filter(pk=older.pk).update(is_latest=False)  # as a new submission does
+    annotate(trace=traces[1], annotator=users["owner"], first_error_step=imported)
+    annotate(trace=traces[2], annotator=users["annotator"], first_error_step=2)
+    annotate(
+        trace=traces[2], annotator=users["reviewer"], kind=AnnotationKind.GOLD, first_error_step=0
+    )
+    annotate(
+        trace=traces[3],
+        annotator=users["reviewer"],
+        kind=AnnotationKind.ADJUDICATION,
+        first_error_step=1,
+        step_ratings=[1, -1],
+    )
+    annotate(trace=traces[4], annotator=users["annotator"], first_error_step=None)  # no verdict
+    annotate(trace=traces[5], annotator=users["annotator"], first_error_step=3)
+    results = {}
+    for labels in ("human", "adjudicated"):
+        summary = ExportSummary()
+        exported = results[labels] = {
+            record["id"]: (record["first_error_step"], record["step_ratings"])
+            for record in iter_export(project, "jsonl", labels=labels, summary=summary)
+        }
+        expected, disagreements, unlabelled = {}, 0, 0
+        for trace in Trace.objects.filter(project=project).prefetch_related("annotations"):
+            verdict = Verdict.resolve(
+                [a for a in trace.annotations.all() if a.is_latest],
+                reviewed_only=labels == "adjudicated",
+            )
+            disagreements += verdict.disagreement
+            unlabelled += not verdict.is_labelled and not verdict.disagreement
+            expected[trace.external_id] = (
+                (verdict.first_error_step, verdict.step_ratings)
+                if verdict.is_labelled
+                else (None, None)
+            )
+        assert exported == expected
+        assert (summary.disagreements, summary.unlabelled) == (disagreements, unlabelled)
+    assert results["adjudicated"][traces[3].external_id] == (1, [1, -1])
+    assert results["human"][traces[1].external_id][0] == imported

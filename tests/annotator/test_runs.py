@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 
 from annotator import runs
 from annotator.importing import import_file
-from annotator.models import Scorer, ScoringRun, Step, StepScore, Trace, TraceScore
+from annotator.models import JobStatus, Scorer, ScoringRun, Step, StepScore, Trace, TraceScore
 from tests.conftest import PROCESSBENCH_GSM8K, cli_scores
 
 pytestmark = pytest.mark.django_db
@@ -217,3 +217,24 @@ def test_a_run_refuses_an_empty_selection_and_a_taken_name(gsm8k, arithmetic, us
         runs.create_run(gsm8k, arithmetic, users["owner"], name="one")
     assert runs.create_run(gsm8k, arithmetic, users["owner"]).name == "arith"
     assert runs.create_run(gsm8k, arithmetic, users["owner"]).name == "arith-2"
+
+
+def test_a_finished_run_leaves_its_dashboard_figures_cached(gsm8k, arithmetic, users):
+    from annotator import dashboards, jobs
+
+    run = runs.create_run(gsm8k, arithmetic, users["owner"])
+    jobs.execute(ScoringRun, run.pk, runs.run_scoring_job)
+    run.refresh_from_db()
+    assert run.status == JobStatus.DONE
+    # The keys the dashboard's views ask for on a first visit (no filters, no tau).
+    filters, version = dashboards.Filters(), dashboards.labels_version(gsm8k)
+
+    def cold() -> None:
+        pytest.fail("not warmed")
+
+    figures = dashboards.cached("run", run, filters, version, cold, None)
+    assert figures.labelled == 400
+    assert dashboards.cached("charts", run, filters, version, cold, None)
+    assert dashboards.cached("best-of-n", run, filters, version, cold) == dashboards.best_of_n(run)
+    row = TraceScore.objects.filter(run=run).exclude(mean_score=None).first()
+    assert row is not None and row.log_product is not None
