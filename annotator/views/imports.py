@@ -9,12 +9,13 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import jobs
 from annotator.access import get_membership
 from annotator.importing import start_import
 from annotator.models import ImportJob, Membership, Project
+from annotator.views.jobs import cancel_and_retry
 from scoring.formats import FORMATS
 from scoring.steps import SPLITTERS
 
@@ -113,20 +114,4 @@ def import_job(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
     return render(request, template, context)
 
 
-@login_required
-@require_POST
-def import_cancel(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
-    project, job = _get_job_for_owner(request, slug, job_id)
-    jobs.cancel(job)
-    return redirect("import-job", slug=project.slug, job_id=job.pk)
-
-
-@login_required
-@require_POST
-def import_retry(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
-    project, job = _get_job_for_owner(request, slug, job_id)
-    try:
-        jobs.retry(job)
-    except (ValueError, jobs.EnqueueError) as exc:
-        messages.error(request, str(exc))
-    return redirect("import-job", slug=project.slug, job_id=job.pk)
+import_cancel, import_retry = cancel_and_retry(ImportJob, "import-job", "job_id")

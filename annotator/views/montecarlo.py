@@ -9,17 +9,17 @@ decision about what the workers run.
 from __future__ import annotations
 
 from django import forms
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import jobs, montecarlo
 from annotator.access import get_membership, get_trace_for_user
 from annotator.models import Annotation, MCMode, Membership, MonteCarloRun, Trace, TraceMC, Verdict
 from annotator.runs import RunError
+from annotator.views.jobs import cancel_and_retry
 
 WAITING_NOTE_SECONDS = 5
 
@@ -136,25 +136,6 @@ def mc_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
-def mc_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    _, run = _get_run(request, slug, run_id, Membership.may_manage)
-    jobs.cancel(run)
-    return redirect("mc-run", slug=slug, run_id=run.pk)
-
-
-@login_required
-@require_POST
-def mc_retry(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    _, run = _get_run(request, slug, run_id, Membership.may_manage)
-    try:
-        jobs.retry(run)
-    except (ValueError, jobs.EnqueueError) as exc:
-        messages.error(request, str(exc))
-    return redirect("mc-run", slug=slug, run_id=run.pk)
-
-
-@login_required
 @require_GET
 def trace_mc(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
     """The trace page's Monte-Carlo section, which the page loads after itself (so the
@@ -180,3 +161,6 @@ def mc_context(trace: Trace) -> dict[str, object]:
         if row["run"].keep_rollouts:
             row["rollouts_kept"] = montecarlo.kept_rollouts(row["run"], trace)
     return {"mc_rows": rows, "mc_steps": range(trace.num_steps)}
+
+
+mc_cancel, mc_retry = cancel_and_retry(MonteCarloRun, "mc-run", "run_id")

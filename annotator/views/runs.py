@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotator import jobs, runs
 from annotator.access import get_membership
 from annotator.models import JobStatus, Membership, Project, Scorer, ScoringRun, Trace
+from annotator.views.jobs import cancel_and_retry
 from scoring import metrics
 from scoring.types import NO_PREDICTION
 
@@ -300,25 +301,6 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
-def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    membership, run = _get_run(request, slug, run_id, Membership.may_manage)
-    jobs.cancel(run)
-    return redirect("run", slug=membership.project.slug, run_id=run.pk)
-
-
-@login_required
-@require_POST
-def run_retry(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    membership, run = _get_run(request, slug, run_id, Membership.may_manage)
-    try:
-        jobs.retry(run)
-    except (ValueError, jobs.EnqueueError) as exc:
-        messages.error(request, str(exc))
-    return redirect("run", slug=membership.project.slug, run_id=run.pk)
-
-
-@login_required
 @require_http_methods(["GET", "POST"])
 def scorer_list(request: HttpRequest) -> HttpResponse:
     """Every registered scorer; staff register new ones (a scorer decides what code and
@@ -343,3 +325,6 @@ def scorer_list(request: HttpRequest) -> HttpResponse:
         {"scorers": Scorer.objects.all(), "form": form},
         status=status,
     )
+
+
+run_cancel, run_retry = cancel_and_retry(ScoringRun, "run", "run_id")

@@ -9,17 +9,17 @@ scorer, is a decision about what the workers run.
 from __future__ import annotations
 
 from django import forms
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import jobs, training
 from annotator.access import get_membership
 from annotator.models import LabelSet, Membership, TrainingRun
 from annotator.runs import RunError
+from annotator.views.jobs import cancel_and_retry
 
 WAITING_NOTE_SECONDS = 5
 
@@ -137,20 +137,4 @@ def training_detail(request: HttpRequest, slug: str, run_id: int) -> HttpRespons
     return render(request, template, context)
 
 
-@login_required
-@require_POST
-def training_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    _, run = _get_run(request, slug, run_id, Membership.may_manage)
-    jobs.cancel(run)
-    return redirect("training-run", slug=slug, run_id=run.pk)
-
-
-@login_required
-@require_POST
-def training_retry(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    _, run = _get_run(request, slug, run_id, Membership.may_manage)
-    try:
-        jobs.retry(run)
-    except (ValueError, jobs.EnqueueError) as exc:
-        messages.error(request, str(exc))
-    return redirect("training-run", slug=slug, run_id=run.pk)
+training_cancel, training_retry = cancel_and_retry(TrainingRun, "training-run", "run_id")
