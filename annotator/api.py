@@ -35,7 +35,9 @@ from annotator.importing import start_import
 from annotator.models import (
     Annotation,
     ImportJob,
+    Job,
     Membership,
+    MonteCarloRun,
     Project,
     Scorer,
     ScoringRun,
@@ -295,6 +297,37 @@ def _broker_down(exc: jobs.EnqueueError) -> Response:
     )
 
 
+def _job_actions(model, serializer_class, id_kwarg: str):
+    """The cancel and retry endpoints of one job kind (owners only): cancel stops a
+    queued job now and a running one at its next chunk; retry queues a failed or
+    cancelled job again (runs resume after what they stored)."""
+
+    def owned(request: Request, slug: str, ids: dict) -> Job:
+        project = get_membership(request.user, slug, allow=Membership.may_manage).project
+        return get_object_or_404(model, project=project, pk=ids[id_kwarg])
+
+    @extend_schema(request=None, responses=serializer_class)
+    @api_view(["POST"])
+    def cancel(request: Request, slug: str, **ids: int) -> Response:
+        return Response(serializer_class(jobs.cancel(owned(request, slug, ids))).data)
+
+    @extend_schema(
+        request=None,
+        responses={202: serializer_class, 409: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+    )
+    @api_view(["POST"])
+    def retry(request: Request, slug: str, **ids: int) -> Response:
+        try:
+            job = jobs.retry(owned(request, slug, ids))
+        except jobs.EnqueueError as exc:
+            return _broker_down(exc)
+        except ValueError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(serializer_class(job).data, status=status.HTTP_202_ACCEPTED)
+
+    return cancel, retry
+
+
 def _import_job(request: Request, slug: str, job_id: int) -> ImportJob:
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
     return get_object_or_404(ImportJob, project=project, pk=job_id)
@@ -306,28 +339,7 @@ def import_detail(request: Request, slug: str, job_id: int) -> Response:
     return Response(ImportJobSerializer(_import_job(request, slug, job_id)).data)
 
 
-@extend_schema(request=None, responses=ImportJobSerializer)
-@api_view(["POST"])
-def import_cancel(request: Request, slug: str, job_id: int) -> Response:
-    """Cancel a queued import now, or ask a running one to stop at its next chunk."""
-    job = jobs.cancel(_import_job(request, slug, job_id))
-    return Response(ImportJobSerializer(job).data)
-
-
-@extend_schema(
-    request=None,
-    responses={202: ImportJobSerializer, 409: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
-)
-@api_view(["POST"])
-def import_retry(request: Request, slug: str, job_id: int) -> Response:
-    """Queue a failed or cancelled import again."""
-    try:
-        job = jobs.retry(_import_job(request, slug, job_id))
-    except jobs.EnqueueError as exc:
-        return _broker_down(exc)
-    except ValueError as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-    return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+import_cancel, import_retry = _job_actions(ImportJob, ImportJobSerializer, "job_id")
 
 
 @extend_schema(
@@ -630,27 +642,7 @@ def _finite_dict(values: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
 
 
-@extend_schema(request=None, responses=ScoringRunSerializer)
-@api_view(["POST"])
-def run_cancel(request: Request, slug: str, run_id: int) -> Response:
-    run = jobs.cancel(_run(request, slug, run_id, Membership.may_manage))
-    return Response(ScoringRunSerializer(run).data)
-
-
-@extend_schema(
-    request=None,
-    responses={202: ScoringRunSerializer, 409: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
-)
-@api_view(["POST"])
-def run_retry(request: Request, slug: str, run_id: int) -> Response:
-    """Queue a failed or cancelled run again; it resumes after the traces it stored."""
-    try:
-        run = jobs.retry(_run(request, slug, run_id, Membership.may_manage))
-    except jobs.EnqueueError as exc:
-        return _broker_down(exc)
-    except ValueError as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-    return Response(ScoringRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+run_cancel, run_retry = _job_actions(ScoringRun, ScoringRunSerializer, "run_id")
 
 
 @extend_schema(
@@ -756,7 +748,6 @@ class LabelSetSerializer(serializers.Serializer):
 @api_view(["GET", "POST"])
 def mc_run_list(request: Request, slug: str) -> Response:
     from annotator import montecarlo
-    from annotator.models import MonteCarloRun
 
     if request.method == "GET":
         project = _project_seeing_scores(request, slug)
@@ -776,9 +767,7 @@ def mc_run_list(request: Request, slug: str) -> Response:
     return Response(MonteCarloRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
-def _mc_run(request: Request, slug: str, run_id: int, allow):
-    from annotator.models import MonteCarloRun
-
+def _mc_run(request: Request, slug: str, run_id: int, allow) -> MonteCarloRun:
     project = get_membership(request.user, slug, allow=allow).project
     return get_object_or_404(MonteCarloRun, project=project, pk=run_id)
 
@@ -790,24 +779,7 @@ def mc_run_detail(request: Request, slug: str, run_id: int) -> Response:
     return Response(MonteCarloRunSerializer(run).data)
 
 
-@extend_schema(request=None, responses=MonteCarloRunSerializer)
-@api_view(["POST"])
-def mc_run_cancel(request: Request, slug: str, run_id: int) -> Response:
-    run = jobs.cancel(_mc_run(request, slug, run_id, Membership.may_manage))
-    return Response(MonteCarloRunSerializer(run).data)
-
-
-@extend_schema(request=None, responses={202: MonteCarloRunSerializer, 409: OpenApiTypes.OBJECT})
-@api_view(["POST"])
-def mc_run_retry(request: Request, slug: str, run_id: int) -> Response:
-    """Queue a failed or cancelled run again; it resumes after the traces it stored."""
-    try:
-        run = jobs.retry(_mc_run(request, slug, run_id, Membership.may_manage))
-    except jobs.EnqueueError as exc:
-        return _broker_down(exc)
-    except ValueError as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-    return Response(MonteCarloRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+mc_run_cancel, mc_run_retry = _job_actions(MonteCarloRun, MonteCarloRunSerializer, "run_id")
 
 
 @extend_schema(methods=["GET"], responses=LabelSetSerializer(many=True))
