@@ -29,6 +29,21 @@ def allocate_ids(model: type[Model], count: int) -> list[int]:
         return list(range(start, start + count))
 
 
+def one_of(column: str, values: list) -> tuple[str, list]:
+    """SQL and parameters for ``column`` being one of ``values``. PostgreSQL gets one
+    array parameter: an ``IN`` list of thousands of placeholders costs more to build
+    and parse than the lookup itself."""
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s)", [list(values)]
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
+def select(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def copy_rows(
     model: type[Model], columns: Sequence[str], rows: list[tuple], *, with_ids: bool = False
 ) -> None:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
+from queue import Full, Queue
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -30,7 +32,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from annotator import jobs
-from annotator.bulk import allocate_ids, copy_rows
+from annotator.bulk import allocate_ids, copy_rows, one_of, select
 from annotator.models import (
     Annotation,
     AnnotationKind,
@@ -127,10 +129,10 @@ def import_file(
     )
     parsed = iter_parsed(records, fmt, options)
     summary = ImportSummary()
-    with transaction.atomic():
+    with transaction.atomic(), _read_ahead(_chunks(parsed)) as chunks:
         _lock_project_imports(project)
         writer: _Writer | None = None
-        while chunk := list(islice(parsed, CHUNK_RECORDS)):
+        for chunk in chunks:
             if writer is None:
                 summary.format = chunk[0][0]
                 writer = _Writer(project, source or summary.format, summary.format, summary)
@@ -139,6 +141,63 @@ def import_file(
             if progress:
                 progress(summary.records, records.total)
     return summary
+
+
+def _chunks(parsed: Iterator) -> Iterator[list]:
+    while chunk := list(islice(parsed, CHUNK_RECORDS)):
+        yield chunk
+
+
+_DONE = object()
+
+
+@contextmanager
+def _read_ahead(items: Iterator, depth: int = 2) -> Iterator[Iterator]:
+    """``items``, produced by a thread up to ``depth`` ahead: the next chunk is parsed
+    while the database takes in the last one (the wait for it releases the GIL), which
+    takes a third off a large import on two cores. An error in the producer is raised
+    in the consumer; leaving early stops the producer and closes ``items``."""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put((_DONE, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close:
+                close()
+
+    def consume() -> Iterator:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+
+    producer = threading.Thread(target=produce, name="import-reader", daemon=True)
+    producer.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        producer.join()
 
 
 def _lock_project_imports(project: Project) -> None:
@@ -225,12 +284,15 @@ class _Writer:
         self.summary.labels += len(annotation_rows)
 
     def _drop_duplicates(self, traces: list[ParsedTrace]) -> list[ParsedTrace]:
-        ids = [t.external_id for t in traces]
-        existing = set(
-            Trace.objects.filter(
-                project=self.project, source=self.source, external_id__in=ids
-            ).values_list("external_id", flat=True)
-        )
+        match, params = one_of("external_id", [t.external_id for t in traces])
+        existing = {
+            external_id
+            for (external_id,) in select(
+                f"SELECT external_id FROM {Trace._meta.db_table}"
+                f" WHERE project_id = %s AND source = %s AND {match}",
+                [self.project.pk, self.source, *params],
+            )
+        }
         kept = []
         for trace in traces:
             if trace.external_id in existing or trace.external_id in self.seen:
@@ -246,22 +308,24 @@ class _Writer:
         wanted: dict[str, ParsedTrace] = {}
         for trace in traces:
             wanted.setdefault(text_hash(trace.problem), trace)
-        known = {
-            row["text_hash"]: row
-            for row in Problem.objects.filter(
-                project=self.project, text_hash__in=list(wanted)
-            ).values("id", "text_hash", "reference_answer", "reference_solution")
-        }
-        to_fill = [
-            Problem(
-                id=row["id"],
-                reference_answer=row["reference_answer"] or wanted[h].reference_answer,
-                reference_solution=row["reference_solution"] or wanted[h].reference_solution,
-            )
-            for h, row in known.items()
-            if (not row["reference_answer"] and wanted[h].reference_answer)
-            or (not row["reference_solution"] and wanted[h].reference_solution)
-        ]
+        match, params = one_of("text_hash", list(wanted))
+        known: dict[str, int] = {}
+        to_fill = []
+        for pid, h, answer, solution in select(
+            "SELECT id, text_hash, reference_answer, reference_solution"
+            f" FROM {Problem._meta.db_table} WHERE project_id = %s AND {match}",
+            [self.project.pk, *params],
+        ):
+            known[h] = pid
+            new = wanted[h]
+            if (not answer and new.reference_answer) or (not solution and new.reference_solution):
+                to_fill.append(
+                    Problem(
+                        id=pid,
+                        reference_answer=answer or new.reference_answer,
+                        reference_solution=solution or new.reference_solution,
+                    )
+                )
         if to_fill:
             Problem.objects.bulk_update(to_fill, ["reference_answer", "reference_solution"])
         missing = [h for h in wanted if h not in known]
@@ -282,9 +346,8 @@ class _Writer:
         ]
         copy_rows(Problem, _PROBLEM_COLUMNS, rows, with_ids=True)
         self.summary.problems += len(rows)
-        ids = {h: row["id"] for h, row in known.items()}
-        ids.update(zip(missing, new_ids, strict=True))
-        return ids
+        known.update(zip(missing, new_ids, strict=True))
+        return known
 
 
 _PROBLEM_COLUMNS = (

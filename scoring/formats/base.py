@@ -272,10 +272,13 @@ def check_trace(trace: ParsedTrace, where: str, limits: Limits) -> None:
     """Refuse what the store would reject mid-write, naming the trace's field
     (``steps[3]``, ``metadata.note``...): text PostgreSQL cannot store, and values
     longer than ``limits``."""
-    for name in _TEXT_FIELDS:
-        _check_text(getattr(trace, name), where, name)
-    for i, step in enumerate(trace.steps):
-        _check_text(step, where, f"steps[{i}]")
+    # One scan of all the text; the field is looked for only when something is wrong.
+    texts = [getattr(trace, name) for name in _TEXT_FIELDS]
+    if _unstorable("".join(texts)) or _unstorable("".join(trace.steps)):
+        for name, value in zip(_TEXT_FIELDS, texts, strict=True):
+            _check_text(value, where, name)
+        for i, step in enumerate(trace.steps):
+            _check_text(step, where, f"steps[{i}]")
     _check_json(trace.metadata, where, "metadata")
     for name in _LENGTH_FIELDS:
         check_length(getattr(trace, name), getattr(limits, name), where, name)
@@ -283,6 +286,11 @@ def check_trace(trace: ParsedTrace, where: str, limits: Limits) -> None:
         annotator = trace.label.external_annotator
         _check_text(annotator, where, "external_annotator")
         check_length(annotator, limits.external_annotator, where, "external_annotator")
+
+
+def _unstorable(value: str) -> bool:
+    # ASCII text (known without a scan) can hold no surrogate, and a NUL is found by memchr.
+    return "\x00" in value if value.isascii() else _UNSTORABLE.search(value) is not None
 
 
 def _check_text(value: str, where: str, field: str) -> None:
