@@ -345,7 +345,12 @@ import_cancel, import_retry = _job_actions(ImportJob, ImportJobSerializer, "job_
 @extend_schema(
     parameters=[
         OpenApiParameter("format", str, enum=list(EXPORT_FORMATS), default="jsonl"),
-        OpenApiParameter("labels", str, enum=list(LABEL_SOURCES), default="human"),
+        OpenApiParameter(
+            "labels",
+            str,
+            default="human",
+            description=f"{', '.join(LABEL_SOURCES)}, or the name of one of the project's label sets",
+        ),
         OpenApiParameter("split", str),
         OpenApiParameter("file", str, enum=list(FILE_TYPES), default="jsonl"),
     ],

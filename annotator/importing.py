@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
-from queue import Full, Queue
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -32,7 +30,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from annotator import jobs
-from annotator.bulk import allocate_ids, copy_rows, one_of, select
+from annotator.bulk import allocate_ids, copy_rows, rows_by_key
 from annotator.models import (
     Annotation,
     AnnotationKind,
@@ -129,75 +127,27 @@ def import_file(
     )
     parsed = iter_parsed(records, fmt, options)
     summary = ImportSummary()
-    with transaction.atomic(), _read_ahead(_chunks(parsed)) as chunks:
+    # Each chunk's steps are still going in while the next chunk is parsed. The open
+    # COPY holds the connection: it is finished before any other query (the next
+    # chunk's, the progress report's), or aborted with the transaction.
+    with transaction.atomic(), ExitStack() as steps_going_in:
         _lock_project_imports(project)
         writer: _Writer | None = None
-        for chunk in chunks:
+        while chunk := list(islice(parsed, CHUNK_RECORDS)):
+            steps_going_in.close()
+            if progress and summary.records:
+                progress(summary.records, records.total)
             if writer is None:
                 summary.format = chunk[0][0]
                 writer = _Writer(project, source or summary.format, summary.format, summary)
-            writer.write([trace for _, _, traces in chunk for trace in traces])
+            writer.write(
+                [trace for _, _, traces in chunk for trace in traces], finish_later=steps_going_in
+            )
             summary.records += len(chunk)
-            if progress:
-                progress(summary.records, records.total)
+        steps_going_in.close()
+        if progress:
+            progress(summary.records, records.total)
     return summary
-
-
-def _chunks(parsed: Iterator) -> Iterator[list]:
-    while chunk := list(islice(parsed, CHUNK_RECORDS)):
-        yield chunk
-
-
-_DONE = object()
-
-
-@contextmanager
-def _read_ahead(items: Iterator, depth: int = 2) -> Iterator[Iterator]:
-    """``items``, produced by a thread up to ``depth`` ahead: the next chunk is parsed
-    while the database takes in the last one (the wait for it releases the GIL), which
-    takes a third off a large import on two cores. An error in the producer is raised
-    in the consumer; leaving early stops the producer and closes ``items``."""
-    queue: Queue = Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                queue.put(item, timeout=0.1)
-                return True
-            except Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((_DONE, None))
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put((_DONE, exc))
-        finally:
-            close = getattr(items, "close", None)
-            if close:
-                close()
-
-    def consume() -> Iterator:
-        while True:
-            item, error = queue.get()
-            if error is not None:
-                raise error
-            if item is _DONE:
-                return
-            yield item
-
-    producer = threading.Thread(target=produce, name="import-reader", daemon=True)
-    producer.start()
-    try:
-        yield consume()
-    finally:
-        stop.set()
-        producer.join()
 
 
 def _lock_project_imports(project: Project) -> None:
@@ -218,9 +168,15 @@ class _Writer:
         self.source = source
         self.fmt = fmt
         self.summary = summary
-        self.seen: set[str] = set()
         self.now = timezone.now()
         self._importer = None
+        # What this import wrote, so a chunk asks the database only about rows that were
+        # there before it began, and not at all when there were none (a first import):
+        # external ids, and problems as text hash -> (id, has an answer, has a solution).
+        self.seen: set[str] = set()
+        self.created: dict[str, tuple[int, bool, bool]] = {}
+        self.traces_before = Trace.objects.filter(project=project, source=source).exists()
+        self.problems_before = Problem.objects.filter(project=project).exists()
 
     @property
     def importer(self):
@@ -228,7 +184,8 @@ class _Writer:
             self._importer = importer_user(self.fmt)
         return self._importer
 
-    def write(self, traces: list[ParsedTrace]) -> None:
+    def write(self, traces: list[ParsedTrace], *, finish_later: ExitStack) -> None:
+        """Write a chunk; its steps' COPY is left open in ``finish_later``."""
         traces = self._drop_duplicates(traces)
         if not traces:
             return
@@ -277,22 +234,25 @@ class _Writer:
                     )
                 )
         copy_rows(Trace, _TRACE_COLUMNS, trace_rows, with_ids=True)
-        copy_rows(Step, ("trace_id", "index", "text"), step_rows)
         copy_rows(Annotation, _ANNOTATION_COLUMNS, annotation_rows)
+        copy_rows(Step, ("trace_id", "index", "text"), step_rows, finish_later=finish_later)
         self.summary.traces += len(trace_rows)
         self.summary.steps += len(step_rows)
         self.summary.labels += len(annotation_rows)
 
     def _drop_duplicates(self, traces: list[ParsedTrace]) -> list[ParsedTrace]:
-        match, params = one_of("external_id", [t.external_id for t in traces])
-        existing = {
-            external_id
-            for (external_id,) in select(
-                f"SELECT external_id FROM {Trace._meta.db_table}"
-                f" WHERE project_id = %s AND source = %s AND {match}",
-                [self.project.pk, self.source, *params],
-            )
-        }
+        existing = set()
+        if self.traces_before:
+            existing = {
+                external_id
+                for (external_id,) in rows_by_key(
+                    Trace,
+                    {"project_id": self.project.pk, "source": self.source},
+                    "external_id",
+                    [t.external_id for t in traces if t.external_id not in self.seen],
+                    (),
+                )
+            }
         kept = []
         for trace in traces:
             if trace.external_id in existing or trace.external_id in self.seen:
@@ -305,27 +265,50 @@ class _Writer:
     def _problem_ids(self, traces: list[ParsedTrace]) -> dict[str, int]:
         """Find or create the chunk's problems; fill in a reference answer an earlier
         import lacked (a benchmark file with no answers, then the answer key)."""
-        wanted: dict[str, ParsedTrace] = {}
+        wanted: dict[str, ParsedTrace] = {}  # per problem, a trace that knows its answer
         for trace in traces:
-            wanted.setdefault(text_hash(trace.problem), trace)
-        match, params = one_of("text_hash", list(wanted))
+            h = text_hash(trace.problem)
+            first = wanted.get(h)
+            if first is None or _knows_more(trace, first):
+                wanted[h] = trace
         known: dict[str, int] = {}
+        lookup = []
+        for h, trace in wanted.items():
+            if h in self.created:
+                pid, has_answer, has_solution = self.created[h]
+                if (not has_answer and trace.reference_answer) or (
+                    not has_solution and trace.reference_solution
+                ):
+                    lookup.append(h)  # to fill in below
+                else:
+                    known[h] = pid
+            elif self.problems_before:
+                lookup.append(h)
+        found = (
+            rows_by_key(
+                Problem,
+                {"project_id": self.project.pk},
+                "text_hash",
+                lookup,
+                ("id", "reference_answer", "reference_solution"),
+            )
+            if lookup
+            else []
+        )
         to_fill = []
-        for pid, h, answer, solution in select(
-            "SELECT id, text_hash, reference_answer, reference_solution"
-            f" FROM {Problem._meta.db_table} WHERE project_id = %s AND {match}",
-            [self.project.pk, *params],
-        ):
+        for h, pid, answer, solution in found:
             known[h] = pid
             new = wanted[h]
             if (not answer and new.reference_answer) or (not solution and new.reference_solution):
-                to_fill.append(
-                    Problem(
-                        id=pid,
-                        reference_answer=answer or new.reference_answer,
-                        reference_solution=solution or new.reference_solution,
-                    )
+                answer, solution = (
+                    answer or new.reference_answer,
+                    solution or new.reference_solution,
                 )
+                to_fill.append(
+                    Problem(id=pid, reference_answer=answer, reference_solution=solution)
+                )
+                if h in self.created:
+                    self.created[h] = (pid, bool(answer), bool(solution))
         if to_fill:
             Problem.objects.bulk_update(to_fill, ["reference_answer", "reference_solution"])
         missing = [h for h in wanted if h not in known]
@@ -345,9 +328,22 @@ class _Writer:
             for pid, h in zip(new_ids, missing, strict=True)
         ]
         copy_rows(Problem, _PROBLEM_COLUMNS, rows, with_ids=True)
+        for pid, h in zip(new_ids, missing, strict=True):
+            self.created[h] = (
+                pid,
+                bool(wanted[h].reference_answer),
+                bool(wanted[h].reference_solution),
+            )
         self.summary.problems += len(rows)
         known.update(zip(missing, new_ids, strict=True))
         return known
+
+
+def _knows_more(trace: ParsedTrace, than: ParsedTrace) -> bool:
+    return bool(
+        (trace.reference_answer and not than.reference_answer)
+        or (trace.reference_solution and not than.reference_solution)
+    )
 
 
 _PROBLEM_COLUMNS = (

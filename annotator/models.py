@@ -12,6 +12,7 @@ correct" and ``None`` means the annotation gives no verdict (gave up, bad proble
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -159,7 +160,10 @@ def text_hash(text: str) -> str:
 
 
 class Problem(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="problems")
+    # Indexed by problem_unique_text, which leads with it.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="problems", db_index=False
+    )
     text = models.TextField()
     text_hash = models.CharField(max_length=64)
     reference_answer = models.TextField(blank=True)
@@ -618,6 +622,24 @@ class RealField(models.FloatField):
         return "real"
 
 
+class RealArrayField(models.Field):
+    """A list of floats: a ``real[]`` on PostgreSQL, JSON text elsewhere (the SQLite
+    demo stores it but has no dashboard that reads it). NaN stays NaN both ways."""
+
+    def db_type(self, connection) -> str:
+        return "real[]" if connection.vendor == "postgresql" else "text"
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if value is None or connection.vendor == "postgresql":
+            return value
+        return json.dumps([float(v) for v in value])
+
+    def from_db_value(self, value, expression, connection):
+        if value is None or connection.vendor == "postgresql":
+            return value
+        return json.loads(value)
+
+
 class Scorer(models.Model):
     """A registered PRM (or the model-free arithmetic check): which ``scoring`` adapter
     runs which model, with which options. Shared by every project; registered by
@@ -741,6 +763,11 @@ class TraceScore(models.Model):
     log_product = models.FloatField(null=True)
     # The first step scored below the run's threshold; -1: none is (all correct).
     predicted_first_error = models.IntegerField(null=True)
+    # Every step's score in step order (NaN: no verdict), beside the StepScore rows: the
+    # dashboard's figures read one narrow row per labelled trace instead of probing ten
+    # step rows each. Null on rows stored before this column; the dashboard then reads
+    # that trace's StepScore rows.
+    step_scores = RealArrayField(null=True)
     n_tokens = models.PositiveIntegerField(default=0)
     extras = models.JSONField(default=dict, blank=True)
 

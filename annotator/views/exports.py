@@ -40,18 +40,22 @@ def export_response(project: Project, params: QueryDict) -> HttpResponseBase:
     every bad parameter.
 
     ``format``: one of ``EXPORT_FORMATS`` (default ``jsonl``); ``labels``: one of
-    ``LABEL_SOURCES`` (default ``human``); ``split``: one split (default all);
-    ``file``: ``jsonl`` (streamed) or ``parquet``.
+    ``LABEL_SOURCES`` (default ``human``) or the name of one of the project's label
+    sets; ``split``: one split (default all); ``file``: ``jsonl`` (streamed) or ``parquet``.
     """
     fmt = params.get("format") or "jsonl"
     labels = params.get("labels") or "human"
     split = params.get("split") or None
     file_type = params.get("file") or "jsonl"
+    label_choices = (
+        *LABEL_SOURCES,
+        *project.label_sets.order_by("name").values_list("name", flat=True),
+    )
     problems = [
         f"{name} must be one of {', '.join(choices)}"
         for name, value, choices in (
             ("format", fmt, EXPORT_FORMATS),
-            ("labels", labels, LABEL_SOURCES),
+            ("labels", labels, label_choices),
             ("file", file_type, FILE_TYPES),
         )
         if value not in choices

@@ -155,7 +155,10 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "filters": request.GET,
         "query": query.urlencode(),
         "export_formats": EXPORT_FORMATS,
-        "label_sources": LABEL_SOURCES,
+        "label_sources": [
+            *LABEL_SOURCES,
+            *project.label_sets.order_by("name").values_list("name", flat=True),
+        ],
         **facet_values(project),
     }
     if request.htmx:

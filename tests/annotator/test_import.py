@@ -663,6 +663,42 @@ def test_an_error_late_in_a_big_file_rolls_back_earlier_chunks(project, tmp_path
     assert counts() == (0, 0, 0, 0)
 
 
+def test_progress_is_reported_per_chunk_and_can_query_the_database(project, tmp_path):
+    """Each chunk's steps go in while the next chunk is parsed; the progress report (a
+    job updates its row) must still be able to use the connection, and sees every
+    earlier chunk written."""
+    rows = [GOOD | {"id": f"ok-{i}"} for i in range(4500)]
+    path = write_lines(tmp_path / "big.jsonl", rows)
+    seen = []
+
+    def progress(done, total):
+        seen.append((done, total, Trace.objects.count(), Step.objects.count()))
+
+    import_file(project, path, progress=progress)
+
+    assert seen == [
+        (2000, 4500, 2000, 4000),
+        (4000, 4500, 4000, 8000),
+        (4500, 4500, 4500, 9000),
+    ]
+
+
+def test_a_problem_written_earlier_in_the_same_import_gets_its_answer_filled_in(project, tmp_path):
+    """Problems this import wrote are found without asking the database; one that came
+    without a reference answer still gets it from a later chunk's record."""
+    rows = [{"id": f"a-{i}", "problem": f"q{i % 3}", "steps": ["s"]} for i in range(2500)]
+    rows += [{"id": "late", "problem": "q1", "steps": ["s"], "answer": "42"}]
+    import_file(project, write_lines(tmp_path / "generic.jsonl", rows), "jsonl")
+
+    assert Problem.objects.count() == 3
+    assert dict(Problem.objects.values_list("text", "reference_answer")) == {
+        "q0": "",
+        "q1": "42",
+        "q2": "",
+    }
+    assert Trace.objects.filter(problem__text="q1").count() == 834
+
+
 def test_a_huge_line_is_refused(project, tmp_path):
     path = tmp_path / "huge.jsonl"
     huge = GOOD | {"id": "huge", "steps": ["x" * (MAX_RECORD_BYTES + 10)]}

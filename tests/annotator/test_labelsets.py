@@ -127,6 +127,48 @@ def test_consensus_keeps_exactly_the_agreeing_traces_and_exports_them(
     }
 
 
+def test_the_download_and_the_api_export_a_label_set_by_name(
+    project, users, planted, mc_run, client_for, tmp_path
+) -> None:
+    human_label_everything_but(planted, users, disagree={1, 4})
+    create_label_set(project, "mc-hard", "mc-hard", {"run": "mc"})
+    expected = {
+        json.loads(line)["id"]: json.loads(line)["label"]
+        for line in _cli_export(project, "mc-hard", tmp_path / "cli.jsonl").splitlines()
+    }
+    assert expected  # the set labels every planted trace
+    client = client_for(users["owner"])
+    page = client.get(reverse("project", args=[project.slug]))
+    assert "mc-hard" in page.context["label_sources"]
+    for url in (
+        reverse("export", args=[project.slug]),
+        f"/api/v1/projects/{project.slug}/export/",
+    ):
+        response = client.get(url, {"format": "processbench", "labels": "mc-hard"})
+        assert response.status_code == 200, response.content
+        body = b"".join(response.streaming_content).decode()
+        assert {json.loads(x)["id"]: json.loads(x)["label"] for x in body.splitlines()} == expected
+        refused = client.get(url, {"format": "processbench", "labels": "no-such-set"})
+        assert refused.status_code == 400
+        assert "mc-hard" in refused.json()["detail"]
+
+
+def _cli_export(project, labels: str, out) -> str:
+    call_command(
+        "export_dataset",
+        "--project",
+        project.slug,
+        "--format",
+        "processbench",
+        "--labels",
+        labels,
+        "--out",
+        str(out),
+        verbosity=0,
+    )
+    return out.read_text()
+
+
 def test_soft_and_scoring_run_sets_follow_their_thresholds(project, users, planted, mc_run):
     soft = create_label_set(project, "soft", "mc-soft", {"run": "mc", "threshold": 0.5})
     assert dict(
