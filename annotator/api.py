@@ -32,6 +32,7 @@ from annotator import jobs, labelling, queue, runs
 from annotator.access import get_membership, get_trace_for_user
 from annotator.exporting import EXPORT_FORMATS, LABEL_SOURCES
 from annotator.importing import start_import
+from annotator.labelsets import LabelSetError, label_set_named
 from annotator.models import (
     Annotation,
     ImportJob,
@@ -42,6 +43,7 @@ from annotator.models import (
     Scorer,
     ScoringRun,
     Trace,
+    TrainingRun,
 )
 from annotator.scorers import validate_scorer
 from annotator.services import filter_traces, visible_annotations
@@ -796,7 +798,7 @@ mc_run_cancel, mc_run_retry = _job_actions(MonteCarloRun, MonteCarloRunSerialize
 )
 @api_view(["GET", "POST"])
 def label_set_list(request: Request, slug: str) -> Response:
-    from annotator.labelsets import LabelSetError, create_label_set
+    from annotator.labelsets import create_label_set
 
     if request.method == "GET":
         project = _project_seeing_scores(request, slug)
@@ -810,6 +812,106 @@ def label_set_list(request: Request, slug: str) -> Response:
     except LabelSetError as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     return Response(LabelSetSerializer(made).data, status=status.HTTP_201_CREATED)
+
+
+# -- training runs (issue 11) ---------------------------------------------------------------
+
+
+class TrainingRunSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    kind = serializers.CharField(read_only=True)
+    base_model = serializers.CharField(read_only=True)
+    label_set = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    eval_split = serializers.CharField(read_only=True)
+    options = serializers.DictField(read_only=True)
+    scorer = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    status = serializers.CharField(read_only=True)
+    queue = serializers.CharField(read_only=True)
+    progress_done = serializers.IntegerField(read_only=True)
+    progress_total = serializers.IntegerField(read_only=True, allow_null=True)
+    attempts = serializers.IntegerField(read_only=True)
+    cancel_requested = serializers.BooleanField(read_only=True)
+    summary = serializers.DictField(read_only=True)
+    error = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class TrainingRequestSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[])
+    base_model = serializers.CharField(max_length=500)
+    label_set = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="A label set's name; blank: the human labels.",
+    )
+    eval_split = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    options = serializers.DictField(required=False, default=dict)
+    name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
+
+    def __init__(self, *args, **kwargs) -> None:
+        from annotator import training
+
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = list(training.KINDS)
+
+
+@extend_schema(methods=["GET"], responses=TrainingRunSerializer(many=True))
+@extend_schema(
+    methods=["POST"],
+    request=TrainingRequestSerializer,
+    responses={202: TrainingRunSerializer, 400: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+    description="Start fine-tuning a PRM on the project's labels (owners who are staff: the "
+    "base model names what the workers load).",
+)
+@api_view(["GET", "POST"])
+def training_run_list(request: Request, slug: str) -> Response:
+    from annotator import training
+
+    if request.method == "GET":
+        project = _project_seeing_scores(request, slug)
+        found = TrainingRun.objects.filter(project=project).select_related("label_set", "scorer")
+        return Response(TrainingRunSerializer(found, many=True).data)
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    if not request.user.is_staff:
+        raise PermissionDenied("only staff owners start training runs")
+    params = TrainingRequestSerializer(data=request.data)
+    params.is_valid(raise_exception=True)
+    data = dict(params.validated_data)
+    label_set_name = data.pop("label_set")
+    try:
+        label_set = label_set_named(project, label_set_name) if label_set_name else None
+        run = training.start_training_run(project, request.user, label_set=label_set, **data)
+    except (runs.RunError, LabelSetError) as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    except jobs.EnqueueError as exc:
+        return _broker_down(exc)
+    return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(responses=TrainingRunSerializer)
+@api_view(["GET"])
+def training_run_detail(request: Request, slug: str, run_id: int) -> Response:
+    """A training run, with its logged curves: ``{"curves": {name: [[step, value], ...]}}``."""
+    from annotator import training
+
+    project = get_membership(request.user, slug, allow=Membership.sees_model_scores).project
+    run = get_object_or_404(
+        TrainingRun.objects.select_related("label_set", "scorer"), project=project, pk=run_id
+    )
+    data = TrainingRunSerializer(run).data
+    data["curves"] = {
+        name: [
+            [step, None if value is None or math.isnan(value) else value] for step, value in points
+        ]
+        for name, points in training.curves(run).items()
+    }
+    return Response(data)
+
+
+training_run_cancel, training_run_retry = _job_actions(TrainingRun, TrainingRunSerializer, "run_id")
 
 
 # DRF authenticates API requests itself (token or session) and answers 401/403;
@@ -841,6 +943,22 @@ urlpatterns = [
         ("projects/<slug:slug>/mc-runs/<int:run_id>/cancel/", mc_run_cancel, "api-mc-run-cancel"),
         ("projects/<slug:slug>/mc-runs/<int:run_id>/retry/", mc_run_retry, "api-mc-run-retry"),
         ("projects/<slug:slug>/label-sets/", label_set_list, "api-label-sets"),
+        ("projects/<slug:slug>/training-runs/", training_run_list, "api-training-runs"),
+        (
+            "projects/<slug:slug>/training-runs/<int:run_id>/",
+            training_run_detail,
+            "api-training-run",
+        ),
+        (
+            "projects/<slug:slug>/training-runs/<int:run_id>/cancel/",
+            training_run_cancel,
+            "api-training-run-cancel",
+        ),
+        (
+            "projects/<slug:slug>/training-runs/<int:run_id>/retry/",
+            training_run_retry,
+            "api-training-run-retry",
+        ),
         ("scorers/", ScorerList.as_view(), "api-scorers"),
         ("schema/", SpectacularAPIView.as_view(), "api-schema"),
         ("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), "api-docs"),

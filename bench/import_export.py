@@ -158,10 +158,13 @@ def run(args) -> None:
         f"limit: raw COPY in {limit_temp:6.1f}s into temporary tables (no write-ahead log); "
         f"import_file takes {import_s / limit_temp:.1f}x that"
     )
-    limit_out = copy_out_limit(project.pk, tmp / "limit.jsonl")
+    limit_out = min(copy_out_limit(project.pk, tmp / "limit.jsonl") for _ in range(2))
+    t0 = time.perf_counter()
+    write_export(project, "processbench", tmp / "pb.jsonl")
+    export_pb = min(export_times["processbench"], time.perf_counter() - t0)
     print(
         f"limit: server-side json_build_object COPY out {limit_out:6.1f}s; "
-        f"ProcessBench export takes {export_times['processbench'] / limit_out:.1f}x that"
+        f"ProcessBench export takes {export_pb:.1f}s (best of two) = {export_pb / limit_out:.1f}x that"
     )
 
     # Baseline: the same rows through Django's bulk_create, on a slice.
