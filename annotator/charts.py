@@ -13,17 +13,21 @@ import math
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
 # Colour-blind-safe (Okabe-Ito): correct / first error / after it, then runs in order.
 COLOURS = ("#0072B2", "#D55E00", "#999999", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
 CLASS_COLOURS = {"correct": COLOURS[0], "first error": COLOURS[1], "after first error": COLOURS[2]}
 HEIGHT = 320
+# Every figure gets plotly's default template as it is made, unvalidated; one given to
+# ``update_layout`` is validated again on each figure (over half a run's chart time).
+# Stepwise is the only plotly user in its processes, so the default is ours to set.
+pio.templates.default = "plotly_white"
 
 
 def _layout(fig: go.Figure, title: str, x_title: str, y_title: str) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0, "font": {"size": 14}},
-        template="plotly_white",
         height=HEIGHT,
         margin={"l": 60, "r": 20, "t": 70, "b": 50},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
@@ -85,14 +89,18 @@ def threshold_sweep(
 
 
 def roc_curve(
-    fpr: Sequence[float], tpr: Sequence[float], auroc: float, title: str = ""
+    fpr: Sequence[float],
+    tpr: Sequence[float],
+    auroc: float,
+    title: str = "",
+    auroc_name: str = "AUROC",
 ) -> go.Figure:
     """Step-level ROC ("correct" = positive), the diagonal for reference."""
     fig = go.Figure()
     fig.add_scatter(
         x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": COLOURS[2]}
     )
-    label = "ROC" if math.isnan(auroc) else f"ROC (AUROC {auroc:.3f})"
+    label = "ROC" if math.isnan(auroc) else f"ROC ({auroc_name} {auroc:.3f})"
     fig.add_scatter(x=list(fpr), y=list(tpr), mode="lines", name=label, line_color=COLOURS[0])
     fig.update_xaxes(range=[0, 1])
     fig.update_yaxes(range=[0, 1])

@@ -1,7 +1,9 @@
-"""The figures of a project's dashboard: PostgreSQL reduces a run's step scores to one
-row per labelled trace (``scoring.metrics.TraceSummary``) or to counts per score, and
-``scoring.metrics`` computes every number from those rows, the same functions that
-``python -m scoring evaluate`` runs on an export. No view loops over steps.
+"""The figures of a project's dashboard: PostgreSQL reduces the runs' step scores (each
+labelled trace's array, ``TraceScore.step_scores``) to one row per labelled trace and
+run (``scoring.metrics.TraceSummary``), to Mann-Whitney sums per split and to counts
+per score bin, and ``scoring.metrics`` computes every number from those rows, the same
+functions that ``python -m scoring evaluate`` runs on an export. The runs a request
+shows share one query. No view loops over steps.
 
 The human label of a trace is its ``Verdict``, written here as SQL (``VERDICT_SQL``):
 the newest adjudication, else the newest gold label, else the annotators' latest labels
@@ -10,9 +12,12 @@ when they all give the same first error.
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import math
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -52,21 +57,34 @@ SELECT coalesce(r.trace_id, l.trace_id) AS trace_id, coalesce(r.label, l.label) 
  WHERE coalesce(r.label, l.label) IS NOT NULL
 """
 
+# A label set's first errors in place of the human verdicts (the filter "label set").
+LABEL_SET_SQL = """
+SELECT e.trace_id, e.first_error_step AS label
+  FROM annotator_labelsetentry e JOIN annotator_trace t ON t.id = e.trace_id
+ WHERE e.label_set_id = %(label_set)s AND t.project_id = %(project)s {trace_filter}
+"""
+
 # The labelled traces of a request, computed once and handed to each run's query.
 LABELLED_SQL = "SELECT * FROM unnest(%(ids)s::bigint[], %(labels)s::int[]) AS v(trace_id, label)"
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Which traces a dashboard covers (empty: all)."""
+    """Which traces a dashboard covers (empty: all), and whose labels it compares the
+    runs with: ``label_set``, a label set's id, or empty for the human verdicts."""
 
     split: str = ""
     generator: str = ""
     source: str = ""
+    label_set: str = ""
 
     @classmethod
     def from_query(cls, query: Any) -> Filters:
-        return cls(**{key: query.get(key, "") for key in FILTER_KEYS})
+        label_set = query.get("label_set", "")
+        return cls(
+            **{key: query.get(key, "") for key in FILTER_KEYS},
+            label_set=label_set if label_set.isdigit() else "",
+        )
 
     def sql(self) -> tuple[str, dict[str, str]]:
         """`` AND t.x = %(x)s`` for each filter set, and its parameters."""
@@ -81,7 +99,12 @@ def available() -> bool:
 
 
 def _verdict_cte(filters: Filters) -> tuple[str, dict[str, Any]]:
+    """SQL for ``(trace_id, label)`` of the labelled traces: the human verdicts, or the
+    entries of the filters' label set."""
     trace_filter, params = filters.sql()
+    if filters.label_set:
+        sql = LABEL_SET_SQL.format(trace_filter=trace_filter)
+        return sql, {**params, "label_set": int(filters.label_set)}
     return VERDICT_SQL.format(trace_filter=trace_filter), params
 
 
@@ -92,7 +115,8 @@ def _fetch(sql: str, params: dict[str, Any]) -> list[tuple]:
 
 
 def verdicts(project: Project, filters: Filters = Filters()) -> dict[int, int]:
-    """``{trace id: human first error}`` for traces with a verdict."""
+    """``{trace id: first error}`` for traces with a human verdict, or in the filters'
+    label set."""
     cte, params = _verdict_cte(filters)
     return dict(_fetch(cte, {**params, "project": project.pk}))
 
@@ -113,6 +137,13 @@ def labels_version(project: Project) -> str:
     return f"{count}-{last}"
 
 
+def _cache_key(kind: str, run: ScoringRun, filters: Filters, version: str, extra: tuple) -> str:
+    # A done run's scores never change; the traces it stored tell it from the same run
+    # seen unfinished (``warm`` fills the cache before the run is marked done).
+    raw = f"{kind}|{run.pk}|{run.progress_done}|{filters}|{version}|{extra}"
+    return "dashboard:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
 def cached(
     kind: str,
     run: ScoringRun,
@@ -122,17 +153,43 @@ def cached(
     *extra: Any,
 ) -> T:
     """``compute()``, or what it returned before for the same run, filters and labels."""
-    import hashlib
+    return cache.get_or_set(_cache_key(kind, run, filters, version, extra), compute, CACHE_SECONDS)
 
-    # A done run's scores never change; the traces it stored tell it from the same run
-    # seen unfinished (``warm`` fills the cache before the run is marked done).
-    raw = f"{kind}|{run.pk}|{run.progress_done}|{filters}|{version}|{extra}"
-    key = "dashboard:" + hashlib.sha256(raw.encode()).hexdigest()
-    return cache.get_or_set(key, compute, CACHE_SECONDS)
+
+def cached_runs(
+    kind: str,
+    runs: list[ScoringRun],
+    filters: Filters,
+    version: str,
+    compute: Callable[[list[ScoringRun]], dict[int, T]],
+    *extra: Any,
+) -> dict[int, T]:
+    """``{run id: value}`` as :func:`cached` keeps them, the runs not cached computed
+    together by one ``compute(runs)`` (one query where the traces' side is shared)."""
+    keys = {run.pk: _cache_key(kind, run, filters, version, extra) for run in runs}
+    found = cache.get_many(list(keys.values()))
+    missing = [run for run in runs if keys[run.pk] not in found]
+    if missing:
+        computed = {keys[pk]: value for pk, value in compute(missing).items()}
+        cache.set_many(computed, CACHE_SECONDS)
+        found.update(computed)
+    return {run.pk: found[keys[run.pk]] for run in runs}
 
 
 def _labelled_params(labels: dict[int, int]) -> dict[str, list[int]]:
     return {"ids": list(labels), "labels": list(labels.values())}
+
+
+def _labelled(
+    project: Project, filters: Filters, labels: dict[int, int] | None
+) -> tuple[str, dict[str, Any]]:
+    """SQL for ``(trace_id, label)`` and its parameters: the ``labels`` given, or the
+    verdicts (or label set) computed inside the query that needs them, which saves a
+    round trip and sending 20k ids back."""
+    if labels is not None:
+        return LABELLED_SQL, _labelled_params(labels)
+    cte, params = _verdict_cte(filters)
+    return cte, {**params, "project": project.pk}
 
 
 # -- one run against the humans -------------------------------------------------------------
@@ -140,11 +197,12 @@ def _labelled_params(labels: dict[int, int]) -> dict[str, list[int]]:
 
 @dataclass
 class RunFigures:
-    """Everything the dashboard shows for one run at one threshold."""
+    """Everything the dashboard shows for one run at one threshold: small, since it is
+    cached (no per-trace rows; unpickling 20k summaries cost 80 ms a run)."""
 
     run: ScoringRun
     tau: float
-    summaries: dict[str, list[metrics.TraceSummary]]
+    labelled: int  # traces with a verdict that the run scored
     table: dict[str, metrics.ProcessBenchResult]
     auroc: dict[str, float]
     min_on_final: dict[str, float]
@@ -152,103 +210,148 @@ class RunFigures:
     best_tau: float
     best: metrics.ProcessBenchResult | None
     confusion: dict[str, int]
-    auroc_all: float
+    auroc_all: float  # the mean over splits (``mean_auroc``)
+    min_on_final_all: float  # over every split
     histogram: dict[str, list[int]] = field(default_factory=dict)
     calibration: list[tuple[float, float, int]] = field(default_factory=list)
     roc: tuple[list[float], list[float]] = ([], [])
 
-    @property
-    def labelled(self) -> int:
-        return sum(len(rows) for rows in self.summaries.values())
 
-
-# One pass over the run's labelled steps (materialized once), three aggregates: a
-# TraceSummary row per trace ("S"), step counts per class and fine score bin ("H"),
-# and per split the Mann-Whitney sum 2U with the class sizes ("U", for AUROC).
+# The runs' labelled traces, one row each with its step scores as an array (the
+# ``TraceScore`` row's, or for a row stored before that column, its steps'), reduced in
+# one pass over each array to a TraceSummary row ("S") and to the trace's share of the
+# Mann-Whitney sum 2U, summed per run and split with the class sizes ("U"). 2U sums,
+# over the correct steps, the first-error steps of the split scored lower (twice) or the
+# same (once): two binary searches (``width_bucket``) per correct step in the split's
+# first-error scores, sorted up and negated. Sorting every judged step instead, or
+# counting per distinct score (nearly every float is distinct), cost three times as much.
 # NaN scores count as -inf in a minimum and +inf at the first error, as
-# ``metrics.summarize`` treats them.
-RUN_SQL = f"""
-WITH v AS ({LABELLED_SQL}),
-steps AS MATERIALIZED (
-  SELECT t.id AS trace_id, t.split, t.num_steps, v.label, s.step_index, s.score,
-         CASE WHEN s.score = 'NaN' THEN '-Infinity'::real ELSE s.score END AS low
+# ``metrics.summarize`` treats them, and are left out of AUROC as ``metrics`` does.
+RUN_SQL = """
+WITH v AS ({labelled}),
+traces AS MATERIALIZED (
+  SELECT ts.run_id, t.split, v.label,
+         coalesce(ts.step_scores,
+                  (SELECT array_agg(s.score ORDER BY s.step_index) FROM annotator_stepscore s
+                    WHERE s.run_id = ts.run_id AND s.trace_id = ts.trace_id)) AS scores
     FROM v
     JOIN annotator_trace t ON t.id = v.trace_id
-    JOIN annotator_stepscore s ON s.run_id = %(run)s AND s.trace_id = v.trace_id
+    JOIN annotator_tracescore ts ON ts.run_id = ANY(%(runs)s) AND ts.trace_id = v.trace_id
 ),
-judged AS (
-  SELECT split, score,
-         CASE WHEN label = -1 OR step_index < label THEN 0
-              WHEN step_index = label THEN 1 ELSE 2 END AS cls
-    FROM steps WHERE score <> 'NaN'
+negatives AS MATERIALIZED (
+  SELECT run_id, split, array_agg(s ORDER BY s) AS up, array_agg(-s ORDER BY -s) AS down
+    FROM (SELECT run_id, split, scores[label + 1] AS s FROM traces WHERE label <> -1) n
+   WHERE s <> 'NaN'
+   GROUP BY run_id, split
 ),
-per_score AS (
-  SELECT split, score, count(*) FILTER (WHERE cls = 0) AS pos,
-         count(*) FILTER (WHERE cls = 1) AS neg
-    FROM judged WHERE cls < 2 GROUP BY split, score
+summaries AS MATERIALIZED (
+  SELECT x.run_id, x.split, x.label, cardinality(x.scores) AS n,
+         x.scores[x.label + 1] AS at, x.scores[cardinality(x.scores)] AS last, m.*
+    FROM traces x LEFT JOIN negatives g USING (run_id, split),
+         LATERAL (
+           SELECT min(low) FILTER (WHERE positive) AS before,
+                  min(low) FILTER (WHERE x.label <> -1 AND i > x.label + 1) AS after,
+                  min(low) FILTER (WHERE i < cardinality(x.scores)) AS before_last,
+                  sum(width_bucket(s, g.up) + cardinality(g.up) - width_bucket(-s, g.down))
+                    FILTER (WHERE positive AND s <> 'NaN') AS u2,
+                  count(*) FILTER (WHERE positive AND s <> 'NaN') AS pos
+             FROM unnest(x.scores) WITH ORDINALITY u(s, i),
+                  LATERAL (SELECT CASE WHEN s = 'NaN' THEN '-Infinity'::real ELSE s END AS low,
+                                  x.label = -1 OR i <= x.label AS positive) p
+         ) m
+   WHERE cardinality(x.scores) > 0
 )
-SELECT 'S', split, label, before::float8, at::float8, after::float8, last::float8,
-       before_last::float8
-  FROM (SELECT trace_id, split, label,
-          coalesce(min(low) FILTER (WHERE label = -1 OR step_index < label), 'Infinity') AS before,
-          CASE WHEN label = -1 THEN 'Infinity'::real
-               ELSE coalesce(max(CASE WHEN score = 'NaN' THEN 'Infinity'::real ELSE score END)
-                             FILTER (WHERE step_index = label), 'Infinity') END AS at,
-          coalesce(min(low) FILTER (WHERE label <> -1 AND step_index > label),
-                   'Infinity') AS after,
-          CASE WHEN num_steps >= 2
-               THEN max(score) FILTER (WHERE step_index = num_steps - 1) ELSE 'NaN' END AS last,
-          CASE WHEN num_steps >= 2
-               THEN min(low) FILTER (WHERE step_index < num_steps - 1)
-               ELSE 'NaN' END AS before_last
-          FROM steps GROUP BY trace_id, split, label, num_steps) x
+SELECT 'S', run_id, split, label, coalesce(before, 'Infinity')::float8,
+       CASE WHEN label = -1 THEN 'Infinity'::real
+            ELSE coalesce(nullif(at, 'NaN'), 'Infinity') END::float8,
+       CASE WHEN label = -1 THEN 'Infinity'::real ELSE coalesce(after, 'Infinity') END::float8,
+       CASE WHEN n >= 2 THEN last ELSE 'NaN' END::float8,
+       CASE WHEN n >= 2 THEN before_last ELSE 'NaN' END::float8
+  FROM summaries
 UNION ALL
-SELECT 'H', NULL, cls, bucket::float8, n::float8, NULL, NULL, NULL
-  FROM (SELECT cls, greatest(1, least({{bins}}, width_bucket(score, 0, 1, {{bins}}))) AS bucket,
+SELECT 'U', run_id, split, NULL, sum(u2), sum(pos),
+       count(*) FILTER (WHERE label <> -1 AND at <> 'NaN'), NULL, NULL
+  FROM summaries GROUP BY run_id, split
+{histogram}"""
+
+# Steps per run, class (correct before the first error, the first error, after it) and
+# fine score bin ("H"): for the run's charts only.
+HISTOGRAM_SQL = """UNION ALL
+SELECT 'H', run_id, NULL, cls, bucket, n, NULL, NULL, NULL
+  FROM (SELECT x.run_id,
+               CASE WHEN x.label = -1 OR u.i <= x.label THEN 0
+                    WHEN u.i = x.label + 1 THEN 1 ELSE 2 END AS cls,
+               greatest(1, least({bins}, width_bucket(u.score, 0, 1, {bins}))) AS bucket,
                count(*) AS n
-          FROM judged GROUP BY 1, 2) h
-UNION ALL
-SELECT 'U', split, NULL, sum(pos * (2 * below + neg))::float8, sum(pos)::float8,
-       sum(neg)::float8, NULL, NULL
-  FROM (SELECT split, pos, neg,
-               coalesce(sum(neg) OVER (PARTITION BY split ORDER BY score
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
-               AS below
-          FROM per_score) u
- GROUP BY split
+          FROM traces x, unnest(x.scores) WITH ORDINALITY u(score, i)
+         WHERE u.score <> 'NaN'
+         GROUP BY 1, 2, 3) h
 """
 FINE_BINS = 100  # ROC points; the histograms and calibration sum them into HISTOGRAM_BINS
 
 
+@dataclass
+class _RunRows:
+    """What ``RUN_SQL`` returns for one run."""
+
+    summaries: dict[str, list[metrics.TraceSummary]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    fine: dict[str, list[int]] = field(
+        default_factory=lambda: {name: [0] * FINE_BINS for name in STEP_CLASSES}
+    )
+    u: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # per split
+
+
 def _run_rows(
-    run: ScoringRun, labels: dict[int, int]
-) -> tuple[
-    dict[str, list[metrics.TraceSummary]], dict[str, list[int]], dict[str, tuple[int, int, int]]
-]:
-    """(summaries per split, counts per class and fine bin, (2U, pos, neg) per split)."""
-    summaries: dict[str, list[metrics.TraceSummary]] = defaultdict(list)
-    fine = {name: [0] * FINE_BINS for name in STEP_CLASSES}
-    u: dict[str, tuple[int, int, int]] = {}
-    if not labels:
-        return {}, fine, u
+    runs: list[ScoringRun],
+    filters: Filters,
+    labels: dict[int, int] | None,
+    *,
+    histogram: bool = True,
+) -> dict[int, _RunRows]:
+    """``RUN_SQL``'s rows for each run, one query for all of them."""
+    found = {run.pk: _RunRows() for run in runs}
+    if not runs or labels == {}:
+        return found
+    labelled, params = _labelled(runs[0].project, filters, labels)
+    sql = RUN_SQL.replace("{labelled}", labelled).replace(
+        "{histogram}", HISTOGRAM_SQL.replace("{bins}", str(FINE_BINS)) if histogram else ""
+    )
     with transaction.atomic(), connection.cursor() as cursor:
-        # The per-score counts of a run at 100k traces outgrow the default 4 MB and
-        # spill to disk (a third of the query's time at 20k labelled traces); LOCAL
-        # ends with this transaction.
+        # The aggregates outgrow the default 4 MB at 100k traces and would spill to
+        # disk; the estimate of the old rows' fallback would switch JIT on (200 ms of
+        # compiling for nothing). LOCAL ends with this transaction.
         cursor.execute("SET LOCAL work_mem = '64MB'")
-        cursor.execute(
-            RUN_SQL.replace("{bins}", str(FINE_BINS)),
-            {**_labelled_params(labels), "run": run.pk},
-        )
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute(sql, {**params, "runs": [run.pk for run in runs]})
         rows = cursor.fetchall()
-    for kind, split, label, a, b, c, d, e in rows:
+    summary = metrics.TraceSummary._make
+    for row in rows:
+        kind, run_id, split, label, a, b, c = row[:7]
+        into = found[run_id]
         if kind == "S":
-            summaries[split or NO_SPLIT].append(metrics.TraceSummary(label, a, b, c, d, e))
+            into.summaries[split or NO_SPLIT].append(summary(row[3:]))
         elif kind == "H":
-            fine[STEP_CLASSES[label]][int(a) - 1] += int(b)
+            into.fine[STEP_CLASSES[label]][int(a) - 1] += int(b)
         else:
-            u[split or NO_SPLIT] = (int(a), int(b), int(c))
-    return dict(summaries), fine, u
+            into.u[split or NO_SPLIT] = (int(a or 0), int(b), int(c))
+    return found
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cycle collector off while a run's figures are computed: their tens of
+    thousands of per-trace tuples set off full collections over the whole process (60
+    to 80 ms of a request) though they form no cycles, and are freed (by reference
+    counting) before the collector would ever see them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _coarse(fine: list[int]) -> list[int]:
@@ -269,38 +372,70 @@ def calibration(histogram: dict[str, list[int]]) -> list[tuple[float, float, int
     return points
 
 
+def runs_figures(
+    runs: list[ScoringRun],
+    filters: Filters = Filters(),
+    tau: float | None = None,
+    labels: dict[int, int] | None = None,
+    *,
+    histogram: bool = True,
+) -> dict[int, RunFigures]:
+    """``{run id: figures}`` at ``tau`` (default: each run's threshold) from one query;
+    ``labels``: ``{trace id: first error}`` to compare with, by default the verdicts
+    (or the filters' label set), found by that same query. Without ``histogram``
+    the step counts per score bin (the histogram, calibration and ROC charts) are left
+    empty, which saves a pass over every labelled step."""
+    if not runs:
+        return {}
+    with _gc_paused():
+        found = _run_rows(runs, filters, labels, histogram=histogram)
+        return {run.pk: _figures(run, found[run.pk], tau) for run in runs}
+
+
 def run_figures(
     run: ScoringRun,
     filters: Filters = Filters(),
     tau: float | None = None,
     labels: dict[int, int] | None = None,
 ) -> RunFigures:
-    """The run's figures at ``tau`` (default: the run's threshold); ``labels``: the
-    verdicts when the caller has them already (several runs in one request)."""
+    """The run's figures at ``tau`` (default: the run's threshold)."""
+    return runs_figures([run], filters, tau, labels)[run.pk]
+
+
+def mean_auroc(auroc: dict[str, float]) -> float:
+    """The mean of the splits' step AUROC (those with both classes), as ProcessBench
+    averages F1 over its splits; NaN when none has both."""
+    finite = [value for value in auroc.values() if not math.isnan(value)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _figures(run: ScoringRun, rows: _RunRows, tau: float | None) -> RunFigures:
     tau = run.threshold if tau is None else tau
-    labels = verdicts(run.project, filters) if labels is None else labels
-    summaries, fine, u = _run_rows(run, labels)
-    pooled = [s for rows in summaries.values() for s in rows]
+    summaries, fine = dict(rows.summaries), rows.fine
+    pooled = [s for split in summaries.values() for s in split]
     sweep = metrics.sweep_from_summaries(pooled) if pooled else []
     best_tau, best = metrics.best_from_sweep(sweep) if sweep else (math.nan, None)
-    u2, n_pos, n_neg = (sum(x[i] for x in u.values()) for i in range(3))
     edges = [i / FINE_BINS for i in range(FINE_BINS)]
+    histogram = {name: _coarse(counts) for name, counts in fine.items()}
+    auroc = {split: metrics.auroc_from_u2(*rows.u.get(split, (0, 0, 0))) for split in summaries}
     return RunFigures(
         run=run,
         tau=tau,
-        summaries=summaries,
+        labelled=len(pooled),
         table=metrics.table_from_summaries(summaries, tau),
-        auroc={split: metrics.auroc_from_u2(*u.get(split, (0, 0, 0))) for split in summaries},
+        auroc=auroc,
         min_on_final={
-            split: metrics.min_on_final_from_summaries(rows) for split, rows in summaries.items()
+            split: metrics.min_on_final_from_summaries(split_rows)
+            for split, split_rows in summaries.items()
         },
         sweep=sweep,
         best_tau=best_tau,
         best=best,
         confusion=metrics.first_error_confusion(pooled, tau),
-        auroc_all=metrics.auroc_from_u2(u2, n_pos, n_neg),
-        histogram={name: _coarse(counts) for name, counts in fine.items()},
-        calibration=calibration({name: _coarse(counts) for name, counts in fine.items()}),
+        auroc_all=mean_auroc(auroc),
+        min_on_final_all=metrics.min_on_final_from_summaries(pooled),
+        histogram=histogram,
+        calibration=calibration(histogram),
         # Exact ROC points at the fine bins' lower edges ("correct if score >= edge").
         roc=metrics.roc_points(
             zip(edges, fine["correct"], fine["first error"], strict=True), FINE_BINS
@@ -323,7 +458,10 @@ def run_charts(figures: RunFigures) -> list[str]:
             ),
             f"sweep-{run.pk}",
         ),
-        charts.embed(charts.roc_curve(*figures.roc, figures.auroc_all), f"roc-{run.pk}"),
+        charts.embed(
+            charts.roc_curve(*figures.roc, figures.auroc_all, auroc_name="mean split AUROC"),
+            f"roc-{run.pk}",
+        ),
         charts.embed(charts.calibration_curve(figures.calibration), f"calibration-{run.pk}"),
         charts.embed(charts.first_error_confusion(figures.confusion), f"confusion-{run.pk}"),
     ]
@@ -337,13 +475,12 @@ def warm(run: ScoringRun) -> None:
     marked done with."""
     filters = Filters()
     version = labels_version(run.project)
-    labels = verdicts(run.project, filters)
-    figures = cached(
-        "run", run, filters, version, lambda: run_figures(run, filters, None, labels), None
-    )
+    figures = cached("run", run, filters, version, lambda: run_figures(run, filters), None)
+    # The runs side by side read the same figures (their histograms unused).
+    cached("run-table", run, filters, version, lambda: figures, None)
     if figures.labelled:
         cached("charts", run, filters, version, lambda: run_charts(figures), None)
-    cached("best-of-n", run, filters, version, lambda: best_of_n(run, filters, labels))
+    cached("best-of-n", run, filters, version, lambda: best_of_n(run, filters))
 
 
 # -- the humans' ceiling --------------------------------------------------------------------
@@ -374,30 +511,167 @@ def human_ceiling(
 # -- best-of-N ------------------------------------------------------------------------------
 
 
+def _close(x: str, top: str) -> str:
+    """SQL for ``not metrics.distinct(x, top)``."""
+    return f"(abs({top} - {x}) <= {metrics.DISTINCT_BEYOND!r} * (abs({top}) + abs({x})))"
+
+
+def _aggregates(template: str, sep: str = ", ") -> str:
+    """``template`` once per aggregation of ``metrics.AGGREGATIONS``, ``{k}`` its index."""
+    return sep.join(template.format(k=k) for k in range(len(metrics.AGGREGATIONS)))
+
+
+# Best-of-N in the database: each problem's picks (``metrics.Picks``), counted per run,
+# for the problems where the SQL can tell them apart as ``metrics.pick`` would: every
+# aggregate finite, and the highest one either unique or an exact tie (first trace
+# wins) among values ``metrics.distinct`` from the rest; vote totals must be distinct
+# outright (their sums' order differs from Python's). The other problems come back as
+# ids, and their solutions go through ``metrics.problem_picks``. a0..a3:
+# ``metrics.AGGREGATIONS``. A pick is one ``max(ARRAY[value, -id, code])``: the highest
+# value, on a tie the first solution, and what it tells (``code``: 3 if its answer is
+# right, plus 0/1/2 for steps unlabelled/right/wrong), in one pass with no join back.
+BEST_OF_N_SQL = f"""
+WITH v AS ({{labelled}}),
+traces AS MATERIALIZED (
+  -- Answers compare as bytes: grouping is the same, sorting a third cheaper.
+  SELECT t.id, t.problem_id, nullif(t.final_answer, '') COLLATE "C" AS answer,
+         t.final_answer_correct AS correct,
+         t.final_answer_correct::int * 3
+           + CASE WHEN v.label IS NULL THEN 0 WHEN v.label = -1 THEN 1 ELSE 2 END AS code
+    FROM annotator_trace t LEFT JOIN v ON v.trace_id = t.id
+   WHERE t.project_id = %(project)s {{trace_filter}} AND t.final_answer_correct IS NOT NULL
+),
+solutions AS (
+  SELECT ts.run_id, x.*,
+         ts.min_score::float8 AS a0,
+         -- exp() raises on underflow: such products are left to Python.
+         CASE WHEN ts.log_product = '-Infinity' THEN 0
+              WHEN ts.log_product BETWEEN -700 AND 700 THEN exp(ts.log_product) END AS a1,
+         ts.last_score::float8 AS a2, ts.mean_score AS a3
+    FROM traces x JOIN annotator_tracescore ts ON ts.trace_id = x.id AND ts.run_id = ANY(%(runs)s)
+),
+-- Sorted once by problem and answer: the answers' groups and the votes' window follow.
+topped AS (
+  SELECT s.*, {_aggregates("max(a{k}) OVER w AS top{k}")}, count(*) OVER w AS size
+    FROM solutions s
+  WINDOW w AS (PARTITION BY run_id, problem_id ORDER BY answer
+               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+),
+answers AS (
+  SELECT run_id, problem_id, answer, min(id) AS first, bool_or(correct) AS correct,
+         count(*) AS n, sum(size) AS size,
+         coalesce(bool_and({_aggregates("abs(a{k}) < 'Infinity'", " AND ")}), false) AS finite,
+         {_aggregates("sum(a{k}) AS t{k}")},
+         {_aggregates("min(id * 8 + code) FILTER (WHERE a{k} = top{k}) AS pick{k}")},
+         bool_or({_aggregates("a{k} <> top{k} AND " + _close("a{k}", "top{k}"), " OR ")}) AS close
+    FROM topped WHERE size >= 2
+   GROUP BY run_id, problem_id, answer
+),
+voted AS (
+  SELECT a.*, {_aggregates("max(t{k}) FILTER (WHERE answer IS NOT NULL) OVER w AS m{k}")},
+         max(n) FILTER (WHERE answer IS NOT NULL) OVER w AS most
+    FROM answers a WINDOW w AS (PARTITION BY run_id, problem_id)
+),
+picked AS (
+  SELECT run_id, problem_id, bool_or(correct) AS any_correct,
+         {_aggregates("min(pick{k}) %% 8 AS pick{k}")},
+         {_aggregates("coalesce(min(first * 2 + correct::int) FILTER (WHERE answer IS NOT NULL AND t{k} = m{k}) %% 2 = 1, false) AS vote{k}")},
+         coalesce(min(first * 2 + correct::int) FILTER (WHERE answer IS NOT NULL AND n = most) %% 2 = 1, false) AS majority,
+         NOT bool_and(finite) OR bool_or(close)
+           OR {_aggregates("count(*) FILTER (WHERE answer IS NOT NULL AND " + _close("t{k}", "m{k}") + ") > 1", " OR ")} AS undecided
+    FROM voted GROUP BY run_id, problem_id
+)
+SELECT run_id, count(*), NULL::bigint[], pick0, pick1, pick2, pick3, vote0, vote1, vote2,
+       vote3, majority, any_correct
+  FROM picked WHERE NOT undecided
+ GROUP BY run_id, pick0, pick1, pick2, pick3, vote0, vote1, vote2, vote3, majority, any_correct
+UNION ALL
+SELECT run_id, 0, array_agg(problem_id), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL
+  FROM picked WHERE undecided GROUP BY run_id
+"""
+# ``code`` % 3 of a pick: what humans said of its steps.
+_WRONG_STEP = (None, False, True)
+
+
+def runs_best_of_n(
+    runs: list[ScoringRun], filters: Filters = Filters(), labels: dict[int, int] | None = None
+) -> dict[int, tuple[int, dict[str, float]]]:
+    """``{run id: (problems, accuracy per selection rule)}`` over the problems with 2+
+    solutions of known final-answer correctness that each run scored, one query for
+    all runs: ``metrics.best_of_n_from_picks`` of the picks the database counts
+    (``BEST_OF_N_SQL``) and of those that ``metrics.problem_picks`` finds for the
+    problems it leaves (``_solutions``)."""
+    if not runs:
+        return {}
+    project = runs[0].project
+    trace_filter, params = filters.sql()
+    labelled, labelled_params = _labelled(project, filters, labels)
+    picks: dict[int, Counter[metrics.Picks]] = {run.pk: Counter() for run in runs}
+    undecided: dict[int, list[int]] = {}
+    sql = BEST_OF_N_SQL.replace("{labelled}", labelled).replace("{trace_filter}", trace_filter)
+    params = {
+        **params,
+        **labelled_params,
+        "project": project.pk,
+        "runs": [run.pk for run in runs],
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Its sorts outgrow the default 4 MB at 25k problems and would spill to disk;
+        # JIT would compile its many expressions for longer than they run. LOCAL ends
+        # with this transaction.
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    for run_id, count, left, *codes in rows:
+        if not count:  # the row of the problems left to Python
+            undecided[run_id] = left or []
+            continue
+        picks[run_id][
+            metrics.Picks(
+                best_correct=tuple(code >= 3 for code in codes[0:4]),
+                best_wrong_step=tuple(_WRONG_STEP[code % 3] for code in codes[0:4]),
+                vote_correct=tuple(codes[4:8]),
+                majority_correct=codes[8],
+                any_correct=codes[9],
+            )
+        ] += count
+    found = {}
+    for run in runs:
+        if undecided.get(run.pk):
+            if labels is None:
+                labels = verdicts(project, filters)
+            for solutions in _solutions(run, filters, labels, undecided[run.pk]):
+                picks[run.pk][metrics.problem_picks(solutions)] += 1
+        found[run.pk] = (sum(picks[run.pk].values()), metrics.best_of_n_from_picks(picks[run.pk]))
+    return found
+
+
 def best_of_n(
     run: ScoringRun, filters: Filters = Filters(), labels: dict[int, int] | None = None
 ) -> tuple[int, dict[str, float]]:
-    """(problems, accuracy per selection rule) over the problems with 2+ solutions of
-    known final-answer correctness that the run scored. Each solution's aggregates come
-    from its ``TraceScore`` row (min, last, mean, the product as a sum of logs); only a
-    row that does not know its mean or log product (stored before those columns, or with
-    a negative score) has its steps aggregated here, the product then as a signed sum of
-    logs, zero if a step is zero. They are compared at ``metrics.AGGREGATE_DIGITS``
-    digits, so the order of summation does not matter."""
-    labels = verdicts(run.project, filters) if labels is None else labels
+    """(problems, accuracy per selection rule) of one run: :func:`runs_best_of_n`."""
+    return runs_best_of_n([run], filters, labels)[run.pk]
+
+
+def _solutions(
+    run: ScoringRun, filters: Filters, labels: dict[int, int], problem_ids: list[int]
+) -> list[list[metrics.Solution]]:
+    """The solutions of these problems, each problem's in trace order. Each solution's
+    aggregates come from its ``TraceScore`` row (min, last, mean, the product as a sum
+    of logs); only a row that does not know its mean or log product (stored before those
+    columns, or with a negative score) has its steps aggregated here, the product then as
+    a signed sum of logs, zero if a step is zero."""
     trace_filter, params = filters.sql()
     sql = f"""
-    WITH solutions AS MATERIALIZED (
+    WITH grouped AS MATERIALIZED (
       SELECT t.id, t.problem_id, t.final_answer, t.final_answer_correct,
              ts.min_score, ts.last_score, ts.mean_score, ts.log_product
         FROM annotator_trace t
         JOIN annotator_tracescore ts ON ts.run_id = %(run)s AND ts.trace_id = t.id
        WHERE t.project_id = %(project)s {trace_filter} AND t.final_answer_correct IS NOT NULL
-    ),
-    grouped AS MATERIALIZED (
-      SELECT x.* FROM solutions x
-       WHERE x.problem_id IN (SELECT problem_id FROM solutions GROUP BY problem_id
-                               HAVING count(*) >= 2)
+         AND t.problem_id = ANY(%(problems)s)
     ),
     steps AS (
       SELECT s.trace_id,
@@ -418,7 +692,10 @@ def best_of_n(
      ORDER BY g.problem_id, g.id
     """
     problems: dict[int, list[metrics.Solution]] = defaultdict(list)
-    for row in _fetch(sql, {**params, "project": run.project_id, "run": run.pk}):
+    rows = _fetch(
+        sql, {**params, "project": run.project_id, "run": run.pk, "problems": problem_ids}
+    )
+    for row in rows:
         problem_id, trace_id, answer, correct, low, last, mean, logs = row[:8]
         step_mean, step_logs, has_zero, negatives = row[8:]
         if mean is None or logs is None:  # unknown on the row: the steps' aggregates
@@ -447,8 +724,7 @@ def best_of_n(
                 first_error_step=labels.get(trace_id),
             )
         )
-    groups = list(problems.values())
-    return len(groups), metrics.best_of_n_from_aggregates(groups)
+    return list(problems.values())
 
 
 # -- annotation side ------------------------------------------------------------------------

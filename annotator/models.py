@@ -55,6 +55,11 @@ class Project(models.Model):
     )
     show_reference_answer = models.BooleanField(default=True)
     show_model_scores = models.BooleanField(default=False)
+    show_timer = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Show annotators a clock of the time spent on the trace in view.",
+    )
     # Queue and quality settings of the annotation workspace (annotator/queue.py).
     queue_order = models.CharField(
         max_length=20, choices=QueueOrder.choices, default=QueueOrder.IMPORT, db_default="import"

@@ -18,6 +18,7 @@ from annotator import charts, dashboards, runs
 from annotator.access import get_membership, get_trace_for_user
 from annotator.models import (
     JobStatus,
+    LabelSet,
     Membership,
     MonteCarloRun,
     Project,
@@ -65,6 +66,17 @@ def _member(request: HttpRequest, slug: str) -> Membership:
     return membership
 
 
+def _filters(request: HttpRequest, project: Project) -> dashboards.Filters:
+    """The filters asked for; 404 for a label set of another project."""
+    filters = dashboards.Filters.from_query(request.GET)
+    if (
+        filters.label_set
+        and not LabelSet.objects.filter(pk=filters.label_set, project=project).exists()
+    ):
+        raise Http404("No such label set")
+    return filters
+
+
 def _finished_runs(membership: Membership, request: HttpRequest) -> list[ScoringRun]:
     """The project's finished runs, or those named by ``?run=ID`` (repeatable)."""
     runs = ScoringRun.objects.filter(project=membership.project, status=JobStatus.DONE)
@@ -94,7 +106,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
             "dashboard.html",
             {"project": project, "membership": membership, "unavailable": True},
         )
-    filters = dashboards.Filters.from_query(request.GET)
+    filters = _filters(request, project)
     all_runs = list(
         ScoringRun.objects.filter(project=project, status=JobStatus.DONE).order_by("id")
     )
@@ -111,6 +123,9 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
             "splits": _distinct(project, "split"),
             "generators": _distinct(project, "generator"),
             "sources": _distinct(project, "source"),
+            "label_sets": list(
+                LabelSet.objects.filter(project=project).order_by("name").values_list("id", "name")
+            ),
             "all_runs": all_runs,
             "selected_ids": {run.pk for run in selected},
             "runs": selected,
@@ -126,21 +141,19 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _runs_table(membership: Membership, request: HttpRequest) -> list[list[str]]:
-    filters = dashboards.Filters.from_query(request.GET)
+    filters = _filters(request, membership.project)
     tau = _tau(request)
     rows = []
     project = membership.project
     version = dashboards.labels_version(project)
-    labels = None  # read once, only when a run's figures are not cached
-    for run in _finished_runs(membership, request):
+    selected = _finished_runs(membership, request)
 
-        def compute(run: ScoringRun = run) -> dashboards.RunFigures:
-            nonlocal labels
-            if labels is None:
-                labels = dashboards.verdicts(project, filters)
-            return dashboards.run_figures(run, filters, tau, labels)
+    def compute(missing: list[ScoringRun]) -> dict[int, dashboards.RunFigures]:
+        return dashboards.runs_figures(missing, filters, tau, histogram=False)
 
-        figures = dashboards.cached("run", run, filters, version, compute, tau)
+    found = dashboards.cached_runs("run-table", selected, filters, version, compute, tau)
+    for run in selected:
+        figures = found[run.pk]
         average = figures.table.get("average")
         rows.append(
             [
@@ -153,12 +166,7 @@ def _runs_table(membership: Membership, request: HttpRequest) -> list[list[str]]
                 _figure(figures.best_tau, ".2f"),
                 _figure(figures.best.f1 if figures.best else None),
                 _figure(figures.auroc_all, ".3f"),
-                _figure(
-                    metrics.min_on_final_from_summaries(
-                        [s for split in figures.summaries.values() for s in split]
-                    ),
-                    ".3f",
-                ),
+                _figure(figures.min_on_final_all, ".3f"),
             ]
         )
     human = dashboards.human_ceiling(membership.project, filters)
@@ -189,7 +197,7 @@ RUNS_HEADER = (
     "F1",
     "best tau",
     "F1 at best tau",
-    "step AUROC",
+    "step AUROC (mean of splits)",
     "min on final step",
 )
 
@@ -241,7 +249,7 @@ def dashboard_run(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     run = get_object_or_404(
         ScoringRun, pk=run_id, project=membership.project, status=JobStatus.DONE
     )
-    filters = dashboards.Filters.from_query(request.GET)
+    filters = _filters(request, membership.project)
     tau = _tau(request)
     version = dashboards.labels_version(membership.project)
     figures = dashboards.cached(
@@ -289,22 +297,16 @@ BON_RULES = (
 @require_GET
 def dashboard_best_of_n(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _member(request, slug)
-    filters = dashboards.Filters.from_query(request.GET)
-    results = []
+    filters = _filters(request, membership.project)
     project = membership.project
     version = dashboards.labels_version(project)
-    labels = None  # read once, only when a run's figures are not cached
-    for run in _finished_runs(membership, request):
+    selected = _finished_runs(membership, request)
 
-        def compute(run: ScoringRun = run) -> tuple[int, dict[str, float]]:
-            nonlocal labels
-            if labels is None:
-                labels = dashboards.verdicts(project, filters)
-            return dashboards.best_of_n(run, filters, labels)
+    def compute(missing: list[ScoringRun]) -> dict[int, tuple[int, dict[str, float]]]:
+        return dashboards.runs_best_of_n(missing, filters)
 
-        n, table = dashboards.cached("best-of-n", run, filters, version, compute)
-        if n:
-            results.append((run.name, n, table))
+    found = dashboards.cached_runs("best-of-n", selected, filters, version, compute)
+    results = [(run.name, *found[run.pk]) for run in selected if found[run.pk][0]]
     # One row per selection rule, one column per run: the table stays narrow.
     header = ("rule", *(name for name, _, _ in results))
     rows = []
@@ -354,7 +356,7 @@ def dashboard_disagreements(request: HttpRequest, slug: str, run_id: int) -> Htt
     membership = _member(request, slug)
     project = membership.project
     run = get_object_or_404(ScoringRun, pk=run_id, project=project, status=JobStatus.DONE)
-    filters = dashboards.Filters.from_query(request.GET)
+    filters = _filters(request, project)
     against = request.GET.get("against", "")
     if against:
         other = get_object_or_404(
@@ -411,7 +413,7 @@ def dashboard_mc_disagreements(request: HttpRequest, slug: str, run_id: int) -> 
     membership = _member(request, slug)
     project = membership.project
     mc_run = get_object_or_404(MonteCarloRun, pk=run_id, project=project, status=JobStatus.DONE)
-    rows = dashboards.mc_disagreements(mc_run, dashboards.Filters.from_query(request.GET))
+    rows = dashboards.mc_disagreements(mc_run, _filters(request, project))
     columns = ("human first error", f"{mc_run.name} (Monte-Carlo) first error", "steps apart")
     note = "Traces with a human verdict and Monte-Carlo labels, furthest apart first."
     return _disagreement_list(

@@ -43,6 +43,7 @@ class SettingsForm(forms.ModelForm):
             "label_scheme",
             "show_reference_answer",
             "show_model_scores",
+            "show_timer",
             "queue_order",
             "queue_run",
             "queue_seed",

@@ -19,6 +19,17 @@
 
   document.documentElement.classList.add("js");
 
+  // The project's optional clock: time since this trace appeared (each new trace swapped
+  // in brings a fresh element, so it starts again at 0:00).
+  setInterval(function () {
+    var timer = document.getElementById("label-timer");
+    if (!timer) return;
+    if (!timer.dataset.start) timer.dataset.start = String(Date.now());
+    var seconds = Math.floor((Date.now() - Number(timer.dataset.start)) / 1000);
+    var minutes = Math.floor(seconds / 60);
+    timer.textContent = minutes + ":" + String(seconds % 60).padStart(2, "0");
+  }, 1000);
+
   var RATE_KEYS = { "1": "-1", "-": "-1", "2": "0", "0": "0", "3": "1", "+": "1", "=": "1" };
   var FLAG_KEYS = { b: "bad_problem", g: "gave_up", f: "bad_step_split" };
 

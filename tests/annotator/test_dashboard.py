@@ -13,9 +13,9 @@ import re
 import pytest
 from django.urls import reverse
 
-from annotator import charts, dashboards, exporting, runs
+from annotator import charts, dashboards, exporting, labelsets, runs
 from annotator.importing import import_file
-from annotator.models import Annotation, AnnotationKind, ScoringRun, Trace, Verdict
+from annotator.models import Annotation, AnnotationKind, Project, ScoringRun, Trace, Verdict
 from scoring.cli import main as scoring_main
 
 pytestmark = pytest.mark.django_db
@@ -99,12 +99,13 @@ def two_runs(project, users, tmp_path):
     return made
 
 
-def _evaluate(project, tmp_path, capsys, *extra: str) -> str:
-    """What ``python -m scoring evaluate --export`` prints for the project's export."""
+def _evaluate(project, tmp_path, capsys, *extra: str, labels: str = "human") -> str:
+    """What ``python -m scoring evaluate --export`` prints for the project's export (with
+    ``labels``: the human verdicts or a label set's name)."""
     out = tmp_path / "export.jsonl"
     score_runs = list(ScoringRun.objects.filter(project=project).order_by("id"))
     with open(out, "w") as fh:
-        for record in exporting.iter_export(project, "jsonl", score_runs=score_runs):
+        for record in exporting.iter_export(project, "jsonl", score_runs=score_runs, labels=labels):
             fh.write(json.dumps(record) + "\n")
     capsys.readouterr()
     assert scoring_main(["evaluate", "--export", str(out), *extra]) == 0
@@ -148,14 +149,25 @@ def test_verdict_sql_equals_verdict_resolve(project, two_runs):
     assert len(expected) < Trace.objects.filter(project=project).count()
 
 
-@pytest.mark.parametrize("tau", ["", "0.4"])
+@pytest.mark.parametrize(("tau", "labels"), [("", "human"), ("0.4", "human"), ("", "label set")])
 def test_every_figure_equals_scoring_evaluate(
-    project, users, two_runs, tmp_path, capsys, client_for, tau
+    project, users, two_runs, tmp_path, capsys, client_for, tau, labels
 ):
-    threshold = tau or "0.5"
-    sections = _cli_sections(_evaluate(project, tmp_path, capsys, "--threshold", threshold))
-    client = client_for(users["reviewer"])
+    """With the human verdicts, or with a label set (the filter "label set"): prm-b's
+    first errors at 0.4, which prm-a's figures are then compared with."""
     query = {"tau": tau} if tau else {}
+    name = "human"
+    if labels == "label set":
+        name = "prm-b-at-0-4"
+        made = labelsets.create_label_set(
+            project, name, "scoring", {"run": "prm-b", "threshold": 0.4}
+        )
+        query["label_set"] = made.pk
+    threshold = tau or "0.5"
+    sections = _cli_sections(
+        _evaluate(project, tmp_path, capsys, "--threshold", threshold, labels=name)
+    )
+    client = client_for(users["reviewer"])
     runs_rows = _csv_rows(
         client.get(reverse("dashboard-runs", args=[project.slug]), {**query, "format": "csv"})
     )
@@ -198,13 +210,42 @@ def test_every_figure_equals_scoring_evaluate(
             )
         )
         assert len(bon) == 14
+        bon_query = {
+            "format": "csv",
+            **({"label_set": query["label_set"]} if name != "human" else {}),
+        }
         bon_rows = _csv_rows(
-            client.get(reverse("dashboard-best-of-n", args=[project.slug]), {"format": "csv"})
+            client.get(reverse("dashboard-best-of-n", args=[project.slug]), bon_query)
         )
         column = bon_rows[0].index(run.name)
         app_bon = {row[0]: _nan(row[column]) for row in bon_rows[1:]}
         assert app_bon.pop("problems") == str(N_PROBLEMS)
         assert app_bon == bon
+
+
+def test_the_label_set_filter_compares_the_runs_with_the_sets_labels(
+    project, users, two_runs, client_for
+):
+    """A set of prm-a's own first errors at its threshold: against it prm-a is right on
+    every trace, which it is not against the humans."""
+    run = two_runs[0]
+    made = labelsets.create_label_set(project, "prm-a-own", "scoring", {"run": "prm-a"})
+    client = client_for(users["reviewer"])
+    url = reverse("dashboard-run", args=[project.slug, run.pk])
+    own = _csv_rows(client.get(url, {"format": "csv", "label_set": made.pk}))
+    human = _csv_rows(client.get(url, {"format": "csv"}))
+    average = {row[0]: row for row in own[1:]}["average"]
+    assert int(average[1]) + int(average[2]) == Trace.objects.filter(project=project).count()
+    assert average[3:6] == ["100.0", "100.0", "100.0"]
+    assert {row[0]: row for row in human[1:]}["average"][3:6] != average[3:6]
+    page = client.get(reverse("dashboard", args=[project.slug]), {"label_set": made.pk})
+    assert (
+        f'<option value="{made.pk}" selected>label set prm-a-own</option>' in page.content.decode()
+    )
+    # Another project's label set is not found.
+    other_project = Project.objects.create(slug="other", name="Other")
+    elsewhere = labelsets.create_label_set(other_project, "theirs", "human")
+    assert client.get(url, {"label_set": elsewhere.pk}).status_code == 404
 
 
 def test_best_of_n_reads_stored_aggregates_and_falls_back_to_the_steps(project, two_runs):
@@ -226,6 +267,107 @@ def test_best_of_n_reads_stored_aggregates_and_falls_back_to_the_steps(project, 
     )
     assert dashboards.best_of_n(run) == stored
     assert stored[0] == N_PROBLEMS
+
+
+def test_each_trace_row_keeps_its_step_scores_in_order(project, two_runs):
+    """``store_scores`` writes the scores beside the steps (NaN kept), which is what the
+    dashboard's figures read."""
+    from annotator.models import TraceScore
+
+    rows = TraceScore.objects.filter(run__in=two_runs).select_related("trace", "run")
+    seen_nan = False
+    for row in rows:
+        expected = runs.scores_by_trace([row.run], row.trace)[row.run_id]
+        assert len(row.step_scores) == row.trace.num_steps == len(expected)
+        for stored, step in zip(row.step_scores, expected, strict=True):
+            seen_nan |= math.isnan(step)
+            assert stored == step or (math.isnan(stored) and math.isnan(step))
+    assert seen_nan  # prm-b has one
+
+
+def _figures_csv(client, project, two_runs, query=None) -> list[list[list[str]]]:
+    """The runs table, each run's ProcessBench table and best-of-N, as CSV rows."""
+    query = {**(query or {}), "format": "csv"}
+    urls = [
+        reverse("dashboard-runs", args=[project.slug]),
+        *(reverse("dashboard-run", args=[project.slug, run.pk]) for run in two_runs),
+        reverse("dashboard-best-of-n", args=[project.slug]),
+    ]
+    return [_csv_rows(client.get(url, query)) for url in urls]
+
+
+@pytest.mark.parametrize("tau", ["", "0.4"])
+def test_rows_stored_before_the_step_scores_column_show_the_same_figures(
+    project, users, two_runs, client_for, tau
+):
+    """A run stored before ``TraceScore.step_scores`` existed has nulls there: its
+    figures come from its StepScore rows and are the same, for some rows or all."""
+    from django.core.cache import cache
+
+    from annotator.models import TraceScore
+
+    client = client_for(users["reviewer"])
+    query = {"tau": tau} if tau else {}
+    stored = _figures_csv(client, project, two_runs, query)
+    nulled = TraceScore.objects.filter(run=two_runs[1], trace__external_id__startswith="p1-")
+    assert nulled.update(step_scores=None) == SOLUTIONS
+    cache.clear()
+    assert _figures_csv(client, project, two_runs, query) == stored
+    TraceScore.objects.filter(run__in=two_runs).update(step_scores=None)
+    cache.clear()
+    assert _figures_csv(client, project, two_runs, query) == stored
+
+
+def test_the_migration_fills_the_step_scores_of_older_rows(project, two_runs):
+    import importlib
+
+    from django.db import connection
+
+    from annotator.models import TraceScore
+
+    migration = importlib.import_module("annotator.migrations.0011_tracescore_step_scores")
+    before = {row.pk: row.step_scores for row in TraceScore.objects.all()}
+    TraceScore.objects.update(step_scores=None)
+    with connection.schema_editor() as editor:
+        migration.fill_step_scores(None, editor)
+    after = {row.pk: row.step_scores for row in TraceScore.objects.all()}
+    assert after.keys() == before.keys()
+    for pk, scores in before.items():
+        assert len(after[pk]) == len(scores)
+        assert all(
+            a == b or (math.isnan(a) and math.isnan(b))
+            for a, b in zip(after[pk], scores, strict=True)
+        )
+
+
+def test_the_runs_table_shows_the_mean_of_the_splits_auroc(project, users, two_runs, client_for):
+    """Each split's AUROC equals ``evaluate``'s (above); the runs table averages them as
+    ProcessBench averages F1 over splits."""
+    client = client_for(users["reviewer"])
+    table = _csv_rows(client.get(reverse("dashboard-runs", args=[project.slug]), {"format": "csv"}))
+    assert table[0][8] == "step AUROC (mean of splits)"
+    by_name = {row[0]: row for row in table[1:]}
+    for run in two_runs:
+        rows = _csv_rows(
+            client.get(reverse("dashboard-run", args=[project.slug, run.pk]), {"format": "csv"})
+        )
+        per_split = [float(row[6]) for row in rows[1:] if row[0] != "average"]
+        assert len(per_split) == 2
+        assert abs(float(by_name[run.name][8]) - sum(per_split) / 2) <= 0.0011
+
+
+def test_one_query_for_several_runs_equals_one_run_at_a_time(project, two_runs):
+    together = dashboards.runs_figures(two_runs)
+    best_together = dashboards.runs_best_of_n(two_runs)
+    for run in two_runs:
+        alone = dashboards.run_figures(run)
+        # repr: NaN (an F1 over no traces) is not equal to itself
+        assert repr(together[run.pk].table) == repr(alone.table)
+        assert repr(together[run.pk].auroc) == repr(alone.auroc)
+        assert together[run.pk].histogram == alone.histogram
+        assert together[run.pk].labelled == alone.labelled > 0
+        assert best_together[run.pk] == dashboards.best_of_n(run)
+    assert repr(together[two_runs[0].pk].table) != repr(together[two_runs[1].pk].table)
 
 
 def test_the_runs_differ_so_the_comparison_can_fail(project, two_runs, tmp_path, capsys):

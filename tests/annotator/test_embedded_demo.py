@@ -41,6 +41,16 @@ Trace.objects.filter(project=project, id__in=Trace.objects.filter(project=projec
 assert queue.claim_next(project, demo).trace
 ranks = list(Trace.objects.filter(project=project).values_list("queue_rank", flat=True))
 assert None not in ranks and len(set(ranks)) == len(ranks), "queue ranks collide"
+# The demo run keeps each trace's step scores on its row too (JSON text on SQLite).
+import math
+from annotator import runs
+from annotator.models import TraceScore
+rows = list(TraceScore.objects.select_related("run", "trace")[:50])
+assert rows
+for row in rows:
+    steps = runs.scores_by_trace([row.run], row.trace)[row.run_id]
+    assert len(row.step_scores) == len(steps) == row.trace.num_steps
+    assert all(a == b or math.isnan(a) and math.isnan(b) for a, b in zip(row.step_scores, steps))
 """
 
 

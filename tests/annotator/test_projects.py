@@ -40,6 +40,7 @@ def test_owner_changes_settings_and_bad_values_are_refused(client_for, users, pr
         "label_scheme": LabelScheme.PER_STEP,
         "show_reference_answer": "",
         "show_model_scores": "on",
+        "show_timer": "on",
         "queue_order": "random",
         "queue_seed": 7,
         "lock_minutes": 5,
@@ -54,11 +55,13 @@ def test_owner_changes_settings_and_bad_values_are_refused(client_for, users, pr
         project.annotators_per_trace,
         project.label_scheme,
         project.show_reference_answer,
+        project.show_timer,
     ) == (
         "GSM8K v2",
         3,
         LabelScheme.PER_STEP,
         False,
+        True,
     )
     response = client.post(
         reverse("project-settings", args=[project.slug]),

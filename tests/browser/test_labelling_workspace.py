@@ -226,3 +226,22 @@ def test_the_review_columns_line_up(desk, new_page, live_server):
             assert abs(box["x"] - hx["x"]) < 1 and abs(box["width"] - hx["width"]) < 1, (name, step)
     expect(page.locator('tr[data-step="1"] .agreement')).to_have_text("✗ disagrees")
     expect(page.locator('tr[data-step="0"] .agreement')).to_have_text("✓ agrees")
+
+
+def test_the_optional_timer_counts_up_and_restarts_on_the_next_trace(desk, new_page, live_server):
+    project, _ = desk
+    first = make_trace(project, "t0", ["One.", "Two."])
+    second = make_trace(project, "t1", ["Three.", "Four."])
+    page = new_page("ann", "pw-ann-123")
+    page.goto(f"{live_server.url}/p/{project.slug}/annotate/")
+    press(page, "Enter")
+    showing(page, first)
+    expect(page.locator("#label-timer")).to_have_count(0)  # off unless the project wants it
+
+    Project.objects.filter(pk=project.pk).update(show_timer=True)
+    page.goto(f"{live_server.url}/p/{project.slug}/annotate/{first.pk}/")  # held: editable
+    showing(page, first)
+    expect(page.locator("#label-timer")).to_have_text("0:02", timeout=5000)
+    press(page, "c", "Enter")  # all correct: the next trace is swapped in
+    showing(page, second)
+    expect(page.locator("#label-timer")).to_have_text("0:01", timeout=5000)

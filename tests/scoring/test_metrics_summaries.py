@@ -127,3 +127,24 @@ def test_comparable_rounds_to_nine_significant_digits():
     assert metrics.comparable(1234.5678912345) == 1234.56789
     assert metrics.comparable(math.nan) == -math.inf
     assert metrics.comparable(0.0) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_distinct_values_keep_their_order_after_rounding(seed):
+    """What lets the dashboard's SQL pick among values ``distinct`` from the rest."""
+    rng = random.Random(seed)
+    checked = 0
+    for _ in range(20000):
+        a = rng.uniform(-2, 2) * 10 ** rng.randint(-12, 12)
+        b = a * (1 + rng.choice([-1, 1]) * rng.uniform(0, 3e-7))
+        if metrics.distinct(a, b):
+            checked += 1
+            assert (metrics.comparable(a) > metrics.comparable(b)) == (a > b), (a, b)
+            assert metrics.comparable(a) != metrics.comparable(b)
+    assert checked > 1000
+
+
+def test_pick_takes_the_first_of_values_equal_at_nine_digits():
+    assert metrics.pick([0.5, 0.7, 0.7 + 1e-12, 0.2]) == 1
+    assert metrics.pick([math.nan, -math.inf]) == 0
+    assert metrics.pick([0.1, 0.3, 0.1 + 0.2]) == 1
