@@ -216,8 +216,10 @@ class TraceQuerySet(models.QuerySet):
         traces = self.order_by("id")
         last_id = None
         while True:
-            page = traces if last_id is None else traces.filter(id__gt=last_id)
-            chunk = list(page[:chunk_size])
+            after = traces if last_id is None else traces.filter(id__gt=last_id)
+            # The chunk's ids first: with stale statistics (after an import) the planner
+            # would otherwise fetch every later row, with its joins, to sort and cut.
+            chunk = list(traces.filter(id__in=after.values("id")[:chunk_size]))
             if not chunk:
                 return
             texts = _step_texts([trace.id for trace in chunk])
@@ -270,6 +272,9 @@ class Trace(models.Model):
             )
         ]
         indexes = [
+            # The project key's index, and a project's traces in id order a chunk at a
+            # time (exports, Trace.objects.with_steps) without reading the whole project.
+            models.Index(fields=["project", "id"], name="trace_project_id"),
             models.Index(fields=["project", "split", "id"], name="trace_project_split"),
             models.Index(fields=["project", "generator", "id"], name="trace_project_generator"),
             models.Index(fields=["problem"], name="trace_problem"),

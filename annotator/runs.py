@@ -97,7 +97,8 @@ def _shortest_first(traces: QuerySet[Trace], chunk: int) -> Iterator[list[Trace]
         if after is not None:
             n, last = after
             page = ordered.filter(num_steps__gte=n).exclude(num_steps=n, id__lte=last)
-        rows = list(page[:chunk])
+        # The chunk's ids first, so only its own rows are joined with their problems.
+        rows = list(ordered.filter(id__in=page.values("id")[:chunk]))
         if not rows:
             return
         texts = _step_texts([t.pk for t in rows])
