@@ -95,6 +95,11 @@ project_urls = [
         dashboards.dashboard_mc_disagreements,
         name="dashboard-mc-disagreements",
     ),
+    path(
+        "dashboard/runs/<int:run_id>/best-of-n/",
+        dashboards.dashboard_run_best_of_n,
+        name="dashboard-run-best-of-n",
+    ),
     path("dashboard/best-of-n/", dashboards.dashboard_best_of_n, name="dashboard-best-of-n"),
     path("dashboard/labelling/", dashboards.dashboard_annotation, name="dashboard-annotation"),
 ]

@@ -12,7 +12,8 @@ every page through Django's request handler (middleware, session, view, template
 network) as a reviewer, and prints the server time of the first request (nothing cached), of the first request
 after ``dashboards.warm`` ran for each run (what a scoring run's end leaves cached), and
 the median of ``--repeat`` more (a finished run's figures are cached until the labels
-change).
+change), and the slowest dashboard partial on a cold cache (the page loads its partials
+in parallel, one per region and per run, so that one bounds how long the page fills).
 
 The baseline, measured in the same run: the same run's ProcessBench table, threshold
 sweep and step AUROC computed the naive way, by reading every labelled trace's step
@@ -269,7 +270,10 @@ def main() -> None:
             (f"run figures ({run.name})", reverse("dashboard-run", args=[slug, run.pk]))
             for run in runs
         ],
-        ("best of N", reverse("dashboard-best-of-n", args=[slug])),
+        *[
+            (f"best of N ({run.name})", reverse("dashboard-run-best-of-n", args=[slug, run.pk]))
+            for run in runs
+        ],
         ("labelling", reverse("dashboard-annotation", args=[slug])),
         ("disagreements", reverse("dashboard-disagreements", args=[slug, runs[0].pk])),
         ("trace score chart", reverse("trace-score-chart", args=[slug, trace.pk])),
@@ -293,12 +297,17 @@ def main() -> None:
         f"{'':<28}{'cold':>8}{'1st':>11}{'warm':>11}"
         "   (1st: first visit after the runs' warm-up; figures cached per run, filters, labels)"
     )
+    partials = {}
     for name, url in pages:
         cold, first, warm, size = timed(client, url, args.repeat, runs)
         print(
             f"{name:<28}{cold:8.0f} ms {first:7.0f} ms {warm:7.0f} ms  {size / 1024:5.0f} KiB"
             f"  (cold {cold / baseline:5.2f} x baseline)"
         )
+        if url.startswith(reverse("dashboard", args=[slug])) and name != "dashboard page":
+            partials[name] = cold
+    heaviest = max(partials, key=partials.get)
+    print(f"heaviest dashboard partial, cold: {heaviest}, {partials[heaviest]:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -293,9 +293,58 @@ BON_RULES = (
 )
 
 
+def _best_of_n_table(
+    results: list[tuple[str, int, dict[str, float]]],
+) -> tuple[tuple[str, ...], list[list[str]]]:
+    """(header, rows) of ``(run name, problems, accuracy per rule)`` for the runs that
+    have problems: one row per selection rule, one column per run (the table stays
+    narrow)."""
+    results = [result for result in results if result[1]]
+    header = ("rule", *(name for name, _, _ in results))
+    rows = []
+    if results:
+        rows = [["problems", *(str(n) for _, n, _ in results)]] + [
+            [rule, *(_figure(table.get(rule)) for _, _, table in results)] for rule in BON_RULES
+        ]
+    return header, rows
+
+
+@login_required
+@require_GET
+def dashboard_run_best_of_n(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    """One run's best-of-N: the page loads one such partial per run, in parallel, so the
+    heaviest partial is one run's query, not every run's."""
+    membership = _member(request, slug)
+    run = get_object_or_404(
+        ScoringRun, pk=run_id, project=membership.project, status=JobStatus.DONE
+    )
+    filters = _filters(request, membership.project)
+    version = dashboards.labels_version(membership.project)
+    # The key ``dashboards.warm`` fills at the run's end, and the all-runs table reads.
+    problems, table = dashboards.cached(
+        "best-of-n", run, filters, version, lambda: dashboards.best_of_n(run, filters)
+    )
+    header, rows = _best_of_n_table([(run.name, problems, table)])
+    if request.GET.get("format") == "csv":
+        return _csv(f"{slug}-{run.name}-best-of-n", header, rows)
+    return render(
+        request,
+        "dashboard.html#run-best-of-n",
+        {
+            "project": membership.project,
+            "run": run,
+            "header": header,
+            "rows": rows,
+            "query": request.GET.urlencode(),
+        },
+    )
+
+
 @login_required
 @require_GET
 def dashboard_best_of_n(request: HttpRequest, slug: str) -> HttpResponse:
+    """Every selected run's best-of-N in one table (the page's all-runs CSV): the runs
+    not cached yet in one query."""
     membership = _member(request, slug)
     filters = _filters(request, membership.project)
     project = membership.project
@@ -306,14 +355,7 @@ def dashboard_best_of_n(request: HttpRequest, slug: str) -> HttpResponse:
         return dashboards.runs_best_of_n(missing, filters)
 
     found = dashboards.cached_runs("best-of-n", selected, filters, version, compute)
-    results = [(run.name, *found[run.pk]) for run in selected if found[run.pk][0]]
-    # One row per selection rule, one column per run: the table stays narrow.
-    header = ("rule", *(name for name, _, _ in results))
-    rows = []
-    if results:
-        rows = [["problems", *(str(n) for _, n, _ in results)]] + [
-            [rule, *(_figure(table.get(rule)) for _, _, table in results)] for rule in BON_RULES
-        ]
+    header, rows = _best_of_n_table([(run.name, *found[run.pk]) for run in selected])
     if request.GET.get("format") == "csv":
         return _csv(f"{slug}-best-of-n", header, rows)
     return render(

@@ -15,7 +15,15 @@ from django.urls import reverse
 
 from annotator import charts, dashboards, exporting, labelsets, runs
 from annotator.importing import import_file
-from annotator.models import Annotation, AnnotationKind, Project, ScoringRun, Trace, Verdict
+from annotator.models import (
+    Annotation,
+    AnnotationKind,
+    JobStatus,
+    Project,
+    ScoringRun,
+    Trace,
+    Verdict,
+)
 from scoring.cli import main as scoring_main
 
 pytestmark = pytest.mark.django_db
@@ -214,13 +222,19 @@ def test_every_figure_equals_scoring_evaluate(
             "format": "csv",
             **({"label_set": query["label_set"]} if name != "human" else {}),
         }
+        # The run's own partial (the page's table), and its column of the all-runs CSV.
+        run_rows = _csv_rows(
+            client.get(reverse("dashboard-run-best-of-n", args=[project.slug, run.pk]), bon_query)
+        )
+        assert run_rows[0] == ["rule", run.name]
+        app_bon = {row[0]: _nan(row[1]) for row in run_rows[1:]}
+        assert app_bon.pop("problems") == str(N_PROBLEMS)
+        assert app_bon == bon
         bon_rows = _csv_rows(
             client.get(reverse("dashboard-best-of-n", args=[project.slug]), bon_query)
         )
         column = bon_rows[0].index(run.name)
-        app_bon = {row[0]: _nan(row[column]) for row in bon_rows[1:]}
-        assert app_bon.pop("problems") == str(N_PROBLEMS)
-        assert app_bon == bon
+        assert [[row[0], row[column]] for row in bon_rows] == run_rows
 
 
 def test_the_label_set_filter_compares_the_runs_with_the_sets_labels(
@@ -292,6 +306,7 @@ def _figures_csv(client, project, two_runs, query=None) -> list[list[list[str]]]
         reverse("dashboard-runs", args=[project.slug]),
         *(reverse("dashboard-run", args=[project.slug, run.pk]) for run in two_runs),
         reverse("dashboard-best-of-n", args=[project.slug]),
+        *(reverse("dashboard-run-best-of-n", args=[project.slug, run.pk]) for run in two_runs),
     ]
     return [_csv_rows(client.get(url, query)) for url in urls]
 
@@ -396,6 +411,7 @@ def test_it_checks_membership_and_role(project, users, two_runs, client_for):
         reverse("dashboard-runs", args=[project.slug]),
         reverse("dashboard-run", args=[project.slug, run.pk]),
         reverse("dashboard-best-of-n", args=[project.slug]),
+        reverse("dashboard-run-best-of-n", args=[project.slug, run.pk]),
         reverse("dashboard-annotation", args=[project.slug]),
         reverse("dashboard-disagreements", args=[project.slug, run.pk]),
     ]
@@ -414,6 +430,9 @@ def test_the_page_loads_each_region_as_a_partial(project, users, two_runs, clien
     assert "cdn" not in html.lower()
     for run in two_runs:
         assert f'hx-get="{reverse("dashboard-run", args=[project.slug, run.pk])}' in html
+        # Best-of-N: one partial per run, loaded side by side.
+        assert f'hx-get="{reverse("dashboard-run-best-of-n", args=[project.slug, run.pk])}' in html
+    assert f'hx-get="{reverse("dashboard-best-of-n", args=[project.slug])}' not in html
     assert 'hx-trigger="load"' in html
     # The page itself computes no figure: no chart markup before the partials load.
     assert "Plotly.newPlot" not in html
@@ -516,11 +535,55 @@ def test_csv_downloads_of_every_table(project, users, two_runs, client_for):
         ("dashboard-runs", [project.slug]),
         ("dashboard-run", [project.slug, two_runs[0].pk]),
         ("dashboard-best-of-n", [project.slug]),
+        ("dashboard-run-best-of-n", [project.slug, two_runs[0].pk]),
         ("dashboard-annotation", [project.slug]),
         ("dashboard-disagreements", [project.slug, two_runs[0].pk]),
     ):
         rows = _csv_rows(client.get(reverse(name, args=args), {"format": "csv"}))
         assert len(rows) >= 2, name
+
+
+def test_a_runs_best_of_n_partial_is_its_runs_alone(project, users, two_runs, client_for):
+    """Each run's partial holds that run's column and nothing of the other's; a run that is
+    not finished, or of another project, is not found."""
+    client = client_for(users["reviewer"])
+    tables = {}
+    for run in two_runs:
+        url = reverse("dashboard-run-best-of-n", args=[project.slug, run.pk])
+        tables[run.name] = _csv_rows(client.get(url, {"format": "csv"}))
+        html = client.get(url).content.decode()
+        assert f'id="best-of-n-{run.pk}"' in html and "<table" in html
+        assert run.name in html
+        assert all(other.name not in html for other in two_runs if other != run)
+    assert tables["prm-a"][1:] != tables["prm-b"][1:]
+    other = Project.objects.create(slug="elsewhere", name="Elsewhere")
+    stranger = ScoringRun.objects.create(project=other, name="x", status=JobStatus.DONE)
+    running = ScoringRun.objects.create(project=project, name="y", status=JobStatus.RUNNING)
+    for run in (stranger, running):
+        url = reverse("dashboard-run-best-of-n", args=[project.slug, run.pk])
+        assert client.get(url).status_code == 404
+
+
+def test_warm_fills_what_each_runs_best_of_n_partial_reads(project, users, two_runs, client_for):
+    """After a run's ``dashboards.warm`` its best-of-N partial reads no score."""
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_for(users["reviewer"])
+    run = two_runs[0]
+    url = reverse("dashboard-run-best-of-n", args=[project.slug, run.pk])
+
+    def score_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(url).status_code == 200
+        return sum("annotator_tracescore" in q["sql"] for q in queries.captured_queries)
+
+    cache.clear()
+    assert score_queries() > 0  # cold: it computes
+    cache.clear()
+    dashboards.warm(run)
+    assert score_queries() == 0
 
 
 def test_a_bad_tau_is_refused(project, users, two_runs, client_for):

@@ -71,7 +71,14 @@ def test_the_dashboard_and_a_trace_page_draw_their_charts(dashboard_project, new
             chart = page.locator(f"#{name}-{run.pk}.js-plotly-plot")
             expect(chart).to_be_attached()
             assert _points(page, f"{name}-{run.pk}") > 0, (run.name, name)
-    expect(page.locator("#best-of-n table")).to_be_visible()
+    # Best-of-N: one table per run, each loaded as its own partial, side by side.
+    for run in made:
+        table = page.locator(f"#best-of-n-{run.pk} table")
+        expect(table).to_be_visible()
+        expect(table.locator("thead th").nth(1)).to_have_text(run.name)
+        expect(table.locator("tbody tr").first).to_contain_text("problems")
+    boxes = [page.locator(f"#best-of-n-{run.pk}").bounding_box() for run in made]
+    assert boxes[0]["y"] == boxes[1]["y"] and boxes[0]["x"] < boxes[1]["x"], boxes
     # The page's only scripts are ours: plotly comes from the package's static files.
     sources = page.eval_on_selector_all("script[src]", "nodes => nodes.map(n => n.src)")
     assert all(src.startswith(live_server.url) for src in sources), sources
