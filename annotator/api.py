@@ -47,6 +47,7 @@ from annotator.models import (
 )
 from annotator.scorers import validate_scorer
 from annotator.services import filter_traces, visible_annotations
+from annotator.training import KINDS as TRAINING_KINDS
 from annotator.views.annotate import SCREENING_FIRST
 from annotator.views.exports import FILE_TYPES, export_response
 from annotator.views.imports import upload_too_large
@@ -822,10 +823,10 @@ class TrainingRunSerializer(serializers.Serializer):
     name = serializers.CharField(read_only=True)
     kind = serializers.CharField(read_only=True)
     base_model = serializers.CharField(read_only=True)
-    label_set = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    label_set = serializers.CharField(source="label_set.name", read_only=True, allow_null=True)
     eval_split = serializers.CharField(read_only=True)
     options = serializers.DictField(read_only=True)
-    scorer = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    scorer = serializers.CharField(source="scorer.name", read_only=True, allow_null=True)
     status = serializers.CharField(read_only=True)
     queue = serializers.CharField(read_only=True)
     progress_done = serializers.IntegerField(read_only=True)
@@ -839,7 +840,7 @@ class TrainingRunSerializer(serializers.Serializer):
 
 
 class TrainingRequestSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=[])
+    kind = serializers.ChoiceField(choices=TRAINING_KINDS)
     base_model = serializers.CharField(max_length=500)
     label_set = serializers.CharField(
         required=False,
@@ -850,12 +851,6 @@ class TrainingRequestSerializer(serializers.Serializer):
     eval_split = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     options = serializers.DictField(required=False, default=dict)
     name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
-
-    def __init__(self, *args, **kwargs) -> None:
-        from annotator import training
-
-        super().__init__(*args, **kwargs)
-        self.fields["kind"].choices = list(training.KINDS)
 
 
 @extend_schema(methods=["GET"], responses=TrainingRunSerializer(many=True))

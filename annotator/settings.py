@@ -238,6 +238,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two serializers have a ``kind``: each set of choices gets its own enum's name.
+    "ENUM_NAME_OVERRIDES": {
+        "AnnotationKindEnum": "annotator.models.AnnotationKind",
+        "TrainingKindEnum": "annotator.training.KINDS",
+    },
 }
 
 # Background jobs (annotator/jobs.py). A running job writes a heartbeat every
