@@ -338,8 +338,8 @@ def log_product(finite: Sequence[float]) -> float | None:
 
 def _copy_step_score_text(text: str) -> None:
     """Step scores are numbers only, so on PostgreSQL they go to ``COPY`` as one block
-    of text per chunk (``step_score_text``'s lines), several times faster than a Python
-    call per row."""
+    of text per chunk (``run\ttrace\tstep\tscore`` lines; ``nan`` is NaN to
+    PostgreSQL), several times faster than a Python call per row."""
     table = connection.ops.quote_name(StepScore._meta.db_table)
     with (
         connection.wrap_database_errors,
@@ -349,15 +349,6 @@ def _copy_step_score_text(text: str) -> None:
         ) as copy,
     ):
         copy.write(text)
-
-
-def step_score_text(rows: list[tuple[int, int, int, float]]) -> str:
-    r"""COPY's text format: ``run\ttrace\tstep\tscore`` lines (``nan`` is NaN to PostgreSQL).
-
-    >>> step_score_text([(1, 2, 0, 0.5), (1, 2, 1, float("nan"))])
-    '1\t2\t0\t0.5\n1\t2\t1\tnan\n'
-    """
-    return "".join(f"{r}\t{t}\t{i}\t{s!r}\n" for r, t, i, s in rows)
 
 
 _TRACE_SCORE_COLUMNS = (

@@ -37,6 +37,11 @@ sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "processbench-gsm8k" / "gsm8k.json"
 
 
+def step_score_text(rows: list[tuple[int, int, int, float]]) -> str:
+    """COPY's text format, as ``runs.store_scores`` writes it: one line per step."""
+    return "".join(f"{r}\t{t}\t{i}\t{s!r}\n" for r, t, i, s in rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model directory (default: a tiny Qwen-PRM)")
@@ -184,7 +189,6 @@ def storage(args) -> None:
     from annotator import runs
     from annotator.bulk import allocate_ids, copy_rows
     from annotator.models import Problem, Project, ScoringRun, StepScore, Trace
-    from annotator.runs import step_score_text
     from scoring.types import StepScores
 
     n_traces, n_steps = args.traces, args.steps

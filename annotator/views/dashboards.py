@@ -343,8 +343,8 @@ def dashboard_run_best_of_n(request: HttpRequest, slug: str, run_id: int) -> Htt
 @login_required
 @require_GET
 def dashboard_best_of_n(request: HttpRequest, slug: str) -> HttpResponse:
-    """Every selected run's best-of-N in one table (the page's all-runs CSV): the runs
-    not cached yet in one query."""
+    """Every selected run's best-of-N in one CSV (the page's all-runs download; the page
+    itself shows one partial per run): the runs not cached yet in one query."""
     membership = _member(request, slug)
     filters = _filters(request, membership.project)
     project = membership.project
@@ -356,18 +356,7 @@ def dashboard_best_of_n(request: HttpRequest, slug: str) -> HttpResponse:
 
     found = dashboards.cached_runs("best-of-n", selected, filters, version, compute)
     header, rows = _best_of_n_table([(run.name, *found[run.pk]) for run in selected])
-    if request.GET.get("format") == "csv":
-        return _csv(f"{slug}-best-of-n", header, rows)
-    return render(
-        request,
-        "dashboard.html#best-of-n",
-        {
-            "project": membership.project,
-            "header": header,
-            "rows": rows,
-            "query": request.GET.urlencode(),
-        },
-    )
+    return _csv(f"{slug}-best-of-n", header, rows)
 
 
 # -- annotation side and disagreements -------------------------------------------------------
