@@ -7,13 +7,14 @@ for the views. ``submit_label`` stores a new version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from annotator.models import Annotation, AnnotationKind, LabelScheme, Project, Trace
+from annotator.hiding import visible_traces
+from annotator.models import Annotation, AnnotationKind, LabelScheme, Membership, Project, Trace
 from annotator.queue import release
 
 # Re-exported (``X as X``) for the views and tests that import them from here.
@@ -225,10 +226,15 @@ class Progress:
     today: int  # the user's labels in this project since local midnight
     total: int  # the user's labels in this project
     left: int  # regular traces still short of their N labels
+    position: int | None = None  # the shown trace's place among the traces the member sees
+    of: int | None = None  # how many traces the member sees
 
 
-def progress(project: Project, user) -> Progress:
-    """Two aggregate queries; the page loads it after the trace, off the submit path."""
+def progress(membership: Membership, trace: Trace | None = None) -> Progress:
+    """Two aggregate queries, three with ``trace`` (its place in the project, in id
+    order, among the traces the member may see: reference traces hidden from the member
+    are not counted). The page loads it after the trace, off the submit path."""
+    project, user = membership.project, membership.user
     midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     mine = Annotation.objects.filter(
         trace__project=project, annotator=user, kind=AnnotationKind.LABEL, is_latest=True
@@ -236,4 +242,10 @@ def progress(project: Project, user) -> Progress:
     left = Trace.objects.filter(
         project=project, is_gold=False, label_count__lt=project.annotators_per_trace
     ).count()
-    return Progress(today=mine["today"], total=mine["total"], left=left)
+    result = Progress(today=mine["today"], total=mine["total"], left=left)
+    if trace is None:
+        return result
+    place = visible_traces(membership, Trace.objects.filter(project=project)).aggregate(
+        position=Count("id", filter=Q(id__lte=trace.pk)), of=Count("id")
+    )
+    return replace(result, position=place["position"], of=place["of"])

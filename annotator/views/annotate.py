@@ -205,12 +205,17 @@ def annotate_claim_trace(request: HttpRequest, slug: str, trace_id: int) -> Http
 @login_required
 @require_GET
 def annotate_progress(request: HttpRequest, slug: str) -> HttpResponse:
-    """The progress line, loaded by the page after the trace (off the submit path)."""
-    membership = get_membership(request.user, slug)
+    """The progress line, loaded by the page after the trace (off the submit path);
+    ``?trace=ID`` adds that trace's place in the project."""
+    trace_id = request.GET.get("trace", "")
+    if trace_id.isdigit():
+        membership, trace = get_trace_for_user(request.user, slug, int(trace_id))
+    else:
+        membership, trace = get_membership(request.user, slug), None
     return render(
         request,
         "annotate.html#progress",
-        {"project": membership.project, "progress": progress(membership.project, request.user)},
+        {"project": membership.project, "progress": progress(membership, trace)},
     )
 
 

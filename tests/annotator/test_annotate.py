@@ -482,6 +482,33 @@ def test_the_progress_line_counts_my_labels_and_the_queue(project, users, traces
     assert re.search(rb'id="progress-left">3<', page.content)  # 4 traces, 1 has its label
 
 
+def test_the_progress_line_gives_the_trace_its_place_among_the_traces_i_see(
+    project, users, traces, client_for
+):
+    """Reference traces hidden from annotators are not counted: the place gives nothing away."""
+    project.show_reference_answer = False
+    project.save(update_fields=["show_reference_answer"])
+    reference = make_trace(project, 2, ext="ref", generator="reference")
+    last = make_trace(project, 2, ext="last")
+
+    def line(user, trace):
+        url = reverse("annotate-progress", args=[project.slug]) + f"?trace={trace.pk}"
+        return client_for(user).get(url, **HTMX)
+
+    page = line(users["annotator"], traces[2])
+    assert re.search(rb'Trace <strong id="progress-position">3</strong> of 5 ', page.content)
+    page = line(users["annotator"], last)
+    assert re.search(rb'id="progress-position">5</strong> of 5 ', page.content)
+    assert line(users["annotator"], reference).status_code == 404
+    page = line(users["reviewer"], last)
+    assert re.search(rb'id="progress-position">6</strong> of 6 ', page.content)
+    # The workspace asks for the line of the trace it shows.
+    workspace = client_for(users["annotator"]).get(
+        reverse("annotate-trace", args=[project.slug, last.pk])
+    )
+    assert f"?trace={last.pk}".encode() in workspace.content
+
+
 def test_the_project_list_shows_counts_and_roles(project, users, traces, client_for):
     submit = reverse("annotate-submit", args=[project.slug, traces[0].pk])
     client_for(users["annotator"]).post(submit, {"first_error_step": "-1"}, **HTMX)

@@ -245,3 +245,19 @@ def test_the_optional_timer_counts_up_and_restarts_on_the_next_trace(desk, new_p
     press(page, "c", "Enter")  # all correct: the next trace is swapped in
     showing(page, second)
     expect(page.locator("#label-timer")).to_have_text("0:01", timeout=5000)
+
+
+def test_the_progress_line_follows_the_trace_shown(desk, new_page, live_server):
+    project, _ = desk
+    traces = [make_trace(project, f"t{i}", ["One.", "Two."]) for i in range(2)]
+    page = new_page("ann", "pw-ann-123")
+    page.goto(f"{live_server.url}/p/{project.slug}/annotate/")
+    press(page, "Enter")
+    expect(page.locator("#workspace[data-trace-id]")).to_have_count(1)
+    shown = int(page.locator("#workspace").get_attribute("data-trace-id"))
+    place = [t.pk for t in traces].index(shown) + 1
+    expect(page.locator("#progress")).to_contain_text(f"Trace {place} of 2 · You labelled 0 today")
+    press(page, "c", "Enter")  # all correct: the other trace is swapped in, and its line
+    expect(page.locator("#progress")).to_contain_text(
+        f"Trace {3 - place} of 2 · You labelled 1 today"
+    )
