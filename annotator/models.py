@@ -433,18 +433,35 @@ class Verdict:
     def resolve(cls, annotations: Iterable[Annotation], *, reviewed_only: bool = False) -> Verdict:
         """The verdict of one trace from its latest annotations (``is_latest``); with
         ``reviewed_only`` only a reviewer's verdict counts."""
-        with_verdict = [a for a in annotations if a.first_error_step is not None]
-        for kind in (AnnotationKind.ADJUDICATION, AnnotationKind.GOLD):
-            reviewed = [a for a in with_verdict if a.kind == kind]
-            if reviewed:
-                chosen = max(reviewed, key=lambda a: a.id)
-                return cls(chosen.first_error_step, chosen.step_ratings, kind)
-        votes = [a for a in with_verdict if a.kind == AnnotationKind.LABEL]
-        if reviewed_only or not votes:
+        # One pass (an export resolves every trace): the newest adjudication and gold
+        # label, and the earliest vote, noting whether the votes disagree.
+        adjudication = gold = first = None
+        disagree = False
+        for a in annotations:
+            if a.first_error_step is None:
+                continue
+            if a.kind == AnnotationKind.LABEL:
+                if first is None:
+                    first = a
+                else:
+                    disagree = disagree or a.first_error_step != first.first_error_step
+                    first = a if a.id < first.id else first
+            elif a.kind == AnnotationKind.ADJUDICATION:
+                adjudication = a if adjudication is None or a.id > adjudication.id else adjudication
+            elif a.kind == AnnotationKind.GOLD:
+                gold = a if gold is None or a.id > gold.id else gold
+        if adjudication is not None:
+            return cls(
+                adjudication.first_error_step,
+                adjudication.step_ratings,
+                AnnotationKind.ADJUDICATION,
+            )
+        if gold is not None:
+            return cls(gold.first_error_step, gold.step_ratings, AnnotationKind.GOLD)
+        if reviewed_only or first is None:
             return cls()
-        if len({a.first_error_step for a in votes}) > 1:
+        if disagree:
             return cls(kind=AnnotationKind.LABEL, disagreement=True)
-        first = min(votes, key=lambda a: a.id)
         return cls(first.first_error_step, first.step_ratings, AnnotationKind.LABEL)
 
 

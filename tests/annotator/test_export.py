@@ -222,6 +222,29 @@ def test_split_filter(project, processbench, tmp_path, data_dir):
     assert len(load(out)) == 300
 
 
+def test_a_project_whose_ids_interleave_with_another_exports_only_its_own_steps(
+    project, tmp_path, monkeypatch
+):
+    """A chunk of traces whose id range also holds another project's traces names its
+    steps and labels by a subquery of its traces (the range would read the other
+    project's rows too); a chunk with the range to itself reads them by the range."""
+    from annotator import exporting
+
+    records = json.loads(PROCESSBENCH_GSM8K.read_text())
+    other = Project.objects.create(slug="other", name="other")
+    for i, target in enumerate([project, other, project, other]):
+        part = tmp_path / f"part{i}.json"
+        part.write_text(json.dumps(records[i * 100 : (i + 1) * 100]))
+        import_into(target, part)
+    monkeypatch.setattr(exporting, "CHUNK_TRACES", 150)  # the 2nd chunk spans other's ids
+    out = tmp_path / "pb.jsonl"
+    with CaptureQueriesContext(connection) as queries:
+        export(project, "processbench", out)
+    assert load(out) == records[:100] + records[200:300]
+    steps = [q["sql"] for q in queries.captured_queries if 'FROM "annotator_step"' in q["sql"]]
+    assert ["IN (SELECT" in sql for sql in steps] == [True, False]
+
+
 def test_export_queries_do_not_grow_with_traces(project, processbench):
     with CaptureQueriesContext(connection) as few:
         records = list(iter_export(project, "processbench", split=None))
