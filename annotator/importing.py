@@ -29,7 +29,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotator import jobs
+from annotator import jobs, queue
 from annotator.bulk import allocate_ids, copy_rows, rows_by_key
 from annotator.models import (
     Annotation,
@@ -145,6 +145,8 @@ def import_file(
             )
             summary.records += len(chunk)
         steps_going_in.close()
+        if writer is not None and writer.ranks is not None and writer.first_id is not None:
+            queue.finish_import_ranks(writer.ranks, writer.first_id)
         if progress:
             progress(summary.records, records.total)
     return summary
@@ -176,6 +178,10 @@ class _Writer:
         self.seen: set[str] = set()
         self.created: dict[str, tuple[int, bool, bool]] = {}
         self.traces_before = Trace.objects.filter(project=project, source=source).exists()
+        # Each trace's place in the annotation queue, written with its row where it can be.
+        self.ranks = queue.import_ranks(project)
+        self.rank = self.ranks.rank if self.ranks is not None else None
+        self.first_id: int | None = None  # of the traces this import writes
         self.problems_before = Problem.objects.filter(project=project).exists()
 
     @property
@@ -191,6 +197,8 @@ class _Writer:
             return
         problem_ids = self._problem_ids(traces)
         trace_ids = allocate_ids(Trace, len(traces))
+        if self.first_id is None:
+            self.first_id = trace_ids[0]
         trace_rows, step_rows, annotation_rows = [], [], []
         for trace_id, trace in zip(trace_ids, traces, strict=True):
             trace_rows.append(
@@ -209,6 +217,7 @@ class _Writer:
                     len(trace.steps),
                     False,
                     self.now,
+                    None if self.rank is None else self.rank(trace_id),
                 )
             )
             step_rows.extend((trace_id, index, text) for index, text in enumerate(trace.steps))
@@ -372,6 +381,7 @@ _TRACE_COLUMNS = (
     "num_steps",
     "is_gold",
     "created_at",
+    "queue_rank",
 )
 _ANNOTATION_COLUMNS = (
     "trace_id",

@@ -27,8 +27,10 @@ so the re-check sees their work.
 
 Queue orders are pluggable: each is a function giving the rank expression written
 to ``Trace.queue_rank`` (import order, or a seeded hash for a random order). Ranks
-are recomputed when the project's order or seed changes and filled in for newly
-imported traces on the next claim.
+are recomputed when the project's order or seed changes. An import ranks the traces
+it writes itself (``import_ranks``), so the first claim after it does not rank a
+hundred thousand rows while an annotator waits; traces it could not rank are ranked
+on the next claim.
 """
 
 from __future__ import annotations
@@ -143,6 +145,82 @@ QUEUE_ORDERS: dict[str, Callable[[Project], Expression]] = {
     QueueOrder.RUNS_DISAGREE: _rank_runs_disagree,
     QueueOrder.RUN_VS_HUMANS: _rank_run_vs_humans,
 }
+
+
+@dataclass(frozen=True)
+class ImportRanks:
+    """How an import ranks the traces it writes: decided once, in its transaction."""
+
+    queue: Project  # the project's queue settings as stored when the import began
+    # A new trace's rank from its id, written with the row; None: the database ranks
+    # the new traces when the import has written them (a seeded hash only it computes).
+    rank: Callable[[int], int] | None
+    first: bool  # the project had no traces: the import's ranks are all there are
+
+
+def import_ranks(project: Project) -> ImportRanks | None:
+    """How an import into ``project`` ranks its traces, or None to leave them to the
+    next claim (the project's ranks are due to be recomputed anyway).
+
+    A trace new to the project has no scores and no labels but the import's own, so
+    the model-driven orders put it after every trace they pick, in import order:
+    their expressions give it ``_LAST << 32 | id``. The settings are read as stored
+    now, not as the caller loaded them: ranks written under an order the project has
+    since left would pass for current ones."""
+    queue, ranked_as = _stored_queue(project)
+    first = not Trace.objects.filter(project=project).exists()
+    if _rank_key(queue) != ranked_as and not first:
+        return None
+    if queue.queue_order == QueueOrder.IMPORT:
+        rank = _identity
+    elif queue.queue_order == QueueOrder.RANDOM:
+        rank = None
+    else:
+        rank = _after_the_picked
+    return ImportRanks(queue, rank, first)
+
+
+def _identity(trace_id: int) -> int:
+    return trace_id
+
+
+def _after_the_picked(trace_id: int) -> int:
+    return (_LAST << 32) + trace_id
+
+
+def finish_import_ranks(ranks: ImportRanks, first_id: int) -> None:
+    """After an import wrote its traces (ids from ``first_id``), before it commits:
+    rank them when only the database can and, for a project's first traces, record
+    the order they are ranked in, so the next claim finds nothing to do.
+
+    Under the project row lock, which a re-ranking claim takes too: if a claim
+    re-ranked the project for another order while the import ran, the import's ranks
+    are cleared instead, and the next claim ranks its traces."""
+    key = _rank_key(ranks.queue)
+    stored, ranked_as = _stored_queue(ranks.queue, lock=True)
+    if ranked_as not in (key, ""):
+        Trace.objects.filter(project=ranks.queue, id__gte=first_id).update(queue_rank=None)
+        return
+    if ranks.rank is None:
+        unranked = Trace.objects.filter(project=ranks.queue, queue_rank__isnull=True)
+        _write_ranks(ranks.queue, unranked)
+    if ranks.first and not ranked_as and _rank_key(stored) == key:
+        Project.objects.filter(pk=ranks.queue.pk).update(queue_ranked_as=key)
+
+
+def _stored_queue(project: Project, *, lock: bool = False) -> tuple[Project, str]:
+    """The project's queue settings as stored (an unsaved copy), and its ranked-as key."""
+    rows = Project.objects.filter(pk=project.pk)
+    order, seed, run_id, ranked_as = (
+        # FOR NO KEY UPDATE: it waits for a re-ranking claim, not for rows being
+        # inserted that point at the project (their foreign-key checks' KEY SHARE).
+        (rows.select_for_update(no_key=True) if lock else rows)
+        .values_list("queue_order", "queue_seed", "queue_run_id", "queue_ranked_as")
+        .get()
+    )
+    return Project(
+        pk=project.pk, queue_order=order, queue_seed=seed, queue_run_id=run_id
+    ), ranked_as
 
 
 def _rank_key(project: Project) -> str:
