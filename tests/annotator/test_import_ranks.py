@@ -41,8 +41,7 @@ def claim_ranks_nothing(project, user) -> bool:
     with CaptureQueriesContext(connection) as queries:
         assert queue.claim_next(project, user).trace is not None
     return not any(
-        q["sql"].startswith("UPDATE") and "queue_rank" in q["sql"]
-        for q in queries.captured_queries
+        q["sql"].startswith("UPDATE") and "queue_rank" in q["sql"] for q in queries.captured_queries
     )
 
 
