@@ -145,10 +145,11 @@ def import_file(
             )
             summary.records += len(chunk)
         steps_going_in.close()
-        if writer is not None and writer.ranks is not None and writer.first_id is not None:
-            queue.finish_import_ranks(writer.ranks, writer.first_id)
         if progress:
             progress(summary.records, records.total)
+        # Last: it holds the project row until the commit.
+        if writer is not None and writer.ranks is not None and writer.first_id is not None:
+            queue.finish_import_ranks(writer.ranks, writer.first_id)
     return summary
 
 
@@ -180,7 +181,6 @@ class _Writer:
         self.traces_before = Trace.objects.filter(project=project, source=source).exists()
         # Each trace's place in the annotation queue, written with its row where it can be.
         self.ranks = queue.import_ranks(project)
-        self.rank = self.ranks.rank if self.ranks is not None else None
         self.first_id: int | None = None  # of the traces this import writes
         self.problems_before = Problem.objects.filter(project=project).exists()
 
@@ -198,7 +198,8 @@ class _Writer:
         problem_ids = self._problem_ids(traces)
         trace_ids = allocate_ids(Trace, len(traces))
         if self.first_id is None:
-            self.first_id = trace_ids[0]
+            self.first_id = min(trace_ids)
+        rank = self.ranks.rank if self.ranks is not None else None
         trace_rows, step_rows, annotation_rows = [], [], []
         for trace_id, trace in zip(trace_ids, traces, strict=True):
             trace_rows.append(
@@ -217,7 +218,7 @@ class _Writer:
                     len(trace.steps),
                     False,
                     self.now,
-                    None if self.rank is None else self.rank(trace_id),
+                    None if rank is None else rank(trace_id),
                 )
             )
             step_rows.extend((trace_id, index, text) for index, text in enumerate(trace.steps))

@@ -151,9 +151,9 @@ QUEUE_ORDERS: dict[str, Callable[[Project], Expression]] = {
 class ImportRanks:
     """How an import ranks the traces it writes: decided once, in its transaction."""
 
-    queue: Project  # the project's queue settings as stored when the import began
-    # A new trace's rank from its id, written with the row; None: the database ranks
-    # the new traces when the import has written them (a seeded hash only it computes).
+    settings: Project  # an unsaved copy of the queue settings stored when it began
+    # A new trace's rank from its id, written with the row; None (the random order):
+    # ranked once the rows are written, by the seeded hash a claim ranks them with.
     rank: Callable[[int], int] | None
     first: bool  # the project had no traces: the import's ranks are all there are
 
@@ -164,20 +164,20 @@ def import_ranks(project: Project) -> ImportRanks | None:
 
     A trace new to the project has no scores and no labels but the import's own, so
     the model-driven orders put it after every trace they pick, in import order:
-    their expressions give it ``_LAST << 32 | id``. The settings are read as stored
-    now, not as the caller loaded them: ranks written under an order the project has
-    since left would pass for current ones."""
-    queue, ranked_as = _stored_queue(project)
+    their expressions give it ``_LAST << 32`` plus its id. The settings are read as
+    stored now, not as the caller loaded them: ranks written under an order the
+    project has since left would pass for current ones."""
+    settings, ranked_as = _stored_queue(project)
     first = not Trace.objects.filter(project=project).exists()
-    if _rank_key(queue) != ranked_as and not first:
+    if _rank_key(settings) != ranked_as and not first:
         return None
-    if queue.queue_order == QueueOrder.IMPORT:
+    if settings.queue_order == QueueOrder.IMPORT:
         rank = _identity
-    elif queue.queue_order == QueueOrder.RANDOM:
+    elif settings.queue_order == QueueOrder.RANDOM:
         rank = None
     else:
         rank = _after_the_picked
-    return ImportRanks(queue, rank, first)
+    return ImportRanks(settings, rank, first)
 
 
 def _identity(trace_id: int) -> int:
@@ -190,22 +190,28 @@ def _after_the_picked(trace_id: int) -> int:
 
 def finish_import_ranks(ranks: ImportRanks, first_id: int) -> None:
     """After an import wrote its traces (ids from ``first_id``), before it commits:
-    rank them when only the database can and, for a project's first traces, record
-    the order they are ranked in, so the next claim finds nothing to do.
+    rank them if only the database can, and for a project's first traces record the
+    order they are ranked for, so the next claim finds nothing to do.
 
-    Under the project row lock, which a re-ranking claim takes too: if a claim
-    re-ranked the project for another order while the import ran, the import's ranks
-    are cleared instead, and the next claim ranks its traces."""
-    key = _rank_key(ranks.queue)
-    stored, ranked_as = _stored_queue(ranks.queue, lock=True)
-    if ranked_as not in (key, ""):
-        Trace.objects.filter(project=ranks.queue, id__gte=first_id).update(queue_rank=None)
+    Under the project row lock, which a re-ranking claim and a settings change take
+    too, held to the commit. When the project's ranks stand for another order by now
+    (a claim re-ranked it for new settings while the import ran), the import's ranks
+    are cleared, and the next claim ranks its traces."""
+    key = _rank_key(ranks.settings)
+    stored, ranked_as = _stored_queue(ranks.settings, lock=True)
+    unranked = Trace.objects.filter(project=ranks.settings, queue_rank__isnull=True)
+    if ranks.first and _rank_key(stored) == key:
+        # Whatever order the empty project was ranked for (a claim before any trace),
+        # its traces are the import's, ranked for the order it still asks for.
+        if ranks.rank is None:
+            _write_ranks(ranks.settings, unranked)
+        if ranked_as != key:
+            Project.objects.filter(pk=ranks.settings.pk).update(queue_ranked_as=key)
         return
-    if ranks.rank is None:
-        unranked = Trace.objects.filter(project=ranks.queue, queue_rank__isnull=True)
-        _write_ranks(ranks.queue, unranked)
-    if ranks.first and not ranked_as and _rank_key(stored) == key:
-        Project.objects.filter(pk=ranks.queue.pk).update(queue_ranked_as=key)
+    if ranked_as not in (key, ""):
+        Trace.objects.filter(project=ranks.settings, id__gte=first_id).update(queue_rank=None)
+    elif ranked_as == key and ranks.rank is None:
+        _write_ranks(ranks.settings, unranked)
 
 
 def _stored_queue(project: Project, *, lock: bool = False) -> tuple[Project, str]:

@@ -203,7 +203,9 @@ def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
     form = SettingsForm(request.POST or None, instance=project)
     if request.method == "POST" and form.is_valid():
-        form.save()
+        # Only the form's fields: a full save would write back the queue_ranked_as read
+        # at the start of the request over a re-rank that happened since.
+        form.save(commit=False).save(update_fields=SettingsForm.Meta.fields)
         messages.success(request, "Settings saved.")
         return redirect("project-settings", slug=project.slug)
     members = project.memberships.select_related("user").order_by("user__username")

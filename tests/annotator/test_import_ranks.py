@@ -87,3 +87,50 @@ def test_a_rerank_while_an_import_runs_leaves_its_traces_to_the_next_claim(
     assert project.queue_ranked_as.startswith("random:3")
     queue.claim_next(project, users["annotator"])
     assert ranks(project) == ranked_from_scratch(project)
+
+
+def test_a_project_claimed_while_empty_keeps_the_ranks_of_its_first_import(
+    project, users, tmp_path
+):
+    assert queue.claim_next(project, users["annotator"]).trace is None  # ranks it, empty
+    project.refresh_from_db()
+    ranked_for_import_order = project.queue_ranked_as
+    project.queue_order, project.queue_seed = QueueOrder.RANDOM, 5
+    project.save()
+    (path,) = parts(tmp_path, slice(0, 100))
+    import_file(project, path)
+    project.refresh_from_db()
+    assert project.queue_ranked_as not in ("", ranked_for_import_order)
+    assert claim_ranks_nothing(project, users["annotator"])
+    assert ranks(project) == ranked_from_scratch(project)
+
+
+def test_saving_the_settings_keeps_a_rerank_made_meanwhile(project, users, client_for, monkeypatch):
+    """The settings form saves its own fields only: the queue's ranked-as mark read with
+    the project at the start of the request is not written back over a re-rank."""
+    from django.urls import reverse
+
+    from annotator.views.projects import SettingsForm
+
+    clean = SettingsForm.clean
+
+    def rerank_meanwhile(form):
+        Project.objects.filter(pk=project.pk).update(queue_ranked_as="random:9:")
+        return clean(form)
+
+    monkeypatch.setattr(SettingsForm, "clean", rerank_meanwhile)
+    data = {
+        "name": "Renamed",
+        "annotators_per_trace": 1,
+        "label_scheme": project.label_scheme,
+        "queue_order": QueueOrder.RANDOM,
+        "queue_seed": 9,
+        "lock_minutes": 30,
+        "gold_rate": 0,
+        "screening_questions": 0,
+        "screening_accuracy": 0.8,
+    }
+    url = reverse("project-settings", args=[project.slug])
+    assert client_for(users["owner"]).post(url, data).status_code == 302
+    project.refresh_from_db()
+    assert (project.name, project.queue_ranked_as) == ("Renamed", "random:9:")
