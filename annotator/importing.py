@@ -29,7 +29,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotator import jobs, queue
+from annotator import jobs, ranking
 from annotator.bulk import allocate_ids, copy_rows, rows_by_key
 from annotator.models import (
     Annotation,
@@ -149,7 +149,7 @@ def import_file(
             progress(summary.records, records.total)
         # Last: it holds the project row until the commit.
         if writer is not None and writer.ranks is not None and writer.first_id is not None:
-            queue.finish_import_ranks(writer.ranks, writer.first_id)
+            ranking.finish_import_ranks(writer.ranks, writer.first_id)
     return summary
 
 
@@ -180,7 +180,7 @@ class _Writer:
         self.created: dict[str, tuple[int, bool, bool]] = {}
         self.traces_before = Trace.objects.filter(project=project, source=source).exists()
         # Each trace's place in the annotation queue, written with its row where it can be.
-        self.ranks = queue.import_ranks(project)
+        self.ranks = ranking.import_ranks(project)
         self.first_id: int | None = None  # of the traces this import writes
         self.problems_before = Problem.objects.filter(project=project).exists()
 

@@ -247,7 +247,7 @@ def main() -> None:
     from django.urls import reverse
 
     from annotator.models import Membership, Project, Role, Trace
-    from annotator.queue import ensure_ranked
+    from annotator.ranking import ensure_ranked
 
     settings.ALLOWED_HOSTS = ["*"]
     call_command("migrate", verbosity=0)

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from annotator import importing, queue
+from annotator import importing, queue, ranking
 from annotator.importing import import_file
 from annotator.models import Project, QueueOrder, Trace
 from tests.conftest import PROCESSBENCH_GSM8K
@@ -24,7 +24,7 @@ def ranked_from_scratch(project) -> dict[int, int | None]:
     """The ranks a claim computes when it ranks every trace of the project."""
     Project.objects.filter(pk=project.pk).update(queue_ranked_as="")
     project.refresh_from_db()
-    queue.ensure_ranked(project)
+    ranking.ensure_ranked(project)
     return ranks(project)
 
 
@@ -72,7 +72,7 @@ def test_a_rerank_while_an_import_runs_leaves_its_traces_to_the_next_claim(
         other = Project.objects.get(pk=project.pk)
         other.queue_order, other.queue_seed = QueueOrder.RANDOM, 3
         other.save()
-        queue.ensure_ranked(other)
+        ranking.ensure_ranked(other)
         connection.close()
 
     def progress(done: int, total: int | None) -> None:
