@@ -7,7 +7,7 @@ for the views. ``submit_label`` stores a new version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from django.db import connection, transaction
 from django.db.models import Count, F, Q
@@ -234,18 +234,20 @@ def progress(membership: Membership, trace: Trace | None = None) -> Progress:
     """Two aggregate queries, three with ``trace`` (its place in the project, in id
     order, among the traces the member may see: reference traces hidden from the member
     are not counted). The page loads it after the trace, off the submit path."""
-    project, user = membership.project, membership.user
+    project = membership.project
     midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     mine = Annotation.objects.filter(
-        trace__project=project, annotator=user, kind=AnnotationKind.LABEL, is_latest=True
+        trace__project=project,
+        annotator_id=membership.user_id,
+        kind=AnnotationKind.LABEL,
+        is_latest=True,
     ).aggregate(total=Count("id"), today=Count("id", filter=Q(created_at__gte=midnight)))
     left = Trace.objects.filter(
         project=project, is_gold=False, label_count__lt=project.annotators_per_trace
     ).count()
-    result = Progress(today=mine["today"], total=mine["total"], left=left)
-    if trace is None:
-        return result
-    place = visible_traces(membership, Trace.objects.filter(project=project)).aggregate(
-        position=Count("id", filter=Q(id__lte=trace.pk)), of=Count("id")
-    )
-    return replace(result, position=place["position"], of=place["of"])
+    place = {"position": None, "of": None}
+    if trace is not None:
+        place = visible_traces(membership, Trace.objects.filter(project=project)).aggregate(
+            position=Count("id", filter=Q(id__lte=trace.pk)), of=Count("id")
+        )
+    return Progress(today=mine["today"], total=mine["total"], left=left, **place)

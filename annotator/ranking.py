@@ -157,14 +157,14 @@ def finish_import_ranks(ranks: ImportRanks, first_id: int) -> None:
         # Whatever order the empty project was ranked for (a claim before any trace),
         # its traces are the import's, ranked for the order it still asks for.
         if ranks.rank is None:
-            write_ranks(ranks.settings, unranked)
+            _write_ranks(ranks.settings, unranked)
         if ranked_as != key:
             Project.objects.filter(pk=ranks.settings.pk).update(queue_ranked_as=key)
         return
     if ranked_as not in (key, ""):
         Trace.objects.filter(project=ranks.settings, id__gte=first_id).update(queue_rank=None)
     elif ranked_as == key and ranks.rank is None:
-        write_ranks(ranks.settings, unranked)
+        _write_ranks(ranks.settings, unranked)
 
 
 def _stored_queue(project: Project, *, lock: bool = False) -> tuple[Project, str]:
@@ -208,14 +208,14 @@ def ensure_ranked(project: Project) -> None:
         )
         traces = Trace.objects.filter(project=project)
         if ranked_as != key:
-            write_ranks(project, traces)
+            _write_ranks(project, traces)
             Project.objects.filter(pk=project.pk).update(queue_ranked_as=key)
         else:
-            write_ranks(project, traces.filter(queue_rank__isnull=True))
+            _write_ranks(project, traces.filter(queue_rank__isnull=True))
     project.queue_ranked_as = key
 
 
-def write_ranks(project: Project, traces) -> None:
+def _write_ranks(project: Project, traces) -> None:
     if connection.vendor != "postgresql" and project.queue_order == QueueOrder.RANDOM:
         # The embedded SQLite demo has no seeded hash function; rank in Python.
         # Random 62-bit ranks, like the hash's: traces ranked later (a new import)

@@ -108,20 +108,8 @@ def test_consensus_keeps_exactly_the_agreeing_traces_and_exports_them(
         "all_correct": sum(1 for t, label in planted.items() if label == -1 and t not in off),
     }
 
-    out = tmp_path / "agreed.jsonl"
-    call_command(
-        "export_dataset",
-        "--project",
-        project.slug,
-        "--format",
-        "processbench",
-        "--out",
-        str(out),
-        "--labels",
-        "agreed",
-        verbosity=0,
-    )
-    exported = {json.loads(line)["id"]: json.loads(line)["label"] for line in out.open()}
+    text = _cli_export(project, "agreed", tmp_path / "agreed.jsonl")
+    exported = {json.loads(line)["id"]: json.loads(line)["label"] for line in text.splitlines()}
     assert exported == {
         trace.external_id: label for trace, label in planted.items() if trace.pk in agreeing
     }
