@@ -196,6 +196,8 @@ def pure_min(
     ``openrlhf/utils/utils.py`` lines 149-183, ``turn_process_reward_logits_to_reward``, at
     commit 41f9363b8cc4). Registered as ``"pure-min"``. Line by line:
 
+    - 155-158: the shape checks of a padded batch of two-way logits; we take one
+      trajectory's step scores.
     - 160-161: ``PR = P(+) - P(-)`` from the PRM's two-way softmax. Our step score is
       ``s = P(+)`` and ``P(-) = 1 - s``, so ``PR_k = s_k - (1 - s_k) = 2 s_k - 1``.
     - 162, 166-168: padded positions are masked out (reward 0, weight 0); we get the real
