@@ -180,6 +180,31 @@ def test_pure_min_equals_pures_lines_run_with_torch(
         assert torch.count_nonzero(step_rewards[row, len(scores) :]) == 0
 
 
+@given(
+    name=st.sampled_from(sorted(TRANSFORMS)),
+    scores=step_scores,
+    eta=etas,
+    temperature=st.floats(min_value=5e-324, max_value=1e6),
+    success=successes,
+    weight=weights,
+)
+def test_every_transform_gives_one_finite_reward_per_step_summing_to_the_return(
+    name: str,
+    scores: list[float],
+    eta: float,
+    temperature: float,
+    success: bool | None,
+    weight: float,
+) -> None:
+    """Whatever the scores and parameters (temperatures down to the smallest float)."""
+    given_parameters = {"eta": eta, "temperature": temperature}
+    parameters = {p: given_parameters[p] for p in TRANSFORMS[name].parameters}
+    result = apply_transform(name, scores, success=success, success_weight=weight, **parameters)
+    assert len(result.rewards) == len(scores)
+    assert all(math.isfinite(reward) for reward in result.rewards)
+    assert result.total == pytest.approx(math.fsum(result.rewards), abs=1e-9)
+
+
 def test_pure_min_defaults_to_pures_temperature_and_tends_to_the_minimum() -> None:
     assert DEFAULT_TEMPERATURE == 0.1
     assert pure_min([0.9, 0.3]).parameters[0] == ("temperature", 0.1)
