@@ -470,7 +470,9 @@ def test_it_submits_in_a_constant_number_of_queries(project, users, client_for):
     for i in range(60):
         make_trace(project, 12, ext=f"big{i}")
     assert submit_next() == small
-    assert small <= 11
+    # 12: the trace lock and the read of what the N check needs are two statements,
+    # since a read in the locking statement sees the rows from before its wait.
+    assert small <= 12
 
 
 def test_the_progress_line_counts_my_labels_and_the_queue(project, users, traces, client_for):
