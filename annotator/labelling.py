@@ -68,13 +68,14 @@ def check_label(
     ``ratings``: one per step, None for an unrated step; None or [] for no ratings."""
     num_steps = trace.num_steps
     ratings = ratings or [None] * num_steps
+    reason = reason.strip()
     if len(ratings) != num_steps:
         raise LabelRefused(f"{num_steps} ratings expected, one per step", "step_ratings")
     if any(r not in RATINGS for r in ratings if r is not None):
         raise LabelRefused("step ratings must be -1, 0 or +1", "step_ratings")
     if flag and flag not in FLAGS:
         raise LabelRefused(f"unknown flag {flag!r}", "flag")
-    # PostgreSQL refuses NUL in text: without this the page answered 500.
+    # PostgreSQL refuses NUL in text: let through, it is a server error at the INSERT.
     if "\x00" in reason:
         raise LabelRefused("the reason may not contain NUL characters", "reason")
     if len(reason) > MAX_REASON_LENGTH:
@@ -142,11 +143,11 @@ class TraceFull(LabelError):
 
 # What the N check needs (the labels that count, other people's live holds, whether
 # the submitter holds it) and the submitter's latest version (at most one: the
-# annotation_one_latest constraint). Read after the trace row is locked, in a statement
-# of its own: a lock taken in the same statement (FOR UPDATE OF t) refreshes t's row
-# once the lock is granted but not the rows joined to it or its subqueries, so a
-# submit that waited on a concurrent one for the same trace saw no previous label and
-# inserted a second latest one (a unique violation: a 500 on a double press).
+# annotation_one_latest constraint). Read once the trace row is locked, in a statement
+# of its own: a lock taken in this statement (FOR UPDATE OF t) would refresh t's row
+# when granted but not the rows joined to it nor its subqueries, so a submit that
+# waited for a concurrent one of the same trace would miss the label that one stored
+# and insert a second latest version (a unique violation: a 500 on a double press).
 _LOAD_SQL = """
 SELECT t.label_count,
   (SELECT count(*) FROM annotator_assignment s

@@ -15,7 +15,7 @@ from annotator import labelling, queue
 from annotator.access import get_membership, get_trace_for_user
 from annotator.api.common import page_of, paginated
 from annotator.api.traces import AnnotationSerializer, TraceDetailSerializer
-from annotator.models import Annotation
+from annotator.models import Annotation, AnnotationKind
 
 
 class ClaimSerializer(serializers.Serializer):
@@ -113,7 +113,10 @@ def my_labels(request: Request, slug: str) -> Response:
     project = get_membership(request.user, slug).project
     labels = (
         Annotation.objects.filter(
-            trace__project=project, annotator=request.user, kind="label", is_latest=True
+            trace__project=project,
+            annotator=request.user,
+            kind=AnnotationKind.LABEL,
+            is_latest=True,
         )
         .select_related("trace", "annotator")
         .order_by("-created_at", "-id")
