@@ -2,11 +2,13 @@
 
 The pure rules (``normalise_label``, ``Label``, ``LabelError``) live in
 :mod:`scoring.labels`, shared with the format readers; they are re-exported here
-for the views. ``submit_label`` stores a new version.
+for the views. ``check_label`` is the one check of a label a member submits (the
+Label page and the API both call it); ``submit_label`` stores it as a new version.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -15,7 +17,7 @@ from django.utils import timezone
 
 from annotator.hiding import visible_traces
 from annotator.models import Annotation, AnnotationKind, LabelScheme, Membership, Project, Trace
-from annotator.queue import release
+from annotator.queue import may_label, release
 
 # Re-exported (``X as X``) for the views and tests that import them from here.
 from scoring.labels import FLAGS as FLAGS
@@ -24,7 +26,69 @@ from scoring.labels import Label, LabelError
 from scoring.labels import normalise_label as normalise_label
 
 MAX_SECONDS = 24 * 3600
+MAX_REASON_LENGTH = 2000
 PER_TRACE_KINDS = (AnnotationKind.ADJUDICATION, AnnotationKind.GOLD)
+SCREENING_FIRST = (
+    "This project screens new annotators: answer its screening questions (Label -> next) "
+    "before labelling other traces."
+)
+
+
+class LabelRefused(LabelError):
+    """A submitted label that breaks a rule. ``field`` names the part at fault
+    (``step_ratings``, ``flag``, ``reason``), or is None for the label as a whole."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotScreened(LabelError):
+    """A label for a regular trace from someone the project's screening has not passed."""
+
+    def __init__(self) -> None:
+        super().__init__(SCREENING_FIRST)
+
+
+def check_label(
+    project: Project,
+    trace: Trace,
+    user,
+    first_error_step: int | None,
+    ratings: list[int | None] | None,
+    flag: str = "",
+    reason: str = "",
+) -> Label:
+    """The label ``user`` submits for ``trace``, normalised to the
+    project's scheme, or :class:`LabelRefused` / :class:`NotScreened`.
+
+    The one check of a submitted label: the Label page and the API parse their own
+    input (form fields, JSON) and call this, each answering the error its own way (the
+    form shown again with the message; a 400 naming the field, a 409 for screening).
+    ``ratings``: one per step, None for an unrated step; None or [] for no ratings."""
+    num_steps = trace.num_steps
+    ratings = ratings or [None] * num_steps
+    reason = reason.strip()
+    if len(ratings) != num_steps:
+        raise LabelRefused(f"{num_steps} ratings expected, one per step", "step_ratings")
+    if any(r not in RATINGS for r in ratings if r is not None):
+        raise LabelRefused("step ratings must be -1, 0 or +1", "step_ratings")
+    if flag and flag not in FLAGS:
+        raise LabelRefused(f"unknown flag {flag!r}", "flag")
+    # PostgreSQL refuses NUL in text: let through, it is a server error at the INSERT.
+    if "\x00" in reason:
+        raise LabelRefused("the reason may not contain NUL characters", "reason")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise LabelRefused(f"the reason is at most {MAX_REASON_LENGTH} characters", "reason")
+    try:
+        label = normalise_label(
+            num_steps, project.label_scheme, first_error_step, ratings, flag, reason
+        )
+    except LabelError as exc:  # the rules that tie the fields together
+        raise LabelRefused(str(exc)) from None
+    if not may_label(project, trace, user):
+        raise NotScreened()
+    return label
 
 
 def counts_toward_overlap(annotation: Annotation | None) -> bool:
@@ -77,10 +141,14 @@ class TraceFull(LabelError):
     """A new label for a trace that already has its N annotators."""
 
 
-# The trace row lock, and in the same statement what the N check needs (the labels
-# that count, other people's live holds, whether the submitter holds it) and the
-# submitter's latest version (at most one: the annotation_one_latest constraint).
-_LOCK_LOAD_SQL = """
+# What the N check needs (the labels that count, other people's live holds, whether
+# the submitter holds it) and the submitter's latest version (at most one: the
+# annotation_one_latest constraint). Read once the trace row is locked, in a statement
+# of its own: a lock taken in this statement (FOR UPDATE OF t) would refresh t's row
+# when granted but not the rows joined to it nor its subqueries, so a submit that
+# waited for a concurrent one of the same trace would miss the label that one stored
+# and insert a second latest version (a unique violation: a 500 on a double press).
+_LOAD_SQL = """
 SELECT t.label_count,
   (SELECT count(*) FROM annotator_assignment s
    WHERE s.trace_id = t.id AND NOT s.skipped AND s.expires_at > %(now)s
@@ -107,12 +175,10 @@ UPDATE annotator_trace SET label_count = label_count + %(delta)s WHERE id = %(tr
 
 def _lock_and_load(trace: Trace, user) -> tuple[int, int, bool, Annotation | None]:
     """(label_count, other people's live holds, whether the user holds it, the user's
-    latest label) with the trace row locked."""
-    sql = _LOCK_LOAD_SQL
-    if connection.vendor == "postgresql":  # SQLite (the demo) serialises writers anyway
-        sql += " FOR UPDATE OF t"
+    latest label) with the trace row locked, read once the lock is held."""
+    lock_trace(trace)  # a no-op on SQLite (the demo), which serialises writers anyway
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"trace": trace.pk, "user": user.pk, "now": timezone.now()})
+        cursor.execute(_LOAD_SQL, {"trace": trace.pk, "user": user.pk, "now": timezone.now()})
         label_count, others_holding, mine, prev_id, prev_version, prev_gave_up = cursor.fetchone()
     previous = None
     if prev_id is not None:
@@ -151,7 +217,9 @@ def submit_label(
     too, so a claimed trace is not taken from under its holder. Gold questions are
     answered by everyone."""
     if seconds_spent is not None:
-        seconds_spent = min(max(seconds_spent, 0.0), MAX_SECONDS)
+        # NaN (the page's ``served_at`` is whatever the form sends) passes min and max.
+        finite = math.isfinite(seconds_spent)
+        seconds_spent = min(max(seconds_spent, 0.0), MAX_SECONDS) if finite else None
     with transaction.atomic():
         label_count, others_holding, mine, previous = _lock_and_load(trace, user)
         annotation, previous = append_version(

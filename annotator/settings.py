@@ -227,7 +227,7 @@ REST_FRAMEWORK = {
     # ``?format=`` names an export format here, not a renderer.
     "URL_FORMAT_OVERRIDE": None,
     # Every API error answers JSON, a server error included.
-    "EXCEPTION_HANDLER": "annotator.api.exception_handler",
+    "EXCEPTION_HANDLER": "annotator.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Stepwise API",

@@ -114,10 +114,10 @@ urlpatterns = [
     path("tokens/new/", tokens.token_create, name="token-create"),
     path("tokens/revoke/", tokens.token_revoke, name="token-revoke"),
     path("p/<slug:slug>/", include(project_urls)),
-    path("api/v1/", include("annotator.api")),
+    path("api/v1/", include("annotator.api.urls")),
     path("admin/", admin.site.urls),
 ]
 
 # Under /api/ an unknown URL answers JSON, as every API error does.
-handler404 = "annotator.api.not_found"
-handler500 = "annotator.api.server_error"
+handler404 = "annotator.api.errors.not_found"
+handler500 = "annotator.api.errors.server_error"

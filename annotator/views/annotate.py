@@ -27,9 +27,8 @@ from annotator.access import get_membership, get_trace_for_user
 from annotator.labelling import (
     FLAGS,
     LabelError,
-    TraceFull,
+    check_label,
     last_submission,
-    normalise_label,
     parse_first_error,
     parse_ratings,
     progress,
@@ -44,11 +43,6 @@ from annotator.models import (
     pad_ratings,
 )
 from annotator.views.runs import score_context
-
-SCREENING_FIRST = (
-    "This project screens new annotators: answer its screening questions (Label -> next) "
-    "before labelling other traces."
-)
 
 
 def _own_label(trace: Trace, user) -> Annotation | None:
@@ -247,29 +241,23 @@ def annotate_submit(request: HttpRequest, slug: str, trace_id: int) -> HttpRespo
         }
         return _workspace(request, membership, trace, entered=entered, error=error, status=422)
 
-    try:
-        ratings = parse_ratings(data, trace.num_steps)
-        first_error = parse_first_error(data)
-        label = normalise_label(
-            trace.num_steps, membership.project.label_scheme, first_error, ratings, flag, reason
-        )
-    except LabelError as exc:
-        return refused(str(exc))
-    if not queue.may_label(membership.project, trace, request.user):
-        return refused(SCREENING_FIRST)
+    project = membership.project
     seconds = None
     with contextlib.suppress(ValueError):
         seconds = time.time() - float(data.get("served_at", ""))
     try:
+        ratings = parse_ratings(data, trace.num_steps)
+        first_error = parse_first_error(data)
+        label = check_label(project, trace, request.user, first_error, ratings, flag, reason)
         submit_label(
-            membership.project,
+            project,
             trace,
             request.user,
             label,
             seconds_spent=seconds,
             limit_to_n=not membership.may_review(),
         )
-    except TraceFull as exc:
+    except LabelError as exc:  # a rule broken, screening first, or the trace full
         return refused(str(exc))
     return _next(request, membership)
 

@@ -11,7 +11,14 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from annotator.importing import import_file
-from annotator.models import Annotation, Assignment, ImportJob, Membership, Role
+from annotator.models import (
+    Annotation,
+    AnnotationKind,
+    Assignment,
+    ImportJob,
+    Membership,
+    Role,
+)
 from tests.annotator.test_annotate import HTMX, make_trace
 from tests.conftest import PROCESSBENCH_GSM8K
 
@@ -132,6 +139,40 @@ def test_a_malformed_label_gives_400_json_with_field_messages(project, users, cl
     assert "reason" in unreasoned.json()["non_field_errors"][0]
     assert api.post(url, "{not json", content_type="application/json").status_code == 400
     assert not Annotation.objects.exists()
+
+
+def test_the_api_names_the_field_the_page_s_checks_refuse(project, users, client_for):
+    trace = make_trace(project, 3)
+    api = api_with(token_from_page(client_for(users["annotator"])))
+    url = f"/api/v1/projects/{project.slug}/traces/{trace.pk}/label/"
+    for body, field in [
+        ({"flag": "gave_up", "reason": "a\x00b"}, "reason"),
+        ({"flag": "gave_up", "reason": "x" * 2001}, "reason"),
+        ({"step_ratings": [1, 1, 1, 1]}, "step_ratings"),
+        ({"first_error_step": -1, "step_ratings": [1, -1, 1]}, "non_field_errors"),
+    ]:
+        refused = api.post(url, body, "json")
+        assert refused.status_code == 400, body
+        assert list(refused.json()) == [field], body
+    assert not Annotation.objects.exists()
+
+
+def test_the_api_answers_409_to_a_label_before_screening(project, users, client_for):
+    regular = make_trace(project, 3)
+    gold = make_trace(project, 3, is_gold=True)
+    Annotation.objects.create(
+        trace=gold, annotator=users["reviewer"], kind=AnnotationKind.GOLD, first_error_step=-1
+    )
+    project.screening_questions = 1
+    project.save()
+    api = api_with(token_from_page(client_for(users["annotator"])))
+    url = f"/api/v1/projects/{project.slug}/traces/{{}}/label/"
+    refused = api.post(url.format(regular.pk), {"first_error_step": -1}, "json")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "screening"
+    assert "screening questions" in refused.json()["detail"]
+    assert api.post(url.format(gold.pk), {"first_error_step": -1}, "json").status_code == 201
+    assert api.post(url.format(regular.pk), {"first_error_step": -1}, "json").status_code == 201
 
 
 def test_the_api_refuses_a_label_beyond_n(project, users, bea, client_for):

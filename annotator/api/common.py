@@ -1,0 +1,81 @@
+"""What the API's resource modules share: pagination, the broker-down answer, the
+cancel and retry endpoints of a job kind, the membership that sees model scores."""
+
+from __future__ import annotations
+
+from django.db.models import Model, QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+
+from annotator import jobs
+from annotator.access import get_membership
+from annotator.models import Job, Membership, Project
+
+
+def paginated(
+    request: Request, queryset: QuerySet, serializer: type[serializers.Serializer]
+) -> Response:
+    paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+    page = paginator.paginate_queryset(queryset, request)
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+def page_of(serializer: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """The schema of a LimitOffsetPagination page of ``serializer`` rows."""
+    fields = {
+        "count": serializers.IntegerField(),
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "results": serializer(many=True),
+    }
+    name = serializer.__name__.removesuffix("Serializer") + "Page"
+    return type(name, (serializers.Serializer,), fields)
+
+
+def broker_down(exc: jobs.EnqueueError) -> Response:
+    return Response(
+        {"detail": str(exc), "code": "broker_unavailable"},
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "30"},
+    )
+
+
+def project_seeing_scores(request: Request, slug: str) -> Project:
+    return get_membership(request.user, slug, allow=Membership.sees_model_scores).project
+
+
+def job_actions(model: type[Model], serializer_class: type[serializers.Serializer], id_kwarg: str):
+    """The cancel and retry endpoints of one job kind (owners only): cancel stops a
+    queued job now and a running one at its next chunk; retry queues a failed or
+    cancelled job again (runs resume after what they stored)."""
+
+    def owned(request: Request, slug: str, ids: dict) -> Job:
+        project = get_membership(request.user, slug, allow=Membership.may_manage).project
+        return get_object_or_404(model, project=project, pk=ids[id_kwarg])
+
+    @extend_schema(request=None, responses=serializer_class)
+    @api_view(["POST"])
+    def cancel(request: Request, slug: str, **ids: int) -> Response:
+        return Response(serializer_class(jobs.cancel(owned(request, slug, ids))).data)
+
+    @extend_schema(
+        request=None,
+        responses={202: serializer_class, 409: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+    )
+    @api_view(["POST"])
+    def retry(request: Request, slug: str, **ids: int) -> Response:
+        try:
+            job = jobs.retry(owned(request, slug, ids))
+        except jobs.EnqueueError as exc:
+            return broker_down(exc)
+        except ValueError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(serializer_class(job).data, status=status.HTTP_202_ACCEPTED)
+
+    return cancel, retry

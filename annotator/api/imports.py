@@ -1,0 +1,107 @@
+"""Imports: upload a file of traces (owners), list the project's import jobs, follow,
+cancel or retry one."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view, parser_classes
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotator import jobs
+from annotator.access import get_membership
+from annotator.api.common import broker_down, job_actions, page_of, paginated
+from annotator.importing import start_import
+from annotator.models import ImportJob, Membership
+from annotator.uploads import upload_too_large
+from scoring.formats import FORMATS
+from scoring.steps import SPLITTERS
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id",
+            "file_name",
+            "format",
+            "status",
+            "queue",
+            "progress_done",
+            "progress_total",
+            "attempts",
+            "max_attempts",
+            "cancel_requested",
+            "heartbeat_at",
+            "summary",
+            "error",
+            "created_at",
+            "queued_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class ImportRequestSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    format = serializers.ChoiceField(choices=("auto", *FORMATS), default="auto")
+    split = serializers.CharField(required=False, allow_blank=True, default="")
+    step_splitter = serializers.ChoiceField(choices=tuple(SPLITTERS), default="paragraphs")
+
+
+@extend_schema(
+    methods=["GET"],
+    responses=page_of(ImportJobSerializer),
+    description="The project's imports, newest first (owners).",
+    operation_id="projects_imports_list",  # not ..._retrieve, the one job's (check --deploy)
+)
+@extend_schema(
+    methods=["POST"],
+    request=ImportRequestSerializer,
+    responses={202: ImportJobSerializer, 413: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+)
+@api_view(["GET", "POST"])
+@parser_classes([MultiPartParser])
+def import_create(request: Request, slug: str) -> Response:
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    if request.method == "GET":
+        return paginated(
+            request, ImportJob.objects.filter(project=project).order_by("-id"), ImportJobSerializer
+        )
+    if too_large := upload_too_large(request):
+        return Response(
+            {"detail": too_large, "code": "upload_too_large"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    params = ImportRequestSerializer(data=request.data)
+    params.is_valid(raise_exception=True)
+    try:
+        job = start_import(
+            project,
+            request.user,
+            params.validated_data["file"],
+            fmt=params.validated_data["format"],
+            split=params.validated_data["split"],
+            step_splitter=params.validated_data["step_splitter"],
+        )
+    except jobs.EnqueueError as exc:
+        return broker_down(exc)
+    return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _import_job(request: Request, slug: str, job_id: int) -> ImportJob:
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    return get_object_or_404(ImportJob, project=project, pk=job_id)
+
+
+@extend_schema(responses=ImportJobSerializer)
+@api_view(["GET"])
+def import_detail(request: Request, slug: str, job_id: int) -> Response:
+    return Response(ImportJobSerializer(_import_job(request, slug, job_id)).data)
+
+
+import_cancel, import_retry = job_actions(ImportJob, ImportJobSerializer, "job_id")

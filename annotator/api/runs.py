@@ -1,0 +1,202 @@
+"""Scorers and scoring runs: the scorer registry, a project's runs (start, follow,
+cancel, retry, import a score file) and one trace's scores by run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.decorators import api_view, parser_classes
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotator import jobs, runs
+from annotator.access import get_membership, get_trace_for_user
+from annotator.api.common import broker_down, job_actions, project_seeing_scores
+from annotator.models import Membership, Scorer, ScoringRun
+from annotator.scorers import validate_scorer
+
+
+class ScorerSerializer(serializers.ModelSerializer):
+    queue = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Scorer
+        fields = ["id", "name", "adapter", "model", "revision", "options", "queue", "created_at"]
+
+    def validate(self, attrs: dict) -> dict:
+        errors = validate_scorer(
+            attrs.get("adapter", ""), attrs.get("model", ""), attrs.get("options", {})
+        )
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class ScorerList(generics.ListCreateAPIView):
+    """Every logged-in user sees the registry; only staff register scorers, since a
+    scorer decides which weights and code a GPU worker loads."""
+
+    queryset = Scorer.objects.all()
+    serializer_class = ScorerSerializer
+    pagination_class = None
+
+    def perform_create(self, serializer: ScorerSerializer) -> None:
+        if not self.request.user.is_staff:
+            raise PermissionDenied("only staff register scorers")
+        serializer.save(created_by=self.request.user)
+
+
+class ScoringRunSerializer(serializers.ModelSerializer):
+    scorer = serializers.CharField(source="scorer.name", allow_null=True, read_only=True)
+    tokens_per_second = serializers.FloatField(read_only=True, allow_null=True)
+    eta_seconds = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = ScoringRun
+        fields = [
+            "id",
+            "name",
+            "scorer",
+            "source",
+            "selection",
+            "provenance",
+            "threshold",
+            "status",
+            "queue",
+            "progress_done",
+            "progress_total",
+            "tokens",
+            "tokens_per_second",
+            "eta_seconds",
+            "attempts",
+            "max_attempts",
+            "cancel_requested",
+            "summary",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class RunRequestSerializer(serializers.Serializer):
+    scorer = serializers.SlugRelatedField(slug_field="name", queryset=Scorer.objects.all())
+    name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
+    selection = serializers.DictField(required=False, default=dict)
+
+
+class ScoreImportSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    name = serializers.SlugField(max_length=100)
+
+
+@extend_schema(
+    methods=["GET"], responses=ScoringRunSerializer(many=True), description="The project's runs."
+)
+@extend_schema(
+    methods=["POST"],
+    request=RunRequestSerializer,
+    responses={202: ScoringRunSerializer, 400: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+    description="Start a run of a scorer over a selection of traces (owners).",
+)
+@api_view(["GET", "POST"])
+def run_list(request: Request, slug: str) -> Response:
+    if request.method == "GET":
+        project = project_seeing_scores(request, slug)
+        runs_ = ScoringRun.objects.filter(project=project).select_related("scorer")
+        return Response(ScoringRunSerializer(runs_, many=True).data)
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    params = RunRequestSerializer(data=request.data)
+    params.is_valid(raise_exception=True)
+    try:
+        run = runs.start_run(
+            project,
+            params.validated_data["scorer"],
+            request.user,
+            selection=params.validated_data["selection"],
+            name=params.validated_data["name"],
+        )
+    except runs.RunError as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    except jobs.EnqueueError as exc:
+        return broker_down(exc)
+    return Response(ScoringRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _run(request: Request, slug: str, run_id: int, allow) -> ScoringRun:
+    project = get_membership(request.user, slug, allow=allow).project
+    return get_object_or_404(
+        ScoringRun.objects.select_related("scorer"), project=project, pk=run_id
+    )
+
+
+@extend_schema(responses=ScoringRunSerializer)
+@api_view(["GET"])
+def run_detail(request: Request, slug: str, run_id: int) -> Response:
+    """A run, with the ProcessBench table against the human labels once it is done."""
+    run = _run(request, slug, run_id, Membership.sees_model_scores)
+    data = ScoringRunSerializer(run).data
+    data["processbench"] = [
+        {"split": row.split, **_finite_dict(asdict(row.result))}
+        for row in (runs.processbench_rows(run) if run.status == "done" else [])
+    ]
+    return Response(data)
+
+
+def _finite_dict(values: dict) -> dict:
+    """JSON has no NaN: an empty class's accuracy is null, as nan is in ProcessBench."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+
+
+run_cancel, run_retry = job_actions(ScoringRun, ScoringRunSerializer, "run_id")
+
+
+@extend_schema(
+    request=ScoreImportSerializer, responses={201: ScoringRunSerializer, 400: OpenApiTypes.OBJECT}
+)
+@api_view(["POST"])
+@parser_classes([MultiPartParser])
+def run_import(request: Request, slug: str) -> Response:
+    """Store a score file (``python -m scoring score`` output) as an imported run."""
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    params = ScoreImportSerializer(data=request.data)
+    params.is_valid(raise_exception=True)
+    upload = params.validated_data["file"]
+    try:
+        run = runs.import_scores(
+            project, upload, upload.name, name=params.validated_data["name"], user=request.user
+        )
+    except runs.RunError as exc:
+        return Response(
+            {"detail": f"{exc}. Nothing was imported."}, status=status.HTTP_400_BAD_REQUEST
+        )
+    return Response(ScoringRunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(responses={200: OpenApiTypes.OBJECT})
+@api_view(["GET"])
+def trace_scores(request: Request, slug: str, trace_id: int) -> Response:
+    """``{"runs": {run name: [score per step, null where no verdict]}}`` for this trace."""
+    membership, trace = get_trace_for_user(
+        request.user, slug, trace_id, allow=Membership.sees_model_scores
+    )
+    project_runs = {
+        run.pk: run.name for run in ScoringRun.objects.filter(project=membership.project)
+    }
+    by_run = runs.scores_by_trace(project_runs, trace)
+    return Response(
+        {
+            "trace": trace.pk,
+            "runs": {
+                project_runs[run_id]: [None if math.isnan(s) else s for s in scores]
+                for run_id, scores in by_run.items()
+            },
+        }
+    )

@@ -1,0 +1,116 @@
+"""Training runs: a project's runs (staff owners start them), one run with its logged
+curves, cancel, retry."""
+
+from __future__ import annotations
+
+import math
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotator import jobs, runs, training
+from annotator.access import get_membership
+from annotator.api.common import broker_down, job_actions, project_seeing_scores
+from annotator.labelsets import LabelSetError, label_set_named
+from annotator.models import Membership, TrainingRun
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    label_set = serializers.CharField(source="label_set.name", read_only=True, allow_null=True)
+    scorer = serializers.CharField(source="scorer.name", read_only=True, allow_null=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "base_model",
+            "label_set",
+            "eval_split",
+            "options",
+            "scorer",
+            "status",
+            "queue",
+            "progress_done",
+            "progress_total",
+            "attempts",
+            "cancel_requested",
+            "summary",
+            "error",
+            "created_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class TrainingRequestSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=training.KINDS)
+    base_model = serializers.CharField(max_length=500)
+    label_set = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="A label set's name; blank: the human labels.",
+    )
+    eval_split = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    options = serializers.DictField(required=False, default=dict)
+    name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
+
+
+@extend_schema(methods=["GET"], responses=TrainingRunSerializer(many=True))
+@extend_schema(
+    methods=["POST"],
+    request=TrainingRequestSerializer,
+    responses={202: TrainingRunSerializer, 400: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+    description="Start fine-tuning a PRM on the project's labels (owners who are staff: the "
+    "base model names what the workers load).",
+)
+@api_view(["GET", "POST"])
+def training_run_list(request: Request, slug: str) -> Response:
+    if request.method == "GET":
+        project = project_seeing_scores(request, slug)
+        found = TrainingRun.objects.filter(project=project).select_related("label_set", "scorer")
+        return Response(TrainingRunSerializer(found, many=True).data)
+    project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    if not request.user.is_staff:
+        raise PermissionDenied("only staff owners start training runs")
+    params = TrainingRequestSerializer(data=request.data)
+    params.is_valid(raise_exception=True)
+    data = dict(params.validated_data)
+    label_set_name = data.pop("label_set")
+    try:
+        label_set = label_set_named(project, label_set_name) if label_set_name else None
+        run = training.start_training_run(project, request.user, label_set=label_set, **data)
+    except (runs.RunError, LabelSetError) as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    except jobs.EnqueueError as exc:
+        return broker_down(exc)
+    return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(responses=TrainingRunSerializer)
+@api_view(["GET"])
+def training_run_detail(request: Request, slug: str, run_id: int) -> Response:
+    """A training run, with its logged curves: ``{"curves": {name: [[step, value], ...]}}``."""
+    project = get_membership(request.user, slug, allow=Membership.sees_model_scores).project
+    run = get_object_or_404(
+        TrainingRun.objects.select_related("label_set", "scorer"), project=project, pk=run_id
+    )
+    data = TrainingRunSerializer(run).data
+    data["curves"] = {
+        name: [
+            [step, None if value is None or math.isnan(value) else value] for step, value in points
+        ]
+        for name, points in training.curves(run).items()
+    }
+    return Response(data)
+
+
+training_run_cancel, training_run_retry = job_actions(TrainingRun, TrainingRunSerializer, "run_id")
