@@ -12,8 +12,7 @@ from rest_framework.test import APIClient
 
 from annotator.importing import import_file
 from annotator.models import Annotation, Assignment, ImportJob, Membership, Role
-from tests.annotator.test_annotate import HTMX, make_trace
-from tests.conftest import PROCESSBENCH_GSM8K
+from tests.factories import HTMX, PROCESSBENCH_GSM8K, make_trace
 
 LABEL_FIELDS = (
     "first_error_step",
