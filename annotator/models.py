@@ -256,9 +256,11 @@ class Trace(models.Model):
     num_steps = models.PositiveIntegerField()
     is_gold = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
-    # Denormalised for the queue (annotator/queue.py); db defaults because imports COPY
-    # rows without these columns. label_count: real annotators (not import-* users) whose
-    # latest label gives a verdict or flags a bad problem.
+    # Denormalised for the queue (annotator/queue.py). label_count: the people whose latest
+    # label given here (``labelling.submit_label``) holds a verdict or a flag other than
+    # "gave up"; imported labels, reviews and adjudications do not count. Its db default is
+    # for imports, which COPY trace rows without it. queue_rank: the trace's place in the
+    # project's queue order (annotator/ranking.py).
     label_count = models.PositiveIntegerField(default=0, db_default=0)
     queue_rank = models.BigIntegerField(null=True, blank=True)
 

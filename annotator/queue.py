@@ -37,10 +37,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
-from django.db.models import (
-    Exists,
-    OuterRef,
-)
+from django.db.models import OuterRef
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -94,18 +91,6 @@ class Served:
     is_gold: bool = False
     reason: str = ""  # "done" or "screening-failed" when trace is None
     screening: ScreeningStatus | None = None
-
-
-def _labelled_by(user) -> Exists:
-    return Exists(
-        Annotation.objects.filter(
-            trace=OuterRef("pk"), annotator=user, kind=AnnotationKind.LABEL, is_latest=True
-        )
-    )
-
-
-def _skipped_by(user) -> Exists:
-    return Exists(Assignment.objects.filter(trace=OuterRef("pk"), annotator=user, skipped=True))
 
 
 def _hold(project: Project, trace: Trace, user, now: datetime) -> None:

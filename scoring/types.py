@@ -56,14 +56,6 @@ class StepScores:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """A predicted first error: 0-based step index, -1 for "no error", or
-    :data:`NO_PREDICTION` when the scorer gave no usable answer (counts as wrong)."""
-
-    trace_id: str
-    first_error_step: int
-    threshold: float | None = None
-
-
+# The first error of a trace with a NaN score (no verdict) before any step falls below
+# the threshold: never a label's step index nor -1 ("no error"), so it counts as wrong.
 NO_PREDICTION = -2

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-PROCESSBENCH_GSM8K = DATA_DIR / "processbench-gsm8k" / "gsm8k.json"
+from tests.factories import DATA_DIR
 
 
 @pytest.fixture(autouse=True)
@@ -61,17 +60,3 @@ def tiny_qwen_prm(tmp_path_factory) -> Path:
     from scoring.tiny import build_qwen_prm
 
     return build_qwen_prm(tmp_path_factory.mktemp("tiny-qwen-prm"))
-
-
-def cli_scores(model_dir: Path, input_path: Path, out: Path, adapter: str = "qwen-prm") -> dict:
-    """``{id: scores}`` from ``python -m scoring score`` run as a user would."""
-    import json
-    import subprocess
-    import sys
-
-    command = [sys.executable, "-m", "scoring", "score", "--adapter", adapter]
-    if adapter != "arithmetic-check":
-        command += ["--model", str(model_dir), "--device", "cpu"]
-    command += ["--input", str(input_path), "--output", str(out), "--quiet"]
-    subprocess.run(command, check=True, capture_output=True)
-    return {r["id"]: r["scores"] for r in map(json.loads, out.read_text().splitlines())}

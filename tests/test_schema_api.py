@@ -15,7 +15,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from annotator.wsgi import application
-from tests.annotator.test_annotate import make_trace
+from tests.factories import make_trace
 
 
 @pytest.fixture

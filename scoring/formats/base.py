@@ -110,8 +110,6 @@ def too_deep(value: Any) -> bool:
 
 # ---------------------------------------------------------------- field helpers
 
-RATINGS = (-1, 0, 1)
-
 
 def require(record: Any, key: str, where: str) -> Any:
     if not isinstance(record, dict):

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from scoring.formats.base import (
-    RATINGS,
     ExportTrace,
     ImportFormatError,
     ParsedLabel,
@@ -26,7 +25,7 @@ from scoring.formats.base import (
     str_id,
     text,
 )
-from scoring.labels import FIRST_ERROR, LabelError, normalise_label
+from scoring.labels import FIRST_ERROR, RATINGS, LabelError, normalise_label
 from scoring.steps import split_steps
 
 PROBLEM_KEYS = ("problem", "question", "prompt")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from scoring.formats.base import (
-    RATINGS,
     ExportTrace,
     ImportFormatError,
     ParsedLabel,
@@ -23,6 +22,7 @@ from scoring.formats.base import (
     steps_of,
     text,
 )
+from scoring.labels import RATINGS
 
 
 def read(record: dict, where: str, options: ParseOptions) -> list[ParsedTrace]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 from scoring.formats.base import (
-    RATINGS,
     ImportFormatError,
     ParsedLabel,
     ParsedTrace,
@@ -19,6 +18,7 @@ from scoring.formats.base import (
     string_list,
     text,
 )
+from scoring.labels import RATINGS
 
 
 def read(record: dict, where: str, options: ParseOptions) -> list[ParsedTrace]:

@@ -9,8 +9,7 @@ from rest_framework.test import APIClient
 
 from annotator.importing import import_file
 from annotator.models import Annotation, ImportJob, ScoringRun, Trace
-from tests.annotator.test_annotate import make_trace
-from tests.conftest import PROCESSBENCH_GSM8K
+from tests.factories import PROCESSBENCH_GSM8K, make_trace
 
 PUBLIC = {"login", "logout"}
 

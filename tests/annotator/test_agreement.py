@@ -8,7 +8,7 @@ from django.urls import reverse
 from annotator import agreement
 from annotator.labelling import Label, submit_label
 from annotator.models import Membership, Role
-from tests.annotator.test_annotate import make_trace
+from tests.factories import make_trace
 
 # Two raters, five items. Worked by hand:
 #   exact agreement 4/5 = 0.8

@@ -23,43 +23,10 @@ from annotator.models import (
     Assignment,
     LabelScheme,
     Membership,
-    Problem,
     Role,
-    Step,
     Trace,
-    text_hash,
 )
-
-HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-def make_trace(project, n_steps: int = 3, *, ext: str | None = None, steps=None, **fields) -> Trace:
-    """A trace with its own problem; steps "step i of <ext>" unless given."""
-    ext = ext or f"t{Trace.objects.count() + 1}"
-    text = fields.pop("problem_text", f"Problem of {ext}: what is 2 + 2?")
-    problem = Problem.objects.create(
-        project=project,
-        text=text,
-        text_hash=text_hash(text),
-        reference_answer=fields.pop("reference_answer", "4"),
-    )
-    steps = steps or [f"step {i} of {ext}" for i in range(n_steps)]
-    trace = Trace.objects.create(
-        project=project,
-        problem=problem,
-        source="test",
-        source_format="jsonl",
-        external_id=ext,
-        num_steps=len(steps),
-        **fields,
-    )
-    Step.objects.bulk_create(Step(trace=trace, index=i, text=t) for i, t in enumerate(steps))
-    return trace
-
-
-def served_id(response) -> int | None:
-    match = re.search(rb'data-trace-id="(\d+)"', response.content)
-    return int(match.group(1)) if match else None
+from tests.factories import HTMX, make_trace, served_id
 
 
 def add_member(project, user, role=Role.ANNOTATOR):

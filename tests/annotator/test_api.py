@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from annotator.importing import import_file
 from annotator.models import ImportJob, Trace
-from tests.conftest import PROCESSBENCH_GSM8K
+from tests.factories import PROCESSBENCH_GSM8K, make_trace
 
 
 @pytest.fixture
@@ -124,8 +124,6 @@ def test_openapi_schema_is_served(api_for, users, db):
 
 
 def test_annotators_get_no_reference_answer_where_the_project_hides_it(api_for, users, project):
-    from tests.annotator.test_annotate import make_trace
-
     trace = make_trace(project, reference_answer="42")
     detail = f"/api/v1/projects/gsm8k/traces/{trace.id}/"
     annotator, owner = api_for(users["annotator"]), api_for(users["owner"])

@@ -19,8 +19,7 @@ from annotator.models import (
     Membership,
     Role,
 )
-from tests.annotator.test_annotate import HTMX, make_trace
-from tests.conftest import PROCESSBENCH_GSM8K
+from tests.factories import HTMX, PROCESSBENCH_GSM8K, make_trace
 
 LABEL_FIELDS = (
     "first_error_step",

@@ -25,46 +25,11 @@ from annotator.models import (
     Verdict,
 )
 from scoring.cli import main as scoring_main
+from tests.factories import N_PROBLEMS, SOLUTIONS
+from tests.factories import dashboard_records as _records
+from tests.factories import score_file as _score_file
 
 pytestmark = pytest.mark.django_db
-
-N_PROBLEMS = 8
-SOLUTIONS = 3
-
-
-def _records(rng: random.Random) -> list[dict]:
-    """Problems with three solutions each over two splits; labels on most traces
-    (some all correct), final answers that repeat (majority votes) and are right or not."""
-    records = []
-    for p in range(N_PROBLEMS):
-        for s in range(SOLUTIONS):
-            n = rng.randint(2, 6)
-            label = rng.choice([-1, -1, *range(n)]) if (p + s) % 5 else None
-            answer = str(rng.choice([p, p, p + 1]))
-            records.append(
-                {
-                    "id": f"p{p}-s{s}",
-                    "problem": f"Problem {p}: what is {p} + 0?",
-                    "steps": [f"step {i} of solution {s}" for i in range(n)],
-                    "split": "gsm8k" if p % 2 else "math",
-                    "generator": "model-a" if s else "model-b",
-                    "final_answer": answer,
-                    "final_answer_correct": answer == str(p),
-                    "first_error_step": label,
-                }
-            )
-    return records
-
-
-def _score_file(traces: list[Trace], rng: random.Random, *, with_nan: bool) -> bytes:
-    """Scores on a grid of 1/32 (exact in a 4-byte float, and with ties), one null."""
-    lines = []
-    for k, trace in enumerate(traces):
-        scores = [rng.randint(0, 32) / 32 for _ in range(trace.num_steps)]
-        if with_nan and k == 3:
-            scores[0] = None
-        lines.append(json.dumps({"id": trace.external_id, "scores": scores}))
-    return ("\n".join(lines) + "\n").encode()
 
 
 @pytest.fixture

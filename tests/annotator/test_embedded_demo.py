@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import DATA_DIR
+from tests.factories import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from annotator.exporting import iter_export
 from annotator.models import Annotation, AnnotationKind, Project, Trace
-from tests.conftest import PROCESSBENCH_GSM8K
+from tests.factories import PROCESSBENCH_GSM8K
 
 
 def load(path) -> list[dict]:

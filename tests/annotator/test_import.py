@@ -14,7 +14,7 @@ from django.db.models import Count
 from annotator.importing import import_file
 from annotator.models import Annotation, Problem, Step, Trace
 from scoring.formats import MAX_RECORD_BYTES, UTF8_BOM
-from tests.conftest import PROCESSBENCH_GSM8K
+from tests.factories import PROCESSBENCH_GSM8K
 
 
 def run_import(path, project, *args: str) -> None:

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from annotator import importing, queue, ranking
 from annotator.importing import import_file
 from annotator.models import Project, QueueOrder, Trace
-from tests.conftest import PROCESSBENCH_GSM8K
+from tests.factories import PROCESSBENCH_GSM8K
 
 
 def ranks(project) -> dict[int, int | None]:

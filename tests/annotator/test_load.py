@@ -10,7 +10,7 @@ from rest_framework.authtoken.models import Token
 
 from annotator.models import Membership, Role
 from bench.load import invariant_failures, run_load
-from tests.annotator.test_annotate import make_trace
+from tests.factories import make_trace
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,7 +17,7 @@ from annotator.models import (
     pad_ratings,
     rater_name,
 )
-from tests.annotator.test_annotate import make_trace
+from tests.factories import make_trace
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from annotator.models import (
     Role,
     Trace,
 )
-from tests.annotator.test_annotate import HTMX, make_trace, served_id
+from tests.factories import HTMX, make_trace, served_id
 
 ALL_CORRECT = Label(-1, [1, 1, 1])
 

@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from annotator import queue
-from tests.annotator.test_annotate import make_trace
+from tests.factories import make_trace
 
 pytestmark = pytest.mark.django_db
 

@@ -19,7 +19,7 @@ from annotator.models import (
     Role,
     Verdict,
 )
-from tests.annotator.test_annotate import HTMX, make_trace
+from tests.factories import HTMX, make_trace
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from annotator.models import (
 )
 from scoring import metrics
 from scoring.types import NO_PREDICTION
-from tests.conftest import PROCESSBENCH_GSM8K
+from tests.factories import PROCESSBENCH_GSM8K
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from annotator import runs
 from annotator.importing import import_file
 from annotator.models import JobStatus, Scorer, ScoringRun, Step, StepScore, Trace, TraceScore
-from tests.conftest import PROCESSBENCH_GSM8K, cli_scores
+from tests.factories import PROCESSBENCH_GSM8K, cli_scores
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from annotator import runs
 from annotator.importing import import_file
 from annotator.models import Scorer, ScoringRun, StepScore, Trace
-from tests.conftest import PROCESSBENCH_GSM8K, cli_scores
+from tests.factories import PROCESSBENCH_GSM8K, cli_scores
 
 pytestmark = pytest.mark.django_db
 

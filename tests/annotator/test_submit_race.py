@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from annotator import queue
 from annotator.models import Annotation, Assignment
-from tests.annotator.test_annotate import make_trace
+from tests.factories import make_trace
 
 ROUNDS = 30
 

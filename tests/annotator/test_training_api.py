@@ -10,7 +10,6 @@ from rest_framework.test import APIClient
 from annotator import training
 from annotator.labelsets import create_label_set
 from annotator.models import JobStatus, TrainingRun
-from tests.annotator.test_training_pages import labelled  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db
 

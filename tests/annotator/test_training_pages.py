@@ -3,38 +3,15 @@ with its live curve, cancel and retry, and the curve store."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.urls import reverse
 
 from annotator import training
-from annotator.importing import import_file
 from annotator.models import JobStatus, Scorer, TrainingRun
-from tests.scoring.test_training import synthetic_traces
 
 pytestmark = pytest.mark.django_db
 
 POLLING = b'hx-trigger="every 2s"'
-
-
-@pytest.fixture
-def labelled(project, tmp_path):
-    path = tmp_path / "synthetic.jsonl"
-    records = [
-        {
-            "id": t.id,
-            "problem": t.problem,
-            "steps": list(t.steps),
-            "label": t.first_error_step,
-            "split": split,
-        }
-        for split, traces in (("train", synthetic_traces(6, 1)), ("eval", synthetic_traces(3, 2)))
-        for t in traces
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    import_file(project, path, "jsonl")
-    return project
 
 
 def make_run(project, user, **kwargs) -> TrainingRun:

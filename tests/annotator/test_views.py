@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from annotator.importing import import_file
 from annotator.models import Annotation, ImportJob, Step, Trace
-from tests.conftest import PROCESSBENCH_GSM8K
+from tests.factories import PROCESSBENCH_GSM8K
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.workers import Worker
+
 # Playwright's sync API runs an event loop in the test thread; the test's own ORM
 # calls (set-up and checks) are still plain synchronous code.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -52,10 +54,9 @@ def new_page(browser, live_server):
 @pytest.fixture
 def celery_worker(transactional_db):
     """A real Celery worker on queue "default" against the live server's database
-    (``tests/jobs``' helper), started on an emptied broker so that no message left by
+    (``tests/workers.py``), started on an emptied broker so that no message left by
     earlier tests reaches it."""
     from annotator.celery import app
-    from tests.jobs.conftest import Worker
 
     app.connection_for_write().default_channel.client.flushdb()
     worker = Worker("browser", queues="default")

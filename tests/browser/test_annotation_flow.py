@@ -18,32 +18,12 @@ from annotator.models import (
     Annotation,
     AnnotationKind,
     Membership,
-    Problem,
     Project,
     Role,
-    Step,
-    Trace,
-    text_hash,
 )
+from tests.browser.pages import make_trace, press, showing
 
 pytestmark = [pytest.mark.browser]
-
-
-def make_trace(project, ext, steps, problem_text=None):
-    text = problem_text or f"Problem {ext}: compute \\(2^{len(steps)}\\)."
-    problem = Problem.objects.create(
-        project=project, text=text, text_hash=text_hash(text), reference_answer="8"
-    )
-    trace = Trace.objects.create(
-        project=project,
-        problem=problem,
-        source="browser",
-        source_format="jsonl",
-        external_id=ext,
-        num_steps=len(steps),
-    )
-    Step.objects.bulk_create(Step(trace=trace, index=i, text=s) for i, s in enumerate(steps))
-    return trace
 
 
 @pytest.fixture
@@ -59,18 +39,6 @@ def team(transactional_db, django_user_model):
         make_trace(project, "t2", ["Start with 2.", "Square: 4.", "Cube: 8."]),
     ]
     return project, people, traces
-
-
-def press(page, *keys):
-    for key in keys:
-        page.keyboard.press(key)
-
-
-def showing(page, trace):
-    """Wait until the trace is shown and the keyboard script has taken it over."""
-    workspace = page.locator("#workspace")
-    expect(workspace).to_have_attribute("data-trace-id", str(trace.pk))
-    expect(workspace).to_have_attribute("data-ready", "1")
 
 
 def labels_of(user, kind=AnnotationKind.LABEL):

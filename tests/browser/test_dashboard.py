@@ -13,7 +13,8 @@ from playwright.sync_api import expect
 from annotator import runs
 from annotator.importing import import_file
 from annotator.models import Membership, Project, Role, Trace
-from tests.annotator.test_dashboard import _records, _score_file
+from tests.factories import dashboard_records as _records
+from tests.factories import score_file as _score_file
 
 pytestmark = pytest.mark.browser
 

@@ -13,8 +13,8 @@ from playwright.sync_api import expect
 
 from annotator.models import Annotation, LabelScheme, Membership, Project, Role
 from scoring.labels import Label
-from tests.browser.test_annotation_flow import make_trace, press, showing
-from tests.conftest import DATA_DIR, PROCESSBENCH_GSM8K
+from tests.browser.pages import make_trace, press, showing
+from tests.factories import DATA_DIR, PROCESSBENCH_GSM8K
 
 pytestmark = [pytest.mark.browser]
 

@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from annotator import runs
 from annotator.importing import import_file
 from annotator.models import Membership, Project, Role, Scorer, ScoringRun, Trace
-from tests.conftest import PROCESSBENCH_GSM8K
+from tests.factories import PROCESSBENCH_GSM8K
 
 pytestmark = [pytest.mark.browser, pytest.mark.jobs]
 

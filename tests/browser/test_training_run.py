@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 from annotator import training
 from annotator.importing import import_file
 from annotator.models import JobStatus, Membership, Project, Role, TrainingRun
-from tests.scoring.test_training import synthetic_traces
+from tests.factories import synthetic_traces
 
 pytestmark = pytest.mark.browser
 

@@ -18,7 +18,7 @@ from rest_framework.authtoken.models import Token
 
 from annotator.jobs import BROKER_DOWN
 from annotator.models import ImportJob, JobStatus
-from tests.jobs.conftest import ROOT, worker_env
+from tests.workers import ROOT, worker_env
 
 pytestmark = [pytest.mark.jobs, pytest.mark.django_db(transaction=True)]
 

@@ -9,8 +9,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from annotator.models import ImportJob, Step, Trace
-from tests.conftest import PROCESSBENCH_GSM8K
-from tests.jobs.conftest import wait_for
+from tests.factories import PROCESSBENCH_GSM8K
+from tests.workers import wait_for
 
 pytestmark = [pytest.mark.jobs, pytest.mark.django_db(transaction=True)]
 

@@ -12,8 +12,8 @@ import pytest
 from annotator.importing import import_file
 from annotator.models import JobStatus, MCRollout, MonteCarloRun, Trace, TraceMC
 from annotator.montecarlo import start_mc_run
-from tests.jobs.conftest import wait_for
 from tests.scoring import mc_server
+from tests.workers import wait_for
 
 pytestmark = [pytest.mark.jobs, pytest.mark.django_db(transaction=True)]
 

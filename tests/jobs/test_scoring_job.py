@@ -12,8 +12,8 @@ from django.urls import reverse
 from annotator import runs
 from annotator.importing import import_file
 from annotator.models import JobStatus, Scorer, ScoringRun, Step, StepScore, Trace, TraceScore
-from tests.conftest import PROCESSBENCH_GSM8K, cli_scores
-from tests.jobs.conftest import wait_for
+from tests.factories import PROCESSBENCH_GSM8K, cli_scores
+from tests.workers import wait_for
 
 pytestmark = [pytest.mark.jobs, pytest.mark.django_db(transaction=True)]
 

@@ -13,8 +13,8 @@ from annotator import training
 from annotator.importing import import_file
 from annotator.labelsets import human_labels
 from annotator.models import JobStatus, Scorer, TrainingPoint, TrainingRun
-from tests.jobs.conftest import wait_for
-from tests.scoring.test_training import synthetic_traces
+from tests.factories import synthetic_traces
+from tests.workers import wait_for
 
 pytestmark = [pytest.mark.jobs, pytest.mark.django_db(transaction=True)]
 

@@ -1,17 +1,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from scoring.arithmetic import ArithmeticCheck, false_claims, find_claims
 from scoring.engine import score_traces
 from scoring.types import Trace
-
-PROCESSBENCH_GSM8K = (
-    Path(__file__).resolve().parents[3] / "shared/data/processbench-gsm8k/gsm8k.json"
-)
+from tests.factories import PROCESSBENCH_GSM8K
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from scoring.cli import build_parser, main, parse_option
+from tests.factories import PROCESSBENCH_GSM8K as GSM8K
 
-GSM8K = Path(__file__).resolve().parents[3] / "shared/data/processbench-gsm8k/gsm8k.json"
 ROOT = Path(__file__).resolve().parents[2]
 
 

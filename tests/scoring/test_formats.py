@@ -25,7 +25,7 @@ from scoring.formats import (
     read_traces,
     write_parquet,
 )
-from tests.conftest import DATA_DIR
+from tests.factories import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS_DIR = ROOT / "scoring" / "formats"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -18,35 +17,10 @@ from scoring.adapters.base import load_tokenizer
 from scoring.engine import score_traces
 from scoring.formats import read_traces
 from scoring.types import Trace
+from tests.factories import PROCESSBENCH_GSM8K as GSM8K
+from tests.factories import synthetic_traces
 
-GSM8K = Path(__file__).resolve().parents[3] / "shared/data/processbench-gsm8k/gsm8k.json"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def synthetic_traces(n: int, seed: int) -> list[Trace]:
-    """Doubling sums: a right step holds a true equation (``2 + 2 = 4.``), a wrong one a
-    false one (``2 + 2 = 5.``); steps after the first error are random. Learnable from the
-    last digit of a step, so a tiny model learns it in a few dozen steps."""
-    rng = random.Random(seed)
-    traces = []
-    for i in range(n):
-        n_steps = rng.randint(2, 4)
-        first_error = rng.choice([-1, *range(n_steps)])
-        steps = []
-        for j in range(n_steps):
-            a = rng.randint(1, 3)
-            right = first_error == -1 or j < first_error or (j > first_error and rng.random() < 0.5)
-            steps.append(f"{a} + {a} = {2 * a + (0 if right else 1)}.")
-        traces.append(
-            Trace(
-                "Check the sums.",
-                tuple(steps),
-                id=f"syn-{seed}-{i}",
-                split="synthetic",
-                first_error_step=first_error,
-            )
-        )
-    return traces
 
 
 @pytest.fixture(scope="module")

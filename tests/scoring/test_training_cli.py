@@ -7,7 +7,7 @@ from pathlib import Path
 
 from scoring.adapters import load_adapter
 from scoring.cli import main
-from tests.scoring.test_training import synthetic_traces
+from tests.factories import synthetic_traces
 
 
 def test_it_trains_from_processbench_and_jsonl_files_into_a_scorable_directory(
