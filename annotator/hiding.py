@@ -11,7 +11,8 @@ same comparison, for each rollout's answer).
 Where it does not (annotators work blind), the member sees only their own labels
 (``Annotation.objects.visible_to``) and nothing computed from the others': no label
 counts or ``?labelled=`` over them, no agreement of a run with the human verdicts,
-and no imported labeller's record in a trace's metadata (``visible_metadata``).
+no label set copied from them (``visible_label_sets``) and no imported labeller's
+record in a trace's metadata (``visible_metadata``).
 
 Every page and endpoint that shows a trace asks here.
 """
@@ -23,7 +24,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import Http404
 
-from annotator.models import REFERENCE_GENERATOR, Membership, Trace
+from annotator.models import REFERENCE_GENERATOR, LabelSet, LabelSetSource, Membership, Trace
 
 # Keys of ``Trace.metadata`` that record an imported labeller's work (PRM800K's
 # ``finish_reason``: "found_error" is the label; its quality-control and screening
@@ -51,3 +52,18 @@ def visible_metadata(membership: Membership, metadata: dict[str, Any]) -> dict[s
     if membership.sees_all_labels():
         return metadata
     return {key: value for key, value in metadata.items() if key not in LABEL_METADATA_KEYS}
+
+
+# Label sets whose labels may be other people's: a copy of the human verdicts, and a
+# consensus (one of its two sets may be one).
+_FROM_HUMAN_LABELS = (LabelSetSource.HUMAN, LabelSetSource.CONSENSUS)
+
+
+def visible_label_sets(
+    membership: Membership, label_sets: QuerySet[LabelSet]
+) -> QuerySet[LabelSet]:
+    """The label sets the member may see: not those made from people's labels, for a
+    member who sees only their own (their counts and agreement are others' labels)."""
+    if membership.sees_all_labels():
+        return label_sets
+    return label_sets.exclude(source__in=_FROM_HUMAN_LABELS)
