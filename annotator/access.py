@@ -7,7 +7,7 @@ member may do is asked of their ``Membership`` (``may_review``, ``may_manage``, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from django.http import Http404
 
@@ -16,14 +16,10 @@ from annotator.models import Membership, Trace
 
 
 def get_membership(
-    user,
-    slug: str,
-    roles: Iterable[str] | None = None,
-    *,
-    allow: Callable[[Membership], bool] | None = None,
+    user, slug: str, *, allow: Callable[[Membership], bool] | None = None
 ) -> Membership:
     """The user's membership of project ``slug`` (with the project loaded), or 404 when
-    there is none, its role is not in ``roles``, or ``allow(membership)`` is false.
+    there is none or ``allow(membership)`` is false.
 
     >>> get_membership(request.user, slug, allow=Membership.may_review)
     """
@@ -32,11 +28,7 @@ def get_membership(
     membership = (
         Membership.objects.select_related("project").filter(project__slug=slug, user=user).first()
     )
-    if (
-        membership is None
-        or (roles is not None and membership.role not in roles)
-        or (allow is not None and not allow(membership))
-    ):
+    if membership is None or (allow is not None and not allow(membership)):
         raise Http404("No such project")
     return membership
 
