@@ -325,8 +325,9 @@ class Trace(models.Model):
     is_gold = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     # Denormalised for the queue (annotator/queue.py); db defaults because imports COPY
-    # rows without these columns. label_count: real annotators (not import-* users) whose
-    # latest label gives a verdict or flags a bad problem.
+    # rows without these columns. label_count: the people whose latest label, submitted
+    # here, counts toward the overlap (``labelling.counts_toward_overlap``: any but "gave
+    # up", flags included); imported labels (the import-* users) never count.
     label_count = models.PositiveIntegerField(default=0, db_default=0)
     queue_rank = models.BigIntegerField(null=True, blank=True)
 
