@@ -265,15 +265,22 @@ class TraceQuerySet(models.QuerySet):
         }
 
     def chunks(
-        self, size: int, read: Callable[[TraceQuerySet], list[T]] = list
+        self,
+        size: int,
+        read: Callable[[TraceQuerySet], list[T]] = list,
+        by: tuple[str, ...] = ("id",),
     ) -> Iterator[list[T]]:
-        """The traces in id order, ``size`` at a time, each chunk as ``read`` returns it
-        (rows with an ``id``), keyset-paginated on the id: one query a chunk, memory flat
-        however many traces match."""
-        traces = self.order_by("id")
-        last_id = None
+        """The traces in ``by`` order (ending in the unique ``id``), ``size`` at a
+        time, each chunk as ``read`` returns it (rows with the ``by`` attributes),
+        keyset-paginated on ``by``: one query a chunk (plus ``read``'s own), memory flat
+        however many traces match.
+
+        >>> for chunk in traces.chunks(500, read=read_with_steps, by=("num_steps", "id")): ...
+        """
+        traces = self.order_by(*by)
+        last: tuple | None = None
         while True:
-            after = traces if last_id is None else traces.filter(id__gt=last_id)
+            after = traces if last is None else traces.filter(_after(by, last))
             # The chunk's ids first: with stale statistics (after an import) the planner
             # would otherwise fetch every later row, with its joins, to sort and cut.
             chunk = read(traces.filter(id__in=after.values("id")[:size]))
@@ -282,7 +289,7 @@ class TraceQuerySet(models.QuerySet):
             yield chunk
             if len(chunk) < size:
                 return  # a short chunk is the last one: no query for an empty one
-            last_id = chunk[-1].id
+            last = tuple(getattr(chunk[-1], field) for field in by)
 
     def with_steps(self, chunk_size: int = 2000) -> Iterator[Trace]:
         """The traces in id order, each with ``step_texts`` filled in, read ``chunk_size``
@@ -292,11 +299,30 @@ class TraceQuerySet(models.QuerySet):
 
         >>> for trace in Trace.objects.filter(project=project).with_steps(): ...
         """
-        for chunk in self.chunks(chunk_size):
-            texts = _step_texts([trace.id for trace in chunk])
-            for trace in chunk:
-                trace.step_texts = texts[trace.id]
+        for chunk in self.chunks(chunk_size, read=read_with_steps):
             yield from chunk
+
+
+def _after(fields: tuple[str, ...], values: tuple) -> Q:
+    """Rows after ``values`` in ``fields`` order: ``(a, b) > (x, y)`` is ``a > x`` or
+    ``a = x and b > y``.
+
+    >>> _after(("num_steps", "id"), (3, 40))
+    <Q: (OR: ('num_steps__gt', 3), (AND: ('num_steps', 3), ('id__gt', 40)))>
+    """
+    after = Q()
+    for i, field in enumerate(fields):
+        after |= Q(*zip(fields[:i], values[:i], strict=True), (f"{field}__gt", values[i]))
+    return after
+
+
+def read_with_steps(traces: TraceQuerySet) -> list[Trace]:
+    """``traces`` as a list, each with ``step_texts`` filled in: two queries."""
+    chunk = list(traces)
+    texts = _step_texts([trace.id for trace in chunk])
+    for trace in chunk:
+        trace.step_texts = texts[trace.id]
+    return chunk
 
 
 class Trace(models.Model):

@@ -16,6 +16,7 @@ from annotator.models import (
     Verdict,
     pad_ratings,
     rater_name,
+    read_with_steps,
 )
 from tests.annotator.test_annotate import make_trace
 
@@ -204,12 +205,19 @@ def test_it_hides_reference_traces_from_members_who_may_not_see_the_answer(proje
 
 
 def test_it_reads_traces_in_keyset_chunks_as_the_reader_returns_them(project):
-    made = [make_trace(project, ext=f"k{i}") for i in range(5)]
-    chunks = list(
-        Trace.objects.filter(project=project).chunks(2, read=lambda page: list(page.only("id")))
-    )
+    made = [make_trace(project, n, ext=f"k{i}") for i, n in enumerate((3, 1, 3, 2, 1))]
+    traces = Trace.objects.filter(project=project)
+    chunks = list(traces.chunks(2, read=lambda page: list(page.only("id"))))
     assert [[t.pk for t in chunk] for chunk in chunks] == [
         [made[0].pk, made[1].pk],
         [made[2].pk, made[3].pk],
         [made[4].pk],
     ]
+    # Shortest first: the key (num_steps, id) orders ties by id, and no trace is read twice.
+    chunks = list(traces.chunks(2, read=read_with_steps, by=("num_steps", "id")))
+    assert [[t.external_id for t in chunk] for chunk in chunks] == [
+        ["k1", "k4"],
+        ["k3", "k0"],
+        ["k2"],
+    ]
+    assert chunks[0][0].step_texts == ["step 0 of k1"]
