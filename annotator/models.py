@@ -282,7 +282,8 @@ class TraceQuerySet(models.QuerySet):
         while True:
             after = traces if last is None else traces.filter(_after(by, last))
             # The chunk's ids first: with stale statistics (after an import) the planner
-            # would otherwise fetch every later row, with its joins, to sort and cut.
+            # would otherwise fetch every later row, with its joins, to sort and cut
+            # (which made an export quadratic in its size).
             chunk = read(traces.filter(id__in=after.values("id")[:size]))
             if not chunk:
                 return
