@@ -255,13 +255,13 @@ class TraceQuerySet(models.QuerySet):
             traces = traces.unlabelled(seen_by)
         return traces
 
-    def facets(self) -> dict[str, list[str]]:
-        """The distinct splits and generators (``{"splits": [...], "generators": [...]}``),
-        for the filter menus: of ``visible_to(member)``, so a hidden generator is not
-        offered."""
+    def facets(self, *fields: str) -> dict[str, list[str]]:
+        """The distinct values of each of ``fields`` (default split and generator), for
+        the filter menus, as ``{"splits": [...], "generators": [...]}``. Ask it of
+        ``visible_to(member)``, so a hidden generator is not offered."""
         return {
             f"{field}s": list(self.order_by(field).values_list(field, flat=True).distinct())
-            for field in ("split", "generator")
+            for field in fields or ("split", "generator")
         }
 
     def chunks(

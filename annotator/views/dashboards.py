@@ -86,15 +86,6 @@ def _finished_runs(membership: Membership, request: HttpRequest) -> list[Scoring
     return list(runs.order_by("id"))
 
 
-def _distinct(project, field: str) -> list[str]:
-    return list(
-        Trace.objects.filter(project=project)
-        .order_by(field)
-        .values_list(field, flat=True)
-        .distinct()
-    )
-
-
 @login_required
 @require_GET
 @bad_parameter_is_400
@@ -121,9 +112,9 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
             "membership": membership,
             "filters": filters,
             "tau": request.GET.get("tau", ""),
-            "splits": _distinct(project, "split"),
-            "generators": _distinct(project, "generator"),
-            "sources": _distinct(project, "source"),
+            **Trace.objects.filter(project=project)
+            .visible_to(membership)
+            .facets("split", "generator", "source"),
             "label_sets": list(
                 LabelSet.objects.filter(project=project).order_by("name").values_list("id", "name")
             ),
