@@ -17,6 +17,7 @@ from annotator.models import (
     AnnotationKind,
     ImportJob,
     JobStatus,
+    MCRollout,
     MonteCarloRun,
     ScoringRun,
     Trace,
@@ -227,7 +228,14 @@ def test_creating_projects_is_a_site_permission(client, users, db, settings):
 
 # ---------------------------------------------------------------- hidden means hidden
 
-HIDDEN = (b"REF-ANSWER-42", b"REFSTEP-SECRET", b"final answer correct", b"final answer wrong")
+HIDDEN = (
+    b"REF-ANSWER-42",
+    b"REFSTEP-SECRET",
+    b"final answer correct",
+    b"final answer wrong",
+    b'<tr class="right">',  # a Monte-Carlo rollout's answer marked against the reference
+    b"ROLLOUT-SAYS-42",
+)
 
 
 def leaks(response) -> list[bytes]:
@@ -243,11 +251,29 @@ def test_annotators_see_nothing_of_a_hidden_reference_on_any_url(
     project, users, client_for, hidden
 ):
     """Walks every URL the annotator can reach, with each trace in turn: a model
-    solution judged correct against the reference, and the reference solution itself."""
+    solution judged correct against the reference (with a Monte-Carlo rollout whose
+    answer is marked right), and the reference solution itself. The project shows
+    model scores, so the pages that show them are walked too."""
     project.show_reference_answer = not hidden
+    project.show_model_scores = True
     project.save()
     solution = make_trace(
         project, reference_answer="REF-ANSWER-42", final_answer="4", final_answer_correct=True
+    )
+    mc_run = MonteCarloRun.objects.create(
+        project=project, name="mc", completer="openai:http://127.0.0.1:1", keep_rollouts=True
+    )
+    TraceMC.objects.create(
+        run=mc_run, trace=solution, mc=[1.0] * 3, hard=[1] * 3, progress=[0.0] * 3, first_error=-1
+    )
+    MCRollout.objects.create(
+        run=mc_run,
+        trace=solution,
+        step_index=0,
+        sample=0,
+        text="ROLLOUT-SAYS-42",
+        answer="42",
+        correct=True,
     )
     reference = make_trace(
         project, generator="reference", steps=["REFSTEP-SECRET one", "REFSTEP-SECRET two"]
@@ -269,6 +295,7 @@ def test_annotators_see_nothing_of_a_hidden_reference_on_any_url(
         assert any(b"REFSTEP-SECRET" in found for found in seen.values())
         assert any(b"final answer correct" in found for found in seen.values())
         assert any(b"REF-ANSWER-42" in found for found in seen.values())
+        assert any(b'<tr class="right">' in found for found in seen.values())
 
 
 # ---------------------------------------------------------------- blind means blind
