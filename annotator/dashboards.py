@@ -25,11 +25,11 @@ from django.core.cache import cache
 from django.db import connection, transaction
 
 from annotator import charts
+from annotator.filters import FILTER_FIELDS, TraceFilter
 from annotator.models import MonteCarloRun, Project, ScoringRun
 from scoring import metrics
 
 T = TypeVar("T")
-FILTER_KEYS = ("split", "generator", "source")
 NO_SPLIT = "(no split)"
 HISTOGRAM_BINS = 20
 STEP_CLASSES = ("correct", "first error", "after first error")
@@ -80,15 +80,18 @@ class Filters:
 
     @classmethod
     def from_query(cls, query: Any) -> Filters:
+        """The filters of a query string, or ``BadParameter`` (``annotator/filters.py``
+        parses the trace filters for every page)."""
+        traces = TraceFilter.from_params(query)
         label_set = query.get("label_set", "")
         return cls(
-            **{key: query.get(key, "") for key in FILTER_KEYS},
+            **{key: getattr(traces, key) for key in FILTER_FIELDS},
             label_set=label_set if label_set.isdigit() else "",
         )
 
     def sql(self) -> tuple[str, dict[str, str]]:
         """`` AND t.x = %(x)s`` for each filter set, and its parameters."""
-        params = {key: getattr(self, key) for key in FILTER_KEYS if getattr(self, key)}
+        params = {key: getattr(self, key) for key in FILTER_FIELDS if getattr(self, key)}
         return "".join(f" AND t.{key} = %({key})s" for key in params), params
 
 

@@ -87,10 +87,8 @@ def iter_export(
     summary = summary if summary is not None else ExportSummary()
     summary.kept_unlabelled = fmt in KEEPS_UNLABELLED
     to_record = _RECORD_BUILDERS[fmt]
-    traces = Trace.objects.filter(project=project)
-    if split:
-        traces = traces.filter(split=split)
-    for chunk in _trace_chunks(traces):
+    traces = Trace.objects.filter(project=project).selected(split=split or "")
+    for chunk in traces.chunks(CHUNK_TRACES, read=_trace_rows):
         ids = [row.id for row in chunk]
         in_chunk = _of_chunk(traces, ids)
         scores = _step_scores(score_runs, in_chunk) if score_runs else {}
@@ -98,10 +96,12 @@ def iter_export(
             from_set = verdicts_in_set(label_set, [Trace(pk=pk) for pk in ids])
             verdicts = {pk: from_set.get(pk, Verdict()) for pk in ids}
         else:
-            verdicts = _resolve_chunk(ids, in_chunk, reviewed_only=labels == "adjudicated")
+            verdicts = Annotation.objects.filter(in_chunk).verdicts(
+                reviewed_only=labels == "adjudicated"
+            )
         texts = _step_texts(in_chunk)
         for row in chunk:
-            verdict = verdicts[row.id]
+            verdict = verdicts.get(row.id, Verdict())
             if verdict.disagreement:
                 summary.disagreements += 1
             elif not verdict.is_labelled:
@@ -159,56 +159,13 @@ _TRACE_COLUMNS = (
 )
 
 
-def _trace_chunks(traces: QuerySet[Trace]) -> Iterator[list[_TraceRow]]:
-    """The traces in id order, ``CHUNK_TRACES`` at a time, keyset-paginated on the id
-    (as ``Trace.objects.with_steps``), one query a chunk, so memory stays flat."""
-    traces = traces.order_by("id")
-    last_id = None
-    while True:
-        after = traces if last_id is None else traces.filter(id__gt=last_id)
-        # The chunk's ids first, then its rows: asked for in one go, the planner (its
-        # statistics stale after an import) joins every later trace with its problem
-        # before it sorts and cuts, which made an export quadratic in its size.
-        page = traces.filter(id__in=after.values("id")[:CHUNK_TRACES]).annotate(
-            metadata_text=Cast("metadata", TextField())
-        )
-        chunk = [
-            _TraceRow(*row[:7], orjson.loads(row[7]), *row[8:])
-            for row in page.values_list(*_TRACE_COLUMNS)
-        ]
-        if not chunk:
-            return
-        yield chunk
-        if len(chunk) < CHUNK_TRACES:
-            return  # a short chunk is the last one: no query for an empty one
-        last_id = chunk[-1].id
-
-
-class _LatestAnnotation(NamedTuple):
-    """The fields of an ``is_latest`` annotation that ``Verdict.resolve`` reads."""
-
-    id: int
-    kind: str
-    first_error_step: int | None
-    step_ratings: list | None
-
-
-def _resolve_chunk(trace_ids: list[int], in_chunk: Q, *, reviewed_only: bool) -> dict[int, Verdict]:
-    """``{trace id: Verdict}`` for a chunk, in one query: ``Verdict.resolve`` itself
-    decides each one, so the export labels a trace as the rest of the app does."""
-    latest: dict[int, list[_LatestAnnotation]] = defaultdict(list)
-    for trace_id, pk, kind, first_error, ratings in (
-        Annotation.objects.filter(in_chunk, is_latest=True)
-        .annotate(ratings_text=Cast("step_ratings", TextField()))
-        .order_by()
-        .values_list("trace_id", "id", "kind", "first_error_step", "ratings_text")
-    ):
-        ratings = None if ratings is None else orjson.loads(ratings)
-        latest[trace_id].append(_LatestAnnotation(pk, kind, first_error, ratings))
-    return {
-        pk: Verdict.resolve(latest.get(pk, ()), reviewed_only=reviewed_only)  # type: ignore[arg-type]
-        for pk in trace_ids
-    }
+def _trace_rows(page: QuerySet[Trace]) -> list[_TraceRow]:
+    """A chunk of traces (``TraceQuerySet.chunks``) as rows, one query."""
+    page = page.annotate(metadata_text=Cast("metadata", TextField()))
+    return [
+        _TraceRow(*row[:7], orjson.loads(row[7]), *row[8:])
+        for row in page.values_list(*_TRACE_COLUMNS)
+    ]
 
 
 def _step_texts(in_chunk: Q) -> dict[int, list[str]]:

@@ -37,6 +37,7 @@ from annotator.models import (
     TraceMC,
     Verdict,
 )
+from scoring.labels import ratings_from_first_error
 from scoring.montecarlo import first_error_at_threshold
 
 # Label names export_dataset already takes; a set may not shadow them.
@@ -49,31 +50,15 @@ class LabelSetError(ValueError):
     """A label set cannot be made as asked; the message says why."""
 
 
-def ratings_for(first_error: int, n_steps: int) -> list[int | None]:
-    """+1 up to the first error, -1 on it, unjudged after (first-error data says nothing
-    about later steps).
-
-    >>> ratings_for(1, 3), ratings_for(-1, 2)
-    ([1, -1, None], [1, 1])
-    """
-    if first_error == -1:
-        return [1] * n_steps
-    return [1] * first_error + [-1] + [None] * (n_steps - first_error - 1)
-
-
 def human_labels(project: Project, reviewed_only: bool = False) -> Labels:
-    latest = Annotation.objects.filter(trace__project=project, is_latest=True).only(
-        "id", "trace_id", "kind", "first_error_step", "step_ratings"
+    verdicts = Annotation.objects.filter(trace__project=project).verdicts(
+        reviewed_only=reviewed_only
     )
-    by_trace: dict[int, list[Annotation]] = {}
-    for annotation in latest.iterator(chunk_size=5000):
-        by_trace.setdefault(annotation.trace_id, []).append(annotation)
-    labels: Labels = {}
-    for trace_id, latest_of_trace in by_trace.items():
-        verdict = Verdict.resolve(latest_of_trace, reviewed_only=reviewed_only)
-        if verdict.is_labelled:
-            labels[trace_id] = (verdict.first_error_step, verdict.step_ratings)
-    return labels
+    return {
+        trace_id: (verdict.first_error_step, verdict.step_ratings)
+        for trace_id, verdict in verdicts.items()
+        if verdict.is_labelled
+    }
 
 
 def _mc_run(project: Project, params: dict[str, Any]) -> MonteCarloRun:
@@ -95,7 +80,7 @@ def mc_labels(project: Project, params: dict[str, Any], soft: bool) -> Labels:
             first_error = first_error_at_threshold(mc, threshold)
         else:
             first_error = next((i for i, ok in enumerate(n_steps_known) if ok is False), -1)
-        labels[trace_id] = (first_error, ratings_for(first_error, n_steps))
+        labels[trace_id] = (first_error, ratings_from_first_error(first_error, n_steps))
     return labels
 
 
@@ -118,7 +103,7 @@ def scoring_labels(project: Project, params: dict[str, Any]) -> Labels:
         if any(math.isnan(v) for v in values):
             continue  # no verdict on some step: no label
         first_error = next((i for i, v in enumerate(values) if v < threshold), -1)
-        labels[trace_id] = (first_error, ratings_for(first_error, len(values)))
+        labels[trace_id] = (first_error, ratings_from_first_error(first_error, len(values)))
     return labels
 
 

@@ -14,15 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple, TypeVar
 
+import orjson
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models.functions import Cast
 from django.utils import timezone
+
+T = TypeVar("T")
 
 
 class Role(models.TextChoices):
@@ -198,37 +203,127 @@ def _step_texts(trace_ids: list[int]) -> dict[int, list[str]]:
     return texts
 
 
-class TraceQuerySet(models.QuerySet):
-    def labelled(self) -> TraceQuerySet:
-        return self.filter(Exists(Annotation.objects.filter(trace=OuterRef("pk"))))
+# The generator of the reference traces (scoring/formats/gsm8k.py's): a GSM8K reference
+# solution ends in the reference answer, so it is hidden wherever the answer is.
+REFERENCE_GENERATOR = "reference"
+LABELLED_CHOICES = ("yes", "no")
 
-    def unlabelled(self) -> TraceQuerySet:
-        return self.exclude(Exists(Annotation.objects.filter(trace=OuterRef("pk"))))
+
+class TraceQuerySet(models.QuerySet):
+    def visible_to(self, membership: Membership) -> TraceQuerySet:
+        """The traces the member may see: all but the reference traces of a project that
+        hides its reference answers from the member (``annotator/hiding.py``)."""
+        if membership.sees_reference_answer():
+            return self
+        return self.exclude(generator=REFERENCE_GENERATOR)
+
+    def labelled(self, by: Membership | None = None) -> TraceQuerySet:
+        """Traces with a label; with ``by``, a label that member may see (a blind
+        annotator's own), so the filter tells them nothing about others' labels."""
+        return self.filter(Exists(self._labels_of(by)))
+
+    def unlabelled(self, by: Membership | None = None) -> TraceQuerySet:
+        return self.exclude(Exists(self._labels_of(by)))
+
+    @staticmethod
+    def _labels_of(by: Membership | None) -> AnnotationQuerySet:
+        labels = Annotation.objects.filter(trace=OuterRef("pk"))
+        return labels.visible_to(by) if by is not None else labels
+
+    def selected(
+        self,
+        *,
+        split: str = "",
+        generator: str = "",
+        source: str = "",
+        labelled: str = "",
+        seen_by: Membership | None = None,
+    ) -> TraceQuerySet:
+        """The traces of one split, generator and source (an empty value: any), labelled
+        (``"yes"``) or not (``"no"``) as far as ``seen_by`` may see labels (everyone's
+        without it). ``annotator/filters.py`` parses these from a request.
+
+        >>> Trace.objects.filter(project=p).visible_to(m).selected(split="test", seen_by=m)
+        """
+        traces = self
+        for field, value in (("split", split), ("generator", generator), ("source", source)):
+            if value:
+                traces = traces.filter(**{field: value})
+        if labelled == "yes":
+            traces = traces.labelled(seen_by)
+        elif labelled == "no":
+            traces = traces.unlabelled(seen_by)
+        return traces
+
+    def facets(self, *fields: str) -> dict[str, list[str]]:
+        """The distinct values of each of ``fields`` (default split and generator), for
+        the filter menus, as ``{"splits": [...], "generators": [...]}``. Ask it of
+        ``visible_to(member)``, so a hidden generator is not offered."""
+        return {
+            f"{field}s": list(self.order_by(field).values_list(field, flat=True).distinct())
+            for field in fields or ("split", "generator")
+        }
+
+    def chunks(
+        self,
+        size: int,
+        read: Callable[[TraceQuerySet], list[T]] = list,
+        by: tuple[str, ...] = ("id",),
+    ) -> Iterator[list[T]]:
+        """The traces in ``by`` order (ending in the unique ``id``), ``size`` at a
+        time, each chunk as ``read`` returns it (rows with the ``by`` attributes),
+        keyset-paginated on ``by``: one query a chunk (plus ``read``'s own), memory flat
+        however many traces match.
+
+        >>> for chunk in traces.chunks(500, read=read_with_steps, by=("num_steps", "id")): ...
+        """
+        traces = self.order_by(*by)
+        last: tuple | None = None
+        while True:
+            after = traces if last is None else traces.filter(_after(by, last))
+            # The chunk's ids first: with stale statistics (after an import) the planner
+            # would otherwise fetch every later row, with its joins, to sort and cut
+            # (which made an export quadratic in its size).
+            chunk = read(traces.filter(id__in=after.values("id")[:size]))
+            if not chunk:
+                return
+            yield chunk
+            if len(chunk) < size:
+                return  # a short chunk is the last one: no query for an empty one
+            last = tuple(getattr(chunk[-1], field) for field in by)
 
     def with_steps(self, chunk_size: int = 2000) -> Iterator[Trace]:
         """The traces in id order, each with ``step_texts`` filled in, read ``chunk_size``
-        at a time: two queries a chunk (the traces, keyset-paginated on the id, then
-        their steps), plus one per ``prefetch_related`` lookup. Memory stays flat
-        however many traces match, and the query count grows with chunks, not traces.
+        at a time: two queries a chunk (the traces, then their steps), plus one per
+        ``prefetch_related`` lookup. Memory stays flat however many traces match, and
+        the query count grows with chunks, not traces.
 
         >>> for trace in Trace.objects.filter(project=project).with_steps(): ...
         """
-        traces = self.order_by("id")
-        last_id = None
-        while True:
-            after = traces if last_id is None else traces.filter(id__gt=last_id)
-            # The chunk's ids first: with stale statistics (after an import) the planner
-            # would otherwise fetch every later row, with its joins, to sort and cut.
-            chunk = list(traces.filter(id__in=after.values("id")[:chunk_size]))
-            if not chunk:
-                return
-            texts = _step_texts([trace.id for trace in chunk])
-            for trace in chunk:
-                trace.step_texts = texts[trace.id]
+        for chunk in self.chunks(chunk_size, read=read_with_steps):
             yield from chunk
-            if len(chunk) < chunk_size:
-                return  # a short chunk is the last one: no query for an empty one
-            last_id = chunk[-1].id
+
+
+def _after(fields: tuple[str, ...], values: tuple) -> Q:
+    """Rows after ``values`` in ``fields`` order: ``(a, b) > (x, y)`` is ``a > x`` or
+    ``a = x and b > y``.
+
+    >>> _after(("num_steps", "id"), (3, 40))
+    <Q: (OR: ('num_steps__gt', 3), (AND: ('num_steps', 3), ('id__gt', 40)))>
+    """
+    after = Q()
+    for i, field in enumerate(fields):
+        after |= Q(*zip(fields[:i], values[:i], strict=True), (f"{field}__gt", values[i]))
+    return after
+
+
+def read_with_steps(traces: TraceQuerySet) -> list[Trace]:
+    """``traces`` as a list, each with ``step_texts`` filled in: two queries."""
+    chunk = list(traces)
+    texts = _step_texts([trace.id for trace in chunk])
+    for trace in chunk:
+        trace.step_texts = texts[trace.id]
+    return chunk
 
 
 class Trace(models.Model):
@@ -257,9 +352,10 @@ class Trace(models.Model):
     is_gold = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     # Denormalised for the queue (annotator/queue.py). label_count: the people whose latest
-    # label given here (``labelling.submit_label``) holds a verdict or a flag other than
-    # "gave up"; imported labels, reviews and adjudications do not count. Its db default is
-    # for imports, which COPY trace rows without it. queue_rank: the trace's place in the
+    # label given here (``labelling.submit_label``) counts toward the overlap
+    # (``labelling.counts_toward_overlap``: a verdict or a flag other than "gave up");
+    # imported labels, reviews and adjudications do not count. Its db default is for
+    # imports, which COPY trace rows without it. queue_rank: the trace's place in the
     # project's queue order (annotator/ranking.py).
     label_count = models.PositiveIntegerField(default=0, db_default=0)
     queue_rank = models.BigIntegerField(null=True, blank=True)
@@ -333,6 +429,72 @@ class AnnotationKind(models.TextChoices):
     GOLD = "gold", "Gold reference label"
 
 
+class _LatestAnnotation(NamedTuple):
+    """The fields of an annotation that ``Verdict.resolve`` reads, as a plain tuple:
+    building model instances cost an export more than resolving the verdicts."""
+
+    id: int
+    kind: str
+    first_error_step: int | None
+    step_ratings: list | None
+
+
+class AnnotationQuerySet(models.QuerySet):
+    # ``latest_versions``, not ``latest``: QuerySet.latest() is Django's (newest row by a
+    # field), and shadowing it would surprise.
+    def latest_versions(self) -> AnnotationQuerySet:
+        """Each author's current label of each trace (earlier versions are kept)."""
+        return self.filter(is_latest=True)
+
+    def labels(self) -> AnnotationQuerySet:
+        """Annotators' labels, not reviewers' adjudications or gold labels."""
+        return self.filter(kind=AnnotationKind.LABEL)
+
+    def by(self, user) -> AnnotationQuerySet:
+        """Written by ``user`` (imported labels are written by an ``import-*`` user)."""
+        return self.filter(annotator=user)
+
+    def latest_label_by(self, user) -> AnnotationQuerySet:
+        """The user's current label of each trace they labelled."""
+        return self.latest_versions().labels().by(user)
+
+    def visible_to(self, membership: Membership) -> AnnotationQuerySet:
+        """The annotations the member may see: all, or (annotators work blind) their own."""
+        if membership.sees_all_labels():
+            return self
+        return self.by(membership.user_id)
+
+    def counts_by_trace(self) -> dict[int, int]:
+        """``{trace id: how many of these annotations}``, for traces with one or more."""
+        return dict(
+            self.order_by().values("trace_id").annotate(n=Count("id")).values_list("trace_id", "n")
+        )
+
+    def verdicts(
+        self, *, reviewed_only: bool = False, chunk_size: int = 5000
+    ) -> dict[int, Verdict]:
+        """``{trace id: Verdict}`` of every trace these annotations label (their latest
+        versions), read ``chunk_size`` rows at a time; ``Verdict.resolve`` decides each,
+        so every page, export and figure labels a trace alike. Traces without a latest
+        annotation are absent: ``verdicts.get(trace_id, Verdict())``."""
+        latest: dict[int, list[_LatestAnnotation]] = defaultdict(list)
+        # JSON read as text and decoded with orjson: Django's JSONField decodes with
+        # json, a tenth of an export's time.
+        rows = (
+            self.latest_versions()
+            .annotate(ratings_text=Cast("step_ratings", models.TextField()))
+            .order_by()
+            .values_list("trace_id", "id", "kind", "first_error_step", "ratings_text")
+        )
+        for trace_id, pk, kind, first_error, ratings in rows.iterator(chunk_size=chunk_size):
+            ratings = None if ratings is None else orjson.loads(ratings)
+            latest[trace_id].append(_LatestAnnotation(pk, kind, first_error, ratings))
+        return {
+            trace_id: Verdict.resolve(of_trace, reviewed_only=reviewed_only)  # type: ignore[arg-type]
+            for trace_id, of_trace in latest.items()
+        }
+
+
 class Annotation(models.Model):
     """One submitted label of a trace. Rows are never edited: see the module docstring."""
 
@@ -365,6 +527,8 @@ class Annotation(models.Model):
     version = models.PositiveIntegerField(default=1)
     is_latest = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AnnotationQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]

@@ -56,10 +56,9 @@ class ProjectQuality:
 def matches_gold() -> Exists:
     """Whether an annotation (the outer row) gives its trace's gold first error."""
     return Exists(
-        Annotation.objects.filter(
+        Annotation.objects.latest_versions().filter(
             trace=OuterRef("trace"),
             kind=AnnotationKind.GOLD,
-            is_latest=True,
             first_error_step=OuterRef("first_error_step"),
         )
     )
@@ -108,11 +107,10 @@ def gold_answers(project: Project, user) -> tuple[int, int]:
 def collect_labels(project: Project) -> tuple[dict, dict]:
     """({rater: {trace_id: first_error}}, {rater: {trace_id: ratings}}) over the traces
     that two or more raters labelled with a verdict."""
-    verdicts = Annotation.objects.filter(
-        trace__project=project,
-        kind=AnnotationKind.LABEL,
-        is_latest=True,
-        first_error_step__isnull=False,
+    verdicts = (
+        Annotation.objects.latest_versions()
+        .labels()
+        .filter(trace__project=project, first_error_step__isnull=False)
     )
     shared = (
         verdicts.order_by()
@@ -159,8 +157,10 @@ def project_quality(project: Project) -> ProjectQuality:
     ):
         rows.setdefault(user_id, AnnotatorRow(username))
 
-    latest = Annotation.objects.filter(
-        trace__project=project, kind=AnnotationKind.LABEL, is_latest=True, annotator_id__in=rows
+    latest = (
+        Annotation.objects.latest_versions()
+        .labels()
+        .filter(trace__project=project, annotator_id__in=rows)
     )
     for user_id, n in latest.order_by().values_list("annotator_id").annotate(n=Count("id")):
         rows[user_id].labelled = n

@@ -28,11 +28,10 @@ MAX_ROWS = 200
 
 
 def _verdicts(project: Project) -> QuerySet[Annotation]:
-    return Annotation.objects.filter(
-        trace__project=project,
-        kind=AnnotationKind.LABEL,
-        is_latest=True,
-        first_error_step__isnull=False,
+    return (
+        Annotation.objects.latest_versions()
+        .labels()
+        .filter(trace__project=project, first_error_step__isnull=False)
     )
 
 
@@ -58,19 +57,16 @@ def disagreements(
     if not include_adjudicated:
         traces = traces.exclude(
             Exists(
-                Annotation.objects.filter(
-                    trace=OuterRef("pk"), kind=AnnotationKind.ADJUDICATION, is_latest=True
+                Annotation.objects.latest_versions().filter(
+                    trace=OuterRef("pk"), kind=AnnotationKind.ADJUDICATION
                 )
             )
         )
     traces = list(traces[:limit])
     rows = {t.pk: DisagreementRow(t, [], None) for t in traces}
     for a in (
-        Annotation.objects.filter(
-            trace_id__in=rows,
-            is_latest=True,
-            kind__in=[AnnotationKind.LABEL, AnnotationKind.ADJUDICATION],
-        )
+        Annotation.objects.latest_versions()
+        .filter(trace_id__in=rows, kind__in=[AnnotationKind.LABEL, AnnotationKind.ADJUDICATION])
         .select_related("annotator")
         .order_by("id")
     ):
@@ -86,7 +82,7 @@ def trace_context(membership: Membership, trace: Trace) -> dict:
     """Everything the side-by-side review page shows for one trace."""
     steps = trace.step_texts
     annotations = list(
-        trace.annotations.filter(is_latest=True)
+        trace.annotations.latest_versions()
         .select_related("annotator")
         .prefetch_related("reviews")
         .order_by("kind", "id")
@@ -156,9 +152,7 @@ def decide(annotation: Annotation, reviewer, decision: str, comment: str = "") -
 
 def send_back(trace: Trace, reviewer, comment: str) -> int:
     """Ask every annotator of the trace (not imported labels) to look at it again."""
-    current = Annotation.objects.filter(
-        trace=trace, kind=AnnotationKind.LABEL, is_latest=True, annotator__is_active=True
-    )
+    current = trace.annotations.latest_versions().labels().filter(annotator__is_active=True)
     reviews = [
         Review(annotation=a, reviewer=reviewer, decision=ReviewDecision.SEND_BACK, comment=comment)
         for a in current

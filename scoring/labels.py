@@ -21,11 +21,13 @@ agree with its first error) share these rules.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 FIRST_ERROR = "first_error"
 PER_STEP = "per_step"
 FLAGS = ("bad_problem", "gave_up", "bad_step_split")
 RATINGS = (-1, 0, 1)
+T = TypeVar("T")
 
 
 class LabelError(ValueError):
@@ -93,3 +95,21 @@ def normalise_label(
         out.append(-1)
         out.extend([None] * (num_steps - first_error_step - 1))
     return Label(first_error_step, out)
+
+
+def ratings_from_first_error(
+    first_error_step: int, n_steps: int, *, correct: T = 1, wrong: T = -1
+) -> list[T | None]:
+    """The per-step labels a first error implies: the steps before it ``correct``, it
+    ``wrong``, the later ones not judged (``None``); ``-1``: every step ``correct``.
+    The one encoding of a first error as step labels: label sets and ratings use the
+    defaults (PRM800K's +1/-1), metrics ``True``/``False``, training targets ``1``/``0``.
+
+    >>> ratings_from_first_error(1, 3), ratings_from_first_error(-1, 2)
+    ([1, -1, None], [1, 1])
+    >>> ratings_from_first_error(0, 2, correct=True, wrong=False)
+    [False, None]
+    """
+    if first_error_step == -1:
+        return [correct] * n_steps
+    return [correct] * first_error_step + [wrong] + [None] * (n_steps - first_error_step - 1)

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET
 
 from annotator import charts, dashboards, runs
 from annotator.access import get_membership, get_trace_for_user
+from annotator.filters import bad_parameter_is_400
 from annotator.models import (
     JobStatus,
     LabelSet,
@@ -26,7 +27,6 @@ from annotator.models import (
     Trace,
     Verdict,
 )
-from annotator.services import visible_annotations
 from scoring import metrics
 
 
@@ -86,17 +86,9 @@ def _finished_runs(membership: Membership, request: HttpRequest) -> list[Scoring
     return list(runs.order_by("id"))
 
 
-def _distinct(project, field: str) -> list[str]:
-    return list(
-        Trace.objects.filter(project=project)
-        .order_by(field)
-        .values_list(field, flat=True)
-        .distinct()
-    )
-
-
 @login_required
 @require_GET
+@bad_parameter_is_400
 def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     membership = get_membership(request.user, slug, allow=Membership.may_review)
     project = membership.project
@@ -120,9 +112,9 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
             "membership": membership,
             "filters": filters,
             "tau": request.GET.get("tau", ""),
-            "splits": _distinct(project, "split"),
-            "generators": _distinct(project, "generator"),
-            "sources": _distinct(project, "source"),
+            **Trace.objects.filter(project=project)
+            .visible_to(membership)
+            .facets("split", "generator", "source"),
             "label_sets": list(
                 LabelSet.objects.filter(project=project).order_by("name").values_list("id", "name")
             ),
@@ -204,6 +196,7 @@ RUNS_HEADER = (
 
 @login_required
 @require_GET
+@bad_parameter_is_400
 def dashboard_runs(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _member(request, slug)
     rows = _runs_table(membership, request)
@@ -244,6 +237,7 @@ def _processbench_rows(figures: dashboards.RunFigures) -> list[list[str]]:
 
 @login_required
 @require_GET
+@bad_parameter_is_400
 def dashboard_run(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     membership = _member(request, slug)
     run = get_object_or_404(
@@ -311,6 +305,7 @@ def _best_of_n_table(
 
 @login_required
 @require_GET
+@bad_parameter_is_400
 def dashboard_run_best_of_n(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     """One run's best-of-N: the page loads one such partial per run, in parallel, so the
     heaviest partial is one run's query, not every run's."""
@@ -342,6 +337,7 @@ def dashboard_run_best_of_n(request: HttpRequest, slug: str, run_id: int) -> Htt
 
 @login_required
 @require_GET
+@bad_parameter_is_400
 def dashboard_best_of_n(request: HttpRequest, slug: str) -> HttpResponse:
     """Every selected run's best-of-N in one CSV (the page's all-runs download; the page
     itself shows one partial per run): the runs not cached yet in one query."""
@@ -382,6 +378,7 @@ def dashboard_annotation(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
+@bad_parameter_is_400
 def dashboard_disagreements(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     """Where the run disagrees with the humans, or with another run (``?against=ID``)."""
     membership = _member(request, slug)
@@ -439,6 +436,7 @@ def _disagreement_list(
 
 @login_required
 @require_GET
+@bad_parameter_is_400
 def dashboard_mc_disagreements(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     """Where a finished Monte-Carlo run's first error differs from the humans'."""
     membership = _member(request, slug)
@@ -468,7 +466,9 @@ def trace_score_chart(request: HttpRequest, slug: str, trace_id: int) -> HttpRes
     )
     found = runs.scores_by_trace(project_runs, trace) if project_runs else {}
     scored = [run for run in project_runs if run.pk in found]
-    human = Verdict.resolve(visible_annotations(membership, trace)).first_error_step
+    human = Verdict.resolve(
+        trace.annotations.latest_versions().visible_to(membership)
+    ).first_error_step
     neighbours = []
     if membership.sees_all_labels() and dashboards.available():
         around = dashboards.neighbour_disagreements(membership.project, scored, trace.pk)

@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from annotator.access import get_membership
+from annotator.hiding import visible_label_sets
 from annotator.labelsets import LabelSetError, create_label_set
 from annotator.models import LabelSetSource, Membership
 
@@ -72,7 +73,7 @@ def label_set_list(request: HttpRequest, slug: str) -> HttpResponse:
         {
             "project": project,
             "membership": membership,
-            "label_sets": project.label_sets.order_by("-id"),
+            "label_sets": visible_label_sets(membership, project.label_sets.order_by("-id")),
             "form": form,
         },
         status=status,

@@ -20,8 +20,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotator import review
 from annotator.access import get_membership
 from annotator.exporting import EXPORT_FORMATS, LABEL_SOURCES
-from annotator.models import JobStatus, Membership, Project, Role, ScoringRun
-from annotator.services import facet_values, filter_traces, label_counts
+from annotator.filters import TraceFilter, bad_parameter_is_400
+from annotator.models import Annotation, JobStatus, Membership, Project, Role, ScoringRun, Trace
 from annotator.views.runs import LATEST_RUNS, ScoreForm
 
 TRACES_PER_PAGE = 50
@@ -139,12 +139,23 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@bad_parameter_is_400
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     membership = get_membership(request.user, slug)
     project = membership.project
-    traces = filter_traces(membership, request.GET)
-    page = Paginator(traces, TRACES_PER_PAGE).get_page(request.GET.get("page"))
-    counts = label_counts([t.id for t in page.object_list])
+    visible = Trace.objects.filter(project=project).visible_to(membership)
+    traces = TraceFilter.from_params(request.GET).apply(visible, membership)
+    page = Paginator(traces.select_related("problem").order_by("id"), TRACES_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    # The Labels column counts the latest labels the member may see (a blind
+    # annotator: their own), as ``?labelled=`` does.
+    counts = (
+        Annotation.objects.filter(trace__in=[t.id for t in page.object_list])
+        .latest_versions()
+        .visible_to(membership)
+        .counts_by_trace()
+    )
     rows = [(trace, counts.get(trace.id, 0)) for trace in page.object_list]
     query = request.GET.copy()
     query.pop("page", None)
@@ -160,7 +171,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
             *LABEL_SOURCES,
             *project.label_sets.order_by("name").values_list("name", flat=True),
         ],
-        **facet_values(project),
+        **visible.facets(),
     }
     if request.htmx:
         return render(request, "project.html#trace-table", context)

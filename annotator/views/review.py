@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotator import review
 from annotator.access import get_membership, get_trace_for_user
+from annotator.filters import bad_parameter_is_400, text_param
 from annotator.labelling import LabelError, reviewer_label
 from annotator.models import Annotation, Membership, ReviewDecision, Trace
 from annotator.quality import project_quality
@@ -71,6 +72,7 @@ def review_trace(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse
 
 @login_required
 @require_POST
+@bad_parameter_is_400
 def review_adjudicate(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
     membership, trace = get_trace_for_user(
         request.user, slug, trace_id, allow=Membership.may_review
@@ -81,18 +83,20 @@ def review_adjudicate(request: HttpRequest, slug: str, trace_id: int) -> HttpRes
         context = _trace_context(membership, trace)
         context["error"] = str(exc)
         return render(request, "review_trace.html", context, status=422)
-    review.adjudicate(trace, request.user, label, note=request.POST.get("note", ""))
+    note = text_param(request.POST, "note")
+    review.adjudicate(trace, request.user, label, note=note)
     messages.success(request, f"Adjudicated trace {trace.external_id}.")
     return redirect("review", slug=slug)
 
 
 @login_required
 @require_POST
+@bad_parameter_is_400
 def review_send_back(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
     membership, trace = get_trace_for_user(
         request.user, slug, trace_id, allow=Membership.may_review
     )
-    comment = request.POST.get("comment", "").strip()
+    comment = text_param(request.POST, "comment").strip()
     if not comment:
         context = _trace_context(membership, trace)
         context["error"] = "Say what the annotators should look at again."
@@ -104,13 +108,14 @@ def review_send_back(request: HttpRequest, slug: str, trace_id: int) -> HttpResp
 
 @login_required
 @require_POST
+@bad_parameter_is_400
 def review_annotation(request: HttpRequest, slug: str, annotation_id: int) -> HttpResponse:
     membership = get_membership(request.user, slug, allow=Membership.may_review)
     annotation = get_object_or_404(Annotation, pk=annotation_id, trace__project=membership.project)
     decision = request.POST.get("decision", "")
     if decision not in (ReviewDecision.ACCEPT, ReviewDecision.REJECT):
         return HttpResponse("decision must be accept or reject", status=400)
-    review.decide(annotation, request.user, decision, request.POST.get("comment", ""))
+    review.decide(annotation, request.user, decision, text_param(request.POST, "comment"))
     return redirect("review-trace", slug=slug, trace_id=annotation.trace_id)
 
 

@@ -12,7 +12,6 @@ from annotator import review
 from annotator.access import get_trace_for_user
 from annotator.labelling import LabelError, reviewer_label
 from annotator.models import Membership, Verdict
-from annotator.services import visible_annotations
 from annotator.views.runs import score_context
 
 
@@ -20,7 +19,12 @@ from annotator.views.runs import score_context
 @require_GET
 def trace_detail(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
     membership, trace = get_trace_for_user(request.user, slug, trace_id)
-    annotations = list(visible_annotations(membership, trace))
+    annotations = list(
+        trace.annotations.latest_versions()
+        .visible_to(membership)
+        .select_related("annotator")
+        .order_by("id")
+    )
     for annotation in annotations:
         annotation.rating_by_step = annotation.ratings_by_step(len(trace.step_texts))
     # The human first error beside the scores: the verdict of the labels this member sees.
@@ -42,9 +46,11 @@ def trace_detail(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse
 @require_GET
 def trace_history(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
     membership, trace = get_trace_for_user(request.user, slug, trace_id)
-    versions = trace.annotations.select_related("annotator").prefetch_related("reviews__reviewer")
-    if not membership.sees_all_labels():
-        versions = versions.filter(annotator=request.user)
+    versions = (
+        trace.annotations.visible_to(membership)
+        .select_related("annotator")
+        .prefetch_related("reviews__reviewer")
+    )
     return render(
         request,
         "history.html",

@@ -3,12 +3,27 @@ members see follows their ``Membership``."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
+from annotator.hiding import visible_metadata
 from annotator.importing import import_file
-from annotator.models import Annotation, ImportJob, ScoringRun, Trace
+from annotator.labelsets import create_label_set
+from annotator.models import (
+    Annotation,
+    AnnotationKind,
+    ImportJob,
+    JobStatus,
+    MCRollout,
+    MonteCarloRun,
+    ScoringRun,
+    Trace,
+    TraceMC,
+    TraceScore,
+)
 from tests.factories import PROCESSBENCH_GSM8K, make_trace
 
 PUBLIC = {"login", "logout"}
@@ -212,7 +227,14 @@ def test_creating_projects_is_a_site_permission(client, users, db, settings):
 
 # ---------------------------------------------------------------- hidden means hidden
 
-HIDDEN = (b"REF-ANSWER-42", b"REFSTEP-SECRET", b"final answer correct", b"final answer wrong")
+HIDDEN = (
+    b"REF-ANSWER-42",
+    b"REFSTEP-SECRET",
+    b"final answer correct",
+    b"final answer wrong",
+    b'<tr class="right">',  # a Monte-Carlo rollout's answer marked against the reference
+    b"ROLLOUT-SAYS-42",
+)
 
 
 def leaks(response) -> list[bytes]:
@@ -228,11 +250,29 @@ def test_annotators_see_nothing_of_a_hidden_reference_on_any_url(
     project, users, client_for, hidden
 ):
     """Walks every URL the annotator can reach, with each trace in turn: a model
-    solution judged correct against the reference, and the reference solution itself."""
+    solution judged correct against the reference (with a Monte-Carlo rollout whose
+    answer is marked right), and the reference solution itself. The project shows
+    model scores, so the pages that show them are walked too."""
     project.show_reference_answer = not hidden
+    project.show_model_scores = True
     project.save()
     solution = make_trace(
         project, reference_answer="REF-ANSWER-42", final_answer="4", final_answer_correct=True
+    )
+    mc_run = MonteCarloRun.objects.create(
+        project=project, name="mc", completer="openai:http://127.0.0.1:1", keep_rollouts=True
+    )
+    TraceMC.objects.create(
+        run=mc_run, trace=solution, mc=[1.0] * 3, hard=[1] * 3, progress=[0.0] * 3, first_error=-1
+    )
+    MCRollout.objects.create(
+        run=mc_run,
+        trace=solution,
+        step_index=0,
+        sample=0,
+        text="ROLLOUT-SAYS-42",
+        answer="42",
+        correct=True,
     )
     reference = make_trace(
         project, generator="reference", steps=["REFSTEP-SECRET one", "REFSTEP-SECRET two"]
@@ -254,3 +294,102 @@ def test_annotators_see_nothing_of_a_hidden_reference_on_any_url(
         assert any(b"REFSTEP-SECRET" in found for found in seen.values())
         assert any(b"final answer correct" in found for found in seen.values())
         assert any(b"REF-ANSWER-42" in found for found in seen.values())
+        assert any(b'<tr class="right">' in found for found in seen.values())
+
+
+# ---------------------------------------------------------------- blind means blind
+
+
+@pytest.fixture
+def others_labels(project, users, django_user_model):
+    """In a project that shows model scores: a trace labelled by everyone but the
+    annotator (a label, a gold label, an adjudication, an imported label), one the
+    annotator labelled, and a finished scoring run, Monte-Carlo run and label set over
+    the first."""
+    project.show_model_scores = True
+    project.save()
+    theirs = make_trace(project, ext="theirs")
+    mine = make_trace(project, ext="mine")
+    importer = django_user_model.objects.create_user("import-prm800k")
+    for user, kind, external in (
+        (users["owner"], AnnotationKind.LABEL, ""),
+        (users["reviewer"], AnnotationKind.GOLD, ""),
+        (users["reviewer"], AnnotationKind.ADJUDICATION, ""),
+        (importer, AnnotationKind.LABEL, "labeller-7"),
+    ):
+        Annotation.objects.create(
+            trace=theirs, annotator=user, kind=kind, external_annotator=external, first_error_step=1
+        )
+    Annotation.objects.create(trace=mine, annotator=users["annotator"], first_error_step=0)
+    run = ScoringRun.objects.create(project=project, name="prm", status=JobStatus.DONE)
+    TraceScore.objects.create(run=run, trace=theirs, predicted_first_error=1)
+    mc_run = MonteCarloRun.objects.create(
+        project=project, name="mc", completer="openai:http://127.0.0.1:1", status=JobStatus.DONE
+    )
+    TraceMC.objects.create(
+        run=mc_run,
+        trace=theirs,
+        mc=[1.0, 0.0, 0.0],
+        hard=[1, 0, 0],
+        progress=[0.0] * 3,
+        first_error=1,
+    )
+    create_label_set(project, "humans", "human")
+    return theirs, mine, run, mc_run
+
+
+def label_column(client, project, **query) -> dict[str, str]:
+    """``{external id: the Labels cell}`` of the project page's trace list."""
+    html = client.get(reverse("project", args=[project.slug]), query).content.decode()
+    return dict(
+        re.findall(r">([\w-]+)</a></td>(?:\s*<td[^>]*>.*?</td>){4}\s*<td>(.*?)</td>", html, re.S)
+    )
+
+
+@pytest.mark.parametrize(("role", "blind"), [("annotator", True), ("reviewer", False)])
+def test_the_labels_column_and_labelled_filter_count_only_labels_the_member_sees(
+    project, users, client_for, others_labels, role, blind
+):
+    client = client_for(users[role])
+    counts = label_column(client, project)
+    if blind:  # their own label only: nothing of the owner's, gold, adjudication, import
+        assert counts == {"theirs": '<span class="muted">—</span>', "mine": "1"}
+        assert list(label_column(client, project, labelled="yes")) == ["mine"]
+        assert list(label_column(client, project, labelled="no")) == ["theirs"]
+    else:
+        assert counts == {"theirs": "4", "mine": "1"}
+        assert list(label_column(client, project, labelled="yes")) == ["theirs", "mine"]
+        assert list(label_column(client, project, labelled="no")) == []
+
+
+@pytest.mark.parametrize(("role", "blind"), [("annotator", True), ("reviewer", False)])
+def test_run_pages_compare_with_human_labels_only_for_those_who_see_them(
+    project, users, client_for, others_labels, role, blind
+):
+    """The ProcessBench table's per-split counts and "equals the human verdict on k of
+    n" give away other people's labels."""
+    _, _, run, mc_run = others_labels
+    client = client_for(users[role])
+    run_page = client.get(reverse("run", args=[project.slug, run.pk])).content
+    mc_page = client.get(reverse("mc-run", args=[project.slug, mc_run.pk])).content
+    sets_page = client.get(reverse("label-sets", args=[project.slug])).content
+    shown = {
+        "processbench": b'id="processbench"' in run_page,
+        "mc agreement": b'id="mc-agreement"' in mc_page,
+        "human label set": b'data-name="humans"' in sets_page,
+    }
+    assert shown == dict.fromkeys(shown, not blind)
+
+
+def test_metadata_keeps_imported_labellers_records_from_blind_members(project, users):
+    metadata = {
+        "finish_reason": "found_error",
+        "quality_control": True,
+        "initial_screening": False,
+        "timestamp": "2022-07-17",
+    }
+    annotator = project.memberships.get(user=users["annotator"])
+    reviewer = project.memberships.get(user=users["reviewer"])
+    assert visible_metadata(annotator, metadata) == {"timestamp": "2022-07-17"}
+    assert visible_metadata(reviewer, metadata) == metadata
+    assert metadata["finish_reason"] == "found_error"  # the trace's own is left alone

@@ -22,7 +22,6 @@ from annotator.models import (
     Project,
     ScoringRun,
     Trace,
-    Verdict,
 )
 from scoring.cli import main as scoring_main
 from tests.factories import N_PROBLEMS, SOLUTIONS
@@ -112,11 +111,8 @@ def _nan(value: str) -> str:
 
 
 def test_verdict_sql_equals_verdict_resolve(project, two_runs):
-    expected = {}
-    for trace in Trace.objects.filter(project=project).prefetch_related("annotations"):
-        verdict = Verdict.resolve([a for a in trace.annotations.all() if a.is_latest])
-        if verdict.is_labelled:
-            expected[trace.pk] = verdict.first_error_step
+    verdicts = Annotation.objects.filter(trace__project=project).verdicts()
+    expected = {pk: v.first_error_step for pk, v in verdicts.items() if v.is_labelled}
     assert dashboards.verdicts(project) == expected
     assert len(expected) >= 15  # the fixture holds labels, and one disagreement without
     assert len(expected) < Trace.objects.filter(project=project).count()

@@ -16,6 +16,7 @@ from annotator.models import (
     Verdict,
     pad_ratings,
     rater_name,
+    read_with_steps,
 )
 from tests.factories import make_trace
 
@@ -118,3 +119,105 @@ def test_it_reads_the_steps_of_a_trace_loaded_alone_once(project, django_assert_
     with django_assert_num_queries(1):
         assert trace.step_texts == ["step 0 of alone", "step 1 of alone", "step 2 of alone"]
         assert len(trace.step_texts) == 3
+
+
+def save_label(trace, user, first_error, *, kind=AnnotationKind.LABEL, latest=True, ratings=None):
+    return Annotation.objects.create(
+        trace=trace,
+        annotator=user,
+        kind=kind,
+        first_error_step=first_error,
+        step_ratings=ratings,
+        is_latest=latest,
+    )
+
+
+def test_it_resolves_the_verdict_of_every_trace_from_the_latest_annotations(project, users):
+    agreed, disputed, adjudicated, bare = (make_trace(project, ext=f"v{i}") for i in range(4))
+    save_label(agreed, users["owner"], 0, latest=False)  # an old version: not counted
+    save_label(agreed, users["owner"], 1, ratings=[1, -1, None])
+    save_label(agreed, users["annotator"], 1)
+    save_label(disputed, users["owner"], 0)
+    save_label(disputed, users["annotator"], 2)
+    save_label(adjudicated, users["annotator"], 2)
+    save_label(adjudicated, users["reviewer"], -1, kind=AnnotationKind.ADJUDICATION)
+    verdicts = Annotation.objects.filter(trace__project=project).verdicts(chunk_size=2)
+    assert verdicts == {
+        agreed.pk: Verdict(1, [1, -1, None], AnnotationKind.LABEL),
+        disputed.pk: Verdict(kind=AnnotationKind.LABEL, disagreement=True),
+        adjudicated.pk: Verdict(-1, None, AnnotationKind.ADJUDICATION),
+    }
+    assert bare.pk not in verdicts
+    reviewed = Annotation.objects.filter(trace__project=project).verdicts(reviewed_only=True)
+    assert {pk for pk, v in reviewed.items() if v.is_labelled} == {adjudicated.pk}
+
+
+def test_it_narrows_annotations_to_the_latest_labels_of_a_user(project, users):
+    trace = make_trace(project)
+    old = save_label(trace, users["annotator"], 0, latest=False)
+    mine = save_label(trace, users["annotator"], 1)
+    save_label(trace, users["owner"], 1)
+    save_label(trace, users["reviewer"], 1, kind=AnnotationKind.GOLD)
+    assert list(Annotation.objects.latest_label_by(users["annotator"])) == [mine]
+    assert set(Annotation.objects.by(users["annotator"])) == {old, mine}
+    assert Annotation.objects.latest_versions().labels().count() == 2
+    annotator = project.memberships.get(user=users["annotator"])
+    reviewer = project.memberships.get(user=users["reviewer"])
+    assert set(trace.annotations.visible_to(annotator)) == {old, mine}
+    assert trace.annotations.latest_versions().visible_to(reviewer).count() == 3
+    assert trace.annotations.latest_versions().visible_to(annotator).counts_by_trace() == {
+        trace.pk: 1
+    }
+
+
+def test_it_selects_traces_by_split_generator_source_and_labels(project, users):
+    a = make_trace(project, ext="a", split="test", generator="g1")
+    b = make_trace(project, ext="b", split="test", generator="g2")
+    c = make_trace(project, ext="c", split="train", generator="g1")
+    save_label(b, users["owner"], 0)
+    save_label(c, users["annotator"], 1)
+    traces = Trace.objects.filter(project=project)
+    assert list(traces.selected(split="test")) == [a, b]
+    assert list(traces.selected(generator="g1", source="test")) == [a, c]
+    assert list(traces.selected(source="elsewhere")) == []
+    assert list(traces.selected(labelled="yes")) == [b, c]
+    assert list(traces.selected(labelled="no")) == [a]
+    # A blind annotator's "labelled" is their own labels only.
+    annotator = project.memberships.get(user=users["annotator"])
+    assert list(traces.selected(labelled="yes", seen_by=annotator)) == [c]
+    assert list(traces.selected(labelled="no", seen_by=annotator)) == [a, b]
+    assert traces.facets() == {"splits": ["test", "train"], "generators": ["g1", "g2"]}
+
+
+def test_it_hides_reference_traces_from_members_who_may_not_see_the_answer(project, users):
+    solution = make_trace(project, ext="s", generator="g1")
+    reference = make_trace(project, ext="r", generator="reference")
+    annotator = project.memberships.get(user=users["annotator"])
+    reviewer = project.memberships.get(user=users["reviewer"])
+    traces = Trace.objects.filter(project=project)
+    assert list(traces.visible_to(annotator)) == [solution, reference]
+    project.show_reference_answer = False
+    project.save()
+    annotator.refresh_from_db()
+    assert list(traces.visible_to(annotator)) == [solution]
+    assert traces.visible_to(annotator).facets()["generators"] == ["g1"]
+    assert list(traces.visible_to(reviewer)) == [solution, reference]
+
+
+def test_it_reads_traces_in_keyset_chunks_as_the_reader_returns_them(project):
+    made = [make_trace(project, n, ext=f"k{i}") for i, n in enumerate((3, 1, 3, 2, 1))]
+    traces = Trace.objects.filter(project=project)
+    chunks = list(traces.chunks(2, read=lambda page: list(page.only("id"))))
+    assert [[t.pk for t in chunk] for chunk in chunks] == [
+        [made[0].pk, made[1].pk],
+        [made[2].pk, made[3].pk],
+        [made[4].pk],
+    ]
+    # Shortest first: the key (num_steps, id) orders ties by id, and no trace is read twice.
+    chunks = list(traces.chunks(2, read=read_with_steps, by=("num_steps", "id")))
+    assert [[t.external_id for t in chunk] for chunk in chunks] == [
+        ["k1", "k4"],
+        ["k3", "k0"],
+        ["k2"],
+    ]
+    assert chunks[0][0].step_texts == ["step 0 of k1"]

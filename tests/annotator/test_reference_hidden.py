@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from annotator import queue
+from annotator.models import MCRollout, MonteCarloRun, TraceMC
 from tests.factories import make_trace
 
 pytestmark = pytest.mark.django_db
@@ -45,3 +46,64 @@ def test_the_queue_serves_reference_traces_where_answers_are_shown(hidden, users
     project.save()
     served = {queue.claim_next(project, users[who]).trace for who in ("annotator", "reviewer")}
     assert reference in served
+
+
+def test_the_generator_menu_offers_reference_only_to_those_who_may_see_it(
+    hidden, client_for, users
+):
+    project, _, _ = hidden
+    url = reverse("project", args=[project.slug])
+    option = b'<option value="reference"'
+    assert option not in client_for(users["annotator"]).get(url).content
+    assert b'<option value="gpt-4o"' in client_for(users["annotator"]).get(url).content
+    assert option in client_for(users["reviewer"]).get(url).content
+
+
+@pytest.fixture
+def rollouts(hidden):
+    """A finished Monte-Carlo run that kept its rollouts of the model solution, in a
+    project that shows model scores: two answers, one marked right (it is the hidden
+    reference answer) and one wrong."""
+    project, _, solution = hidden
+    project.show_model_scores = True
+    project.save()
+    run = MonteCarloRun.objects.create(
+        project=project, name="mc", completer="openai:http://127.0.0.1:1", keep_rollouts=True
+    )
+    TraceMC.objects.create(
+        run=run, trace=solution, mc=[0.5] * 3, hard=[1] * 3, progress=[0.0] * 3, first_error=-1
+    )
+    for sample, (answer, correct) in enumerate([("ANSWER-SEVEN", True), ("ANSWER-NINE", False)]):
+        MCRollout.objects.create(
+            run=run,
+            trace=solution,
+            step_index=0,
+            sample=sample,
+            text=f"so the answer is {answer}",
+            answer=answer,
+            correct=correct,
+        )
+    return project, solution
+
+
+def rollouts_shown(client, project, trace) -> dict[str, bool]:
+    html = client.get(reverse("trace-mc", args=[project.slug, trace.pk])).content
+    assert b'id="mc-values"' in html  # the model scores themselves are shown
+    return {
+        "marks": b'class="right"' in html or b'class="wrong"' in html,
+        "answers": b"ANSWER-SEVEN" in html,
+    }
+
+
+@pytest.mark.parametrize(
+    ("role", "answers_shown", "shown"),
+    [("annotator", False, False), ("annotator", True, True), ("reviewer", False, True)],
+)
+def test_rollouts_marked_right_or_wrong_are_shown_only_where_the_answer_is(
+    rollouts, client_for, users, role, answers_shown, shown
+):
+    project, solution = rollouts
+    project.show_reference_answer = answers_shown
+    project.save()
+    seen = rollouts_shown(client_for(users[role]), project, solution)
+    assert seen == {"marks": shown, "answers": shown}
