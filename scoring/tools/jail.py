@@ -24,6 +24,7 @@ argument (``{"kind": "refused", "detail": ...}``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -59,10 +60,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def report(kind: str, detail: str = "") -> None:
     """One JSON line on the status pipe; never raises (the code may have closed the fd)."""
-    try:
+    with contextlib.suppress(OSError):
         os.write(STATUS_FD, (json.dumps({"kind": kind, "detail": detail[:2000]}) + "\n").encode())
-    except OSError:
-        pass
 
 
 def _check(result: int, what: str) -> None:

@@ -42,6 +42,7 @@ code written to attack the kernel.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -64,7 +65,6 @@ from scoring.tools.verdict import (
     REFUSED,
     TIMEOUT,
     UNAVAILABLE,
-    ToolVerdict,
 )
 
 JAIL = Path(jail.__file__).resolve()
@@ -176,22 +176,16 @@ def _kill_cgroup(group: Path) -> None:
         if not pids:
             break
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.01)  # let the kernel finish the kills before reading the list again
-    try:
+    with contextlib.suppress(OSError):
         group.rmdir()
-    except OSError:
-        pass
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def run_python(code: str, limits: Limits = Limits(), stdin: bytes = b"") -> Execution:  # noqa: B008 (frozen)
@@ -303,8 +297,11 @@ def _collect(
     returncode = proc.wait()
     stdout = bytes(buffers[proc.stdout.fileno()][: limits.output_bytes])
     stderr = bytes(buffers[proc.stderr.fileno()][: limits.output_bytes])
-    reports = [json.loads(line) for line in buffers[status_fd].decode(errors="replace").splitlines()
-               if line.startswith("{")]
+    reports = [
+        json.loads(line)
+        for line in buffers[status_fd].decode(errors="replace").splitlines()
+        if line.startswith("{")
+    ]
     proc.stdout.close()
     proc.stderr.close()
     os.close(status_fd)
@@ -338,4 +335,3 @@ def _ending(returncode: int, reports: list[dict], limits: Limits) -> tuple[str |
     if returncode != 0:
         return EXCEPTION, f"exit status {returncode}"
     return None, ""
-
