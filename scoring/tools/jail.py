@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import linecache
 import os
 import platform
 import resource
@@ -205,6 +206,8 @@ def _worker(job: dict) -> None:
     _drop_privileges(job["uid"])
     os.chdir(WORK)
     code = compile(job["code"], "<sandbox>", "exec")
+    # Tracebacks quote the code's lines from here instead of opening a file.
+    linecache.cache["<sandbox>"] = (len(job["code"]), None, job["code"].splitlines(True), "")
     sys.addaudithook(_audit_hook([target for _, target in job["read_only"]["binds"]]))
     try:
         exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
@@ -216,7 +219,9 @@ def _worker(job: dict) -> None:
         os._exit(exit.code if isinstance(exit.code, int) else 1)
     except BaseException as error:  # noqa: BLE001 (every failure of the code is its result)
         report("exception", "".join(traceback.format_exception_only(error)).strip())
-        traceback.print_exc()
+        # From the code's own frame on: printing this file's frame would open it, which the
+        # hook refuses (and it is not in the new root).
+        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
         sys.stderr.flush()
         os._exit(1)
     sys.stdout.flush()

@@ -188,6 +188,24 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the run: the namespace's init first, then the whole process group.
+
+    Killing init makes the kernel kill everything in its pid namespace, and the launcher, its
+    parent, reaps it and exits. Were they killed together, init would be left a zombie until
+    the host's pid 1 reaps it. The launcher forks only once, so its children are init alone.
+    """
+    if proc.poll() is None:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        with contextlib.suppress(OSError):
+            for pid in children.read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+    _kill_group(proc.pid)
+
+
 def run_python(code: str, limits: Limits = Limits(), stdin: bytes = b"") -> Execution:  # noqa: B008 (frozen)
     """Run ``code`` in the sandbox and wait for it, at most ``limits.wall_seconds``.
 
@@ -233,7 +251,7 @@ def run_python(code: str, limits: Limits = Limits(), stdin: bytes = b"") -> Exec
     try:
         return _collect(proc, code, limits, stdin, status_read)
     finally:
-        _kill_group(proc.pid)
+        _stop(proc)
         if group:
             _kill_cgroup(group)
         proc.wait()
@@ -293,7 +311,7 @@ def _collect(
         if not proc.stdin.closed:
             proc.stdin.close()
     if error_kind is not None:
-        _kill_group(proc.pid)
+        _stop(proc)
     returncode = proc.wait()
     stdout = bytes(buffers[proc.stdout.fileno()][: limits.output_bytes])
     stderr = bytes(buffers[proc.stderr.fileno()][: limits.output_bytes])

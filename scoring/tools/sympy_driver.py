@@ -98,9 +98,12 @@ def compare(a: sympy.Expr, b: sympy.Expr, tolerance: float) -> tuple[str, str]:
         va, vb = number(a), number(b)
         if not (finite(va) and finite(vb)):
             return "undecided", f"not finite: {show(va)}, {show(vb)}"
-        gap = abs(va - vb)
-        decision = "correct" if gap <= tolerance else "wrong"
-        return decision, f"numeric: |{show(va)} - {show(vb)}| = {gap:.3g}, tolerance {tolerance}"
+        # Exactly, at 50 digits: |3 - 3.1| is 0.1 here, not 0.10000000000000009.
+        gap = sympy.Abs(a - b)
+        over = sympy.N(gap - sympy.Rational(str(tolerance)), 50)
+        decision = "correct" if over <= sympy.Float("1e-40") else "wrong"
+        gap_text = f"{float(sympy.N(gap, 30)):.3g}"
+        return decision, f"numeric: |{show(va)} - {show(vb)}| = {gap_text}, tolerance {tolerance}"
     # The reference's judge substitutes values into expressions; a fixed seed keeps the
     # verdict reproducible.
     rng = random.Random(0)
