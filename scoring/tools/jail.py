@@ -49,6 +49,7 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 STATUS_FD = -1  # the status pipe's descriptor, from the command line
 WORK = "/scratch"
@@ -228,6 +229,14 @@ def _worker(job: dict) -> None:
     os._exit(0)
 
 
+def _die_with_parent(parent: int | None) -> None:
+    """SIGKILL when the parent dies; ``parent`` (None where the parent is outside our pid
+    namespace, which shows it as 0) closes the race of a parent dead before this call."""
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
+    if parent is not None and os.getppid() != parent:
+        os._exit(EXIT_UNAVAILABLE)
+
+
 def _exit_like(status: int) -> None:
     """Leave with a child's wait status: its exit code, or 128 + its signal."""
     if os.WIFSIGNALED(status):
@@ -245,6 +254,8 @@ def _reap_until(child: int) -> int:
 def main(job_dir: str) -> None:
     with open(os.path.join(job_dir, "job.json")) as fh:
         job = json.load(fh)
+    # Die with the caller: a worker killed mid-run must not leave its sandbox running.
+    _die_with_parent(job["parent"])
     try:
         if job["pids_cgroup"]:
             # Join before the first fork, so that every descendant is counted and killable.
@@ -259,6 +270,8 @@ def main(job_dir: str) -> None:
     init = os.fork()
     if init:
         _exit_like(os.waitpid(init, 0)[1])
+    # init dies with the launcher, and the kernel then kills the whole namespace.
+    _die_with_parent(None)
     # pid 1 of the new namespace: reap every orphan; leave when the worker does.
     worker = os.fork()
     if worker == 0:

@@ -71,6 +71,8 @@ JAIL = Path(jail.__file__).resolve()
 NOBODY = 65534
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PREFIX = "stepwise-sandbox-"
+JOB_PREFIX = "stepwise-sandbox-"
+STALE_SECONDS = 24 * 3600
 # Library directories C extensions load from; kept when they exist (symlinks are recreated).
 SYSTEM_LIBRARIES = ("/usr/lib", "/usr/lib64", "/lib", "/lib64")
 
@@ -154,6 +156,7 @@ def _make_pids_cgroup(max_processes: int) -> Path | None:
     try:
         if version == "v2" and "pids" not in (parent / "cgroup.subtree_control").read_text():
             return None
+        _sweep(parent, f"{CGROUP_PREFIX}*")
         group = parent / f"{CGROUP_PREFIX}{uuid.uuid4().hex}"
         group.mkdir()
     except OSError:
@@ -164,6 +167,21 @@ def _make_pids_cgroup(max_processes: int) -> Path | None:
         group.rmdir()
         return None
     return group
+
+
+def _sweep(parent: Path, pattern: str) -> None:
+    """Remove what runs whose caller was killed left behind (their processes died with it:
+    see ``jail._die_with_parent``): empty cgroups and job folders older than a day. A cgroup
+    that still holds a process cannot be removed, so a live run is never touched."""
+    stale = time.time() - STALE_SECONDS
+    with contextlib.suppress(OSError):
+        for path in parent.glob(pattern):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < stale:
+                    if path.is_relative_to(CGROUP_ROOT):
+                        path.rmdir()
+                    else:
+                        shutil.rmtree(path)
 
 
 def _kill_cgroup(group: Path) -> None:
@@ -212,13 +230,15 @@ def run_python(code: str, limits: Limits = Limits(), stdin: bytes = b"") -> Exec
     Never raises for anything the code does: every failure is an ``Execution`` with an
     ``error_kind`` (:mod:`scoring.tools.verdict` lists them).
     """
-    job_dir = tempfile.mkdtemp(prefix="stepwise-sandbox-")
+    _sweep(Path(tempfile.gettempdir()), f"{JOB_PREFIX}*")
+    job_dir = tempfile.mkdtemp(prefix=JOB_PREFIX)
     group = _make_pids_cgroup(limits.max_processes)
     job = {
         "code": code,
         "uid": NOBODY,
         "read_only": _read_only_paths(),
         "pids_cgroup": str(group) if group else None,
+        "parent": os.getpid(),
         "limits": {
             "cpu_seconds": limits.cpu_seconds,
             "memory_bytes": limits.memory_bytes,
@@ -303,7 +323,8 @@ def _collect(
                     continue
                 buffers[fd] += chunk
             printed = len(buffers[proc.stdout.fileno()]) + len(buffers[proc.stderr.fileno()])
-            if printed > limits.output_bytes:
+            # The code can write to the status pipe too: it counts against the same cap.
+            if printed > limits.output_bytes or len(buffers[status_fd]) > limits.output_bytes:
                 error_kind = OUTPUT
                 break
     finally:

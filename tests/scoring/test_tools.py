@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -405,3 +406,33 @@ def test_it_kills_code_that_ignores_sigterm() -> None:
     # The launcher passes on how the namespace's init ended: killed by SIGKILL.
     assert run.returncode == 128 + signal.SIGKILL
     assert _sandbox_processes() == {}
+
+
+def test_a_killed_caller_takes_its_sandbox_with_it() -> None:
+    """A worker killed mid-run (SIGKILL, no cleanup) leaves no sandbox process running."""
+    probe = (
+        "from scoring.tools import Limits, run_python\n"
+        "run_python('import time\\ntime.sleep(3600)', Limits(wall_seconds=3600))\n"
+    )
+    caller = subprocess.Popen([sys.executable, "-c", probe], cwd=REPO)
+    try:
+        while len(running := _sandbox_processes()) < 3 and caller.poll() is None:
+            pass  # until the launcher, the namespace's init and the code all run
+        assert caller.poll() is None
+        launcher = min(running)
+        job_dir = Path((Path(f"/proc/{launcher}/cmdline").read_bytes().split(b"\0"))[-3].decode())
+        cgroups = Path(f"/proc/{launcher}/cgroup").read_text().splitlines()
+    finally:
+        caller.kill()
+        caller.wait()
+    # The kernel delivers the parent-death signals asynchronously: wait for them to land.
+    for _ in range(10_000):
+        if not _sandbox_processes():
+            break
+    assert _sandbox_processes() == {}
+    # What the dead caller could not clean (a later run sweeps it after a day); not litter here.
+    shutil.rmtree(job_dir)
+    for line in cgroups:
+        _, controllers, path = line.split(":", 2)
+        if path.rsplit("/", 1)[-1].startswith("stepwise-sandbox-"):
+            Path("/sys/fs/cgroup", controllers or "unified", path.lstrip("/")).rmdir()
