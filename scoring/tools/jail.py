@@ -1,19 +1,20 @@
-"""The child side of the sandbox: run as a script, ``python -I -u jail.py JOB_DIR``.
+"""The child side of the sandbox: run as a script, ``python -I -u jail.py JOB_DIR STATUS_FD``.
 
 This file imports only the standard library (it runs by path in isolated mode, where the
 ``scoring`` package is not importable) and is started by :func:`scoring.tools.sandbox.run_python`,
 which explains the whole design; here is what the three processes do:
 
-* the **launcher** (this script's first process, its own session and process group, already in
-  the run's pids cgroup) reads the job, leaves the host's namespaces with ``unshare(CLONE_NEWNS |
+* the **launcher** (this script's first process, its own session and process group) joins the
+  run's pids cgroup, arms SIGKILL on its parent's death, reads the job, leaves the host's namespaces with ``unshare(CLONE_NEWNS |
   CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS)``, builds a new root on a tmpfs (a
   writable tmpfs ``/scratch`` of bounded size, read-only bind mounts of the Python installation and
   ``/usr/lib``, three device files), ``pivot_root``\\ s into it and detaches the old root, so the
   host's files are not merely hidden but absent from this mount namespace. If any of that is
   refused (no CAP_SYS_ADMIN, an unknown architecture) it reports ``unavailable`` and exits: the
   code never runs with the host's network or files.
-* **init** (pid 1 of the new pid namespace) only reaps: when it exits the kernel kills every
-  process left in the namespace, so nothing the code started can outlive the run.
+* **init** (pid 1 of the new pid namespace, killed when the launcher dies) only reaps: when it
+  exits the kernel kills every process left in the namespace, so nothing the code started can
+  outlive the run.
 * the **worker** (pid 2) sets the resource limits, drops to an unprivileged uid with
   ``PR_SET_NO_NEW_PRIVS`` (so it cannot mount, mknod, chroot, ptrace or regain root through a
   setuid file), installs an audit hook, and executes the code.
@@ -34,6 +35,7 @@ import resource
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -85,7 +87,7 @@ def _bind_read_only(source: str, target: str) -> None:
 
 
 def _build_root(job_dir: str, job: dict) -> None:
-    """A new root with only /work writable and the read-only paths the interpreter needs."""
+    """A new root with only /scratch writable and the read-only paths the interpreter needs."""
     root = os.path.join(job_dir, "root")
     if any(t == WORK or t.startswith(WORK + "/") for _, t in job["read_only"]["binds"]):
         raise OSError(f"a read-only path lies under {WORK}")
@@ -125,16 +127,15 @@ def _build_root(job_dir: str, job: dict) -> None:
     _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def _audit_hook(read_only: list[str]):
+def _audit_hook(read_only: list[str]) -> Callable[[str, tuple], None]:
     """Refuse, with a report, what the kernel setup would refuse less legibly (or not at all:
     forking, which only the pids cgroup bounds). The kernel is the guarantee; code that calls
     libc through ctypes skips this hook and meets the kernel's refusal instead."""
     readable = tuple(p.rstrip("/") + "/" for p in read_only)
     forbidden = {
         "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
-        "subprocess.Popen", "pty.spawn", "socket.__new__", "socket.socket", "socket.getaddrinfo",
-        "socket.gethostbyname", "socket.gethostbyaddr", "socket.bind", "socket.connect",
-        "os.chroot", "os.setuid", "os.mknod", "os.mkfifo",
+        "subprocess.Popen", "socket.__new__", "socket.getaddrinfo", "socket.gethostbyname",
+        "socket.gethostbyaddr", "socket.bind", "socket.connect", "socket.sendto", "socket.sendmsg",
     }  # fmt: skip
     writes = {
         "os.remove", "os.rename", "os.mkdir", "os.rmdir", "os.symlink", "os.link", "os.chmod",

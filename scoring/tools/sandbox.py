@@ -2,7 +2,7 @@
 
 :func:`run_python` runs a code string in a separate process tree (the child side is
 ``jail.py``, which says what each of its processes does) and returns an :class:`Execution`;
-:func:`run_code` turns that into a :class:`~scoring.tools.verdict.ToolVerdict`.
+``scoring.tools.run_code`` turns that into a :class:`~scoring.tools.verdict.ToolVerdict`.
 
 What holds, and by which mechanism (the kernel does the holding; an audit hook in the child
 only turns refusals into legible ``refused`` reports):
@@ -22,10 +22,13 @@ only turns refusals into legible ``refused`` reports):
   binaries).
 * **Bounded processes**: a pids cgroup (v1 or v2, made per run under this process's own
   cgroup) caps the number of processes; where none can be made the uid's ``RLIMIT_NPROC``
-  caps it (it holds because the uid is not root). The audit hook refuses ``os.fork``,
-  ``subprocess`` and ``os.system`` outright. A new pid namespace whose init is ours means that
-  everything the code started dies with it, and on timeout the whole process group and every
-  process left in the cgroup are killed with SIGKILL.
+  caps it (it holds because the uid is not root; that count is shared with any other process
+  of uid 65534 on the host). The audit hook refuses ``os.fork``, ``subprocess`` and
+  ``os.system`` outright. A new pid namespace whose init is ours means that everything the
+  code started dies with it: on timeout that init is killed first, then the whole process
+  group and every process left in the cgroup, all with SIGKILL. The launcher and init die
+  with their parent (``PR_SET_PDEATHSIG``), so a worker killed mid-run takes its sandbox
+  along; the empty cgroup and job folder it leaves are swept by a later run after a day.
 * **Bounded resources**: ``RLIMIT_CPU`` (SIGXCPU, then SIGKILL), ``RLIMIT_AS`` (a
   ``MemoryError``), ``RLIMIT_FSIZE`` and the tmpfs size, a cap on stdout and stderr together
   (the run is killed when it passes it) and a wall-clock limit.

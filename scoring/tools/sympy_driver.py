@@ -165,4 +165,5 @@ def main() -> None:
     print(json.dumps(result))
 
 
-main()
+if __name__ == "__main__":  # the sandbox runs this text as __main__
+    main()
