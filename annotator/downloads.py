@@ -22,10 +22,10 @@ from annotator.exporting import (
     iter_jsonl_lines,
     write_export,
 )
-from annotator.models import Project, Trace
+from annotator.filters import BadParameter, TraceFilter
+from annotator.models import Project
 
 FILE_TYPES = ("jsonl", "parquet")
-SPLIT_MAX_LENGTH = Trace._meta.get_field("split").max_length
 # A split is any text; in a file name it keeps letters, digits, ".", "_" and "-", so a
 # quote or a CR/LF in ``?split=`` cannot add header parameters or break the header.
 _UNSAFE_IN_FILE_NAME = re.compile(r"[^\w.-]", re.ASCII)
@@ -41,7 +41,6 @@ def export_response(project: Project, params: QueryDict) -> HttpResponseBase:
     """
     fmt = params.get("format") or "jsonl"
     labels = params.get("labels") or "human"
-    split = params.get("split") or None
     file_type = params.get("file") or "jsonl"
     label_choices = (
         *LABEL_SOURCES,
@@ -56,8 +55,10 @@ def export_response(project: Project, params: QueryDict) -> HttpResponseBase:
         )
         if value not in choices
     ]
-    if split is not None and len(split) > SPLIT_MAX_LENGTH:
-        problems.append(f"split is at most {SPLIT_MAX_LENGTH} characters")
+    try:
+        split = TraceFilter.from_params(params).split or None
+    except BadParameter as exc:
+        problems.append(str(exc))
     if problems:
         return JsonResponse({"detail": "; ".join(problems)}, status=400)
     stem = _UNSAFE_IN_FILE_NAME.sub("_", f"{project.slug}-{fmt}" + (f"-{split}" if split else ""))

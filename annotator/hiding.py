@@ -32,24 +32,20 @@ from annotator.models import REFERENCE_GENERATOR, LabelSet, LabelSetSource, Memb
 LABEL_METADATA_KEYS = ("finish_reason", "quality_control", "initial_screening")
 
 
-def visible_traces(membership: Membership, traces: QuerySet[Trace]) -> QuerySet[Trace]:
-    return traces.visible_to(membership)
-
-
 def check_trace_visible(membership: Membership, trace: Trace) -> None:
     """404 (as for a trace that does not exist) when ``trace`` is hidden from the member."""
     if trace.generator == REFERENCE_GENERATOR and not membership.sees_reference_answer():
         raise Http404("No such trace")
 
 
-def visible_metadata(membership: Membership, metadata: dict[str, Any]) -> dict[str, Any]:
+def visible_metadata(membership: Membership | None, metadata: dict[str, Any]) -> dict[str, Any]:
     """``Trace.metadata`` as the member may see it: without the imported labellers'
-    record for a member who sees only their own labels.
+    record for a member who sees only their own labels, or for no member at all.
 
     >>> visible_metadata(annotator, {"finish_reason": "found_error", "timestamp": "t"})
     {'timestamp': 't'}
     """
-    if membership.sees_all_labels():
+    if membership is not None and membership.sees_all_labels():
         return metadata
     return {key: value for key, value in metadata.items() if key not in LABEL_METADATA_KEYS}
 

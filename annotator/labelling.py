@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from annotator.hiding import visible_traces
+from annotator.filters import BadParameter, text_param
 from annotator.models import Annotation, AnnotationKind, LabelScheme, Membership, Project, Trace
 from annotator.queue import may_label, release
 
@@ -68,18 +68,16 @@ def check_label(
     ``ratings``: one per step, None for an unrated step; None or [] for no ratings."""
     num_steps = trace.num_steps
     ratings = ratings or [None] * num_steps
-    reason = reason.strip()
     if len(ratings) != num_steps:
         raise LabelRefused(f"{num_steps} ratings expected, one per step", "step_ratings")
     if any(r not in RATINGS for r in ratings if r is not None):
         raise LabelRefused("step ratings must be -1, 0 or +1", "step_ratings")
     if flag and flag not in FLAGS:
         raise LabelRefused(f"unknown flag {flag!r}", "flag")
-    # PostgreSQL refuses NUL in text: let through, it is a server error at the INSERT.
-    if "\x00" in reason:
-        raise LabelRefused("the reason may not contain NUL characters", "reason")
-    if len(reason) > MAX_REASON_LENGTH:
-        raise LabelRefused(f"the reason is at most {MAX_REASON_LENGTH} characters", "reason")
+    try:  # the free-text rule (no NUL, which PostgreSQL refuses; a length cap)
+        reason = text_param({"reason": reason.strip()}, "reason", max_length=MAX_REASON_LENGTH)
+    except BadParameter as exc:
+        raise LabelRefused(str(exc), exc.field) from None
     try:
         label = normalise_label(
             num_steps, project.label_scheme, first_error_step, ratings, flag, reason
@@ -246,9 +244,8 @@ def submit_label(
 def last_submission(project: Project, user) -> Annotation | None:
     """The user's most recent label in the project: what ``u`` (undo) brings back."""
     return (
-        Annotation.objects.filter(
-            trace__project=project, annotator=user, kind=AnnotationKind.LABEL, is_latest=True
-        )
+        Annotation.objects.latest_label_by(user)
+        .filter(trace__project=project)
         .order_by("-created_at", "-id")
         .first()
     )
@@ -304,18 +301,19 @@ def progress(membership: Membership, trace: Trace | None = None) -> Progress:
     are not counted). The page loads it after the trace, off the submit path."""
     project = membership.project
     midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-    mine = Annotation.objects.filter(
-        trace__project=project,
-        annotator_id=membership.user_id,
-        kind=AnnotationKind.LABEL,
-        is_latest=True,
-    ).aggregate(total=Count("id"), today=Count("id", filter=Q(created_at__gte=midnight)))
+    mine = (
+        Annotation.objects.latest_label_by(membership.user_id)
+        .filter(trace__project=project)
+        .aggregate(total=Count("id"), today=Count("id", filter=Q(created_at__gte=midnight)))
+    )
     left = Trace.objects.filter(
         project=project, is_gold=False, label_count__lt=project.annotators_per_trace
     ).count()
     place = {"position": None, "of": None}
     if trace is not None:
-        place = visible_traces(membership, Trace.objects.filter(project=project)).aggregate(
-            position=Count("id", filter=Q(id__lte=trace.pk)), of=Count("id")
+        place = (
+            Trace.objects.filter(project=project)
+            .visible_to(membership)
+            .aggregate(position=Count("id", filter=Q(id__lte=trace.pk)), of=Count("id"))
         )
     return Progress(today=mine["today"], total=mine["total"], left=left, **place)

@@ -181,6 +181,7 @@ def naive_baseline(run) -> float:
     from annotator import dashboards
     from annotator.models import StepScore
     from scoring import metrics
+    from scoring.labels import ratings_from_first_error
 
     started = time.perf_counter()
     labels = dashboards.verdicts(run.project)
@@ -199,7 +200,10 @@ def naive_baseline(run) -> float:
     metrics.tau_sweep(rows, gold)
     metrics.step_auroc(
         rows,
-        [metrics.step_labels_from_first_error(g, len(s)) for s, g in zip(rows, gold, strict=True)],
+        [
+            ratings_from_first_error(g, len(s), correct=True, wrong=False)
+            for s, g in zip(rows, gold, strict=True)
+        ],
     )
     return (time.perf_counter() - started) * 1000
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from scoring.labels import ratings_from_first_error
 from scoring.types import NO_PREDICTION
 
 DEFAULT_TAUS: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(1, 100))
@@ -144,14 +145,6 @@ def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:
         rank_sum += mean_rank * sum(p for _, p in pairs[i:j])
         i = j
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def step_labels_from_first_error(first_error_step: int, n_steps: int) -> list[bool | None]:
-    """Step correctness implied by a ProcessBench label: steps before the first error are
-    correct, the first error is wrong, later steps are unknown (None)."""
-    if first_error_step == -1:
-        return [True] * n_steps
-    return [True] * first_error_step + [False] + [None] * (n_steps - first_error_step - 1)
 
 
 def step_auroc(
@@ -449,11 +442,13 @@ def step_label_counts(
     scores: Sequence[Sequence[float]], labels: Sequence[int]
 ) -> list[tuple[float, int, int]]:
     """``(score, correct steps, first-error steps)`` per distinct score, over the steps a
-    first-error label judges (see :func:`step_labels_from_first_error`)."""
+    first-error label judges (see :func:`scoring.labels.ratings_from_first_error`)."""
     counts: dict[float, list[int]] = defaultdict(lambda: [0, 0])
     for trace_scores, label in zip(scores, labels, strict=True):
         for judged, score in zip(
-            step_labels_from_first_error(label, len(trace_scores)), trace_scores, strict=True
+            ratings_from_first_error(label, len(trace_scores), correct=True, wrong=False),
+            trace_scores,
+            strict=True,
         ):
             if judged is not None and not math.isnan(score):
                 counts[score][0 if judged else 1] += 1

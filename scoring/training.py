@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scoring.labels import ratings_from_first_error
 from scoring.types import Trace
 
 KINDS = ("qwen-prm", "token-classification", "math-shepherd")
@@ -120,10 +121,7 @@ def step_targets(trace: Trace) -> list[int | None]:
     """
     n = len(trace.steps)
     if trace.first_error_step is not None:
-        fe = trace.first_error_step
-        if fe == -1:
-            return [1] * n
-        return [1] * fe + [0] + [None] * (n - fe - 1)
+        return ratings_from_first_error(trace.first_error_step, n, correct=1, wrong=0)
     if trace.step_labels is not None:
         return [None if label is None else int(label) for label in trace.step_labels]
     return [None] * n
@@ -280,7 +278,7 @@ def evaluate_adapter(
     from collections import defaultdict
 
     from scoring.engine import score_traces
-    from scoring.metrics import processbench_table, step_auroc, step_labels_from_first_error
+    from scoring.metrics import processbench_table, step_auroc
 
     labelled = [t for t in traces if t.first_error_step is not None and t.steps]
     scores: dict[str, list[list[float]]] = defaultdict(list)
@@ -292,7 +290,11 @@ def evaluate_adapter(
         scores[split].append(list(result.scores))
         labels[split].append(trace.first_error_step)
         all_scores.append(list(result.scores))
-        all_steps.append(step_labels_from_first_error(trace.first_error_step, len(trace.steps)))
+        all_steps.append(
+            ratings_from_first_error(
+                trace.first_error_step, len(trace.steps), correct=True, wrong=False
+            )
+        )
     table = processbench_table(scores, labels, threshold)
     metrics = {f"f1_{split}": row.f1 for split, row in table.items() if split != "average"}
     average = table.get("average")

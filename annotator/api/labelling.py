@@ -15,7 +15,7 @@ from annotator import labelling, queue
 from annotator.access import get_membership, get_trace_for_user
 from annotator.api.common import page_of, paginated
 from annotator.api.traces import AnnotationSerializer, TraceDetailSerializer
-from annotator.models import Annotation, AnnotationKind
+from annotator.models import Annotation
 
 
 class ClaimSerializer(serializers.Serializer):
@@ -112,12 +112,8 @@ def my_labels(request: Request, slug: str) -> Response:
     """Your current labels in the project (the latest version of each), newest first."""
     project = get_membership(request.user, slug).project
     labels = (
-        Annotation.objects.filter(
-            trace__project=project,
-            annotator=request.user,
-            kind=AnnotationKind.LABEL,
-            is_latest=True,
-        )
+        Annotation.objects.latest_label_by(request.user)
+        .filter(trace__project=project)
         .select_related("trace", "annotator")
         .order_by("-created_at", "-id")
     )

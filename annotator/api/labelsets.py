@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotator.access import get_membership
-from annotator.api.common import project_seeing_scores
+from annotator.hiding import visible_label_sets
 from annotator.labelsets import LabelSetError, create_label_set
 from annotator.models import LabelSet, Membership
 
@@ -35,8 +35,9 @@ class LabelSetSerializer(serializers.ModelSerializer):
 @api_view(["GET", "POST"])
 def label_set_list(request: Request, slug: str) -> Response:
     if request.method == "GET":
-        project = project_seeing_scores(request, slug)
-        return Response(LabelSetSerializer(project.label_sets.all(), many=True).data)
+        membership = get_membership(request.user, slug, allow=Membership.sees_model_scores)
+        label_sets = visible_label_sets(membership, membership.project.label_sets.all())
+        return Response(LabelSetSerializer(label_sets, many=True).data)
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
     params = LabelSetSerializer(data=request.data)
     params.is_valid(raise_exception=True)

@@ -140,13 +140,16 @@ def _run(request: Request, slug: str, run_id: int, allow) -> ScoringRun:
 @extend_schema(responses=ScoringRunSerializer)
 @api_view(["GET"])
 def run_detail(request: Request, slug: str, run_id: int) -> Response:
-    """A run, with the ProcessBench table against the human labels once it is done."""
+    """A run, with the ProcessBench table against the human labels once it is done, for
+    members who see everyone's labels (its per-split counts are the human verdicts)."""
     run = _run(request, slug, run_id, Membership.sees_model_scores)
+    membership = get_membership(request.user, slug)
     data = ScoringRunSerializer(run).data
-    data["processbench"] = [
-        {"split": row.split, **_finite_dict(asdict(row.result))}
-        for row in (runs.processbench_rows(run) if run.status == "done" else [])
-    ]
+    if membership.sees_all_labels():
+        data["processbench"] = [
+            {"split": row.split, **_finite_dict(asdict(row.result))}
+            for row in (runs.processbench_rows(run) if run.status == "done" else [])
+        ]
     return Response(data)
 
 

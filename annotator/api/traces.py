@@ -10,8 +10,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotator.access import get_membership, get_trace_for_user
-from annotator.models import Annotation, Trace
-from annotator.services import filter_traces, visible_annotations
+from annotator.filters import BadParameter, TraceFilter
+from annotator.hiding import visible_metadata
+from annotator.models import LABELLED_CHOICES, Annotation, Trace
 
 
 class TraceSerializer(serializers.ModelSerializer):
@@ -35,12 +36,14 @@ class TraceSerializer(serializers.ModelSerializer):
         ]
 
     def to_representation(self, trace: Trace) -> dict:
-        """Annotators get no reference answer where the project hides it from them."""
+        """Annotators get no reference answer where the project hides it from them, and
+        no imported labeller's record in the metadata where they work blind."""
         data = super().to_representation(trace)
         membership = self.context.get("membership")
         if membership is None or not membership.sees_reference_answer():
             data["reference_answer"] = None
             data["final_answer_correct"] = None  # judged against the hidden answer
+        data["metadata"] = visible_metadata(membership, data["metadata"])
         return data
 
 
@@ -78,8 +81,13 @@ class TraceDetailSerializer(TraceSerializer):
         return trace.step_texts
 
     def get_annotations(self, trace: Trace) -> list[dict]:
-        membership = self.context["membership"]
-        return AnnotationSerializer(visible_annotations(membership, trace), many=True).data
+        annotations = (
+            trace.annotations.latest_versions()
+            .visible_to(self.context["membership"])
+            .select_related("annotator")
+            .order_by("id")
+        )
+        return AnnotationSerializer(annotations, many=True).data
 
 
 class TraceList(generics.ListAPIView):
@@ -89,15 +97,32 @@ class TraceList(generics.ListAPIView):
         parameters=[
             OpenApiParameter("split", str),
             OpenApiParameter("generator", str),
-            OpenApiParameter("labelled", str, enum=["yes", "no"]),
+            OpenApiParameter("source", str),
+            OpenApiParameter(
+                "labelled",
+                str,
+                enum=list(LABELLED_CHOICES),
+                description="with a label you may see (yours, where you work blind), or not",
+            ),
         ]
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        self.membership = get_membership(self.request.user, self.kwargs["slug"])
-        return filter_traces(self.membership, self.request.query_params)
+        """The project's traces the member may see, narrowed as the Traces page narrows
+        them; a bad filter (a NUL byte, too long) is a 400 naming it."""
+        self.membership = membership = get_membership(self.request.user, self.kwargs["slug"])
+        traces = (
+            Trace.objects.filter(project=membership.project)
+            .visible_to(membership)
+            .select_related("problem")
+            .order_by("id")
+        )
+        try:
+            return TraceFilter.from_params(self.request.query_params).apply(traces, membership)
+        except BadParameter as exc:
+            raise serializers.ValidationError({exc.field: [str(exc)]}) from None
 
     def get_serializer_context(self) -> dict:
         return {**super().get_serializer_context(), "membership": self.membership}

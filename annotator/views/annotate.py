@@ -36,7 +36,6 @@ from annotator.labelling import (
 )
 from annotator.models import (
     Annotation,
-    AnnotationKind,
     LabelScheme,
     Membership,
     Trace,
@@ -47,9 +46,8 @@ from annotator.views.runs import score_context
 
 def _own_label(trace: Trace, user) -> Annotation | None:
     return (
-        Annotation.objects.filter(
-            trace=trace, annotator=user, kind=AnnotationKind.LABEL, is_latest=True
-        )
+        Annotation.objects.latest_label_by(user)
+        .filter(trace=trace)
         .only("id", "version", "first_error_step", "step_ratings", "gave_up", "bad_problem")
         .first()
     )

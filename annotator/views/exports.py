@@ -1,81 +1,15 @@
-"""Downloading a project's labels. The project page's *Download* button and the API's
-export endpoint answer through the one ``export_response``."""
+"""The project page's *Download* button: ``annotator.downloads.export_response``, which
+the API's export endpoint answers through too."""
 
 from __future__ import annotations
 
-import re
-import tempfile
-
 from django.contrib.auth.decorators import login_required
-from django.http import (
-    FileResponse,
-    HttpRequest,
-    HttpResponseBase,
-    JsonResponse,
-    QueryDict,
-    StreamingHttpResponse,
-)
-from django.utils.http import content_disposition_header
+from django.http import HttpRequest, HttpResponseBase
 from django.views.decorators.http import require_GET
 
 from annotator.access import get_membership
-from annotator.exporting import (
-    EXPORT_FORMATS,
-    LABEL_SOURCES,
-    iter_export,
-    iter_jsonl_lines,
-    write_export,
-)
-from annotator.filters import BadParameter, TraceFilter
-from annotator.models import Membership, Project
-
-FILE_TYPES = ("jsonl", "parquet")
-# A split is any text; in a file name it keeps letters, digits, ".", "_" and "-", so a
-# quote or a CR/LF in ``?split=`` cannot add header parameters or break the header.
-_UNSAFE_IN_FILE_NAME = re.compile(r"[^\w.-]", re.ASCII)
-
-
-def export_response(project: Project, params: QueryDict) -> HttpResponseBase:
-    """The export that the query ``params`` ask for, as a download, or a 400 naming
-    every bad parameter.
-
-    ``format``: one of ``EXPORT_FORMATS`` (default ``jsonl``); ``labels``: one of
-    ``LABEL_SOURCES`` (default ``human``) or the name of one of the project's label
-    sets; ``split``: one split (default all); ``file``: ``jsonl`` (streamed) or ``parquet``.
-    """
-    fmt = params.get("format") or "jsonl"
-    labels = params.get("labels") or "human"
-    file_type = params.get("file") or "jsonl"
-    label_choices = (
-        *LABEL_SOURCES,
-        *project.label_sets.order_by("name").values_list("name", flat=True),
-    )
-    problems = [
-        f"{name} must be one of {', '.join(choices)}"
-        for name, value, choices in (
-            ("format", fmt, EXPORT_FORMATS),
-            ("labels", labels, label_choices),
-            ("file", file_type, FILE_TYPES),
-        )
-        if value not in choices
-    ]
-    try:
-        split = TraceFilter.from_params(params).split or None
-    except BadParameter as exc:
-        problems.append(str(exc))
-    if problems:
-        return JsonResponse({"detail": "; ".join(problems)}, status=400)
-    stem = _UNSAFE_IN_FILE_NAME.sub("_", f"{project.slug}-{fmt}" + (f"-{split}" if split else ""))
-    if file_type == "parquet":
-        # Parquet needs a seekable file; spool to a temporary file that closes with the response.
-        tmp = tempfile.TemporaryFile()  # noqa: SIM115 (FileResponse closes it)
-        write_export(project, fmt, tmp, split=split, labels=labels, parquet=True)
-        tmp.seek(0)
-        return FileResponse(tmp, as_attachment=True, filename=f"{stem}.parquet")
-    records = iter_export(project, fmt, split=split, labels=labels)
-    response = StreamingHttpResponse(iter_jsonl_lines(records), content_type="application/x-ndjson")
-    response["Content-Disposition"] = content_disposition_header(True, f"{stem}.jsonl")
-    return response
+from annotator.downloads import export_response
+from annotator.models import Membership
 
 
 @login_required

@@ -393,3 +393,48 @@ def test_metadata_keeps_imported_labellers_records_from_blind_members(project, u
     assert visible_metadata(annotator, metadata) == {"timestamp": "2022-07-17"}
     assert visible_metadata(reviewer, metadata) == metadata
     assert metadata["finish_reason"] == "found_error"  # the trace's own is left alone
+
+
+def api_for(user) -> APIClient:
+    api = APIClient()
+    api.force_authenticate(user)
+    return api
+
+
+@pytest.mark.parametrize(("role", "blind"), [("annotator", True), ("reviewer", False)])
+def test_the_api_compares_with_human_labels_only_for_those_who_see_them(
+    project, users, others_labels, role, blind
+):
+    """As the pages: the run's ProcessBench table, the human label set and ``?labelled=``
+    over other people's labels give those labels away."""
+    _, _, run, _ = others_labels
+    api = api_for(users[role])
+    base = f"/api/v1/projects/{project.slug}"
+    run_data = api.get(f"{base}/runs/{run.pk}/").json()
+    label_sets = [found["name"] for found in api.get(f"{base}/label-sets/").json()]
+
+    def labelled(value: str) -> list[str]:
+        found = api.get(f"{base}/traces/", {"labelled": value}).json()["results"]
+        return [trace["external_id"] for trace in found]
+
+    if blind:
+        assert "processbench" not in run_data
+        assert label_sets == []
+        assert (labelled("yes"), labelled("no")) == (["mine"], ["theirs"])
+    else:
+        assert [row["split"] for row in run_data["processbench"]][0] == "(no split)"
+        assert label_sets == ["humans"]
+        assert (labelled("yes"), labelled("no")) == (["theirs", "mine"], [])
+
+
+@pytest.mark.parametrize(("role", "blind"), [("annotator", True), ("reviewer", False)])
+def test_the_api_keeps_imported_labellers_records_from_blind_members(project, users, role, blind):
+    """PRM800K's ``finish_reason`` ("found_error") is the imported label itself."""
+    labelled = {"finish_reason": "found_error", "quality_control": True}
+    trace = make_trace(project, metadata={**labelled, "timestamp": "2022-07-17"})
+    api = api_for(users[role])
+    base = f"/api/v1/projects/{project.slug}/traces"
+    listed = api.get(f"{base}/").json()["results"][0]["metadata"]
+    detail = api.get(f"{base}/{trace.pk}/").json()["metadata"]
+    expected = {"timestamp": "2022-07-17"} if blind else {**labelled, "timestamp": "2022-07-17"}
+    assert listed == detail == expected

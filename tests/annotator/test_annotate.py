@@ -419,7 +419,7 @@ def test_it_refuses_a_nul_in_the_flag_reason_as_a_form_error(project, users, tra
     url = reverse("annotate-submit", args=[project.slug, traces[0].pk])
     response = client.post(url, {"flag": "bad_problem", "reason": "two\x00answers"}, **HTMX)
     assert response.status_code == 422
-    assert b"the reason may not contain NUL characters" in response.content
+    assert b"reason must not contain NUL bytes" in response.content
     assert served_id(response) == traces[0].pk
     assert not Annotation.objects.exists()
 

@@ -24,9 +24,7 @@ from annotator.models import (
     Trace,
 )
 from scoring.cli import main as scoring_main
-from tests.factories import N_PROBLEMS, SOLUTIONS
-from tests.factories import dashboard_records as _records
-from tests.factories import score_file as _score_file
+from tests.factories import N_PROBLEMS, SOLUTIONS, dashboard_records, score_file
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +35,7 @@ def two_runs(project, users, tmp_path):
     disagree, an adjudication, and two imported runs."""
     rng = random.Random(7)
     path = tmp_path / "traces.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in _records(rng)) + "\n")
+    path.write_text("\n".join(json.dumps(r) for r in dashboard_records(rng)) + "\n")
     import_file(project, path, "jsonl")
     traces = list(Trace.objects.filter(project=project).order_by("id"))
     # Two Stepwise annotators on a few traces: agreeing, disagreeing (no verdict), and a
@@ -62,7 +60,7 @@ def two_runs(project, users, tmp_path):
         made.append(
             runs.import_scores(
                 project,
-                io.BytesIO(_score_file(traces, rng, with_nan=with_nan)),
+                io.BytesIO(score_file(traces, rng, with_nan=with_nan)),
                 "scores.jsonl",
                 name=name,
                 user=users["owner"],

@@ -69,6 +69,27 @@ def test_a_nul_byte_in_a_trace_filter_answers_400_naming_it(
     assert b"NUL" in response.content
 
 
+@pytest.mark.parametrize("field", FILTERS)
+@pytest.mark.parametrize("name", ["api-traces", "api-export"])
+def test_a_nul_byte_in_a_trace_filter_of_the_api_answers_400_naming_it(
+    project, labelled, owner_client, name, field
+):
+    response = owner_client.get(reverse(name, args=[project.slug]), {field: "test\x00"})
+    assert response.status_code == 400, response.content[:300]
+    assert field.encode() in response.content
+    assert b"NUL" in response.content
+
+
+def test_the_api_filters_still_filter(project, labelled, owner_client):
+    url = reverse("api-traces", args=[project.slug])
+
+    def listed(**query: str) -> list[int]:
+        return [trace["id"] for trace in owner_client.get(url, query).json()["results"]]
+
+    assert listed(split="test", generator="g", source="test") == [labelled[0].pk]
+    assert listed(split="train") == listed(generator="other") == listed(source="other") == []
+
+
 def test_the_filters_still_filter(project, labelled, owner_client):
     trace = labelled[0]
     url = reverse("project", args=[project.slug])

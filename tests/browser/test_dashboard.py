@@ -13,8 +13,7 @@ from playwright.sync_api import expect
 from annotator import runs
 from annotator.importing import import_file
 from annotator.models import Membership, Project, Role, Trace
-from tests.factories import dashboard_records as _records
-from tests.factories import score_file as _score_file
+from tests.factories import dashboard_records, score_file
 
 pytestmark = pytest.mark.browser
 
@@ -28,13 +27,13 @@ def dashboard_project(transactional_db, django_user_model, tmp_path):
     Membership.objects.create(project=project, user=reviewer, role=Role.REVIEWER)
     rng = random.Random(3)
     path = tmp_path / "traces.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in _records(rng)) + "\n")
+    path.write_text("\n".join(json.dumps(r) for r in dashboard_records(rng)) + "\n")
     import_file(project, path, "jsonl")
     traces = list(Trace.objects.filter(project=project).order_by("id"))
     made = [
         runs.import_scores(
             project,
-            io.BytesIO(_score_file(traces, rng, with_nan=False)),
+            io.BytesIO(score_file(traces, rng, with_nan=False)),
             "scores.jsonl",
             name=name,
             user=reviewer,

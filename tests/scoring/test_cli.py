@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scoring.cli import build_parser, main, parse_option
-from tests.factories import PROCESSBENCH_GSM8K as GSM8K
+from tests.factories import PROCESSBENCH_GSM8K
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def test_it_scores_and_evaluates_processbench_with_arithmetic_check(tmp_path: Pa
                 "--adapter",
                 "arithmetic-check",
                 "--input",
-                str(GSM8K),
+                str(PROCESSBENCH_GSM8K),
                 "--output",
                 str(out),
                 "--quiet",
@@ -32,11 +32,11 @@ def test_it_scores_and_evaluates_processbench_with_arithmetic_check(tmp_path: Pa
     )
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 400
-    gold = {r["id"]: r for r in json.loads(GSM8K.read_text())}
+    gold = {r["id"]: r for r in json.loads(PROCESSBENCH_GSM8K.read_text())}
     assert all(len(r["scores"]) == len(gold[r["id"]]["steps"]) for r in records)
 
     capsys.readouterr()
-    assert main(["evaluate", "--scores", str(out), "--gold", str(GSM8K)]) == 0
+    assert main(["evaluate", "--scores", str(out), "--gold", str(PROCESSBENCH_GSM8K)]) == 0
     table = capsys.readouterr().out
     header, row = table.splitlines()[1], table.splitlines()[2].split()
     assert header.split()[:6] == ["split", "n_err", "n_cor", "acc_err", "acc_cor", "F1"]

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from scoring.labels import ratings_from_first_error
 from scoring.metrics import (
     Candidate,
     aggregate,
@@ -19,7 +20,6 @@ from scoring.metrics import (
     processbench_table,
     right_answer_wrong_process_rate,
     step_auroc,
-    step_labels_from_first_error,
     tau_sweep,
     tune_and_apply,
     weighted_vote,
@@ -99,7 +99,10 @@ def test_auroc_matches_sklearn_with_ties() -> None:
 
 
 def test_step_auroc_skips_steps_after_the_first_error() -> None:
-    labels = [step_labels_from_first_error(1, 3), step_labels_from_first_error(-1, 2)]
+    labels = [
+        ratings_from_first_error(1, 3, correct=True, wrong=False),
+        ratings_from_first_error(-1, 2, correct=True, wrong=False),
+    ]
     assert labels == [[True, False, None], [True, True]]
     # the 0.95 after the error would make a perfect AUROC imperfect if it were counted
     assert step_auroc([[0.9, 0.1, 0.05], [0.8, 0.7]], labels) == 1.0

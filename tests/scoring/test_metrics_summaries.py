@@ -10,6 +10,7 @@ from dataclasses import astuple
 import pytest
 
 from scoring import metrics
+from scoring.labels import ratings_from_first_error
 from scoring.types import NO_PREDICTION
 
 
@@ -77,7 +78,7 @@ def test_min_on_final_and_auroc_from_summaries_and_counts(seed):
     summaries = [metrics.summarize(s, label) for s, label in zip(scores, labels, strict=True)]
     assert metrics.min_on_final_from_summaries(summaries) == metrics.min_on_final_share(scores)
     step_labels = [
-        metrics.step_labels_from_first_error(label, len(s))
+        ratings_from_first_error(label, len(s), correct=True, wrong=False)
         for s, label in zip(scores, labels, strict=True)
     ]
     counts = metrics.step_label_counts(scores, labels)

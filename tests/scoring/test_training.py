@@ -17,8 +17,7 @@ from scoring.adapters.base import load_tokenizer
 from scoring.engine import score_traces
 from scoring.formats import read_traces
 from scoring.types import Trace
-from tests.factories import PROCESSBENCH_GSM8K as GSM8K
-from tests.factories import synthetic_traces
+from tests.factories import PROCESSBENCH_GSM8K, synthetic_traces
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +48,7 @@ def test_training_tokenisation_equals_the_adapters_encoding_on_processbench(
     """Training loads its tokenizer and encoder its own way (``load_tokenizer`` +
     ``tokenizer_adapter``); the scoring side is the adapter as ``python -m scoring score``
     loads it. Labels sit exactly at the judged steps' read-out positions."""
-    traces = read_traces(GSM8K)
+    traces = read_traces(PROCESSBENCH_GSM8K)
     assert len(traces) == 400
     scorer = load_adapter(kind, str(bases[kind]), device="cpu")
     encoder = training.tokenizer_adapter(
