@@ -24,6 +24,8 @@ from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from annotator import database
+
 
 class Role(models.TextChoices):
     OWNER = "owner", "Owner"
@@ -654,15 +656,15 @@ class RealArrayField(models.Field):
     demo stores it but has no dashboard that reads it). NaN stays NaN both ways."""
 
     def db_type(self, connection) -> str:
-        return "real[]" if connection.vendor == "postgresql" else "text"
+        return "real[]" if database.has_arrays(connection) else "text"
 
     def get_db_prep_value(self, value, connection, prepared=False):
-        if value is None or connection.vendor == "postgresql":
+        if value is None or database.has_arrays(connection):
             return value
         return json.dumps([float(v) for v in value])
 
     def from_db_value(self, value, expression, connection):
-        if value is None or connection.vendor == "postgresql":
+        if value is None or database.has_arrays(connection):
             return value
         return json.loads(value)
 
