@@ -198,14 +198,19 @@ if env_bool("STEPWISE_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Login throttling (annotator/throttle.py): after LOGIN_FAILURE_LIMIT wrong passwords
-# for one username, or LOGIN_FAILURE_LIMIT_PER_IP from one address, within
-# LOGIN_LOCKOUT_SECONDS, every login for it is refused, the right password included,
-# until that window has passed since the first failure. Counted in the cache, which
-# must be shared by all web processes in production (STEPWISE_CACHE_URL=redis://...).
+# for one username every login to that account is refused, and after
+# LOGIN_FAILURE_LIMIT_PER_IP from one client address every login from that address,
+# the right password included, until LOGIN_LOCKOUT_SECONDS have passed since the first
+# failure. Counted in the cache, which must be shared by all web processes in
+# production (STEPWISE_CACHE_URL=redis://...; check --deploy warns otherwise).
 AUTHENTICATION_BACKENDS = ["annotator.throttle.ThrottledModelBackend"]
 LOGIN_FAILURE_LIMIT = env_int("STEPWISE_LOGIN_FAILURE_LIMIT", 10)
 LOGIN_FAILURE_LIMIT_PER_IP = env_int("STEPWISE_LOGIN_FAILURE_LIMIT_PER_IP", 50)
 LOGIN_LOCKOUT_SECONDS = env_int("STEPWISE_LOGIN_LOCKOUT_SECONDS", 15 * 60)
+# How many proxies in front of the app append the client's address to X-Forwarded-For
+# (1 for one nginx with proxy_add_x_forwarded_for). 0: the header is the client's own
+# claim and is ignored; the connection's address is the client's.
+TRUSTED_PROXY_COUNT = env_int("STEPWISE_TRUSTED_PROXY_COUNT", 0)
 _CACHE_URL = env_str("STEPWISE_CACHE_URL", "")
 CACHES = {
     "default": (
