@@ -107,6 +107,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "annotator.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -183,6 +184,23 @@ SESSION_ENGINE = "annotator.sessions"  # database sessions; malformed cookies ar
 CSRF_COOKIE_HTTPONLY = False  # htmx reads no cookie: the token travels in hx-headers.
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Sent on every response by annotator/csp.py (why each allowance: there). Nothing is
+# loaded from another host: the static files are ours, Redoc's web fonts are dropped.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "worker-src 'self' blob:",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 # Production (DEBUG off) is HTTPS only, and `manage.py check --deploy` is clean: HTTP
 # is redirected, cookies are marked Secure, browsers are told to keep to HTTPS (HSTS).
 # Each can be turned off by its own variable, e.g. for a test server on plain HTTP.
