@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -77,7 +78,8 @@ def iter_scores(fh: IO[bytes], name: str) -> Iterator[tuple[int, StepScores]]:
     - bytes that are not UTF-8, JSON that is malformed or nested more than
       :data:`MAX_DEPTH` levels;
     - an integer beyond 64 bits, an infinite number (``Infinity``, ``1e999``) anywhere,
-      ``NaN`` anywhere but in ``scores`` and ``raw``;
+      ``NaN`` anywhere but in ``scores`` and ``raw``, a score beyond a 4-byte float
+      (``1e39``, ``1e-300``: the app stores scores as ``real``);
     - text holding a NUL or a lone surrogate (``\\u0000``, ``\\ud800``: PostgreSQL
       refuses both);
     - a field of the wrong type, and an id seen on an earlier line."""
@@ -135,8 +137,8 @@ def _score_entry(record: Any, where: str) -> StepScores:
     if not isinstance(details, dict):
         raise ImportFormatError(where, "must be an object", field="details")
     n_tokens = record.get("n_tokens") or 0
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
-        raise ImportFormatError(where, "must be a whole number", field="n_tokens")
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or not 0 <= n_tokens < 2**31:
+        raise ImportFormatError(where, "must be a whole number below 2^31", field="n_tokens")
     seconds = record.get("seconds") or 0.0
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise ImportFormatError(where, "must be a number", field="seconds")
@@ -161,8 +163,25 @@ def _numbers(values: Any, where: str, key: str) -> tuple[float, ...]:
             raise ImportFormatError(
                 where, f"{key}[{i}] must be a number or null, not {value!r:.60}"
             )
-        floats.append(math.nan if value is None else float(value))
+        number = math.nan if value is None else float(value)
+        if not _fits_real(number):
+            raise ImportFormatError(
+                where, f"{key}[{i}] is {value!r:.40}, beyond a 4-byte float's range"
+            )
+        floats.append(number)
     return tuple(floats)
+
+
+def _fits_real(number: float) -> bool:
+    """Whether ``number`` survives a 4-byte float (PostgreSQL's ``real``, the app's
+    score columns, refuses an overflow and a nonzero value that would round to 0)."""
+    if math.isnan(number) or number == 0:
+        return True
+    try:
+        as_real = struct.unpack("f", struct.pack("f", number))[0]
+    except OverflowError:  # struct refuses some overflows, rounds others to infinity
+        return False
+    return math.isfinite(as_real) and as_real != 0
 
 
 def _optional_text(record: dict, key: str, where: str) -> str:

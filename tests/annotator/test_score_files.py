@@ -56,6 +56,12 @@ def malformed(case: str, trace: Trace) -> bytes:
         + b"]" * 100_000
         + b"}}",
         "infinity": head + b', "scores": [' + scores + b", Infinity]}",
+        "score-beyond-a-real": head + b', "scores": [' + scores + b", 1e39]}",
+        "score-below-a-real": head + b', "scores": [' + scores + b", 1e-300]}",
+        "n-tokens-beyond-int4": head
+        + b', "scores": ['
+        + scores
+        + b', 0.5], "n_tokens": 3000000000}',
         "nan-in-details": head + b', "scores": [' + scores + b', 0.5], "details": {"p": NaN}}',
         "duplicate-id": good_line(trace) + b"\n" + good_line(trace),
     }[case]
@@ -69,6 +75,9 @@ CASES = [
     "bad-utf8",
     "deep-nesting",
     "infinity",
+    "score-beyond-a-real",
+    "score-below-a-real",
+    "n-tokens-beyond-int4",
     "nan-in-details",
     "duplicate-id",
 ]

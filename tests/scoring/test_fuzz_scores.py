@@ -149,6 +149,14 @@ MALFORMED = {
         b'{"id": "t-1", "scores": [], "details": {"p": NaN}}',
         "field 'details': holds a non-finite number (nan)",
     ),
+    "score-beyond-a-real": (
+        b'{"id": "t-1", "scores": [0.5, 1e39]}',
+        "scores[1] is 1e+39, beyond a 4-byte float's range",
+    ),
+    "score-below-a-real": (
+        b'{"id": "t-1", "scores": [1e-300]}',
+        "scores[0] is 1e-300, beyond a 4-byte float's range",
+    ),
     "details-not-an-object": (
         b'{"id": "t-1", "scores": [], "details": "x"}',
         "field 'details': must be an object",
