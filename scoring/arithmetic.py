@@ -166,9 +166,9 @@ def _check(lhs: str, rhs: str) -> Claim | None:
     A side longer than :data:`MAX_SIDE_CHARS` is not checked (a claim written by a
     person is far shorter; parsing and evaluating it would cost time, and recursion,
     growing with its length)."""
+    lhs, rhs = _trim_parens(lhs), _trim_parens(rhs)
     if len(lhs) > MAX_SIDE_CHARS or len(rhs) > MAX_SIDE_CHARS:
         return None
-    lhs, rhs = _trim_parens(lhs), _trim_parens(rhs)
     if not lhs or not rhs or not (_has_operator(lhs) or _has_operator(rhs)):
         return None
     lhs_value, rhs_value = _evaluate(lhs.replace("%", "/100")), _evaluate(rhs.replace("%", "/100"))
@@ -184,12 +184,22 @@ def _check(lhs: str, rhs: str) -> Claim | None:
 
 
 def _trim_parens(expr: str) -> str:
+    """``expr`` without the unmatched parentheses at its ends: ``"(3 + 4"`` -> ``"3 + 4"``.
+    Counted once, then kept up to date: one pass, whatever the length."""
     expr = expr.strip()
-    while expr.startswith("(") and expr.count("(") > expr.count(")"):
-        expr = expr[1:].strip()
-    while expr.endswith(")") and expr.count(")") > expr.count("("):
-        expr = expr[:-1].strip()
-    return expr
+    opens, closes = expr.count("("), expr.count(")")
+    start, end = 0, len(expr)
+    while start < end and expr[start] == "(" and opens > closes:
+        start += 1
+        opens -= 1
+        while start < end and expr[start].isspace():
+            start += 1
+    while end > start and expr[end - 1] == ")" and closes > opens:
+        end -= 1
+        closes -= 1
+        while end > start and expr[end - 1].isspace():
+            end -= 1
+    return expr[start:end]
 
 
 def _segments(text: str) -> list[list[str]]:

@@ -113,10 +113,12 @@ def test_a_400_kb_step_is_checked_whole() -> None:
     [
         "1+" * 200_000 + "1 = 200001",  # one run of 400 KB: a side too long to check
         "(" * 200_000 + "1" + ")" * 200_000 + " = 1",
+        "(" * 200_000 + "1 + 1 = 2",  # unmatched: trimmed in one pass
+        "1 + 1 = 2" + ")" * 200_000,
         "((9^64)^64)^64 = 1",  # a value of 250,000 digits, were it computed
         "2 = " * 100_000 + "2",  # 100,000 claims in one run
     ],
-    ids=["long-sum", "deep-parens", "tower", "long-chain"],
+    ids=["long-sum", "deep-parens", "open-parens", "close-parens", "tower", "long-chain"],
 )
 def test_a_step_built_to_be_slow_is_read_in_bounded_work(step: str) -> None:
     assert all(claim.ok for claim in find_claims(step))
