@@ -226,8 +226,9 @@ LOGIN_FAILURE_LIMIT = env_int("STEPWISE_LOGIN_FAILURE_LIMIT", 10)
 LOGIN_FAILURE_LIMIT_PER_IP = env_int("STEPWISE_LOGIN_FAILURE_LIMIT_PER_IP", 50)
 LOGIN_LOCKOUT_SECONDS = env_int("STEPWISE_LOGIN_LOCKOUT_SECONDS", 15 * 60)
 # How many proxies in front of the app append the client's address to X-Forwarded-For
-# (1 for one nginx with proxy_add_x_forwarded_for). 0: the header is the client's own
-# claim and is ignored; the connection's address is the client's.
+# (1 for one nginx with proxy_add_x_forwarded_for); set it only when the app is
+# reachable through them alone. 0: the header is the client's own claim and is
+# ignored; the connection's address is the client's.
 TRUSTED_PROXY_COUNT = env_int("STEPWISE_TRUSTED_PROXY_COUNT", 0)
 _CACHE_URL = env_str("STEPWISE_CACHE_URL", "")
 CACHES = {
