@@ -12,6 +12,8 @@ import psycopg
 from django.db import connection
 from django.db.models import JSONField, Model
 
+from annotator import database
+
 
 def allocate_ids(model: type[Model], count: int) -> list[int]:
     """Reserve ``count`` primary keys, so child rows can name their parent before it
@@ -21,7 +23,7 @@ def allocate_ids(model: type[Model], count: int) -> list[int]:
         return []
     table = model._meta.db_table
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if database.has_arrays():
             # The sequence is looked up once: per row, the lookup costs 5x the nextval.
             cursor.execute(
                 "SELECT array_agg(nextval(q.seq)) FROM generate_series(1, %s),"
@@ -49,7 +51,7 @@ def rows_by_key(
     names = [connection.ops.quote_name(c) for c in columns]
     where = " AND ".join(f"t.{connection.ops.quote_name(c)} = %s" for c in fixed)
     quoted_key = connection.ops.quote_name(key)
-    if connection.vendor == "postgresql":
+    if database.has_arrays():
         inner = ", ".join(["1", *(f"t.{n}" for n in names)])
         sql = (
             f"SELECT {', '.join(['k.value', *(f'r.{n}' for n in names)])}"
@@ -88,7 +90,7 @@ def copy_rows(
         return
     if not with_ids:
         columns = tuple(c for c in columns if c != "id")
-    if connection.vendor == "postgresql":
+    if database.has_copy():
         table = connection.ops.quote_name(model._meta.db_table)
         cols = ", ".join(connection.ops.quote_name(c) for c in columns)
         with ExitStack() as stack:

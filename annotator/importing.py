@@ -29,7 +29,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotator import jobs, ranking
+from annotator import database, jobs, ranking
 from annotator.bulk import allocate_ids, copy_rows, rows_by_key
 from annotator.models import (
     Annotation,
@@ -158,7 +158,7 @@ def _lock_project_imports(project: Project) -> None:
     overlapping files imported at once would otherwise both insert the same problems
     and traces, and one would fail on the unique constraints. The second import waits,
     then skips what the first wrote. SQLite serialises writers by itself."""
-    if connection.vendor == "postgresql":
+    if database.has_advisory_locks():
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_advisory_xact_lock(%s, %s)", [IMPORT_LOCK_CLASS, project.pk % 2**31]

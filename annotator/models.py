@@ -27,6 +27,8 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from annotator import database
+
 T = TypeVar("T")
 
 
@@ -820,15 +822,15 @@ class RealArrayField(models.Field):
     demo stores it but has no dashboard that reads it). NaN stays NaN both ways."""
 
     def db_type(self, connection) -> str:
-        return "real[]" if connection.vendor == "postgresql" else "text"
+        return "real[]" if database.has_arrays(connection) else "text"
 
     def get_db_prep_value(self, value, connection, prepared=False):
-        if value is None or connection.vendor == "postgresql":
+        if value is None or database.has_arrays(connection):
             return value
         return json.dumps([float(v) for v in value])
 
     def from_db_value(self, value, expression, connection):
-        if value is None or connection.vendor == "postgresql":
+        if value is None or database.has_arrays(connection):
             return value
         return json.loads(value)
 

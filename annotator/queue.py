@@ -41,6 +41,7 @@ from django.db.models import OuterRef
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from annotator import database
 from annotator.hiding import REFERENCE_GENERATOR
 from annotator.models import (
     Annotation,
@@ -182,7 +183,7 @@ _HELD_AND_UNRANKED_SQL = (
 def _locking(sql: str, passed_over: list[int] | None = None) -> str:
     """Fill in the row lock (PostgreSQL; SQLite, the single-writer demo database,
     serialises writers and has no row locks) and the ids already passed over."""
-    lock = "FOR UPDATE OF t SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    lock = "FOR UPDATE OF t SKIP LOCKED" if database.has_skip_locked() else ""
     skip_ids = ""
     if passed_over:
         skip_ids = "AND t.id NOT IN (" + ", ".join(str(int(i)) for i in passed_over) + ")"
@@ -230,7 +231,7 @@ def _claim_gold(project: Project, user, now: datetime) -> Trace | None:
 def _with_steps(traces):
     """On PostgreSQL, the traces with their step texts as an array (one statement for
     the served trace and its steps); ``_prime_steps`` hands them to ``step_texts``."""
-    if connection.vendor != "postgresql":
+    if not database.has_arrays():
         return traces
     steps = Step.objects.filter(trace=OuterRef("pk")).order_by("index").values("text")
     return traces.annotate(step_list=ArraySubquery(steps))
@@ -358,9 +359,7 @@ def claim_trace(project: Project, trace: Trace, user, *, now: datetime | None = 
         )
     with transaction.atomic():
         params = {"user": user.pk, "now": now, "trace": trace.pk}
-        load = _one(
-            _LOAD_SQL + (" FOR UPDATE" if connection.vendor == "postgresql" else ""), params
-        )
+        load = _one(_LOAD_SQL + (" FOR UPDATE" if database.has_row_locks() else ""), params)
         labelled = Annotation.objects.filter(
             trace=trace, annotator=user, kind=AnnotationKind.LABEL, is_latest=True
         ).exists()

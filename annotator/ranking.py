@@ -15,11 +15,12 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import BigIntegerField, Expression, F, Func, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 
+from annotator import database
 from annotator.models import Project, QueueOrder, Trace
 
 
@@ -44,16 +45,28 @@ def _rank_random(project: Project) -> Expression:
 _LAST = 1 << 30  # strength bucket of the traces an order does not pick
 
 
+def _strength_rank(strength_sql: str) -> str:
+    """``strength << 32 | id`` for a scalar subquery giving the strength (NULL: not
+    picked), in SQL that PostgreSQL and SQLite (the demo) both read: ``CAST``, ``CASE``
+    and ``min``/``max`` aggregates only, no ``::``, ``least``/``greatest`` or
+    ``IS DISTINCT FROM``."""
+    return f"CAST(coalesce(({strength_sql}), %s) AS bigint) * 4294967296 + annotator_trace.id"
+
+
+def _clamp01(sql: str) -> str:
+    return f"(CASE WHEN {sql} < 0 THEN 0 WHEN {sql} > 1 THEN 1 ELSE {sql} END)"
+
+
 def _rank_convincing_wrong(project: Project) -> Expression:
     """Wrong final answers with the highest lowest-step score under the queue run."""
+    strength = f"""SELECT 1000000 - round({_clamp01("ts.min_score")} * 1000000)
+                     FROM annotator_tracescore ts
+                    WHERE ts.run_id = %s AND ts.trace_id = annotator_trace.id
+                      AND annotator_trace.final_answer_correct = %s
+                      AND {database.is_a_number_sql("ts.min_score")}"""
     return RawSQL(
-        """coalesce((SELECT (1000000 - round(least(greatest(ts.min_score, 0), 1) * 1000000))
-                      FROM annotator_tracescore ts
-                     WHERE ts.run_id = %s AND ts.trace_id = annotator_trace.id
-                       AND annotator_trace.final_answer_correct = false
-                       AND ts.min_score <> 'NaN'), %s)::bigint * 4294967296
-           + annotator_trace.id""",
-        [project.queue_run_id or 0, _LAST],
+        _strength_rank(strength),
+        [project.queue_run_id or 0, False, _LAST],
         output_field=BigIntegerField(),
     )
 
@@ -61,31 +74,29 @@ def _rank_convincing_wrong(project: Project) -> Expression:
 def _rank_runs_disagree(project: Project) -> Expression:
     """Traces whose finished runs predict the most different first errors, then the
     widest spread of their lowest-step scores."""
-    return RawSQL(
-        """coalesce((SELECT CASE WHEN count(*) < 2 THEN NULL
-                               ELSE (1000 - count(DISTINCT ts.predicted_first_error)) * 1000000
-                                    + round(1000000 - least(max(ts.min_score) - min(ts.min_score),
-                                                            1) * 1000000) END
-                      FROM annotator_tracescore ts JOIN annotator_scoringrun r ON r.id = ts.run_id
-                     WHERE ts.trace_id = annotator_trace.id AND r.status = 'done'
-                       AND ts.min_score <> 'NaN'), %s)::bigint * 4294967296
-           + annotator_trace.id""",
-        [_LAST],
-        output_field=BigIntegerField(),
-    )
+    spread = "max(ts.min_score) - min(ts.min_score)"
+    strength = f"""SELECT CASE WHEN count(*) < 2 THEN NULL
+                              ELSE (1000 - count(DISTINCT ts.predicted_first_error)) * 1000000
+                                   + round(1000000 - (CASE WHEN {spread} > 1 THEN 1
+                                                           ELSE {spread} END) * 1000000) END
+                     FROM annotator_tracescore ts JOIN annotator_scoringrun r ON r.id = ts.run_id
+                    WHERE ts.trace_id = annotator_trace.id AND r.status = 'done'
+                      AND {database.is_a_number_sql("ts.min_score")}"""
+    return RawSQL(_strength_rank(strength), [_LAST], output_field=BigIntegerField())
 
 
 def _rank_run_vs_humans(project: Project) -> Expression:
     """Traces where a latest label's first error differs from the queue run's
     prediction (a second opinion), most disputed labels first."""
+    strength = """SELECT CASE WHEN count(*) > 0 THEN 1000 - count(*) END
+                    FROM annotator_annotation a
+                    JOIN annotator_tracescore ts ON ts.trace_id = a.trace_id AND ts.run_id = %s
+                   WHERE a.trace_id = annotator_trace.id AND a.is_latest
+                     AND a.first_error_step IS NOT NULL
+                     AND (ts.predicted_first_error IS NULL
+                          OR a.first_error_step <> ts.predicted_first_error)"""
     return RawSQL(
-        """coalesce((SELECT 1000 - count(*) FROM annotator_annotation a
-                       JOIN annotator_tracescore ts ON ts.trace_id = a.trace_id AND ts.run_id = %s
-                      WHERE a.trace_id = annotator_trace.id AND a.is_latest
-                        AND a.first_error_step IS NOT NULL
-                        AND a.first_error_step IS DISTINCT FROM ts.predicted_first_error
-                     HAVING count(*) > 0), %s)::bigint * 4294967296
-           + annotator_trace.id""",
+        _strength_rank(strength),
         [project.queue_run_id or 0, _LAST],
         output_field=BigIntegerField(),
     )
@@ -216,7 +227,7 @@ def ensure_ranked(project: Project) -> None:
 
 
 def _write_ranks(project: Project, traces) -> None:
-    if connection.vendor != "postgresql" and project.queue_order == QueueOrder.RANDOM:
+    if project.queue_order == QueueOrder.RANDOM and not database.has_seeded_hash():
         # The embedded SQLite demo has no seeded hash function; rank in Python.
         # Random 62-bit ranks, like the hash's: traces ranked later (a new import)
         # interleave with the earlier ones instead of colliding with their ranks.

@@ -11,7 +11,6 @@ replaces rather than duplicates; a run taken up again skips the traces it stored
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -19,7 +18,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from django.conf import settings
@@ -41,6 +40,7 @@ from annotator.models import (
     _step_texts,
 )
 from scoring import metrics
+from scoring.formats import ImportFormatError, iter_scores
 from scoring.types import StepScores
 from scoring.types import Trace as ScoringTrace
 
@@ -452,54 +452,31 @@ def import_scores(
 ) -> ScoringRun:
     """A run with provenance "imported" from the JSONL that ``python -m scoring score``
     writes (``{"id", "scores", "adapter"?, "model"?, ...}`` per line; the minimal form is
-    ``{"id": ..., "scores": [...]}``). Records match traces by external id. Any bad line
-    (not JSON, unknown id, wrong step count, a score that is not a number) refuses the
-    whole file with its line named, and nothing is written."""
+    ``{"id": ..., "scores": [...]}``), read by the one score-file reader
+    (``scoring.formats.scores.iter_scores``, with its guards). Records match traces by
+    external id. Any bad line (refused by the reader, an unknown id, a wrong step
+    count) refuses the whole file with its line named, and nothing is written."""
     if ScoringRun.objects.filter(project=project, name=name).exists():
         raise RunError(f"this project already has a run named {name!r}")
-    parsed: list[tuple[int, list[float], dict[str, Any]]] = []
-    adapters: set[str] = set()
-    models: set[str] = set()
-    pending: dict[str, list[tuple[int, list[float], dict[str, Any]]]] = {}
-    for line_no, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8-sig"), start=1):
-        if not line.strip():
-            continue
-        where = f"{file_name}, line {line_no}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RunError(f"{where}: not JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or "id" not in record or "scores" not in record:
-            raise RunError(f'{where}: expected an object with "id" and "scores"')
-        scores = record["scores"]
-        if not isinstance(scores, list) or not all(
-            isinstance(s, int | float) and not isinstance(s, bool) or s is None for s in scores
-        ):
-            raise RunError(f"{where}: scores must be a list of numbers")
-        values = [math.nan if s is None else float(s) for s in scores]
-        extras = {k: record[k] for k in ("raw", "details") if k in record}
-        if record.get("adapter"):
-            adapters.add(str(record["adapter"]))
-        if record.get("model"):
-            models.add(str(record["model"]))
-        pending.setdefault(str(record["id"]), []).append((line_no, values, extras))
-    duplicates = [(i, v) for i, v in pending.items() if len(v) > 1]
-    if duplicates:
-        ext_id, entries = duplicates[0]
-        raise RunError(f"{file_name}, line {entries[1][0]}: id {ext_id!r} appears twice")
-    if not pending:
+    try:
+        records = list(iter_scores(fh, file_name))
+    except ImportFormatError as exc:
+        raise RunError(str(exc)) from None
+    if not records:
         raise RunError(f"{file_name}: no score records")
-    known = _traces_by_external_id(project, list(pending))
-    for ext_id, [(line_no, values, extras)] in pending.items():
+    known = _traces_by_external_id(project, [item.trace_id for _, item in records])
+    parsed: list[StepScores] = []
+    for line_no, item in records:
         where = f"{file_name}, line {line_no}"
-        if ext_id not in known:
-            raise RunError(f"{where}: no trace in this project has id {ext_id!r}")
-        trace_id, num_steps = known[ext_id]
-        if len(values) != num_steps:
+        if item.trace_id not in known:
+            raise RunError(f"{where}: no trace in this project has id {item.trace_id!r}")
+        trace_id, num_steps = known[item.trace_id]
+        if len(item.scores) != num_steps:
             raise RunError(
-                f"{where}: {len(values)} scores for trace {ext_id!r}, which has {num_steps} steps"
+                f"{where}: {len(item.scores)} scores for trace {item.trace_id!r},"
+                f" which has {num_steps} steps"
             )
-        parsed.append((trace_id, values, extras))
+        parsed.append(replace(item, trace_id=str(trace_id)))
     with transaction.atomic():
         run = ScoringRun.objects.create(
             project=project,
@@ -511,23 +488,12 @@ def import_scores(
             progress_total=len(parsed),
             provenance={
                 "file": file_name,
-                "adapter": ", ".join(sorted(adapters)),
-                "model": ", ".join(sorted(models)),
+                "adapter": ", ".join(sorted({i.adapter for i in parsed if i.adapter})),
+                "model": ", ".join(sorted({i.model for i in parsed if i.model})),
             },
         )
         for start in range(0, len(parsed), 2000):
-            store_scores(
-                run,
-                [
-                    StepScores(
-                        trace_id=str(trace_id),
-                        scores=tuple(values),
-                        raw=tuple(extras["raw"]) if isinstance(extras.get("raw"), list) else None,
-                        details=extras.get("details") or {},
-                    )
-                    for trace_id, values, extras in parsed[start : start + 2000]
-                ],
-            )
+            store_scores(run, parsed[start : start + 2000])
         ScoringRun.objects.filter(pk=run.pk).update(summary=run_summary(run))
     run.refresh_from_db()
     return run

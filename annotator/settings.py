@@ -107,6 +107,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "annotator.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -183,6 +184,23 @@ SESSION_ENGINE = "annotator.sessions"  # database sessions; malformed cookies ar
 CSRF_COOKIE_HTTPONLY = False  # htmx reads no cookie: the token travels in hx-headers.
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Sent on every response by annotator/csp.py (why each allowance: there). Nothing is
+# loaded from another host: the static files are ours, Redoc's web fonts are dropped.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "worker-src 'self' blob:",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 # Production (DEBUG off) is HTTPS only, and `manage.py check --deploy` is clean: HTTP
 # is redirected, cookies are marked Secure, browsers are told to keep to HTTPS (HSTS).
 # Each can be turned off by its own variable, e.g. for a test server on plain HTTP.
@@ -198,14 +216,20 @@ if env_bool("STEPWISE_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Login throttling (annotator/throttle.py): after LOGIN_FAILURE_LIMIT wrong passwords
-# for one username, or LOGIN_FAILURE_LIMIT_PER_IP from one address, within
-# LOGIN_LOCKOUT_SECONDS, every login for it is refused, the right password included,
-# until that window has passed since the first failure. Counted in the cache, which
-# must be shared by all web processes in production (STEPWISE_CACHE_URL=redis://...).
+# for one username every login to that account is refused, and after
+# LOGIN_FAILURE_LIMIT_PER_IP from one client address every login from that address,
+# the right password included, until LOGIN_LOCKOUT_SECONDS have passed since the first
+# failure. Counted in the cache, which must be shared by all web processes in
+# production (STEPWISE_CACHE_URL=redis://...; check --deploy warns otherwise).
 AUTHENTICATION_BACKENDS = ["annotator.throttle.ThrottledModelBackend"]
 LOGIN_FAILURE_LIMIT = env_int("STEPWISE_LOGIN_FAILURE_LIMIT", 10)
 LOGIN_FAILURE_LIMIT_PER_IP = env_int("STEPWISE_LOGIN_FAILURE_LIMIT_PER_IP", 50)
 LOGIN_LOCKOUT_SECONDS = env_int("STEPWISE_LOGIN_LOCKOUT_SECONDS", 15 * 60)
+# How many proxies in front of the app append the client's address to X-Forwarded-For
+# (1 for one nginx with proxy_add_x_forwarded_for); set it only when the app is
+# reachable through them alone. 0: the header is the client's own claim and is
+# ignored; the connection's address is the client's.
+TRUSTED_PROXY_COUNT = env_int("STEPWISE_TRUSTED_PROXY_COUNT", 0)
 _CACHE_URL = env_str("STEPWISE_CACHE_URL", "")
 CACHES = {
     "default": (

@@ -4,8 +4,9 @@ PostgreSQL, then the invariants are checked in the database.
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/stepwise .venv/bin/python bench/load.py \
         [--annotators 20] [--seconds 60] [--traces 5000] [--per-trace 3] [--workers 3 --threads 8]
 
-It creates and drops its own database (``stepwise_bench_load``) and serves it with
-gunicorn's threaded workers, as docker-compose.yml does.
+It creates and drops its own database (``stepwise_bench_load_<pid>_<random>``, one per
+run, so that two runs at once never drop each other's) and serves it with gunicorn's
+threaded workers, as docker-compose.yml does.
 
 Prints p50/p95/p99 latency and requests/s per endpoint, then checks: no trace holds
 more than N labels, every 201 submission is stored exactly once, zero 5xx.
@@ -190,7 +191,7 @@ def main() -> None:
     if connection.vendor != "postgresql":
         sys.exit("bench/load.py measures PostgreSQL; set DATABASE_URL=postgres://...")
     # Its own database, created and dropped here, as bench/import_export.py does.
-    settings.DATABASES["default"]["TEST"]["NAME"] = "stepwise_bench_load"
+    settings.DATABASES["default"]["TEST"]["NAME"] = database_name()
     if args.no_migrations:
         from django.apps import apps
 
@@ -202,6 +203,12 @@ def main() -> None:
         connection.close()
         teardown_databases(old, verbosity=0)
     sys.exit(1 if problems else 0)
+
+
+def database_name() -> str:
+    """A database name of this run's own: a fixed one was dropped by a second run
+    started meanwhile (``setup_databases`` drops a database of the same name first)."""
+    return f"stepwise_bench_load_{os.getpid()}_{secrets.token_hex(4)}"
 
 
 def load(args: argparse.Namespace) -> list[str]:

@@ -14,6 +14,28 @@ from scoring.types import StepScores, Trace
 
 DEFAULT_BATCH_TOKENS = 16384
 Progress = Callable[[int, int], None]  # (done, total)
+# How often a long call asks ``check`` whether to stop: a job's check reads its cancel
+# flag (one query), too much to ask per trace of a fast adapter, while a chunk of a
+# slow one would otherwise run minutes past a cancel.
+CHECK_EVERY_SECONDS = 1.0
+
+
+class _Checks:
+    """Calls ``check`` (which stops the scoring by raising) when at least ``every``
+    seconds have passed since it last did; the first call always checks."""
+
+    def __init__(self, check: Callable[[], None] | None, every: float):
+        self.check = check
+        self.every = every
+        self.last: float | None = None
+
+    def __call__(self) -> None:
+        if self.check is None:
+            return
+        now = time.monotonic()
+        if self.last is None or now - self.last >= self.every:
+            self.last = now
+            self.check()
 
 
 def pad_batch(
@@ -36,6 +58,8 @@ def score_traces(
     traces: Sequence[Trace],
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     progress: Progress | None = None,
+    check: Callable[[], None] | None = None,
+    check_every: float = CHECK_EVERY_SECONDS,
 ) -> Iterator[StepScores]:
     """Per-step scores for each trace, yielded in input order.
 
@@ -43,10 +67,17 @@ def score_traces(
     ``batch_tokens`` padded tokens; on out-of-memory a batch is split in halves and retried.
     Model-free adapters (``score_trace`` only) run trace by trace. A trace with no steps
     gets empty scores without reaching the adapter.
+
+    ``check`` (a job's cancel check) is called before each trace a model-free adapter
+    scores, each trace a model adapter encodes and each batch it runs, at most once per
+    ``check_every`` seconds; it stops the scoring by raising. So a cancel is noticed
+    within a trace or a batch, not only between the caller's chunks.
     """
     total = len(traces)
+    checkpoint = _Checks(check, check_every)
     if not hasattr(adapter, "encode"):
         for done, trace in enumerate(traces, start=1):
+            checkpoint()
             start = time.perf_counter()
             result = adapter.score_trace(trace) if trace.steps else _no_steps(adapter, trace)
             yield _with_timing(result, time.perf_counter() - start, result.n_tokens)
@@ -62,7 +93,10 @@ def score_traces(
         i: _no_steps(adapter, trace) for i, trace in enumerate(traces) if not trace.steps
     }
     to_score = [i for i, trace in enumerate(traces) if trace.steps]
-    encoded = {i: adapter.encode(traces[i]) for i in to_score}
+    encoded = {}
+    for i in to_score:
+        checkpoint()
+        encoded[i] = adapter.encode(traces[i])
     lengths = {i: len(e.input_ids) for i, e in encoded.items()}
     next_out = 0
     done = len(results)
@@ -86,6 +120,7 @@ def score_traces(
         next_out += 1
     for planned in plan_batches([lengths[i] for i in to_score], batch_tokens):
         batch = [to_score[j] for j in planned]  # positions in to_score -> trace indices
+        checkpoint()
         start = time.perf_counter()
         for sub_batch, rows in run_with_oom_fallback(batch, run, on_oom=free_memory):
             seconds = (time.perf_counter() - start) / len(sub_batch)

@@ -47,7 +47,7 @@ from scoring.formats.base import (
     json_text_object,
 )
 from scoring.formats.files import MAX_RECORD_BYTES, UTF8_BOM, RecordSource, open_records
-from scoring.formats.scores import read_scores, scores_to_record, write_scores
+from scoring.formats.scores import iter_scores, read_scores, scores_to_record, write_scores
 from scoring.steps import SPLITTERS
 from scoring.types import Trace
 
@@ -68,6 +68,7 @@ __all__ = [
     "detect_format",
     "iter_parsed",
     "open_records",
+    "iter_scores",
     "read_scores",
     "read_traces",
     "scores_to_record",

@@ -7,9 +7,9 @@ documents through an incremental decoder over 1 MiB chunks, so an upload's size
 does not decide the memory it takes. A file cannot be turned against the worker
 either: one line or record is capped at :data:`MAX_RECORD_BYTES`, nesting at
 :data:`MAX_DEPTH`, and a gzip stream at :data:`MAX_DECOMPRESSED_BYTES` and
-:data:`MAX_COMPRESSION_RATIO` times its own size (a "zip bomb" is refused after
-reading a bounded amount, never decompressed whole). Errors name the file, the
-line (or record, or row) and the limit.
+:data:`MAX_COMPRESSION_RATIO` times the compressed bytes read so far (a "zip bomb"
+is refused after reading a bounded amount, never decompressed whole). Errors name the
+file, the line (or record, or row) and the limit.
 """
 
 from __future__ import annotations
@@ -126,15 +126,22 @@ def _size(n: int) -> str:
 class _Gunzipped:
     """A gzip file read through caps: it stops with an error, naming the limit, once
     it has given more than ``MAX_DECOMPRESSED_BYTES`` or more than
-    ``MAX_COMPRESSION_RATIO`` times the compressed file's size, so a small bomb costs
+    ``MAX_COMPRESSION_RATIO`` times the compressed bytes read so far, so a bomb costs
     the worker a bounded amount of CPU and no memory; and a damaged or truncated
     stream is an :class:`ImportFormatError`, not ``EOFError`` from deep in gzip."""
 
     def __init__(self, path: Path, name: str):
         self.name = name
-        self.compressed_bytes = max(path.stat().st_size, 1)
+        self.raw = open(path, "rb")  # noqa: SIM115 (closed by close())
         self.given = 0
-        self.fh = gzip.open(path, "rb")  # noqa: SIM115 (closed by close())
+        self.fh = gzip.GzipFile(fileobj=self.raw, mode="rb")
+
+    @property
+    def compressed_bytes(self) -> int:
+        """The compressed bytes consumed so far (gzip reads ahead by up to 128 KiB).
+        Not the file's size: a bomb behind megabytes of padding (or a bomb's own tail)
+        would otherwise buy a hundred times that much output, minutes of a worker."""
+        return max(self.raw.tell(), 1)
 
     def read(self, size: int) -> bytes:
         return self._counted(self._guarded(self.fh.read, size))
@@ -166,18 +173,19 @@ class _Gunzipped:
                 f"decompresses to more than {_size(MAX_DECOMPRESSED_BYTES)}, "
                 "the most one import may hold",
             )
-        ratio = self.given / self.compressed_bytes
-        if self.given > RATIO_CHECKED_AFTER_BYTES and ratio > MAX_COMPRESSION_RATIO:
+        consumed = self.compressed_bytes
+        if self.given > RATIO_CHECKED_AFTER_BYTES and self.given > MAX_COMPRESSION_RATIO * consumed:
             raise ImportFormatError(
                 self.name,
                 f"decompresses to more than {MAX_COMPRESSION_RATIO} times its size "
-                f"({self.compressed_bytes} bytes gave {self.given} and counting): "
+                f"({consumed} bytes gave {self.given} and counting): "
                 "refused as a compression bomb",
             )
         return data
 
     def close(self) -> None:
         self.fh.close()
+        self.raw.close()
 
     def __enter__(self) -> _Gunzipped:
         return self

@@ -16,7 +16,15 @@
 // \$ is a literal dollar. Each formula renders on its own: one that KaTeX
 // rejects (or that overflows its stack) is shown as its source text and the others
 // still render.
+//
+// KaTeX's time grows steeply with a formula's nesting: one 12 KB nested formula took
+// 78 s to render, and the queue can serve it. A formula longer than MAX_CHARS or
+// nested deeper than MAX_DEPTH (braces and \left...\right) is shown as its source
+// text without reaching KaTeX. Every formula in ../shared/data is within both by far
+// (at most 453 characters and 4 levels).
 (function (root) {
+  var MAX_CHARS = 2000;
+  var MAX_DEPTH = 16;
   var PAIRS = [
     { open: "$$", close: "$$", display: true },
     { open: "\\[", close: "\\]", display: true },
@@ -86,6 +94,23 @@
     return parts;
   }
 
+  // Why `tex` is not given to KaTeX, or "" when it may be: a bounded scan.
+  function tooLarge(tex) {
+    if (tex.length > MAX_CHARS) return "longer than " + MAX_CHARS + " characters";
+    var depth = 0;
+    for (var i = 0; i < tex.length; i++) {
+      var ch = tex[i];
+      if (ch === "\\") {
+        if (tex.startsWith("left", i + 1)) depth++;
+        else if (tex.startsWith("right", i + 1)) depth--;
+        i++; // an escaped brace is no group
+      } else if (ch === "{") depth++;
+      else if (ch === "}") depth--;
+      if (depth > MAX_DEPTH) return "nested deeper than " + MAX_DEPTH + " levels";
+    }
+    return "";
+  }
+
   function renderElement(el) {
     if (el.dataset.mathDone) return;
     var parts = splitMath(el.textContent);
@@ -95,6 +120,14 @@
     parts.forEach(function (part) {
       if (!part.math) { fragment.appendChild(document.createTextNode(part.text)); return; }
       var span = document.createElement("span");
+      var tooBig = tooLarge(part.tex);
+      if (tooBig) {
+        span.textContent = part.source;
+        span.className = "math-error math-too-large";
+        span.title = "not rendered: " + tooBig;
+        fragment.appendChild(span);
+        return;
+      }
       try {
         root.katex.render(part.tex, span, {
           displayMode: part.display, throwOnError: true, trust: false, maxExpand: 1000,
@@ -120,10 +153,11 @@
   }
 
   root.stepwiseSplitMath = splitMath;
+  root.stepwiseMathTooLarge = tooLarge;
   root.stepwiseRenderMath = render;
   if (typeof document !== "undefined") {
     document.addEventListener("DOMContentLoaded", function () { render(document); });
     document.addEventListener("htmx:afterSwap", function (e) { render(e.target); });
   }
-  if (typeof module !== "undefined") module.exports = { splitMath: splitMath };
+  if (typeof module !== "undefined") module.exports = { splitMath: splitMath, tooLarge: tooLarge };
 })(typeof window !== "undefined" ? window : globalThis);

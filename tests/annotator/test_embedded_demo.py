@@ -51,6 +51,30 @@ for row in rows:
     steps = runs.scores_by_trace([row.run], row.trace)[row.run_id]
     assert len(row.step_scores) == len(steps) == row.trace.num_steps
     assert all(a == b or math.isnan(a) and math.isnan(b) for a, b in zip(row.step_scores, steps))
+# Every queue order the settings offer serves traces on SQLite, through "next" (a POST
+# that claims): the model-driven ones rank by the demo's scoring run.
+from annotator.models import ScoringRun
+run = ScoringRun.objects.filter(project=project, status="done").first()
+assert run is not None
+wrong_scored = set(TraceScore.objects.filter(run=run, trace__final_answer_correct=False,
+                                             min_score__isnull=False)
+                   .values_list("trace_id", flat=True))
+assert wrong_scored
+for order in QueueOrder.values:
+    Project.objects.filter(pk=project.pk).update(queue_order=order, queue_run=run)
+    project.refresh_from_db()
+    served = []
+    for _ in range(3):
+        response = client.post("/p/gsm8k-demo/annotate/next/")
+        assert response.status_code == 302, (order, response.status_code)
+        trace_id = int(response.url.rstrip("/").rsplit("/", 1)[1])
+        served.append(trace_id)
+        queue.skip(project, Trace.objects.get(pk=trace_id), demo)
+    ranks = list(Trace.objects.filter(project=project).values_list("queue_rank", flat=True))
+    assert None not in ranks, order
+    if order == QueueOrder.CONVINCING_WRONG:
+        assert set(served) <= wrong_scored, served
+    print("order served:", order, served)
 """
 
 
@@ -75,3 +99,5 @@ def test_the_demo_runs_on_sqlite_without_any_server(tmp_path):
     )
     assert check.returncode == 0, check.stderr[-2000:]
     assert "traces: 5676" in check.stdout  # 400 ProcessBench + 4 x 1319 model solutions
+    for order in ("import", "random", "convincing_wrong", "runs_disagree", "run_vs_humans"):
+        assert f"order served: {order} " in check.stdout

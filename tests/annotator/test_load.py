@@ -9,7 +9,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from annotator.models import Membership, Role
-from bench.load import invariant_failures, run_load
+from bench.load import database_name, invariant_failures, run_load
 from tests.factories import make_trace
 
 
@@ -31,3 +31,12 @@ def test_twenty_annotators_at_once_keep_the_queue_invariants(live_server, django
     assert invariant_failures(project, result) == []
     # The work was all done: every trace got its N labels.
     assert len(result.submissions) == 15 * 2
+
+
+def test_each_load_run_has_a_database_of_its_own() -> None:
+    """Two runs at once once shared ``stepwise_bench_load``: the second one's set-up
+    dropped the first one's database under its server."""
+    first, second = database_name(), database_name()
+    assert first != second
+    for name in (first, second):
+        assert name.startswith("stepwise_bench_load_") and len(name) < 63  # PostgreSQL's limit

@@ -54,12 +54,36 @@ def test_check_deploy_is_clean_under_the_production_settings() -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
-        env=production_env(SECRET_KEY=key),
+        env=production_env(SECRET_KEY=key, STEPWISE_CACHE_URL="redis://127.0.0.1:6379/9"),
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def check_deploy(**env: str) -> str:
+    key = "a-production-key-" + "".join(chr(65 + i % 26) for i in range(60))
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=production_env(SECRET_KEY=key, **env),
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout + result.stderr
+
+
+def test_check_deploy_warns_when_the_login_counts_are_per_process() -> None:
+    """Without a shared cache each web process counts its own failures."""
+    assert "stepwise.W001" in check_deploy()
+    assert "stepwise.W001" not in check_deploy(STEPWISE_CACHE_URL="redis://127.0.0.1:6379/9")
+
+
+def test_check_deploy_warns_behind_a_proxy_whose_forwarded_address_is_not_trusted() -> None:
+    shared = {"STEPWISE_CACHE_URL": "redis://127.0.0.1:6379/9", "STEPWISE_BEHIND_TLS_PROXY": "1"}
+    assert "stepwise.W002" in check_deploy(**shared)
+    assert "stepwise.W002" not in check_deploy(**shared, STEPWISE_TRUSTED_PROXY_COUNT="1")
 
 
 @pytest.fixture
@@ -81,6 +105,61 @@ def test_logins_are_throttled_after_repeated_failures(client, users, fresh_throt
     # Another account from the same address is not locked by these 30.
     response = client.post(url, {"username": "rita", "password": "pw-rita-123"})
     assert response.status_code == 302
+
+
+def fail_from(client, address: str, times: int) -> None:
+    """``times`` wrong passwords for as many unknown accounts, from ``address`` as the
+    proxy in front records it (the connection is the proxy's, 127.0.0.1)."""
+    for i in range(times):
+        response = client.post(
+            reverse("login"),
+            {"username": f"guess-{address}-{i}", "password": "x"},
+            HTTP_X_FORWARDED_FOR=address,
+        )
+        assert response.status_code == 200
+
+
+def logs_in(client, username: str, password: str, address: str) -> bool:
+    response = client.post(
+        reverse("login"),
+        {"username": username, "password": password},
+        HTTP_X_FORWARDED_FOR=address,
+    )
+    client.logout()
+    return response.status_code == 302
+
+
+def test_behind_a_trusted_proxy_an_address_lock_locks_that_address_only(
+    client, users, fresh_throttle, settings
+) -> None:
+    """50 failures from one client behind the proxy: everyone else still logs in."""
+    settings.TRUSTED_PROXY_COUNT = 1
+    fail_from(client, "203.0.113.9", settings.LOGIN_FAILURE_LIMIT_PER_IP)
+    assert logs_in(client, "alan", "pw-alan-123", "198.51.100.7")
+    assert logs_in(client, "rita", "pw-rita-123", "spoofed, 198.51.100.8")
+    assert not logs_in(client, "alan", "pw-alan-123", "203.0.113.9")
+    # The client's own entries left of the proxy's are not believed.
+    assert not logs_in(client, "alan", "pw-alan-123", "198.51.100.7, 203.0.113.9")
+
+
+def test_a_forwarded_address_is_ignored_unless_configured(client, users, fresh_throttle) -> None:
+    """Without TRUSTED_PROXY_COUNT a client cannot dodge the address lock by naming a
+    fresh address per guess: the connection's address counts."""
+    for n in range(5):
+        fail_from(client, f"192.0.2.{n}", 10)
+    assert not logs_in(client, "alan", "pw-alan-123", "198.51.100.7")
+
+
+def test_an_account_lock_holds_from_every_address(client, users, fresh_throttle, settings) -> None:
+    settings.TRUSTED_PROXY_COUNT = 1
+    for i in range(settings.LOGIN_FAILURE_LIMIT):
+        client.post(
+            reverse("login"),
+            {"username": "alan", "password": f"guess-{i}"},
+            HTTP_X_FORWARDED_FOR=f"192.0.2.{i}",
+        )
+    assert not logs_in(client, "alan", "pw-alan-123", "198.51.100.7")
+    assert logs_in(client, "rita", "pw-rita-123", "198.51.100.7")
 
 
 def test_a_few_failures_do_not_lock_an_account(client, users, fresh_throttle) -> None:

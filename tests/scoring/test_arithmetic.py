@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -84,3 +85,64 @@ def test_it_flags_no_step_of_any_all_correct_processbench_trace() -> None:
     ]
     assert len(correct) == 193
     assert flagged == []
+
+
+LINE = "He buys 12 * 3 = 36 apples (at $2/apple), then 36 + 4 = 40 in all.\n"
+
+
+def long_step(lines: int) -> str:
+    return LINE * lines + "So 7 * 8 = 54 pears."
+
+
+def test_a_400_kb_step_is_checked_whole() -> None:
+    """A step of 400 KB (the probe's 417 KB step never finished): every claim in it is
+    read, and the one false claim, at its very end, is found."""
+    step = long_step(6000)
+    assert len(step) > 400_000
+    claims = find_claims(step)
+    assert len(claims) == 2 * 6000 + 1
+    assert [c.text for c in claims if not c.ok] == ["7 * 8 = 54"]
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        "1+" * 200_000 + "1 = 200001",  # one run of 400 KB: a side too long to check
+        "(" * 200_000 + "1" + ")" * 200_000 + " = 1",
+        "(" * 200_000 + "1 + 1 = 2",  # unmatched: trimmed in one pass
+        "1 + 1 = 2" + ")" * 200_000,
+        "((9^64)^64)^64 = 1",  # a value of 250,000 digits, were it computed
+        "2 = " * 100_000 + "2",  # 100,000 claims in one run
+    ],
+    ids=["long-sum", "deep-parens", "open-parens", "close-parens", "tower", "long-chain"],
+)
+def test_a_step_built_to_be_slow_is_read_in_bounded_work(step: str) -> None:
+    assert all(claim.ok for claim in find_claims(step))
+
+
+def opcodes_run(text: str) -> int:
+    """Python bytecodes executed while checking ``text``: work, counted, not timed."""
+    count = 0
+
+    def trace(frame, event, arg):
+        nonlocal count
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        find_claims(text)
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def test_the_work_per_step_grows_linearly_with_its_length() -> None:
+    """Four times the text, four times the bytecodes (a loop over the tokens before
+    each token would make it sixteen). Together with the scan's construction (each
+    token looks only at its list neighbours, no slices) and the caps on a claim
+    (``MAX_SIDE_CHARS``, ``MAX_VALUE_BITS``), the work is linear in the step."""
+    small, large = opcodes_run(long_step(100)), opcodes_run(long_step(400))
+    assert 3.5 * small < large < 4.5 * small

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
+import re
 import zlib
 from pathlib import Path
 
@@ -55,6 +57,23 @@ def test_a_gzip_bomb_inside_a_json_array_is_refused_by_its_ratio(tmp_path: Path)
     message = str(excinfo.value)
     assert message.startswith("bomb.json.gz: decompresses to more than 100 times its size")
     assert "compression bomb" in message
+
+
+def test_a_gzip_bomb_is_measured_by_the_bytes_read_so_far_not_the_file(tmp_path: Path) -> None:
+    """A bomb followed by 2 MiB of incompressible padding: measured against the whole
+    file, the bomb could give 200 MiB of text before the ratio caught it (a 7 MB upload
+    cost a worker 15 minutes); measured against what was read, it is refused once past
+    the 16 MiB allowance."""
+    bomb = spaces_bomb(tmp_path / "padded.json.gz", b"[", 64 * MiB, b"]")
+    with open(bomb, "ab") as fh:  # a second gzip member: random bytes do not compress
+        fh.write(gzip.compress(random.Random(7).randbytes(2 * MiB)))
+    assert bomb.stat().st_size > 2 * MiB  # 100x that is more than the bomb's 64 MiB
+    with pytest.raises(ImportFormatError) as excinfo:
+        read_all(bomb)
+    message = str(excinfo.value)
+    assert "refused as a compression bomb" in message
+    given = int(re.search(r"bytes gave (\d+) and counting", message).group(1))
+    assert given < files.RATIO_CHECKED_AFTER_BYTES + 2 * files.CHUNK_BYTES
 
 
 def test_a_gzip_bomb_of_leading_white_space_is_refused(tmp_path: Path) -> None:
