@@ -24,6 +24,13 @@ from scoring.metrics import (
     sweep_from_summaries,
     table_from_summaries,
 )
+from scoring.options import (
+    COMPLETER_OPTIONS,
+    TRAIN_OPTIONS,
+    OptionError,
+    check_options,
+    check_server_url,
+)
 from scoring.steps import SPLITTERS
 
 
@@ -61,7 +68,7 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from scoring.adapters import load_adapter
+    from scoring.adapters import load_adapter, needs_model
     from scoring.engine import score_traces
 
     try:
@@ -72,7 +79,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"cannot read {args.input}: {error}", file=sys.stderr)
         return 2
     options = dict(args.option)
-    if args.adapter != "arithmetic-check":
+    if needs_model(args.adapter):
         options.setdefault("device", args.device)
         if args.dtype:
             options["dtype"] = args.dtype
@@ -270,6 +277,13 @@ def cmd_mc(args: argparse.Namespace) -> int:
             options[key] = getattr(args, key)
     if args.stop:
         options["stop"] = args.stop
+    try:
+        check_options(options, COMPLETER_OPTIONS)
+        if args.completer.startswith("openai:"):
+            check_server_url(args.completer.partition(":")[2])
+    except OptionError as error:
+        print(f"bad option: {error}", file=sys.stderr)
+        return 2
     template = PromptTemplate(args.template) if args.template else PromptTemplate()
     completer = load_completer(args.completer, args.model, **options)
     done = _done_ids(args.output)
@@ -322,6 +336,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ImportFormatError as error:
             print(f"cannot read {path}: {error}", file=sys.stderr)
             return 2
+    values = {
+        "lora_r": args.lora_r,
+        "lora_alpha": args.lora_alpha,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_tokens": args.batch_tokens,
+        "grad_accum": args.grad_accum,
+        "max_steps": args.max_steps,
+        "eval_every": args.eval_every,
+        "save_every": args.save_every,
+        "seed": args.seed,
+        "step_separator": args.step_separator,
+        "device": args.device,
+    }
+    try:
+        check_options({k: v for k, v in values.items() if v is not None}, TRAIN_OPTIONS)
+    except OptionError as error:
+        print(f"bad option: {error}", file=sys.stderr)
+        return 2
     labelled = [t for t in data["train"] if is_labelled(t)]
     if not labelled:
         print(f"no labelled trace in {args.train}", file=sys.stderr)
