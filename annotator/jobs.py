@@ -89,7 +89,12 @@ class JobLost(Exception):
 
 class RunError(ValueError):
     """A job cannot start (a bad option, an empty selection, a name taken), or a file
-    cannot be imported; the message says why. Pages and the API answer it with 400."""
+    cannot be imported; the message says why. Pages and the API answer it with 400.
+    ``field``: the request field (or option) at fault, where one is."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def get_job_for_user(

@@ -723,7 +723,8 @@ class ScorerQuerySet(models.QuerySet):
         if user.is_staff:
             return self
         return self.filter(
-            Q(project__isnull=True) | Q(project__in=Membership.objects.filter(user=user).values("project"))
+            Q(project__isnull=True)
+            | Q(project__in=Membership.objects.filter(user=user).values("project"))
         )
 
 

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet, Sum
 
 from annotator import jobs
+from annotator.jobs import RunError, clean_selection, selected_traces
 from annotator.models import (
     MCMode,
     MCRollout,
@@ -27,7 +28,6 @@ from annotator.models import (
     TraceMC,
     _step_texts,
 )
-from annotator.jobs import RunError, clean_selection, selected_traces
 from scoring.montecarlo import MCResult
 from scoring.options import COMPLETER_OPTIONS, OptionError, check_completer, check_values
 from scoring.types import Trace as ScoringTrace
@@ -108,7 +108,7 @@ def check_mc_request(
     try:
         check_completer(completer, settings.MODEL_DIR)
     except OptionError as exc:
-        raise RunError(str(exc)) from None
+        raise RunError(str(exc), field=exc.name) from None
     if completer.startswith("openai:") and not model:
         raise RunError("a server completer needs the served model's name")
     if mode not in MCMode.values:
@@ -123,7 +123,7 @@ def check_mc_request(
     try:
         check_values(options, COMPLETER_OPTIONS)
     except OptionError as exc:
-        raise RunError(str(exc)) from None
+        raise RunError(str(exc), field=exc.name) from None
 
 
 def start_mc_run(project: Project, user, **kwargs: Any) -> MonteCarloRun:

@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import math
-import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence

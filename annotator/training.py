@@ -117,9 +117,12 @@ def check_training_request(kind: str, base_model: str, options: dict[str, Any]) 
         raise RunError(f"unknown option(s) {unknown}; use {list(OPTION_KEYS)}")
     try:
         check_model_location(base_model, settings.MODEL_DIR)
+    except OptionError as exc:
+        raise RunError(str(exc), field="base_model") from None
+    try:
         check_values(options, TRAIN_OPTIONS)
     except OptionError as exc:
-        raise RunError(str(exc)) from None
+        raise RunError(str(exc), field=exc.name) from None
 
 
 def scorer_name_for(project: Project, run_name: str) -> str:

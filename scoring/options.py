@@ -191,7 +191,9 @@ def check_server_url(url: str) -> None:
     except ValueError:
         raise OptionError(f"not a URL: {url!r}", "completer") from None
     if parts.scheme not in ("http", "https") or not host:
-        raise OptionError(f"the server URL must be http:// or https:// with a host, not {url!r}", "completer")
+        raise OptionError(
+            f"the server URL must be http:// or https:// with a host, not {url!r}", "completer"
+        )
     address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     try:
         # A host of digits alone is an IPv4 address to the socket library.
