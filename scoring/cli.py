@@ -264,13 +264,6 @@ def cmd_mc(args: argparse.Namespace) -> int:
     from scoring.completers import CompleterError, load_completer
     from scoring.montecarlo import PromptTemplate, estimate
 
-    try:
-        traces = read_traces(
-            args.input, args.format, split=args.split, step_splitter=args.step_splitter
-        )
-    except ImportFormatError as error:
-        print(f"cannot read {args.input}: {error}", file=sys.stderr)
-        return 2
     options = dict(args.option)
     for key in ("temperature", "top_p", "max_tokens", "seed"):
         if getattr(args, key) is not None:
@@ -283,6 +276,13 @@ def cmd_mc(args: argparse.Namespace) -> int:
             check_server_url(args.completer.partition(":")[2])
     except OptionError as error:
         print(f"bad option: {error}", file=sys.stderr)
+        return 2
+    try:
+        traces = read_traces(
+            args.input, args.format, split=args.split, step_splitter=args.step_splitter
+        )
+    except ImportFormatError as error:
+        print(f"cannot read {args.input}: {error}", file=sys.stderr)
         return 2
     template = PromptTemplate(args.template) if args.template else PromptTemplate()
     completer = load_completer(args.completer, args.model, **options)
@@ -324,18 +324,6 @@ def cmd_mc(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from scoring.training import TrainConfig, is_labelled, train
 
-    data = {}
-    for role, path in (("train", args.train), ("eval", args.eval)):
-        if not path:
-            data[role] = []
-            continue
-        try:
-            data[role] = read_traces(
-                path, args.format, split=args.split, step_splitter=args.step_splitter
-            )
-        except ImportFormatError as error:
-            print(f"cannot read {path}: {error}", file=sys.stderr)
-            return 2
     values = {
         "lora_r": args.lora_r,
         "lora_alpha": args.lora_alpha,
@@ -355,6 +343,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     except OptionError as error:
         print(f"bad option: {error}", file=sys.stderr)
         return 2
+    data = {}
+    for role, path in (("train", args.train), ("eval", args.eval)):
+        if not path:
+            data[role] = []
+            continue
+        try:
+            data[role] = read_traces(
+                path, args.format, split=args.split, step_splitter=args.step_splitter
+            )
+        except ImportFormatError as error:
+            print(f"cannot read {path}: {error}", file=sys.stderr)
+            return 2
     labelled = [t for t in data["train"] if is_labelled(t)]
     if not labelled:
         print(f"no labelled trace in {args.train}", file=sys.stderr)
