@@ -38,6 +38,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from django.apps import apps
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q, QuerySet
@@ -45,22 +46,16 @@ from django.http import Http404
 from django.utils import timezone
 
 from annotator.access import get_membership
-from annotator.models import (
-    ImportJob,
-    Job,
-    JobStatus,
-    Membership,
-    MonteCarloRun,
-    Project,
-    ScoringRun,
-    Trace,
-    TrainingRun,
-)
+from annotator.models import Job, JobStatus, Membership, Project, Trace
 
 log = logging.getLogger(__name__)
 
-# Every job kind, for the sweeper: a new kind joins here.
-JOB_MODELS: tuple[type[Job], ...] = (ImportJob, ScoringRun, MonteCarloRun, TrainingRun)
+
+def job_models() -> list[type[Job]]:
+    """Every job kind: the concrete subclasses of ``Job``, which the sweeper walks (a
+    new kind is found here by being one)."""
+    return [model for model in apps.get_models() if issubclass(model, Job)]
+
 
 J = TypeVar("J", bound=Job)
 
@@ -444,7 +439,7 @@ def sweep() -> dict[str, int]:
     queued jobs whose message may be lost. Returns counts."""
     counts = {"requeued": 0, "failed": 0, "cancelled": 0, "resent": 0, "skipped": 0}
     now = timezone.now()
-    for model in JOB_MODELS:
+    for model in job_models():
         stale_ids = list(
             model.objects.filter(
                 status=JobStatus.RUNNING, heartbeat_at__lt=now - stale_after()

@@ -495,8 +495,8 @@ class Job(models.Model):
 
     A job kind is a subclass naming the Celery task that runs it (``task_name``, the
     explicit name its line in ``annotator/tasks.py`` declares) and saying whether a job
-    taken up again continues where it stopped (``resumable``) or starts over; it joins
-    ``jobs.JOB_MODELS`` so the sweeper sees it.
+    taken up again continues where it stopped (``resumable``) or starts over. The
+    sweeper finds every subclass (``jobs.job_models``).
     """
 
     task_name: str = ""

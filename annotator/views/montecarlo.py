@@ -24,7 +24,9 @@ from annotator.views.jobs import cancel_and_retry
 
 class MCForm(forms.Form):
     completer = forms.CharField(
-        max_length=500, help_text="openai:http://host:8000/v1 (a vLLM server) or hf:/path/to/model"
+        max_length=500,
+        help_text="openai:http://host:8000/v1 (a vLLM server) or hf:MODEL (a hub id, or a path "
+        "inside the model directory)",
     )
     model = forms.CharField(max_length=500, required=False, help_text="The served model's name.")
     mode = forms.ChoiceField(choices=MCMode.choices)

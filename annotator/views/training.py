@@ -26,7 +26,7 @@ class TrainingForm(forms.Form):
     kind = forms.ChoiceField(choices=[(k, k) for k in training.KINDS])
     base_model = forms.CharField(
         max_length=500,
-        help_text="Hub id or path on the workers' disk, e.g. Qwen/Qwen2.5-Math-PRM-7B",
+        help_text="A hub id, e.g. Qwen/Qwen2.5-Math-PRM-7B, or a path inside the model directory",
     )
     label_set = forms.ModelChoiceField(
         queryset=LabelSet.objects.none(), required=False, empty_label="Human labels"
