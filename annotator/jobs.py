@@ -95,19 +95,19 @@ class RunError(ValueError):
 def get_job_for_user(
     user,
     slug: str,
-    jobs: type[J] | QuerySet[J],
+    kind: type[J] | QuerySet[J],
     job_id: int,
     *,
     allow: Callable[[Membership], bool] = Membership.may_manage,
 ) -> tuple[Membership, J]:
-    """The membership and the project's job ``job_id`` of kind ``jobs`` (a model, or
+    """The membership and the project's job ``job_id`` of ``kind`` (a job model, or
     a queryset of it to load related rows), or 404 for outsiders, members ``allow``
     refuses, and other projects' jobs, as for a job that does not exist.
 
     >>> membership, run = get_job_for_user(request.user, slug, ScoringRun, run_id)
     """
     membership = get_membership(user, slug, allow=allow)
-    queryset = jobs if isinstance(jobs, QuerySet) else jobs.objects.all()
+    queryset = kind if isinstance(kind, QuerySet) else kind.objects.all()
     job = queryset.filter(project=membership.project, pk=job_id).first()
     if job is None:
         raise Http404("No such job")
