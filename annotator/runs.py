@@ -343,18 +343,6 @@ def scores_by_trace(runs: Iterable[ScoringRun], trace: Trace) -> dict[int, list[
     return dict(found)
 
 
-def iter_run_scores(run: ScoringRun, trace_ids: Sequence[int]) -> dict[int, list[float]]:
-    """``{trace id: step scores}`` for a chunk of traces of one run."""
-    found: dict[int, list[float]] = defaultdict(list)
-    for trace_id, score in (
-        StepScore.objects.filter(run=run, trace_id__in=list(trace_ids))
-        .order_by("trace_id", "step_index")
-        .values_list("trace_id", "score")
-    ):
-        found[trace_id].append(score)
-    return dict(found)
-
-
 @dataclass(frozen=True)
 class SplitRow:
     split: str
