@@ -48,9 +48,13 @@ def test_a_project_uses_site_wide_scorers_and_its_own(project, other, scorers):
     assert scorers["ours"].is_usable_in(project) and not scorers["theirs"].is_usable_in(project)
 
 
-def test_a_run_with_another_projects_scorer_is_refused(gsm8k, scorers, users):
+def test_a_run_with_another_projects_scorer_is_refused(gsm8k, scorers, users, client_for):
     with pytest.raises(jobs.RunError, match="belongs to another project"):
         runs.create_run(gsm8k, scorers["theirs"], users["owner"])
+    api = client_for(users["owner"]).post(
+        reverse("api-runs", args=[gsm8k.slug]), {"scorer": "secret-theirs"}, "application/json"
+    )
+    assert api.status_code == 400
     assert not ScoringRun.objects.exists()
     assert runs.create_run(gsm8k, scorers["ours"], users["owner"]).scorer == scorers["ours"]
 
