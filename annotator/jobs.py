@@ -18,7 +18,10 @@ calls ``execute`` with the work to do. The rules, in the order a job meets them:
   kill or a pre-empted machine leaves behind. Such a job goes back to the queue with
   a fresh message (the dead worker's message may sit unacknowledged in the broker for
   the whole visibility timeout), or, once its attempts are spent, fails with a clear
-  message. ``python manage.py sweep_jobs`` does the same from cron.
+  message. A job still queued a stale period after its message was sent is sent
+  again: a broker restarted without persistence (as compose runs Redis) has lost it.
+  A message sent twice is harmless: only one claim succeeds, and the other message
+  is dropped. ``python manage.py sweep_jobs`` does the same from cron.
 - **Cancel** is a flag the work reads between chunks (``JobContext.progress``); a
   queued job is cancelled at once. **Retry** puts a failed or cancelled job back.
 """
@@ -27,24 +30,34 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from django.apps import apps
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
+from django.http import Http404
 from django.utils import timezone
 
-from annotator.models import ImportJob, Job, JobStatus, MonteCarloRun, ScoringRun, TrainingRun
+from annotator.access import get_membership
+from annotator.models import Job, JobStatus, Membership, Project, Trace
 
 log = logging.getLogger(__name__)
 
-# Every job kind, for the sweeper. Scoring, Monte-Carlo and training runs join here.
-JOB_MODELS: tuple[type[Job], ...] = (ImportJob, ScoringRun, MonteCarloRun, TrainingRun)
+
+def job_models() -> list[type[Job]]:
+    """Every job kind: the concrete subclasses of ``Job``, which the sweeper walks (a
+    new kind is found here by being one)."""
+    return [model for model in apps.get_models() if issubclass(model, Job)]
+
+
+J = TypeVar("J", bound=Job)
 
 BROKER_DOWN = (
     "The task queue (broker) did not answer, so the job was not queued. Try again once it is back."
@@ -67,6 +80,80 @@ class JobCancelled(Exception):
 class JobLost(Exception):
     """Raised inside the work when another worker took the job over (this one was
     thought dead); the work stops without touching the row."""
+
+
+class RunError(ValueError):
+    """A job cannot start (a bad option, an empty selection, a name taken), or a file
+    cannot be imported; the message says why. Pages and the API answer it with 400.
+    ``field``: the request field (or option) at fault, where one is."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def get_job_for_user(
+    user,
+    slug: str,
+    kind: type[J] | QuerySet[J],
+    job_id: int,
+    *,
+    allow: Callable[[Membership], bool] = Membership.may_manage,
+) -> tuple[Membership, J]:
+    """The membership and the project's job ``job_id`` of ``kind`` (a job model, or
+    a queryset of it to load related rows), or 404 for outsiders, members ``allow``
+    refuses, and other projects' jobs, as for a job that does not exist.
+
+    >>> membership, run = get_job_for_user(request.user, slug, ScoringRun, run_id)
+    """
+    membership = get_membership(user, slug, allow=allow)
+    queryset = kind if isinstance(kind, QuerySet) else kind.objects.all()
+    job = queryset.filter(project=membership.project, pk=job_id).first()
+    if job is None:
+        raise Http404("No such job")
+    return membership, job
+
+
+# -- which traces a run covers ---------------------------------------------------------------
+
+SELECTION_KEYS = ("split", "generator", "source", "labelled", "ids")
+
+
+def clean_selection(raw: dict[str, Any]) -> dict[str, Any]:
+    """The selection with empty values dropped; ``RunError`` on unknown keys or bad ids."""
+    unknown = sorted(set(raw) - set(SELECTION_KEYS))
+    if unknown:
+        raise RunError(f"unknown selection key(s) {unknown}; use {list(SELECTION_KEYS)}")
+    selection = {k: v for k, v in raw.items() if v not in (None, "", [])}
+    if selection.get("labelled") not in (None, "yes", "no"):
+        raise RunError("labelled must be 'yes' or 'no'")
+    if "ids" in selection:
+        ids = selection["ids"]
+        if isinstance(ids, str):
+            ids = [part for part in re.split(r"[\s,]+", ids) if part]
+        try:
+            selection["ids"] = sorted({int(i) for i in ids})
+        except (TypeError, ValueError):
+            raise RunError("ids must be trace ids (whole numbers)") from None
+    return selection
+
+
+def selected_traces(project: Project, selection: dict[str, Any]) -> QuerySet[Trace]:
+    """The project's traces a run with this (cleaned) selection covers."""
+    traces = Trace.objects.filter(project=project)
+    for key in ("split", "generator", "source"):
+        if key in selection:
+            traces = traces.filter(**{key: selection[key]})
+    if selection.get("labelled") == "yes":
+        traces = traces.labelled()
+    elif selection.get("labelled") == "no":
+        traces = traces.unlabelled()
+    if "ids" in selection:
+        traces = traces.filter(pk__in=selection["ids"])
+    return traces
+
+
+# -- the job machinery ------------------------------------------------------------------------
 
 
 def stale_after() -> timedelta:
@@ -331,8 +418,6 @@ def _finish(job: Job, heartbeat: _Heartbeat, outcome: dict[str, Any], *, release
         "progress_total": heartbeat.total,
         **outcome,
     }
-    if "summary" in fields and not hasattr(job, "summary"):
-        fields.pop("summary")
     finished = (
         type(job)
         .objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts)
@@ -350,10 +435,11 @@ def _traceback_summary(exc: BaseException, frames: int = 6) -> str:
 
 def sweep() -> dict[str, int]:
     """Take up the jobs of dead workers: requeue those with attempts left, fail the
-    rest, and finish cancelling those whose worker died mid-cancel. Returns counts."""
-    counts = {"requeued": 0, "failed": 0, "cancelled": 0, "skipped": 0}
+    rest, and finish cancelling those whose worker died mid-cancel; send again the
+    queued jobs whose message may be lost. Returns counts."""
+    counts = {"requeued": 0, "failed": 0, "cancelled": 0, "resent": 0, "skipped": 0}
     now = timezone.now()
-    for model in JOB_MODELS:
+    for model in job_models():
         stale_ids = list(
             model.objects.filter(
                 status=JobStatus.RUNNING, heartbeat_at__lt=now - stale_after()
@@ -361,7 +447,35 @@ def sweep() -> dict[str, int]:
         )
         for pk in stale_ids:
             counts[_sweep_one(model, pk)] += 1
+        waiting_ids = list(
+            model.objects.filter(
+                status=JobStatus.QUEUED, queued_at__lt=now - stale_after()
+            ).values_list("pk", flat=True)[:100]
+        )
+        for pk in waiting_ids:
+            counts[_resend_one(model, pk)] += 1
     return counts
+
+
+def _resend_one(model: type[Job], pk: int) -> str:
+    """Send a job queued for a stale period again. A broker restarted empty has lost
+    its message, and nothing tells a lost message from one behind a long queue, so
+    each such job is sent again once a stale period (``queued_at`` moves on): a
+    backlog costs a few duplicate messages, each dropped by its failed claim."""
+    now = timezone.now()
+    with transaction.atomic():
+        # Conditional, so that of two sweepers only one sends (the second waits for the
+        # first's row lock, then finds queued_at recent).
+        resent = model.objects.filter(
+            pk=pk, status=JobStatus.QUEUED, queued_at__lt=now - stale_after()
+        ).update(queued_at=now)
+        if not resent:  # taken by a worker, cancelled, or resent by another sweeper
+            return "skipped"
+        # Inside the transaction: if the broker is down, queued_at rolls back and the
+        # next sweep tries again.
+        _send(model.objects.get(pk=pk))
+    log.warning("%s %s: queued for a stale period; its message sent again", model.__name__, pk)
+    return "resent"
 
 
 def _sweep_one(model: type[Job], pk: int) -> str:

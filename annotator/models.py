@@ -164,6 +164,12 @@ class Membership(models.Model):
         """Annotators label blind to the PRMs' scores unless the project shows them."""
         return self.project.show_model_scores or self.may_review()
 
+    def may_run_worker_jobs(self) -> bool:
+        """Owners who are also staff start Monte-Carlo and training runs: the completer
+        and the base model name what URL the workers call and what weights they load,
+        which, like registering a scorer, is a decision about what the workers run."""
+        return self.may_manage() and self.user.is_staff
+
 
 def text_hash(text: str) -> str:
     """Problems are identified by their text within a project, so best-of-N files and
@@ -645,17 +651,20 @@ FINISHED_STATUSES = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class Job(models.Model):
-    """What every background job kind shares: imports now, scoring, Monte-Carlo and
-    training runs next. The row, not Celery's result backend, is the job's truth.
+    """What every background job kind shares: imports, scoring, Monte-Carlo and
+    training runs. The row, not Celery's result backend, is the job's truth.
 
     A worker claims a job with a conditional update (``annotator/jobs.py``) that takes
     a queued job, or a running one whose ``heartbeat_at`` has gone stale because its
     worker died. ``attempts`` counts claims and doubles as the claim token: a worker
     that finds ``attempts`` changed under it has lost the job and stops. Cancel is a
-    flag the worker reads between chunks; a queued job is cancelled at once.
+    flag the worker reads between chunks; a queued job is cancelled at once. The
+    sweeper sends a queued job again when its message may have been lost.
 
-    Subclasses name the Celery task that runs them (``task_name``) and say whether a
-    job taken up again continues where it stopped (``resumable``) or starts over.
+    A job kind is a subclass naming the Celery task that runs it (``task_name``, the
+    explicit name its line in ``annotator/tasks.py`` declares) and saying whether a job
+    taken up again continues where it stopped (``resumable``) or starts over. The
+    sweeper finds every subclass (``jobs.job_models``).
     """
 
     task_name: str = ""
@@ -682,6 +691,12 @@ class Job(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # What the work returned (counts, metrics), stored when it is done.
+    summary = models.JSONField(default=dict, blank=True)
+
+    # A queued job nobody has taken after this long gets a "waiting for a worker" note
+    # telling the user how to start one.
+    WAITING_NOTE_SECONDS = 5
 
     class Meta:
         abstract = True
@@ -723,6 +738,36 @@ class Job(models.Model):
             return 0.0
         return (timezone.now() - self.queued_at).total_seconds()
 
+    @property
+    def waiting_for_worker(self) -> bool:
+        """Queued for long enough that no worker is likely to be listening."""
+        return self.seconds_waiting > self.WAITING_NOTE_SECONDS
+
+
+class ProjectRun(Job):
+    """A named run over a project's traces (scoring, Monte-Carlo, training): resumable
+    chunk by chunk, its name unique in the project. Each kind declares ``project``
+    itself (the reverse names differ) and its own unique-name constraint."""
+
+    resumable = True
+
+    name = models.SlugField(max_length=100)
+
+    class Meta(Job.Meta):
+        abstract = True
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the rate of this attempt so far (the work records where the
+        attempt started as ``summary["resumed_at"]``)."""
+        if self.status != JobStatus.RUNNING or not self.progress_total or not self.started_at:
+            return None
+        done_this_attempt = self.progress_done - self.summary.get("resumed_at", 0)
+        if done_this_attempt <= 0:
+            return None
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        return elapsed / done_this_attempt * (self.progress_total - self.progress_done)
+
 
 class ImportJob(Job):
     """An import started from the UI or the API; a Celery worker runs it. Imports are
@@ -737,7 +782,6 @@ class ImportJob(Job):
     upload = models.CharField(max_length=500, help_text="Storage name of the uploaded file.")
     format = models.CharField(max_length=32, default="auto")
     options = models.JSONField(default=dict, blank=True)
-    summary = models.JSONField(default=dict, blank=True)
 
     class Meta(Job.Meta):
         indexes = [models.Index(fields=["status", "heartbeat_at"], name="importjob_status")]
@@ -835,12 +879,39 @@ class RealArrayField(models.Field):
         return json.loads(value)
 
 
+class ScorerQuerySet(models.QuerySet):
+    def usable_in(self, project: Project) -> ScorerQuerySet:
+        """The scorers a run of ``project`` may use: the site-wide ones and the
+        project's own (trained on its labels)."""
+        return self.filter(Q(project__isnull=True) | Q(project=project))
+
+    def visible_to(self, user) -> ScorerQuerySet:
+        """The scorers ``user`` may see: staff see every one; others the site-wide ones
+        and those of the projects they are members of."""
+        if user.is_staff:
+            return self
+        return self.filter(
+            Q(project__isnull=True)
+            | Q(project__in=Membership.objects.filter(user=user).values("project"))
+        )
+
+
 class Scorer(models.Model):
     """A registered PRM (or the model-free arithmetic check): which ``scoring`` adapter
-    runs which model, with which options. Shared by every project; registered by
-    staff, since a scorer decides what code and weights a GPU worker loads."""
+    runs which model, with which options. Site-wide scorers (no ``project``) are
+    registered by staff, since a scorer decides what code and weights a GPU worker
+    loads; a training run registers its model as a scorer of its own project, which
+    other projects neither see nor use (it was trained on that project's labels)."""
 
     name = models.SlugField(max_length=100, unique=True)
+    project = models.ForeignKey(
+        Project,
+        on_delete=models.CASCADE,
+        related_name="scorers",
+        null=True,
+        blank=True,
+        help_text="The project whose training run made it; empty: site-wide.",
+    )
     adapter = models.CharField(max_length=64)
     model = models.CharField(
         max_length=500, blank=True, help_text="Hub id or path on the workers' disk."
@@ -853,11 +924,17 @@ class Scorer(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = ScorerQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def is_usable_in(self, project: Project) -> bool:
+        """The rule of ``Scorer.objects.usable_in`` for one scorer."""
+        return self.project_id is None or self.project_id == project.pk
 
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
@@ -876,7 +953,9 @@ class Scorer(models.Model):
     def queue(self) -> str:
         """GPU work goes to the ``gpu`` queue; a scorer that says ``device=cpu`` (or
         needs no model) runs on any ``default`` worker."""
-        if self.adapter == "arithmetic-check" or self.options.get("device") == "cpu":
+        from scoring.adapters import needs_model
+
+        if not needs_model(self.adapter) or self.options.get("device") == "cpu":
             return "default"
         return "gpu"
 
@@ -886,16 +965,14 @@ class RunSource(models.TextChoices):
     IMPORTED = "imported", "Imported from a file"
 
 
-class ScoringRun(Job):
+class ScoringRun(ProjectRun):
     """A scorer over a selection of a project's traces (or scores imported from a
     file). Resumable: the scores of each chunk are committed together with their
     ``TraceScore`` rows, so a run taken up again skips the traces it already stored."""
 
     task_name = "annotator.tasks.run_scoring"
-    resumable = True
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="scoring_runs")
-    name = models.SlugField(max_length=100)
     scorer = models.ForeignKey(
         Scorer, on_delete=models.PROTECT, related_name="runs", null=True, blank=True
     )
@@ -908,7 +985,6 @@ class ScoringRun(Job):
     threshold = models.FloatField(default=0.5)
     tokens = models.PositiveBigIntegerField(default=0)
     scoring_seconds = models.FloatField(default=0.0)
-    summary = models.JSONField(default=dict, blank=True)
 
     class Meta(Job.Meta):
         constraints = [
@@ -922,17 +998,6 @@ class ScoringRun(Job):
     @property
     def tokens_per_second(self) -> float | None:
         return self.tokens / self.scoring_seconds if self.scoring_seconds > 0 else None
-
-    @property
-    def eta_seconds(self) -> float | None:
-        """Seconds left at the rate of this attempt so far."""
-        if self.status != JobStatus.RUNNING or not self.progress_total or not self.started_at:
-            return None
-        done_this_attempt = self.progress_done - self.summary.get("resumed_at", 0)
-        if done_this_attempt <= 0:
-            return None
-        elapsed = (timezone.now() - self.started_at).total_seconds()
-        return elapsed / done_this_attempt * (self.progress_total - self.progress_done)
 
 
 class TraceScore(models.Model):
@@ -1013,17 +1078,15 @@ class MCMode(models.TextChoices):
     BINARY = "binary", "Binary search for the first error (OmegaPRM)"
 
 
-class MonteCarloRun(Job):
+class MonteCarloRun(ProjectRun):
     """Monte-Carlo step labels over a selection of a project's traces that have a
     reference answer (``scoring.montecarlo``). Resumable per trace: each trace's values
     and kept rollouts are committed together, so a run taken up again after a dead
     worker skips the traces it stored and never stores a rollout twice."""
 
     task_name = "annotator.tasks.run_montecarlo"
-    resumable = True
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="mc_runs")
-    name = models.SlugField(max_length=100)
     # "openai:BASE_URL" (a server; runs on the default queue) or "hf:PATH" (gpu queue).
     completer = models.CharField(max_length=500)
     model = models.CharField(max_length=500, blank=True, help_text="The served model's name.")
@@ -1036,7 +1099,6 @@ class MonteCarloRun(Job):
     keep_rollouts = models.BooleanField(default=False)
     rollouts = models.PositiveBigIntegerField(default=0)
     tokens = models.PositiveBigIntegerField(default=0)
-    summary = models.JSONField(default=dict, blank=True)
 
     class Meta(Job.Meta):
         constraints = [
@@ -1146,18 +1208,17 @@ class LabelSetEntry(models.Model):
         return f"trace {self.trace_id} in {self.label_set_id}: {self.first_error_step}"
 
 
-class TrainingRun(Job):
+class TrainingRun(ProjectRun):
     """Fine-tuning a PRM on a project's labels (a label set, or the human verdicts) with
     ``scoring.training``; traces of ``eval_split`` are held out for the ProcessBench
     metric. Resumable: the trainer checkpoints under ``output_dir`` every
     ``save_every`` steps, and a run taken up again continues from the newest checkpoint.
-    The finished model is registered as ``scorer``."""
+    The finished model is registered as ``scorer``, a new scorer of the project (a
+    run never replaces one)."""
 
     task_name = "annotator.tasks.run_training"
-    resumable = True
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
-    name = models.SlugField(max_length=100)
     kind = models.CharField(max_length=32)  # scoring.training.KINDS
     base_model = models.CharField(max_length=500, help_text="Hub id or path on the workers' disk.")
     # None: the human verdicts (agreed or adjudicated) at the time the run starts.
@@ -1171,7 +1232,6 @@ class TrainingRun(Job):
     scorer = models.ForeignKey(
         Scorer, on_delete=models.SET_NULL, related_name="+", null=True, blank=True
     )
-    summary = models.JSONField(default=dict, blank=True)
 
     class Meta(Job.Meta):
         constraints = [

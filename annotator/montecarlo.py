@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet, Sum
 
 from annotator import jobs
+from annotator.jobs import RunError, clean_selection, selected_traces
 from annotator.models import (
     MCMode,
     MCRollout,
@@ -27,10 +28,11 @@ from annotator.models import (
     TraceMC,
     _step_texts,
 )
-from annotator.runs import RunError, clean_selection, selected_traces
 from scoring.montecarlo import MCResult
+from scoring.options import COMPLETER_OPTIONS, OptionError, check_completer, check_values
 from scoring.types import Trace as ScoringTrace
 
+# The completer options a run may set (their values: ``scoring.options``).
 OPTION_KEYS = (
     "temperature",
     "top_p",
@@ -72,19 +74,8 @@ def create_mc_run(
     name: str = "",
 ) -> MonteCarloRun:
     """A queued run row (not yet sent); ``RunError`` says what is wrong with the request."""
-    kind, _, target = completer.partition(":")
-    if kind not in ("openai", "hf") or not target:
-        raise RunError("the completer is openai:BASE_URL or hf:MODEL_PATH")
-    if kind == "openai" and not model:
-        raise RunError("a server completer needs the served model's name")
-    if mode not in MCMode.values:
-        raise RunError(f"mode is one of {MCMode.values}")
-    if not 1 <= n <= 256:
-        raise RunError("n (rollouts per prefix) must be between 1 and 256")
     options = options or {}
-    unknown = sorted(set(options) - set(OPTION_KEYS))
-    if unknown:
-        raise RunError(f"unknown option(s) {unknown}; use {list(OPTION_KEYS)}")
+    check_mc_request(completer, model, mode, n, options)
     selection = clean_selection(selection or {})
     name = name or f"mc-{mode}-{MonteCarloRun.objects.filter(project=project).count() + 1}"
     if MonteCarloRun.objects.filter(project=project, name=name).exists():
@@ -105,6 +96,34 @@ def create_mc_run(
         queue=queue_for(completer),
         max_attempts=settings.JOB_MAX_ATTEMPTS,
     )
+
+
+def check_mc_request(
+    completer: str, model: str, mode: str, n: int, options: dict[str, Any]
+) -> None:
+    """``RunError`` naming what is wrong with a run's completer or options: the rules
+    of ``scoring.options`` (the command line's), a server URL over http(s) and not
+    link-local, a local model inside ``MODEL_DIR``. ``create_mc_run`` calls it; a
+    form or serializer may call it to refuse early."""
+    try:
+        check_completer(completer, settings.MODEL_DIR)
+    except OptionError as exc:
+        raise RunError(str(exc), field=exc.name) from None
+    if completer.startswith("openai:") and not model:
+        raise RunError("a server completer needs the served model's name")
+    if mode not in MCMode.values:
+        raise RunError(f"mode is one of {MCMode.values}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
+        raise RunError("n (rollouts per prefix) must be between 1 and 256")
+    if not isinstance(options, dict):
+        raise RunError("options must be an object of name: value")
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise RunError(f"unknown option(s) {unknown}; use {list(OPTION_KEYS)}")
+    try:
+        check_values(options, COMPLETER_OPTIONS)
+    except OptionError as exc:
+        raise RunError(str(exc), field=exc.name) from None
 
 
 def start_mc_run(project: Project, user, **kwargs: Any) -> MonteCarloRun:

@@ -1,5 +1,6 @@
-"""Scoring runs: which traces a run covers, scoring them chunk by chunk on a worker,
-storing the scores, importing score files, and the run's figures against the humans.
+"""Scoring runs: scoring a run's traces (``jobs.selected_traces``) chunk by chunk on a
+worker, storing the scores, importing score files, and the run's figures against the
+humans.
 
 A run streams its traces from the database shortest first (by step count, then id:
 a keyset, so memory stays flat and similar lengths batch together), scores each
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +27,7 @@ from django.db.models import Exists, F, OuterRef, QuerySet
 
 from annotator import jobs
 from annotator.bulk import copy_rows
+from annotator.jobs import RunError, clean_selection, selected_traces
 from annotator.models import (
     Annotation,
     Project,
@@ -45,47 +46,6 @@ from scoring.types import StepScores
 from scoring.types import Trace as ScoringTrace
 
 log = logging.getLogger(__name__)
-SELECTION_KEYS = ("split", "generator", "source", "labelled", "ids")
-
-
-class RunError(ValueError):
-    """A run cannot start, or a score file cannot be imported; the message says why."""
-
-
-# -- which traces ---------------------------------------------------------------------------
-
-
-def clean_selection(raw: dict[str, Any]) -> dict[str, Any]:
-    """The selection with empty values dropped; ``RunError`` on unknown keys or bad ids."""
-    unknown = sorted(set(raw) - set(SELECTION_KEYS))
-    if unknown:
-        raise RunError(f"unknown selection key(s) {unknown}; use {list(SELECTION_KEYS)}")
-    selection = {k: v for k, v in raw.items() if v not in (None, "", [])}
-    if selection.get("labelled") not in (None, "yes", "no"):
-        raise RunError("labelled must be 'yes' or 'no'")
-    if "ids" in selection:
-        ids = selection["ids"]
-        if isinstance(ids, str):
-            ids = [part for part in re.split(r"[\s,]+", ids) if part]
-        try:
-            selection["ids"] = sorted({int(i) for i in ids})
-        except (TypeError, ValueError):
-            raise RunError("ids must be trace ids (whole numbers)") from None
-    return selection
-
-
-def selected_traces(project: Project, selection: dict[str, Any]) -> QuerySet[Trace]:
-    traces = Trace.objects.filter(project=project)
-    for key in ("split", "generator", "source"):
-        if key in selection:
-            traces = traces.filter(**{key: selection[key]})
-    if selection.get("labelled") == "yes":
-        traces = traces.labelled()
-    elif selection.get("labelled") == "no":
-        traces = traces.unlabelled()
-    if "ids" in selection:
-        traces = traces.filter(pk__in=selection["ids"])
-    return traces
 
 
 def _shortest_first(traces: QuerySet[Trace], chunk: int) -> Iterator[list[Trace]]:
@@ -135,7 +95,10 @@ def create_run(
     selection: dict[str, Any] | None = None,
     name: str = "",
 ) -> ScoringRun:
-    """A queued run row (not yet sent to a worker)."""
+    """A queued run row (not yet sent to a worker); ``RunError`` for a scorer of
+    another project (trained on its labels), a name taken, or an empty selection."""
+    if not scorer.is_usable_in(project):
+        raise RunError(f"the scorer {scorer.name!r} belongs to another project")
     selection = clean_selection(selection or {})
     name = name or default_run_name(project, scorer)
     if ScoringRun.objects.filter(project=project, name=name).exists():
@@ -377,18 +340,6 @@ def scores_by_trace(runs: Iterable[ScoringRun], trace: Trace) -> dict[int, list[
         .values_list("run_id", "score")
     ):
         found[run_id].append(score)
-    return dict(found)
-
-
-def iter_run_scores(run: ScoringRun, trace_ids: Sequence[int]) -> dict[int, list[float]]:
-    """``{trace id: step scores}`` for a chunk of traces of one run."""
-    found: dict[int, list[float]] = defaultdict(list)
-    for trace_id, score in (
-        StepScore.objects.filter(run=run, trace_id__in=list(trace_ids))
-        .order_by("trace_id", "step_index")
-        .values_list("trace_id", "score")
-    ):
-        found[trace_id].append(score)
     return dict(found)
 
 

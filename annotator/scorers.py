@@ -17,8 +17,11 @@ from typing import Any
 
 from django.conf import settings
 
-# Options every scorer takes, whatever its adapter: how a run uses the scores.
-RUN_OPTIONS = {"threshold": float, "batch_tokens": int}
+from scoring.options import SCORER_RUN_OPTIONS, OptionError, check_model_location, check_values
+
+# Options every scorer takes, whatever its adapter: how a run uses the scores (the
+# loader never sees them). Their values' rules: ``scoring.options.SCORER_RUN_OPTIONS``.
+RUN_OPTIONS = ("threshold", "batch_tokens")
 
 
 def adapter_options(adapter: str) -> set[str]:
@@ -32,17 +35,23 @@ def adapter_options(adapter: str) -> set[str]:
 
 
 def validate_scorer(adapter: str, model: str, options: dict[str, Any]) -> dict[str, str]:
-    """Field -> message for every problem; empty when the scorer can be saved."""
-    from scoring.adapters import ADAPTERS, get_adapter
+    """Field -> message for every problem; empty when the scorer can be saved. A model
+    is a hub id or a path inside ``MODEL_DIR``; option values follow the rules of
+    ``scoring.options``."""
+    from scoring.adapters import ADAPTERS, needs_model
 
     if adapter not in ADAPTERS:
         return {"adapter": f"unknown adapter {adapter!r}; choose one of {sorted(ADAPTERS)}"}
     errors: dict[str, str] = {}
-    needs_model = hasattr(get_adapter(adapter), "from_pretrained")
-    if needs_model and not model:
+    if needs_model(adapter) and not model:
         errors["model"] = f"the {adapter} adapter needs a model (a hub id or a path)"
-    if not needs_model and model:
+    elif not needs_model(adapter) and model:
         errors["model"] = f"the {adapter} adapter uses no model"
+    elif model:
+        try:
+            check_model_location(model, settings.MODEL_DIR)
+        except OptionError as exc:
+            errors["model"] = str(exc)
     if not isinstance(options, dict):
         return {**errors, "options": "options must be an object of name: value"}
     known = adapter_options(adapter) | set(RUN_OPTIONS)
@@ -51,17 +60,10 @@ def validate_scorer(adapter: str, model: str, options: dict[str, Any]) -> dict[s
         errors["options"] = (
             f"unknown option(s) {', '.join(unknown)} for {adapter}; known: {', '.join(sorted(known))}"
         )
-    for name, kind in RUN_OPTIONS.items():
-        if name in options:
-            try:
-                value = kind(options[name])
-            except (TypeError, ValueError):
-                errors["options"] = f"{name} must be a number, not {options[name]!r}"
-                continue
-            if name == "threshold" and not 0.0 <= value <= 1.0:
-                errors["options"] = f"threshold must be between 0 and 1, not {value}"
-            if name == "batch_tokens" and value < 1:
-                errors["options"] = f"batch_tokens must be positive, not {value}"
+    try:
+        check_values(options, SCORER_RUN_OPTIONS)
+    except OptionError as exc:
+        errors["options"] = str(exc)
     return errors
 
 

@@ -1,5 +1,13 @@
-"""Celery tasks: thin entry points. Each one hands its job row to ``jobs.execute``,
-which claims it, heartbeats, and records the outcome (``annotator/jobs.py``)."""
+"""Celery tasks: thin entry points, one line per job kind. Each hands its job row to
+``jobs.execute``, which claims it, heartbeats, and records the outcome
+(``annotator/jobs.py``).
+
+Names are explicit: a job row names its task (``Job.task_name``) and messages carry
+the name, so renaming a function must not orphan the messages already queued. Time
+limits come from settings: ``CELERY_TASK_TIME_LIMIT`` and ``CELERY_TASK_SOFT_TIME_LIMIT``
+for every task, ``IMPORT_TIME_LIMIT`` for imports (they run on the CPU queue beside
+other work, so they get less).
+"""
 
 from __future__ import annotations
 
@@ -13,51 +21,43 @@ from django.db import close_old_connections, connection
 
 from annotator import jobs
 from annotator.importing import run_import_job
-from annotator.models import ImportJob, ScoringRun
+from annotator.models import ImportJob, MonteCarloRun, ScoringRun, TrainingRun
+from annotator.montecarlo import run_montecarlo_job
 from annotator.runs import run_scoring_job
+from annotator.training import run_training_job
 
 log = logging.getLogger(__name__)
 
+# The soft limit raises SoftTimeLimitExceeded inside the work a minute before the hard
+# one kills it, so the job is marked failed with a message instead of lost.
+SOFT_LIMIT_MARGIN = settings.CELERY_TASK_TIME_LIMIT - settings.CELERY_TASK_SOFT_TIME_LIMIT
+IMPORT_LIMITS = {
+    "time_limit": settings.IMPORT_TIME_LIMIT,
+    "soft_time_limit": settings.IMPORT_TIME_LIMIT - SOFT_LIMIT_MARGIN,
+}
 
-@shared_task(
-    time_limit=settings.IMPORT_TIME_LIMIT,
-    soft_time_limit=settings.IMPORT_TIME_LIMIT - 30,
-)
+
+@shared_task(name="annotator.tasks.run_import", **IMPORT_LIMITS)
 def run_import(job_id: int) -> None:
     jobs.execute(ImportJob, job_id, run_import_job)
 
 
-@shared_task(
-    time_limit=settings.CELERY_TASK_TIME_LIMIT,
-    soft_time_limit=settings.CELERY_TASK_TIME_LIMIT - 60,
-)
+@shared_task(name="annotator.tasks.run_scoring")
 def run_scoring(run_id: int) -> None:
     jobs.execute(ScoringRun, run_id, run_scoring_job)
 
 
-@shared_task(
-    time_limit=settings.CELERY_TASK_TIME_LIMIT,
-    soft_time_limit=settings.CELERY_TASK_TIME_LIMIT - 60,
-)
+@shared_task(name="annotator.tasks.run_montecarlo")
 def run_montecarlo(run_id: int) -> None:
-    from annotator.models import MonteCarloRun
-    from annotator.montecarlo import run_montecarlo_job
-
     jobs.execute(MonteCarloRun, run_id, run_montecarlo_job)
 
 
-@shared_task(
-    time_limit=settings.CELERY_TASK_TIME_LIMIT,
-    soft_time_limit=settings.CELERY_TASK_TIME_LIMIT - 60,
-)
+@shared_task(name="annotator.tasks.run_training")
 def run_training(run_id: int) -> None:
-    from annotator.models import TrainingRun
-    from annotator.training import run_training_job
-
     jobs.execute(TrainingRun, run_id, run_training_job)
 
 
-@shared_task(time_limit=120)
+@shared_task(name="annotator.tasks.sweep_jobs", time_limit=120)
 def sweep_jobs() -> dict[str, int]:
     return jobs.sweep()
 
@@ -76,7 +76,7 @@ class _Sweeper(threading.Thread):
         while True:
             try:
                 counts = jobs.sweep()
-                if any(counts[k] for k in ("requeued", "failed", "cancelled")):
+                if any(counts[k] for k in ("requeued", "failed", "cancelled", "resent")):
                     log.warning("job sweep: %s", counts)
             except Exception:
                 log.warning("job sweep failed; trying again later", exc_info=True)

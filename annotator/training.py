@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from annotator import jobs
+from annotator.jobs import RunError
 from annotator.labelsets import human_labels, set_labels
 from annotator.models import LabelSet, Project, Scorer, Trace, TrainingPoint, TrainingRun
-from annotator.runs import RunError
+from scoring.options import TRAIN_OPTIONS, OptionError, check_model_location, check_values
 from scoring.types import Trace as ScoringTrace
 
 KINDS = ("qwen-prm", "token-classification", "math-shepherd")  # scoring.training.KINDS
+# The TrainConfig fields a run may set (their values: ``scoring.options``).
 OPTION_KEYS = (
     "lora_r",
     "lora_alpha",
@@ -54,19 +56,24 @@ def create_training_run(
     name: str = "",
 ) -> TrainingRun:
     """A queued run row (not yet sent); ``RunError`` says what is wrong with the request."""
-    if kind not in KINDS:
-        raise RunError(f"kind is one of {list(KINDS)}")
-    if not base_model:
-        raise RunError("name the base model (a hub id or a path on the workers' disk)")
     options = options or {}
-    unknown = sorted(set(options) - set(OPTION_KEYS))
-    if unknown:
-        raise RunError(f"unknown option(s) {unknown}; use {list(OPTION_KEYS)}")
+    check_training_request(kind, base_model, options)
     if label_set is not None and label_set.project_id != project.pk:
         raise RunError("the label set belongs to another project")
     name = name or f"train-{TrainingRun.objects.filter(project=project).count() + 1}"
     if TrainingRun.objects.filter(project=project, name=name).exists():
         raise RunError(f"this project already has a training run named {name!r}")
+    scorer_name = scorer_name_for(project, name)
+    if len(scorer_name) > Scorer._meta.get_field("name").max_length:
+        raise RunError(
+            f"the finished model would be registered as the scorer {scorer_name!r}, longer "
+            "than a scorer's name may be: choose a shorter run name"
+        )
+    if Scorer.objects.filter(name=scorer_name).exists():
+        raise RunError(
+            f"a scorer named {scorer_name!r} exists already, and the finished model is "
+            "registered under that name: choose another run name"
+        )
     labels = _labels(project, label_set)
     if not labels:
         raise RunError("there are no labels to train on")
@@ -92,6 +99,65 @@ def create_training_run(
         max_attempts=settings.JOB_MAX_ATTEMPTS,
         output_dir=str(Path(settings.MODEL_DIR) / project.slug / name),
     )
+
+
+def check_training_request(kind: str, base_model: str, options: dict[str, Any]) -> None:
+    """``RunError`` naming what is wrong with a run's kind, base model or options: the
+    rules of ``scoring.options`` (the command line's), and a base model that is a hub
+    id or a path inside ``MODEL_DIR``. ``create_training_run`` calls it; a form or
+    serializer may call it to refuse early."""
+    if kind not in KINDS:
+        raise RunError(f"kind is one of {list(KINDS)}")
+    if not base_model:
+        raise RunError("name the base model (a hub id or a path on the workers' disk)")
+    if not isinstance(options, dict):
+        raise RunError("options must be an object of name: value")
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise RunError(f"unknown option(s) {unknown}; use {list(OPTION_KEYS)}")
+    try:
+        check_model_location(base_model, settings.MODEL_DIR)
+    except OptionError as exc:
+        raise RunError(str(exc), field="base_model") from None
+    try:
+        check_values(options, TRAIN_OPTIONS)
+    except OptionError as exc:
+        raise RunError(str(exc), field=exc.name) from None
+
+
+def scorer_name_for(project: Project, run_name: str) -> str:
+    """The name a run's finished model is registered under."""
+    return f"{project.slug}-{run_name}"
+
+
+def register_scorer(run: TrainingRun) -> Scorer:
+    """Register the run's finished model as a new scorer of its project, or raise
+    ``JobRefused`` when the name is taken: a run never replaces a scorer (runs of
+    other projects may be using it). A run taken up again after it registered (its
+    worker died before it could finish the job) keeps the scorer it made."""
+    with transaction.atomic():
+        done = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if done.scorer_id is not None:
+            return Scorer.objects.get(pk=done.scorer_id)
+        name = scorer_name_for(run.project, run.name)
+        try:
+            with transaction.atomic():
+                scorer = Scorer.objects.create(
+                    name=name,
+                    project=run.project,
+                    adapter=run.kind,
+                    model=run.output_dir,
+                    options={"device": "cpu"} if run.options.get("device") == "cpu" else {},
+                    created_by=run.created_by,
+                )
+        except IntegrityError:
+            raise jobs.JobRefused(
+                f"the model is trained and saved in {run.output_dir}, but a scorer named "
+                f"{name!r} exists already, so it was not registered (a run never replaces "
+                "a scorer); a staff member can register it under another name"
+            ) from None
+        TrainingRun.objects.filter(pk=run.pk).update(scorer=scorer)
+    return scorer
 
 
 def start_training_run(project: Project, user, **kwargs: Any) -> TrainingRun:
@@ -139,7 +205,8 @@ def store_points(run: TrainingRun, step: int, values: dict[str, float]) -> None:
 
 
 def run_training_job(run: TrainingRun, context: jobs.JobContext | None = None) -> dict[str, Any]:
-    """Train, resuming from the newest checkpoint if there is one; register the scorer."""
+    """Train, resuming from the newest checkpoint if there is one; register the model
+    as a new scorer of the project."""
     from scoring.training import TrainConfig, last_checkpoint, train
 
     train_traces, eval_traces = training_traces(run)
@@ -164,17 +231,7 @@ def run_training_job(run: TrainingRun, context: jobs.JobContext | None = None) -
         )
     except (OSError, ValueError) as exc:  # a wrong path or hub id, no usable labels
         raise jobs.JobRefused(f"could not train {run.base_model}: {exc}") from exc
-    with transaction.atomic():
-        scorer, _ = Scorer.objects.update_or_create(
-            name=f"{run.project.slug}-{run.name}"[:100],
-            defaults={
-                "adapter": run.kind,
-                "model": run.output_dir,
-                "options": {"device": "cpu"} if run.options.get("device") == "cpu" else {},
-                "created_by": run.created_by,
-            },
-        )
-        TrainingRun.objects.filter(pk=run.pk).update(scorer=scorer)
+    scorer = register_scorer(run)
     return {
         "steps": result.global_step,
         "train_loss": result.train_loss,

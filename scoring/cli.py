@@ -24,6 +24,13 @@ from scoring.metrics import (
     sweep_from_summaries,
     table_from_summaries,
 )
+from scoring.options import (
+    COMPLETER_OPTIONS,
+    TRAIN_OPTIONS,
+    OptionError,
+    check_options,
+    check_server_url,
+)
 from scoring.steps import SPLITTERS
 
 
@@ -61,7 +68,7 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from scoring.adapters import load_adapter
+    from scoring.adapters import load_adapter, needs_model
     from scoring.engine import score_traces
 
     try:
@@ -72,7 +79,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"cannot read {args.input}: {error}", file=sys.stderr)
         return 2
     options = dict(args.option)
-    if args.adapter != "arithmetic-check":
+    if needs_model(args.adapter):
         options.setdefault("device", args.device)
         if args.dtype:
             options["dtype"] = args.dtype
@@ -257,6 +264,19 @@ def cmd_mc(args: argparse.Namespace) -> int:
     from scoring.completers import CompleterError, load_completer
     from scoring.montecarlo import PromptTemplate, estimate
 
+    options = dict(args.option)
+    for key in ("temperature", "top_p", "max_tokens", "seed"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.stop:
+        options["stop"] = args.stop
+    try:
+        check_options(options, COMPLETER_OPTIONS)
+        if args.completer.startswith("openai:"):
+            check_server_url(args.completer.partition(":")[2])
+    except OptionError as error:
+        print(f"bad option: {error}", file=sys.stderr)
+        return 2
     try:
         traces = read_traces(
             args.input, args.format, split=args.split, step_splitter=args.step_splitter
@@ -264,12 +284,6 @@ def cmd_mc(args: argparse.Namespace) -> int:
     except ImportFormatError as error:
         print(f"cannot read {args.input}: {error}", file=sys.stderr)
         return 2
-    options = dict(args.option)
-    for key in ("temperature", "top_p", "max_tokens", "seed"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
-    if args.stop:
-        options["stop"] = args.stop
     template = PromptTemplate(args.template) if args.template else PromptTemplate()
     completer = load_completer(args.completer, args.model, **options)
     done = _done_ids(args.output)
@@ -310,6 +324,25 @@ def cmd_mc(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from scoring.training import TrainConfig, is_labelled, train
 
+    values = {
+        "lora_r": args.lora_r,
+        "lora_alpha": args.lora_alpha,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_tokens": args.batch_tokens,
+        "grad_accum": args.grad_accum,
+        "max_steps": args.max_steps,
+        "eval_every": args.eval_every,
+        "save_every": args.save_every,
+        "seed": args.seed,
+        "step_separator": args.step_separator,
+        "device": args.device,
+    }
+    try:
+        check_options({k: v for k, v in values.items() if v is not None}, TRAIN_OPTIONS)
+    except OptionError as error:
+        print(f"bad option: {error}", file=sys.stderr)
+        return 2
     data = {}
     for role, path in (("train", args.train), ("eval", args.eval)):
         if not path:

@@ -72,8 +72,9 @@ class Worker:
             env=worker_env(**env),
             start_new_session=True,
         )
+        pinger = app if "CELERY_BROKER_URL" not in env else _app_on(env["CELERY_BROKER_URL"])
         deadline = time.monotonic() + 60
-        while not app.control.ping(destination=[self.name], timeout=1):
+        while not pinger.control.ping(destination=[self.name], timeout=1):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 pytest.fail(f"the Celery worker {self.name} did not start")
@@ -98,6 +99,17 @@ class Worker:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def _app_on(broker_url: str):
+    """A Celery app that talks to ``broker_url``, for a worker on a broker of the test's
+    own. Celery prefers the CELERY_BROKER_URL variable (the shared broker's, here) to an
+    app's ``broker_url``, but not to its read and write URLs."""
+    from celery import Celery
+
+    app = Celery(set_as_current=False)
+    app.conf.broker_read_url = app.conf.broker_write_url = broker_url
+    return app
 
 
 def _parent_of(pid: int) -> int | None:

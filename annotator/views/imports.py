@@ -7,20 +7,17 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import jobs
 from annotator.access import get_membership
 from annotator.importing import start_import
-from annotator.models import ImportJob, Membership, Project
+from annotator.models import ImportJob, Membership
 from annotator.views.jobs import cancel_and_retry
 from scoring.formats import FORMATS
 from scoring.steps import SPLITTERS
-
-# A queued job nobody has taken after this long gets a "waiting for a worker" note.
-WAITING_NOTE_SECONDS = 5
 
 
 class ImportForm(forms.Form):
@@ -63,11 +60,6 @@ def upload_too_large(request: HttpRequest) -> str | None:
     return None
 
 
-def _get_job_for_owner(request: HttpRequest, slug: str, job_id: int) -> tuple[Project, ImportJob]:
-    project = get_membership(request.user, slug, allow=Membership.may_manage).project
-    return project, get_object_or_404(ImportJob, project=project, pk=job_id)
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def import_traces(request: HttpRequest, slug: str) -> HttpResponse:
@@ -104,13 +96,9 @@ def import_traces(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def import_job(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
-    project, job = _get_job_for_owner(request, slug, job_id)
+    membership, job = jobs.get_job_for_user(request.user, slug, ImportJob, job_id)
     template = "import_job.html#job-status" if request.htmx else "import_job.html"
-    context = {
-        "project": project,
-        "job": job,
-        "waiting_for_worker": job.seconds_waiting > WAITING_NOTE_SECONDS,
-    }
+    context = {"project": membership.project, "membership": membership, "job": job}
     return render(request, template, context)
 
 

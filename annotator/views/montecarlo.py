@@ -1,9 +1,9 @@
 """Monte-Carlo runs: start one, follow it (rollouts and tokens so far), cancel or retry it,
 and the per-step MC values the trace page shows beside the human labels.
 
-Starting a run is for project owners who are also staff: the completer spec makes the
-workers call a URL or load a model from disk, which, like registering a scorer, is a
-decision about what the workers run.
+Starting a run is for project owners who are also staff
+(``Membership.may_run_worker_jobs``): the completer spec makes the workers call a URL or
+load a model from disk, a decision about what the workers run.
 """
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import jobs, montecarlo
 from annotator.access import get_membership, get_trace_for_user
+from annotator.jobs import RunError
 from annotator.models import Annotation, MCMode, Membership, MonteCarloRun, Trace, TraceMC, Verdict
-from annotator.runs import RunError
 from annotator.views.jobs import cancel_and_retry
-
-WAITING_NOTE_SECONDS = 5
 
 
 class MCForm(forms.Form):
     completer = forms.CharField(
-        max_length=500, help_text="openai:http://host:8000/v1 (a vLLM server) or hf:/path/to/model"
+        max_length=500,
+        help_text="openai:http://host:8000/v1 (a vLLM server) or hf:MODEL (a hub id, or a path "
+        "inside the model directory)",
     )
     model = forms.CharField(max_length=500, required=False, help_text="The served model's name.")
     mode = forms.ChoiceField(choices=MCMode.choices)
@@ -41,7 +41,7 @@ class MCForm(forms.Form):
 
 def _page(request: HttpRequest, membership: Membership, form: MCForm | None, status: int = 200):
     project = membership.project
-    may_start = membership.may_manage() and request.user.is_staff
+    may_start = membership.may_run_worker_jobs()
     return render(
         request,
         "mc_runs.html",
@@ -61,7 +61,7 @@ def mc_list(request: HttpRequest, slug: str) -> HttpResponse:
     membership = get_membership(request.user, slug, allow=Membership.sees_model_scores)
     if request.method == "GET":
         return _page(request, membership, None)
-    if not (membership.may_manage() and request.user.is_staff):
+    if not membership.may_run_worker_jobs():
         raise PermissionDenied("only staff owners start Monte-Carlo runs")
     form = MCForm(request.POST)
     if not form.is_valid():
@@ -84,20 +84,13 @@ def mc_list(request: HttpRequest, slug: str) -> HttpResponse:
             name=data["name"],
         )
     except RunError as exc:
-        form.add_error(None, str(exc))
+        # On the field at fault where the form has it (an option's value, the model).
+        form.add_error(exc.field if exc.field in form.fields else None, str(exc))
         return _page(request, membership, form, status=400)
     except jobs.EnqueueError as exc:
         form.add_error(None, str(exc))
         return _page(request, membership, form, status=503)
     return redirect("mc-run", slug=slug, run_id=run.pk)
-
-
-def _get_run(
-    request: HttpRequest, slug: str, run_id: int, allow
-) -> tuple[Membership, MonteCarloRun]:
-    membership = get_membership(request.user, slug, allow=allow)
-    run = get_object_or_404(MonteCarloRun, project=membership.project, pk=run_id)
-    return membership, run
 
 
 def agreement_with_humans(run: MonteCarloRun) -> dict[str, int]:
@@ -120,7 +113,9 @@ def agreement_with_humans(run: MonteCarloRun) -> dict[str, int]:
 @login_required
 @require_GET
 def mc_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    membership, run = _get_run(request, slug, run_id, Membership.sees_model_scores)
+    membership, run = jobs.get_job_for_user(
+        request.user, slug, MonteCarloRun, run_id, allow=Membership.sees_model_scores
+    )
     totals = montecarlo.run_totals(run)
     context = {
         "project": membership.project,
@@ -129,7 +124,6 @@ def mc_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         "totals": totals,
         "per_trace": totals["rollouts"] / totals["traces"] if totals["traces"] else None,
         "agreement": agreement_with_humans(run) if run.status == "done" else None,
-        "waiting_for_worker": run.seconds_waiting > WAITING_NOTE_SECONDS,
     }
     template = "mc_run.html#mc-run-status" if request.htmx else "mc_run.html"
     return render(request, template, context)

@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotator import jobs, runs
@@ -23,8 +23,6 @@ from annotator.views.jobs import cancel_and_retry
 from scoring import metrics
 from scoring.types import NO_PREDICTION
 
-# A queued run nobody has taken after this long gets a "waiting for a worker" note.
-WAITING_NOTE_SECONDS = 5
 LATEST_RUNS = 5
 
 LABELLED_CHOICES = [("", "labelled or not"), ("yes", "labelled"), ("no", "not labelled")]
@@ -107,7 +105,7 @@ def _distinct(project: Project, field: str) -> list[str]:
 class ScoreForm(forms.Form):
     """*Score traces*: a scorer over a selection of the project's traces."""
 
-    scorer = forms.ModelChoiceField(queryset=Scorer.objects.all(), empty_label=None)
+    scorer = forms.ModelChoiceField(queryset=Scorer.objects.none(), empty_label=None)
     split = forms.ChoiceField(required=False)
     generator = forms.ChoiceField(required=False)
     source = forms.ChoiceField(required=False)
@@ -126,13 +124,15 @@ class ScoreForm(forms.Form):
         """``facets``: the project's ``splits`` and ``generators`` where the page has
         them already (``services.facet_values``), saving two queries."""
         super().__init__(*args, **kwargs)
+        # Another project's scorer is neither offered nor accepted.
+        self.fields["scorer"].queryset = Scorer.objects.usable_in(project)
         facets = facets or {}
         for field, known in (("split", "splits"), ("generator", "generators"), ("source", "")):
             values = facets[known] if known in facets else _distinct(project, field)
             self.fields[field].choices = [("", "all")] + [(v, v or "(none)") for v in values]
 
     def selection(self) -> dict[str, str]:
-        return {key: self.cleaned_data[key] for key in runs.SELECTION_KEYS}
+        return {key: self.cleaned_data[key] for key in jobs.SELECTION_KEYS}
 
 
 class ImportScoresForm(forms.Form):
@@ -173,16 +173,6 @@ class ScorerForm(forms.ModelForm):
 
 
 # -- pages ----------------------------------------------------------------------------------
-
-
-def _get_run(request: HttpRequest, slug: str, run_id: int, allow) -> tuple[Membership, ScoringRun]:
-    membership = get_membership(request.user, slug, allow=allow)
-    run = get_object_or_404(
-        ScoringRun.objects.select_related("scorer", "created_by"),
-        project=membership.project,
-        pk=run_id,
-    )
-    return membership, run
 
 
 def _runs_page(
@@ -226,7 +216,7 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
             selection=form.selection(),
             name=form.cleaned_data["name"],
         )
-    except runs.RunError as exc:
+    except jobs.RunError as exc:
         form.add_error(None, str(exc))
         return _runs_page(request, membership, score_form=form, status=400)
     except jobs.EnqueueError as exc:
@@ -251,7 +241,7 @@ def run_import(request: HttpRequest, slug: str) -> HttpResponse:
             name=form.cleaned_data["name"],
             user=request.user,
         )
-    except runs.RunError as exc:
+    except jobs.RunError as exc:
         form.add_error("file", str(exc))
         return _runs_page(request, membership, import_form=form, status=400)
     messages.success(request, f"Imported {run.summary.get('traces', 0)} traces' scores.")
@@ -273,7 +263,13 @@ def _figure(value: float) -> str:
 @login_required
 @require_GET
 def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    membership, run = _get_run(request, slug, run_id, Membership.sees_model_scores)
+    membership, run = jobs.get_job_for_user(
+        request.user,
+        slug,
+        ScoringRun.objects.select_related("scorer", "created_by"),
+        run_id,
+        allow=Membership.sees_model_scores,
+    )
     table = []
     if run.status == JobStatus.DONE:
         table = [
@@ -293,7 +289,6 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         "run": run,
         "options": json.dumps(run.provenance.get("options") or {}, sort_keys=True),
         "eta": _duration(run.eta_seconds),
-        "waiting_for_worker": run.seconds_waiting > WAITING_NOTE_SECONDS,
         "table": table,
     }
     template = "run.html#run-status" if request.htmx else "run.html"
@@ -303,8 +298,9 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def scorer_list(request: HttpRequest) -> HttpResponse:
-    """Every registered scorer; staff register new ones (a scorer decides what code and
-    weights the workers load)."""
+    """The scorers the user may see (site-wide ones and their projects'); staff see
+    every one and register new, site-wide ones (a scorer decides what code and weights
+    the workers load)."""
     form = None
     status = 200
     if request.user.is_staff:
@@ -322,7 +318,10 @@ def scorer_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "scorers.html",
-        {"scorers": Scorer.objects.all(), "form": form},
+        {
+            "scorers": Scorer.objects.visible_to(request.user).select_related("project"),
+            "form": form,
+        },
         status=status,
     )
 

@@ -2,8 +2,8 @@
 it, and go from the finished model (a registered scorer) to a scoring run.
 
 Members who see model scores see the runs; starting one is for project owners who are
-also staff: the base model names weights the workers load, which, like registering a
-scorer, is a decision about what the workers run.
+also staff (``Membership.may_run_worker_jobs``): the base model names weights the
+workers load, a decision about what the workers run.
 """
 
 from __future__ import annotations
@@ -12,23 +12,21 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import jobs, training
 from annotator.access import get_membership
+from annotator.jobs import RunError
 from annotator.models import LabelSet, Membership, TrainingRun
-from annotator.runs import RunError
 from annotator.views.jobs import cancel_and_retry
-
-WAITING_NOTE_SECONDS = 5
 
 
 class TrainingForm(forms.Form):
     kind = forms.ChoiceField(choices=[(k, k) for k in training.KINDS])
     base_model = forms.CharField(
         max_length=500,
-        help_text="Hub id or path on the workers' disk, e.g. Qwen/Qwen2.5-Math-PRM-7B",
+        help_text="A hub id, e.g. Qwen/Qwen2.5-Math-PRM-7B, or a path inside the model directory",
     )
     label_set = forms.ModelChoiceField(
         queryset=LabelSet.objects.none(), required=False, empty_label="Human labels"
@@ -52,7 +50,7 @@ def _page(
     request: HttpRequest, membership: Membership, form: TrainingForm | None, status: int = 200
 ):
     project = membership.project
-    may_start = membership.may_manage() and request.user.is_staff
+    may_start = membership.may_run_worker_jobs()
     return render(
         request,
         "training_runs.html",
@@ -72,7 +70,7 @@ def training_list(request: HttpRequest, slug: str) -> HttpResponse:
     membership = get_membership(request.user, slug, allow=Membership.sees_model_scores)
     if request.method == "GET":
         return _page(request, membership, None)
-    if not (membership.may_manage() and request.user.is_staff):
+    if not membership.may_run_worker_jobs():
         raise PermissionDenied("only staff owners start training runs")
     form = TrainingForm(request.POST, project=membership.project)
     if not form.is_valid():
@@ -94,7 +92,8 @@ def training_list(request: HttpRequest, slug: str) -> HttpResponse:
             name=data["name"],
         )
     except RunError as exc:
-        form.add_error(None, str(exc))
+        # On the field at fault where the form has it (an option's value, the model).
+        form.add_error(exc.field if exc.field in form.fields else None, str(exc))
         return _page(request, membership, form, status=400)
     except jobs.EnqueueError as exc:
         form.add_error(None, str(exc))
@@ -102,16 +101,12 @@ def training_list(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("training-run", slug=slug, run_id=run.pk)
 
 
-def _get_run(request: HttpRequest, slug: str, run_id: int, allow) -> tuple[Membership, TrainingRun]:
-    membership = get_membership(request.user, slug, allow=allow)
-    run = get_object_or_404(TrainingRun, project=membership.project, pk=run_id)
-    return membership, run
-
-
 @login_required
 @require_GET
 def training_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    membership, run = _get_run(request, slug, run_id, Membership.sees_model_scores)
+    membership, run = jobs.get_job_for_user(
+        request.user, slug, TrainingRun, run_id, allow=Membership.sees_model_scores
+    )
     series = training.curves(run)
     chart = None
     if series:
@@ -131,7 +126,6 @@ def training_detail(request: HttpRequest, slug: str, run_id: int) -> HttpRespons
         "chart": chart,
         "latest": latest,
         "splits": splits,
-        "waiting_for_worker": run.seconds_waiting > WAITING_NOTE_SECONDS,
     }
     template = "training_run.html#training-status" if request.htmx else "training_run.html"
     return render(request, template, context)

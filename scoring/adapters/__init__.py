@@ -19,6 +19,18 @@ ADAPTERS: dict[str, str] = {
     "llm-critic": "scoring.adapters.llm_critic:LLMCritic",
     "arithmetic-check": "scoring.arithmetic:ArithmeticCheck",
 }
+# The adapters that load no model (no ``from_pretrained``): named here so that asking
+# does not import an adapter's module (and torch with it) in a web process.
+MODEL_FREE: frozenset[str] = frozenset({"arithmetic-check"})
+
+
+def needs_model(name: str) -> bool:
+    """Whether adapter ``name`` loads a model (a hub id or a path) to score with.
+
+    >>> needs_model("qwen-prm"), needs_model("arithmetic-check")
+    (True, False)
+    """
+    return name not in MODEL_FREE
 
 
 def get_adapter(name: str) -> Any:
@@ -34,7 +46,7 @@ def load_adapter(name: str, model: str | None = None, **options: Any) -> Any:
     """An adapter instance: ``from_pretrained(model, **options)`` for model adapters, the
     bare class for model-free ones (``arithmetic-check``)."""
     cls = get_adapter(name)
-    if hasattr(cls, "from_pretrained"):
+    if needs_model(name):
         if not model:
             raise ValueError(f"adapter {name!r} needs --model")
         return cls.from_pretrained(model, **options)

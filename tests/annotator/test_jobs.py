@@ -68,7 +68,7 @@ def test_the_sweeper_requeues_fails_and_cancels_dead_workers_jobs(make_job, sett
 
     counts = jobs.sweep()
 
-    assert counts == {"requeued": 1, "failed": 1, "cancelled": 1, "skipped": 0}
+    assert counts == {"requeued": 1, "failed": 1, "cancelled": 1, "resent": 0, "skipped": 0}
     for job in (alive, dead, spent, stopping):
         job.refresh_from_db()
     assert alive.status == JobStatus.RUNNING

@@ -263,8 +263,10 @@ def test_only_staff_owners_start_runs_and_owners_make_sets(
     assert bad.status_code == 400 and "no Monte-Carlo run named" in bad.content.decode()
 
 
-def test_a_tiny_local_model_runs_as_completer(project, users, planted, tmp_path) -> None:
+def test_a_tiny_local_model_runs_as_completer(project, users, planted, tmp_path, settings) -> None:
     from scoring.tiny import build_causal_lm, qwen_tokenizer
+
+    settings.MODEL_DIR = tmp_path
 
     model = build_causal_lm(tmp_path / "lm", qwen_tokenizer(), "qwen2")
     one = [min(trace.pk for trace in planted)]

@@ -11,7 +11,7 @@ import re
 import pytest
 from django.core.exceptions import ValidationError
 
-from annotator import runs
+from annotator import jobs, runs
 from annotator.importing import import_file
 from annotator.models import JobStatus, Scorer, ScoringRun, Step, StepScore, Trace, TraceScore
 from tests.factories import PROCESSBENCH_GSM8K, cli_scores
@@ -159,7 +159,7 @@ def test_a_bad_score_file_is_refused_whole_with_its_line(gsm8k, users, lines, me
     body = "\n".join([good, *lines]) if "line 2" in message else "\n".join(lines)
     if "line 2" in message:
         body = "\n".join([json.dumps({"id": "gsm8k-0", "scores": [1.0] * n_steps}), lines[1]])
-    with pytest.raises(runs.RunError, match=re.escape(message)):
+    with pytest.raises(jobs.RunError, match=re.escape(message)):
         runs.import_scores(
             gsm8k, io.BytesIO(body.encode()), "x.jsonl", name="bad", user=users["owner"]
         )
@@ -211,17 +211,17 @@ def test_a_valid_scorer_passes_and_routes_by_device():
 
 
 def test_a_run_refuses_an_empty_selection_and_a_taken_name(gsm8k, arithmetic, users):
-    with pytest.raises(runs.RunError, match="holds no traces"):
+    with pytest.raises(jobs.RunError, match="holds no traces"):
         runs.create_run(gsm8k, arithmetic, users["owner"], selection={"split": "math"})
     runs.create_run(gsm8k, arithmetic, users["owner"], name="one")
-    with pytest.raises(runs.RunError, match="already has a run named 'one'"):
+    with pytest.raises(jobs.RunError, match="already has a run named 'one'"):
         runs.create_run(gsm8k, arithmetic, users["owner"], name="one")
     assert runs.create_run(gsm8k, arithmetic, users["owner"]).name == "arith"
     assert runs.create_run(gsm8k, arithmetic, users["owner"]).name == "arith-2"
 
 
 def test_a_finished_run_leaves_its_dashboard_figures_cached(gsm8k, arithmetic, users):
-    from annotator import dashboards, jobs
+    from annotator import dashboards
 
     run = runs.create_run(gsm8k, arithmetic, users["owner"])
     jobs.execute(ScoringRun, run.pk, runs.run_scoring_job)

@@ -27,7 +27,7 @@ def runs_url(project) -> str:
 
 REQUEST = {
     "kind": "token-classification",
-    "base_model": "/models/base",
+    "base_model": "Qwen/Qwen2.5-Math-7B",
     "eval_split": "eval",
     "options": {"lora_r": 8, "max_steps": 50},
     "name": "first",

@@ -11,7 +11,7 @@ from annotator.models import JobStatus, Scorer, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
-POLLING = b'hx-trigger="every 2s"'
+POLLING = b'hx-trigger="every 1s"'  # every job page polls at one rate (job_status.html)
 
 
 def make_run(project, user, **kwargs) -> TrainingRun:
@@ -41,7 +41,7 @@ def test_only_staff_owners_start_a_run(labelled, client_for, users):
     url = reverse("training-runs", args=[labelled.slug])
     data = {
         "kind": "token-classification",
-        "base_model": "/models/base",
+        "base_model": "Qwen/Qwen2.5-Math-7B",
         "eval_split": "eval",
         "lora_r": 8,
         "epochs": 2,

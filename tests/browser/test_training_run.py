@@ -61,4 +61,4 @@ def test_the_run_page_draws_the_loss_curve_and_follows_the_run(running, new_page
     expect(page.locator("#training-loss")).to_have_text("0.4000")  # polled, no reload
     expect(page.locator("#training-f1")).to_have_text("80.0")
     expect(page.locator("#training-curve .scatterlayer .trace")).to_have_count(2)
-    expect(page.locator("#training-status")).not_to_have_attribute("hx-trigger", "every 2s")
+    expect(page.locator("#training-status")).not_to_have_attribute("hx-trigger", "every 1s")

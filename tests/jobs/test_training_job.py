@@ -5,6 +5,7 @@ step; the trained model is registered as a scorer that scores."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,12 +63,14 @@ def test_a_killed_training_run_resumes_from_its_checkpoint_and_registers_a_score
 ):
     settings.MODEL_DIR = tmp_path / "models"
     env = {"STEPWISE_MODEL_DIR": str(settings.MODEL_DIR)}
+    # A base model on disk must sit inside the model directory.
+    base = shutil.copytree(tiny_classifier, settings.MODEL_DIR / "base")
     first = workers("trainer-1", **env)
     run = training.start_training_run(
         labelled_project,
         users["owner"],
         kind="token-classification",
-        base_model=str(tiny_classifier),
+        base_model=str(base),
         eval_split="eval",
         options={
             "device": "cpu",
@@ -106,7 +109,11 @@ def test_a_killed_training_run_resumes_from_its_checkpoint_and_registers_a_score
     assert done.progress_done == STEPS == done.summary["steps"]
 
     scorer = Scorer.objects.get(pk=done.scorer_id)
-    assert (scorer.adapter, scorer.model) == ("token-classification", done.output_dir)
+    assert (scorer.adapter, scorer.model, scorer.project) == (
+        "token-classification",
+        done.output_dir,
+        labelled_project,
+    )
     from scoring.adapters import load_adapter
     from scoring.training import evaluate_adapter
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotator import runs
+from annotator import jobs, runs
 from annotator.models import Project
 
 
@@ -32,7 +32,7 @@ class Command(BaseCommand):
                 run = runs.import_scores(project, fh, path.name, name=options["name"], user=None)
         except FileNotFoundError:
             raise CommandError(f"{path}: no such file") from None
-        except runs.RunError as exc:
+        except jobs.RunError as exc:
             raise CommandError(f"{exc}\nNothing was imported.") from None
         self.stdout.write(
             self.style.SUCCESS(

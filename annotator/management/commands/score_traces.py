@@ -42,10 +42,10 @@ class Command(BaseCommand):
             raise CommandError(f"no project with slug {options['project']!r}") from None
         except Scorer.DoesNotExist:
             raise CommandError(f"no scorer named {options['scorer']!r}") from None
-        selection = {k: options[k] for k in runs.SELECTION_KEYS if options.get(k)}
+        selection = {k: options[k] for k in jobs.SELECTION_KEYS if options.get(k)}
         try:
             run = runs.create_run(project, scorer, None, selection=selection, name=options["name"])
-        except runs.RunError as exc:
+        except jobs.RunError as exc:
             raise CommandError(str(exc)) from None
         quiet = options["verbosity"] == 0
         if options["now"]:
