@@ -82,6 +82,8 @@ class Sample:
     def __post_init__(self) -> None:
         if self.answer is None and self.correct:
             raise ValueError("an invalid answer (None) cannot be correct")
+        if self.answer is not None and (self.answer == "" or "invalidanswer" in self.answer):
+            raise ValueError(f"answer {self.answer!r} is invalid to the reference: pass None")
         if self.tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {self.tokens}")
 
@@ -197,8 +199,10 @@ def solution_score(sample: Sample, verifications: int, rule: str = "hybrid") -> 
 
 def exact_solution_score(sample: Sample, verifications: int, rule: str = "hybrid") -> Fraction:
     """:func:`solution_score` in exact arithmetic. The exact weighted vote adds these: the
-    reference's float totals of equal sums (1/3 + 2/3 against 1) can differ in the last bit
-    depending on the draw's order, and the expectation treats them as the tie they are."""
+    reference's float total of equal sums depends on the draw's order (0.1 + 0.2 + 0.3 is
+    0.6000000000000001, 0.3 + 0.2 + 0.1 is 0.6), so its ties are ties only sometimes; the
+    expectation is that of the reference's procedure in exact arithmetic, where they always
+    are."""
     present = _verdicts(sample, verifications, rule)
     return (
         sum((Fraction(v) for v in present), Fraction(0)) / len(present) if present else Fraction(0)
@@ -404,6 +408,8 @@ def expected_vote(
         if gid >= 0:
             members.setdefault(gid, []).append(weight)
     invalid = n - sum(len(ws) for ws in members.values())
+    if size == n:
+        return _whole_pool_vote(members, correct)
     tables = {gid: _subset_totals(ws, size) for gid, ws in members.items()}
     reach = {gid: sum(ws, Fraction(0)) for gid, ws in members.items()}
     success = 0.0
@@ -447,6 +453,17 @@ def expected_vote(
             for tau, ways in by_tie.items():
                 success += g_ways * float(ways @ free_ways) * k / (k + tau)
     return success / math.comb(n, size)
+
+
+def _whole_pool_vote(members: dict[int, list[Fraction]], correct: dict[int, bool]) -> float:
+    """The one draw of the whole pool (eval_utils:366-367): the totals are fixed and only
+    the order decides between tied answers, k_g / (sum of the tied k_h) for each."""
+    if not members:
+        return 0.0
+    totals = {gid: sum(ws, Fraction(0)) for gid, ws in members.items()}
+    best = max(totals.values())
+    tied = [gid for gid, total in totals.items() if total == best]
+    return sum(len(members[g]) for g in tied if correct[g]) / sum(len(members[g]) for g in tied)
 
 
 def replay_vote(
@@ -512,6 +529,12 @@ def problem_estimates(
     ``best_of``) and weighted SC (if ``weighted``). The flags change later draws, so they
     must be the reference run's. The reference's in-place zeroing of invalid scores
     (eval_utils:330-333) changes nothing downstream, as weighted SC zeroes them again.
+
+    The exact mode ranks best-of-S on the reference's float scores (equal floats are its
+    ties) and adds weighted SC's votes exactly (:func:`exact_solution_score`). An exact
+    weighted SC over real-valued p(yes) on a large pool is a subset-sum count that grows
+    like 2**n: it raises ValueError past ``MAX_SUBSET_TOTALS`` and the replay is the way
+    there (S equal to the pool is always exact).
     """
     _check(mode, rule)
     if bool(sizes) != bool(verification_counts):
@@ -537,8 +560,9 @@ def problem_estimates(
     correct = [s.correct for s in verified]
     for v in verification_counts:
         scores = [solution_score(sample, v, rule) for sample in verified]
+        exact = weighted and mode == "exact"
         exact_scores = (
-            [exact_solution_score(sample, v, rule) for sample in verified] if weighted else []
+            [exact_solution_score(sample, v, rule) for sample in verified] if exact else []
         )
         for s in sizes:
             if best_of:

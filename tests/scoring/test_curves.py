@@ -442,6 +442,24 @@ def test_the_exact_mode_has_no_noise_where_the_reference_has_none() -> None:
     assert exact.best_of[(3, 1)] == pytest.approx(1.0, abs=1e-8)  # 1 / (1 + 1e-9), as the reference
 
 
+def test_an_exact_weighted_vote_over_the_whole_pool_needs_no_subset_count() -> None:
+    """Real-valued p(yes) on 60 samples: too many subset totals for S = 30, but S = 60 is
+    the reference's single draw, whose totals are fixed."""
+    rng = random.Random(3)
+    samples = tuple(
+        Sample(str(i % 3), i % 3 == 0, verifications=(Verification(rng.random(), None, None),))
+        for i in range(60)
+    )
+    config = {"sc_sizes": [60], "sizes": [60], "verification_counts": [1]}
+    exact = problem_estimates(Pool(samples), weighted=True, **config)
+    replay = problem_estimates(Pool(samples), mode="replay", weighted=True, **config)
+    assert exact.weighted == replay.weighted
+    with pytest.raises(ValueError, match="replay"):
+        problem_estimates(
+            Pool(samples), sc_sizes=[1], sizes=[30], verification_counts=[1], weighted=True
+        )
+
+
 def test_a_majority_vote_splits_ties_as_the_reference_does_in_expectation() -> None:
     # two answers, two samples each, S = 4: a 2-2 tie, broken by which comes first: 1/2
     samples = [Sample("1", True), Sample("2", False), Sample("1", True), Sample("2", False)]
@@ -584,6 +602,18 @@ def test_curves_put_sc_genrm_and_a_prm_on_one_axis() -> None:
     assert all(isinstance(p, CurvePoint) for p in on_flops)
 
 
+def test_prm_best_of_n_follows_the_prm_scores() -> None:
+    samples = tuple(Sample(answer, answer == "1", tokens=100) for answer in ["2", "1", "3", None])
+    pools = [Pool(samples), Pool(samples)]
+    prm = [[0.5, 0.9, 0.1, 0.95], [0.5, 0.9, 0.1, 0.95]]  # the invalid answer's 0.95 counts as 0
+    points = curves(pools, sc_sizes=[1, 4], prm_scores=prm, prm_lambda=0.25)
+    by_key = {(p.method, p.solutions): p for p in points}
+    assert by_key[("prm", 1)].success_rate == pytest.approx(1 / 4)
+    assert by_key[("prm", 4)].success_rate == pytest.approx(1.0, abs=1e-8)
+    assert by_key[("prm", 4)].compute == 4 * 1.25
+    assert by_key[("sc", 4)].success_rate == pytest.approx(1 / 3)  # a three-way 1-1-1 tie
+
+
 def test_curves_replay_equals_the_replayed_estimates() -> None:
     rng = random.Random(5)
     pools = [random_pool(rng, max_samples=8, max_v=3) for _ in range(4)]
@@ -618,6 +648,10 @@ def test_it_refuses_bad_input_with_clear_errors() -> None:
     pool = Pool((verified, Sample("2", False)))
     with pytest.raises(ValueError, match="cannot be correct"):
         Sample(None, True)
+    with pytest.raises(ValueError, match="pass None"):
+        Sample("", False)
+    with pytest.raises(ValueError, match="pass None"):
+        Sample("[invalidanswer]", False)
     with pytest.raises(ValueError, match="probability"):
         Verification(1.5, None, None)
     with pytest.raises(ValueError, match="probability"):
@@ -654,15 +688,3 @@ def test_it_refuses_bad_input_with_clear_errors() -> None:
         measure_lambda([pool])
     with pytest.raises(ValueError, match="prm_scores"):
         curves([pool], sc_sizes=[1], prm_scores=[[0.5], [0.5]])
-    with pytest.raises(ValueError, match="replay"):
-        many = tuple(
-            Sample(
-                str(i % 3),
-                i % 3 == 0,
-                verifications=(Verification(random.Random(i).random(), None, None),),
-            )
-            for i in range(60)
-        )
-        problem_estimates(
-            Pool(many), sc_sizes=[1], sizes=[30], verification_counts=[1], weighted=True
-        )
