@@ -342,16 +342,15 @@ def replay_best_of(
     scores = _zero_invalid(scores, valid)
     denominator = binom(n, size) + _EPS
     fractions = [binom(n - i - 1, size - 1) / denominator for i in range(n - size + 1)]
-    values = []
+    orders = []
     for _ in range(SHUFFLES):
         order = list(range(n))
         rng.shuffle(order)
-        order = sorted(order, key=lambda i: scores[i], reverse=True)
-        value = 0.0
-        for i, weight in enumerate(fractions):
-            if correct[order[i]]:  # a wrong one adds 0.0, which changes no float sum
-                value += weight
-        values.append(value)
+        orders.append(sorted(order, key=scores.__getitem__, reverse=True))
+    ranked = np.asarray(correct, dtype=bool)[np.array(orders)[:, : len(fractions)]]  # (100, N-S+1)
+    # verifier_at_k's sum() runs left to right; cumsum does too, and a wrong sample's 0.0
+    # changes no float sum, so the last column is the reference's value bit for bit.
+    values = np.cumsum(np.where(ranked, np.array(fractions), 0.0), axis=1)[:, -1]
     return float(np.mean(values))
 
 
