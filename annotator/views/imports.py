@@ -15,6 +15,7 @@ from annotator import jobs
 from annotator.access import get_membership
 from annotator.importing import start_import
 from annotator.models import ImportJob, Membership
+from annotator.uploads import upload_too_large
 from annotator.views.jobs import cancel_and_retry
 from scoring.formats import FORMATS
 from scoring.steps import SPLITTERS
@@ -40,24 +41,6 @@ class ImportForm(forms.Form):
         super().__init__(*args, **kwargs)
         limit = filesizeformat(settings.MAX_UPLOAD_BYTES)
         self.fields["file"].help_text = f"At most {limit}; gzip it if it is bigger."
-
-
-def upload_too_large(request: HttpRequest) -> str | None:
-    """Why the request's body is too big to take, or None. Asked before the body is
-    read, so a 2 GiB upload is refused without being spooled to disk; Django reads no
-    more than Content-Length, so a body that lies about its size is cut there."""
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return "The request has no valid Content-Length."
-    if length > settings.MAX_UPLOAD_BYTES:
-        return (
-            f"The upload is {filesizeformat(length)}; at most "
-            f"{filesizeformat(settings.MAX_UPLOAD_BYTES)} "
-            "may be uploaded (STEPWISE_MAX_UPLOAD_BYTES). Split the file, or compress it "
-            "with gzip."
-        )
-    return None
 
 
 @login_required
