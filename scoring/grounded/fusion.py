@@ -29,6 +29,7 @@ from dataclasses import replace
 from scoring.grounded.tree import (
     COLLECT_NEGATIVE,
     COLLECT_POSITIVE,
+    Label,
     Node,
     Rollout,
     Sample,
@@ -172,7 +173,7 @@ def search_done(
     )
 
 
-def _label(correct: bool) -> str:
+def _label(correct: bool) -> Label:
     return "positive" if correct else "negative"
 
 

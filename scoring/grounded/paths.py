@@ -20,6 +20,8 @@ Where the released extraction is a defect, this extraction differs:
 * **Grading against the answer.** ``build_dataset`` (line 119) compares the path's result
   with the raw solution text (``task["solution"]``), not with the answer parsed from it;
   here the last step is graded against the gold answer by :func:`scoring.grading.grade`.
+* **Every rollout.** A node simulated twice keeps both rollouts (the released export keeps
+  the last, ``mcts.py`` line 123), and both are walked.
 * **The root is the problem, not a step.** ``build_dataset`` makes a step of every node on
   the path, the root included (an empty objective and action, no reflection); with
   ``filter_consistent_samples`` that alone drops every path. Here paths start at the

@@ -16,8 +16,8 @@ Where this departs from the released node, and why:
 * Every node, expanded or simulated, may carry a tool verdict (``Step.verdict``, with its
   transcript) and a judge's reading of it (``Step.judgement``). The released code judges
   only simulated nodes (``step_evaluate``, ``mcts.py`` line 118); an expanded node keeps an
-  empty ``reflection``, so its consistency filter (``construct.py`` lines 69-72) drops every
-  path that passes through one, and every extracted path does (it starts at the root).
+  empty ``reflection``, as does the root, so its consistency filter (``construct.py`` lines
+  69-72) drops every path through one: every path it extracts.
 * A node keeps every rollout simulated from it (``Node.rollouts``). The released node holds
   one ``simulation_branch`` that a second simulation of the same node overwrites
   (``mcts.py`` line 123), so its exported tree loses the earlier rollout's steps.
@@ -285,12 +285,33 @@ def _node_to_dict(node: Node) -> dict[str, Any]:
 
 def tree_from_dict(data: dict[str, Any]) -> Tree:
     """Read :func:`tree_to_dict`'s output back; a ``ValueError`` if it is not a consistent
-    tree (ids out of order, a parent or child that does not exist or does not agree)."""
+    tree (a missing field, ids out of order, a parent, child, rollout or sample that does not
+    exist or does not agree)."""
+    try:
+        return _checked(_tree_from_dict(data))
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"not a well-formed tree: {error!r}") from error
+
+
+def _tree_from_dict(data: dict[str, Any]) -> Tree:
     if data.get("format") != FORMAT:
         raise ValueError(f"not a {FORMAT} tree: format {data.get('format')!r}")
     if data.get("phase") not in PHASES:
         raise ValueError(f"unknown phase {data.get('phase')!r}")
-    nodes = tuple(_node_from_dict(i, d) for i, d in enumerate(data["nodes"]))
+    return Tree(
+        problem=str(data["problem"]),
+        gold=str(data["gold"]),
+        nodes=tuple(_node_from_dict(i, d) for i, d in enumerate(data["nodes"])),
+        phase=data["phase"],
+        samples=tuple(
+            Sample(path=tuple(s["path"]), label=s["label"], branch=s["branch"])
+            for s in data["samples"]
+        ),
+    )
+
+
+def _checked(tree: Tree) -> Tree:
+    nodes = tree.nodes
     if not nodes or nodes[0].parent is not None or nodes[0].step is not None:
         raise ValueError("node 0 must be the root: no parent, no step")
     for node in nodes[1:]:
@@ -308,16 +329,14 @@ def tree_from_dict(data: dict[str, Any]) -> Tree:
         for rollout in node.rollouts:
             if any(not 0 < v < len(nodes) or not nodes[v].virtual for v in rollout.nodes):
                 raise ValueError(f"node {node.id}: a rollout names a node that is not virtual")
-    samples = tuple(
-        Sample(path=tuple(s["path"]), label=s["label"], branch=s["branch"]) for s in data["samples"]
-    )
-    return Tree(
-        problem=data["problem"],
-        gold=data["gold"],
-        nodes=nodes,
-        phase=data["phase"],
-        samples=samples,
-    )
+    for sample in tree.samples:
+        if sample.label not in ("positive", "negative"):
+            raise ValueError(f"a sample labelled {sample.label!r}")
+        if sample.branch not in ("real", "simulation"):
+            raise ValueError(f"a sample on a {sample.branch!r} branch")
+        if not sample.path or any(not 0 <= i < len(nodes) for i in sample.path):
+            raise ValueError(f"a sample's path {list(sample.path)} leaves the tree")
+    return tree
 
 
 def _node_from_dict(index: int, data: dict[str, Any]) -> Node:

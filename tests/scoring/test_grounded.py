@@ -713,8 +713,33 @@ def test_it_exports_each_nodes_parent_step_transcript_value_visits_and_rollouts(
     ]
 
 
-def test_it_refuses_an_inconsistent_tree() -> None:
-    data = tree_to_dict(one_rollout_tree())
+def _break_child(data: dict) -> None:
     data["nodes"][1]["children"] = [2]  # node 2's parent is the root
-    with pytest.raises(ValueError, match="child 2"):
+
+
+def _drop_value(data: dict) -> None:
+    del data["nodes"][3]["value"]
+
+
+def _sample_off_tree(data: dict) -> None:
+    data["samples"][0]["path"] = [0, 99]
+
+
+def _rollout_on_tree_node(data: dict) -> None:
+    data["nodes"][1]["rollouts"][0]["nodes"] = [2]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (_break_child, "child 2 does not name it"),
+        (_drop_value, "not a well-formed tree"),
+        (_sample_off_tree, "leaves the tree"),
+        (_rollout_on_tree_node, "not virtual"),
+    ],
+)
+def test_it_refuses_an_inconsistent_tree(breakage, message) -> None:
+    data = json.loads(json.dumps(tree_to_dict(one_rollout_tree())))
+    breakage(data)
+    with pytest.raises(ValueError, match=message):
         tree_from_dict(data)
