@@ -8,10 +8,8 @@ A round of the search, with these functions as its seam (the loop that asks a co
 for steps and the tools for verdicts lives elsewhere)::
 
     tree = new_tree(problem, gold)
-    rounds, depth = search_budget(level)
-    for round_ in range(rounds):
-        if search_done(tree):
-            break
+    max_rounds, depth = search_budget(level)
+    while not search_done(tree, max_rounds):
         node_id = select(tree, rng)                       # scoring.grounded.selection
         if tree.node(node_id).terminal:
             tree = record_terminal(tree, node_id, correct=grade(...))
@@ -104,8 +102,8 @@ def record_rollout(tree: Tree, node_id: int, steps: Sequence[Step], correct: boo
     node whose value is its verdict's (:func:`step_value`, as ``step_evaluate`` sets it).
     The node's value and its ancestors' change by :func:`backup` of :func:`rollout_value`;
     if the path ends on a terminal node it is collected as a sample while fewer than three
-    of its label are held (lines 215-224), and the phase flips to ``collect_negative`` once
-    three right paths are held (line 226).
+    of its label are held (lines 215-224), the phase flips to ``collect_negative`` once
+    three right paths are held (line 226), and the round is counted (line 228).
     """
     node = tree.node(node_id)
     if node.terminal and steps:
@@ -137,12 +135,13 @@ def record_rollout(tree: Tree, node_id: int, steps: Sequence[Step], correct: boo
     if last.terminal:
         path = (*path_to(tree, node_id), *rollout.nodes)
         tree = _collect(tree, Sample(path=path, label=_label(correct), branch="simulation"))
-    return _update_phase(tree)
+    return _end_round(tree)
 
 
 def record_terminal(tree: Tree, node_id: int, correct: bool) -> Tree:
     """A round whose selection reached a terminal tree node (``mcts.py`` lines 191-209): its
-    path is collected as a sample while fewer than three of its label are held.
+    path is collected as a sample while fewer than three of its label are held, and the
+    round is counted (line 208).
 
     Two additions that the released selection cannot notice (it never reads visits or the
     phase): the node and its ancestors get a visit, and the phase is updated. Under UCT a
@@ -158,19 +157,21 @@ def record_terminal(tree: Tree, node_id: int, correct: bool) -> Tree:
     ]
     tree = with_nodes(tree, visited)
     sample = Sample(path=tuple(path_to(tree, node_id)), label=_label(correct), branch="real")
-    return _update_phase(_collect(tree, sample))
+    return _end_round(_collect(tree, sample))
 
 
 def search_done(
     tree: Tree,
+    max_rounds: int,
     required_positive: int = REQUIRED_POSITIVE,
     required_negative: int = REQUIRED_NEGATIVE,
 ) -> bool:
-    """Enough right and wrong paths are held (``stop_condition``, ``mcts.py`` lines 335-338;
-    the round limit is the caller's count)."""
-    return (
+    """Enough right and wrong paths are held, or the rounds are spent (``stop_condition``,
+    ``mcts.py`` lines 335-338)."""
+    enough = (
         tree.count("positive") >= required_positive and tree.count("negative") >= required_negative
     )
+    return enough or tree.rounds >= max_rounds
 
 
 def _label(correct: bool) -> Label:
@@ -184,7 +185,8 @@ def _collect(tree: Tree, sample: Sample) -> Tree:
     return replace(tree, samples=tree.samples + (sample,))
 
 
-def _update_phase(tree: Tree) -> Tree:
-    if tree.phase == COLLECT_POSITIVE and tree.count("positive") >= REQUIRED_POSITIVE:
-        return replace(tree, phase=COLLECT_NEGATIVE)
-    return tree
+def _end_round(tree: Tree) -> Tree:
+    phase = tree.phase
+    if phase == COLLECT_POSITIVE and tree.count("positive") >= REQUIRED_POSITIVE:
+        phase = COLLECT_NEGATIVE
+    return replace(tree, phase=phase, rounds=tree.rounds + 1)

@@ -129,13 +129,15 @@ class Node:
 @dataclass(frozen=True)
 class Tree:
     """One problem's search: the problem, its gold answer (bare, or a solution with a
-    ``\\boxed{}``), every node, the phase of ``getBestChild``'s sign and the samples."""
+    ``\\boxed{}``), every node, the phase of ``getBestChild``'s sign, the samples and the
+    rounds done (``current_round``, ``mcts.py`` lines 188, 208 and 228)."""
 
     problem: str
     gold: str
     nodes: tuple[Node, ...]
     phase: str = COLLECT_POSITIVE
     samples: tuple[Sample, ...] = ()
+    rounds: int = 0
 
     @property
     def root(self) -> Node:
@@ -254,6 +256,7 @@ def tree_to_dict(tree: Tree) -> dict[str, Any]:
         "problem": tree.problem,
         "gold": tree.gold,
         "phase": tree.phase,
+        "rounds": tree.rounds,
         "samples": [
             {"path": list(s.path), "label": s.label, "branch": s.branch} for s in tree.samples
         ],
@@ -303,6 +306,7 @@ def _tree_from_dict(data: dict[str, Any]) -> Tree:
         gold=str(data["gold"]),
         nodes=tuple(_node_from_dict(i, d) for i, d in enumerate(data["nodes"])),
         phase=data["phase"],
+        rounds=int(data["rounds"]),
         samples=tuple(
             Sample(path=tuple(s["path"]), label=s["label"], branch=s["branch"])
             for s in data["samples"]

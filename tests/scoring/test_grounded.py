@@ -368,7 +368,7 @@ def test_it_fuses_and_backs_up_as_the_released_simulate_and_backpropagate(script
     ):
         ours = [[ours_to_ref[i] for i in s.path] for s in tree.samples if s.label == label]
         assert ours == collected  # RefNode compares by identity
-    assert tree.phase == ref.phase
+    assert tree.phase == ref.phase and tree.rounds == len(script)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -585,13 +585,16 @@ def test_it_stops_when_three_right_and_three_wrong_paths_are_held() -> None:
     tree = new_tree("q", GOLD)
     tree, a = expand(tree, 0, [checked("a", "\\boxed{7}", terminal=True)])
     for n in range(3):
-        assert not search_done(tree)
+        assert not search_done(tree, max_rounds=8)
         tree = record_terminal(tree, a, correct=True)
         assert tree.phase == ("collect_negative" if n == 2 else "collect_positive")
     tree, b = expand(tree, 0, [checked("b", "<end> \\boxed{2}", terminal=True)])
     for _ in range(4):
         tree = record_terminal(tree, b, correct=False)
-    assert search_done(tree) and len(tree.samples) == 6
+    assert tree.rounds == 7 and len(tree.samples) == 6
+    assert search_done(tree, max_rounds=8)
+    assert search_done(replace(tree, samples=tree.samples[:5]), max_rounds=7)
+    assert not search_done(replace(tree, samples=tree.samples[:5]), max_rounds=8)
     assert search_budget(3) == (8, 5) and search_budget(4) == (12, 9)
 
 
