@@ -87,26 +87,13 @@ _REPLACED = (
     ("\\text{m}", "\\text{}"),
 )
 _DELETED = (
-    *("square ways integers dollars mph inches ft hours km units".split()),
+    "square", "ways", "integers", "dollars", "mph", "inches", "ft", "hours", "km", "units",
     "\\ldots",
-    *("sue points feet minutes digits cents degrees cm gm pounds meters meals".split()),
-    *("edges students childrentickets multiples".split()),
-    "\\text{s}",
-    "\\text{.}",
-    "\\text{\ns}",
-    "\\text{}^2",
-    "\\text{}^3",
-    "\\text{\n}",
-    "\\text{}",
-    "\\mathrm{th}",
-    "^\\circ",
-    "^{\\circ}",
-    "\\;",
-    ",\\!",
-    "{,}",
-    '"',
-    "\\dots",
-)
+    "sue", "points", "feet", "minutes", "digits", "cents", "degrees", "cm", "gm", "pounds",
+    "meters", "meals", "edges", "students", "childrentickets", "multiples",
+    "\\text{s}", "\\text{.}", "\\text{\ns}", "\\text{}^2", "\\text{}^3", "\\text{\n}", "\\text{}",
+    "\\mathrm{th}", "^\\circ", "^{\\circ}", "\\;", ",\\!", "{,}", '"', "\\dots",
+)  # fmt: skip
 # (pattern, replacement) in lm-eval's order; "." never crosses a line, as there.
 _REWRITES = (
     (re.compile(r".*?\$(.*?)\$.*"), r"$\1$"),  # the first $...$ span
@@ -118,6 +105,7 @@ _REWRITES = (
     (re.compile(r"sqrt([^{])"), r"sqrt{\1}"),  # \sqrta -> \sqrt{a}
 )
 _FINAL_ANSWER = re.compile(r"Final Answer: The final answer is(.*?). I hope it is correct.")
+_LLAMA70B_STRIPPED = "".join(sorted(set(". I hope it is correct")))
 _LLAMA70B_ANSWER = re.compile(r"(?<=The final answer is):?\s(.*)")
 
 
@@ -139,7 +127,10 @@ def llama70b_answer(text: str) -> str:
     answer ending in ``\\pi`` loses the ``pi``), as there."""
     cut = text.split(". I hope it is correct")[0]
     found = _LLAMA70B_ANSWER.search(cut)
-    return found.group(1).strip().rstrip(". I hope it is correct") if found else INVALID_ANSWER
+    if not found:
+        return INVALID_ANSWER
+    # a character set, as the reference's rstrip takes it
+    return found.group(1).strip().rstrip(_LLAMA70B_STRIPPED)
 
 
 def normalize_final_answer(answer: str) -> str:
@@ -242,7 +233,9 @@ def reference_correct(answer: str, gold: str) -> bool:
 
 # ----------------------------------------------------------------- the text verdict
 
-_VERDICT_QUESTION = re.compile(r"(?i)Is the (?:answer|solution) correct(?:\s*\(yes/no\))?\??\**\s*(.+)$")
+_VERDICT_QUESTION = re.compile(
+    r"(?i)Is the (?:answer|solution) correct(?:\s*\(yes/no\))?\??\**\s*(.+)$"
+)
 _LATEX_WRAPPED = re.compile(r"\\[a-zA-Z]+\s*{([^{}]+)}")
 _LATEX_LEFTOVERS = re.compile(r"\\[a-zA-Z]+|\{|\}|\(|\)|\*\*|[\^\$\\]")
 
@@ -437,7 +430,8 @@ def iter_pools(
             files = _numbered(problem_dir, _SOLUTION_FILE, "solution_{}.yaml")[:max_verified]
             if len(files) > len(texts):
                 raise ImportFormatError(
-                    str(files[len(texts)]), f"verifies a solution beyond the {len(texts)} in {where}"
+                    str(files[len(texts)]),
+                    f"verifies a solution beyond the {len(texts)} in {where}",
                 )
             verified = [read_verifications(f)[:max_verifications] for f in files]
         graded: dict[str, bool] = {}
