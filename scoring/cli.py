@@ -414,6 +414,16 @@ def _lambda(text: str) -> float | None:
     return value
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def _powers_of_two(limit: int) -> list[int]:
     return [2**i for i in range(limit.bit_length()) if 2**i <= limit]
 
@@ -488,17 +498,12 @@ def cmd_curves(args: argparse.Namespace) -> int:
         empty = next(i for i, p in enumerate(pools) if not p.verified)
         print(f"--verifications: problem_{empty} holds no solution_*.yaml", file=sys.stderr)
         return 2
-    sizes = (args.s or _powers_of_two(min(p.verified for p in pools))) if verified else []
-    counts = (
-        (
-            args.v
-            or _powers_of_two(
-                min(len(s.verifications) for p in pools for s in p.samples[: p.verified])
-            )
-        )
-        if verified
-        else []
-    )
+    sizes: list[int] = []
+    counts: list[int] = []
+    if verified:
+        sizes = args.s or _powers_of_two(min(p.verified for p in pools))
+        fewest = min(len(s.verifications) for p in pools for s in p.samples[: p.verified])
+        counts = args.v or _powers_of_two(fewest)
     try:
         points = curves(
             pools,
@@ -704,9 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="score JSONL (`score`'s output) with ids '<problem>/<solution>': PRM best-of-N",
     )
     cu.add_argument("--prm-aggregate", default="min", choices=("min", "product", "last", "mean"))
-    cu.add_argument("--max-samples", type=int, help="use each problem's first N samples")
-    cu.add_argument("--max-verified", type=int, help="use the first N verified samples")
-    cu.add_argument("--max-verifications", type=int, help="use each solution's first N")
+    cu.add_argument("--max-samples", type=_positive, help="use each problem's first N samples")
+    cu.add_argument("--max-verified", type=_positive, help="use the first N verified samples")
+    cu.add_argument("--max-verifications", type=_positive, help="use each solution's first N")
     cu.add_argument("--seed", type=int, default=33, help="replay's per-problem seed")
     cu.add_argument("--output", required=True, help="out.json or out.csv")
     cu.set_defaults(func=cmd_curves)

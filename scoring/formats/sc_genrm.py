@@ -424,16 +424,18 @@ def iter_pools(
         where = str(sample_files[i])
         texts, gt_answer = read_problem(sample_files[i], where)
         gold = reference_answer(gt_answer, where)
-        texts = texts[:max_samples]
         verified: list[tuple[Verification, ...]] = []
         if problem_dir is not None:
-            files = _numbered(problem_dir, _SOLUTION_FILE, "solution_{}.yaml")[:max_verified]
+            files = _numbered(problem_dir, _SOLUTION_FILE, "solution_{}.yaml")
             if len(files) > len(texts):
                 raise ImportFormatError(
                     str(files[len(texts)]),
                     f"verifies a solution beyond the {len(texts)} in {where}",
                 )
+            # a verified sample past max_samples is cut with the others
+            files = files[: min(max_verified or len(files), max_samples or len(files))]
             verified = [read_verifications(f)[:max_verifications] for f in files]
+        texts = texts[:max_samples]
         graded: dict[str, bool] = {}
         samples = []
         for j, text in enumerate(texts):
