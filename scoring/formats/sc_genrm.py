@@ -300,6 +300,8 @@ def _load(path: Path, limit: int, where: str) -> Any:
         raise ImportFormatError(f"{where}{at}", f"malformed YAML ({error.problem})") from None
     except yaml.YAMLError as error:  # e.g. a byte that is not UTF-8
         raise ImportFormatError(where, f"malformed YAML ({error})") from None
+    except RecursionError:  # the pure-Python loader, where libyaml is not built
+        raise ImportFormatError(where, "malformed YAML (nested too deeply)") from None
 
 
 def _mapping(data: Any, where: str) -> dict:

@@ -249,6 +249,13 @@ def test_yaml_that_builds_python_objects_is_refused(tmp_path: Path) -> None:
     assert refused(tmp_path, "malformed YAML").where.startswith(str(path))
 
 
+def test_deep_nesting_is_refused_by_name(tmp_path: Path) -> None:
+    two_problems(tmp_path)
+    path = tmp_path / "samples" / "1.yaml"
+    path.write_text("gt_answer: 1\nsamples: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    assert refused(tmp_path, "malformed YAML").where.startswith(str(path))
+
+
 def test_a_file_over_the_size_cap_is_refused_before_it_is_parsed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
