@@ -7,9 +7,13 @@ import io
 import json
 import math
 import re
+import threading
+from functools import partial
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 
 from annotator import jobs, runs
 from annotator.importing import import_file
@@ -239,3 +243,67 @@ def test_a_finished_run_leaves_its_dashboard_figures_cached(gsm8k, arithmetic, u
     assert dashboards.cached("best-of-n", run, filters, version, cold) == dashboards.best_of_n(run)
     row = TraceScore.objects.filter(run=run).exclude(mean_score=None).first()
     assert row is not None and row.log_product is not None
+
+
+class _CriticServer(HTTPServer):
+    run_id: int
+    requests: int = 0
+    cancel_at: int
+
+
+class _Critic(BaseHTTPRequestHandler):
+    """An OpenAI-compatible critic that finds every trace correct; while the request
+    ``cancel_at`` is in flight, the run's owner asks to cancel it (on the server
+    thread's own database connection, as a page would)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        server = self.server
+        server.requests += 1
+        if server.requests == server.cancel_at:
+            try:
+                jobs.cancel(ScoringRun.objects.get(pk=server.run_id))
+            finally:
+                connection.close()
+        data = json.dumps({"choices": [{"message": {"content": "\\boxed{-1}"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def critic_server():
+    httpd = _CriticServer(("127.0.0.1", 0), _Critic)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_during_a_long_chunk_stops_the_run_before_the_chunk_ends(
+    labelled, users, critic_server, settings
+):
+    """The job's cancel check reaches ``score_traces``: a chunk of a slow scorer (a
+    request per trace) stops at the next trace, and nothing of it is stored."""
+    settings.SCORING_CHUNK_TRACES = 100  # one chunk holds every trace
+    url = f"http://127.0.0.1:{critic_server.server_address[1]}/v1"
+    critic = Scorer.objects.create(
+        name="critic", adapter="llm-critic", model="critic", options={"base_url": url}
+    )
+    run = runs.create_run(labelled, critic, users["owner"])
+    critic_server.run_id, critic_server.cancel_at = run.pk, 3
+
+    # Checked before every trace (``check_every=0``), so no timing decides the outcome.
+    status = jobs.execute(ScoringRun, run.pk, partial(runs.run_scoring_job, check_every=0))
+
+    run.refresh_from_db()
+    assert status == JobStatus.CANCELLED == run.status
+    assert critic_server.requests == 3 < Trace.objects.filter(project=labelled).count()
+    assert not TraceScore.objects.filter(run=run).exists()
