@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from annotator import database
 from annotator.filters import BadParameter, text_param
 from annotator.models import Annotation, AnnotationKind, LabelScheme, Membership, Project, Trace
 from annotator.queue import may_label, release
@@ -132,7 +133,10 @@ def append_version(
 
 
 def lock_trace(trace: Trace) -> None:
-    Trace.objects.select_for_update().filter(pk=trace.pk).values_list("pk").get()
+    """Lock the trace's row to the end of the transaction, where the database has row
+    locks (SQLite, the demo's database, serialises writers instead)."""
+    if database.has_row_locks():
+        Trace.objects.select_for_update().filter(pk=trace.pk).values_list("pk").get()
 
 
 class TraceFull(LabelError):
@@ -174,7 +178,7 @@ UPDATE annotator_trace SET label_count = label_count + %(delta)s WHERE id = %(tr
 def _lock_and_load(trace: Trace, user) -> tuple[int, int, bool, Annotation | None]:
     """(label_count, other people's live holds, whether the user holds it, the user's
     latest label) with the trace row locked, read once the lock is held."""
-    lock_trace(trace)  # a no-op on SQLite (the demo), which serialises writers anyway
+    lock_trace(trace)
     with connection.cursor() as cursor:
         cursor.execute(_LOAD_SQL, {"trace": trace.pk, "user": user.pk, "now": timezone.now()})
         label_count, others_holding, mine, prev_id, prev_version, prev_gave_up = cursor.fetchone()
@@ -185,7 +189,7 @@ def _lock_and_load(trace: Trace, user) -> tuple[int, int, bool, Annotation | Non
 
 
 def _release_and_count(trace: Trace, user, delta: int) -> None:
-    if connection.vendor == "postgresql":
+    if database.has_writable_cte():
         with connection.cursor() as cursor:
             params = {"trace": trace.pk, "user": user.pk, "delta": delta}
             cursor.execute(_RELEASE_AND_COUNT_SQL, params)
