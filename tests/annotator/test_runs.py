@@ -9,7 +9,6 @@ import math
 import re
 import threading
 from functools import partial
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -19,6 +18,7 @@ from annotator import jobs, runs
 from annotator.importing import import_file
 from annotator.models import JobStatus, Scorer, ScoringRun, Step, StepScore, Trace, TraceScore
 from tests.factories import PROCESSBENCH_GSM8K, cli_scores
+from tests.scoring import mc_server
 
 pytestmark = pytest.mark.django_db
 
@@ -245,45 +245,34 @@ def test_a_finished_run_leaves_its_dashboard_figures_cached(gsm8k, arithmetic, u
     assert row is not None and row.log_product is not None
 
 
-class _CriticServer(HTTPServer):
-    run_id: int
-    requests: int = 0
-    cancel_at: int
-
-
-class _Critic(BaseHTTPRequestHandler):
-    """An OpenAI-compatible critic that finds every trace correct; while the request
-    ``cancel_at`` is in flight, the run's owner asks to cancel it (on the server
-    thread's own database connection, as a page would)."""
+class _CancelMidChunk(mc_server.Handler):
+    """The scripted OpenAI-compatible server, whose answers the critic reads; while
+    request ``cancel_at`` is in flight, the run's owner asks to cancel the run (on this
+    request's own database connection, as a page would)."""
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
         server = self.server
-        server.requests += 1
-        if server.requests == server.cancel_at:
+        with server.lock:
+            server.received += 1
+            cancel_now = server.received == server.cancel_at
+        if cancel_now:
             try:
                 jobs.cancel(ScoringRun.objects.get(pk=server.run_id))
             finally:
                 connection.close()
-        data = json.dumps({"choices": [{"message": {"content": "\\boxed{-1}"}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
+        super().do_POST()
 
 
 @pytest.fixture
 def critic_server():
-    httpd = _CriticServer(("127.0.0.1", 0), _Critic)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    server = mc_server.Server(("127.0.0.1", 0), delay=0)
+    server.RequestHandlerClass = _CancelMidChunk
+    server.received = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -305,5 +294,5 @@ def test_a_cancel_during_a_long_chunk_stops_the_run_before_the_chunk_ends(
 
     run.refresh_from_db()
     assert status == JobStatus.CANCELLED == run.status
-    assert critic_server.requests == 3 < Trace.objects.filter(project=labelled).count()
+    assert critic_server.received == 3 < Trace.objects.filter(project=labelled).count()
     assert not TraceScore.objects.filter(run=run).exists()
