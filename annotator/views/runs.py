@@ -93,15 +93,6 @@ def score_context(
 # -- forms ----------------------------------------------------------------------------------
 
 
-def _distinct(project: Project, field: str) -> list[str]:
-    return list(
-        Trace.objects.filter(project=project)
-        .order_by(field)
-        .values_list(field, flat=True)
-        .distinct()
-    )
-
-
 class ScoreForm(forms.Form):
     """*Score traces*: a scorer over a selection of the project's traces."""
 
@@ -121,15 +112,19 @@ class ScoreForm(forms.Form):
     )
 
     def __init__(self, project: Project, *args, facets: dict | None = None, **kwargs) -> None:
-        """``facets``: the project's ``splits`` and ``generators`` where the page has
-        them already (``services.facet_values``), saving two queries."""
+        """``facets``: what ``TraceQuerySet.facets`` gave the page already (its
+        ``splits`` and ``generators``), saving those queries. The form is for owners,
+        who see every trace, so the menus list every value."""
         super().__init__(*args, **kwargs)
         # Another project's scorer is neither offered nor accepted.
         self.fields["scorer"].queryset = Scorer.objects.usable_in(project)
-        facets = facets or {}
-        for field, known in (("split", "splits"), ("generator", "generators"), ("source", "")):
-            values = facets[known] if known in facets else _distinct(project, field)
-            self.fields[field].choices = [("", "all")] + [(v, v or "(none)") for v in values]
+        facets = dict(facets or {})
+        missing = [f for f in ("split", "generator", "source") if f"{f}s" not in facets]
+        if missing:
+            facets.update(Trace.objects.filter(project=project).facets(*missing))
+        for field in ("split", "generator", "source"):
+            choices = [(v, v or "(none)") for v in facets[f"{field}s"]]
+            self.fields[field].choices = [("", "all"), *choices]
 
     def selection(self) -> dict[str, str]:
         return {key: self.cleaned_data[key] for key in jobs.SELECTION_KEYS}
@@ -271,7 +266,8 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         allow=Membership.sees_model_scores,
     )
     table = []
-    if run.status == JobStatus.DONE:
+    # Its per-split counts come from everyone's labels: for members who see them.
+    if run.status == JobStatus.DONE and membership.sees_all_labels():
         table = [
             {
                 "split": row.split,
