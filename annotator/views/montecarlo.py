@@ -17,7 +17,6 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import jobs, montecarlo
 from annotator.access import get_membership, get_trace_for_user
-from annotator.jobs import RunError
 from annotator.models import (
     Annotation,
     JobStatus,
@@ -27,7 +26,7 @@ from annotator.models import (
     Trace,
     TraceMC,
 )
-from annotator.views.jobs import cancel_and_retry
+from annotator.views.jobs import cancel_and_retry, start_from_form
 
 
 class MCForm(forms.Form):
@@ -78,8 +77,9 @@ def mc_list(request: HttpRequest, slug: str) -> HttpResponse:
     options = {"temperature": data["temperature"], "max_tokens": data["max_tokens"]}
     if data["seed"] is not None:
         options["seed"] = data["seed"]
-    try:
-        run = montecarlo.start_mc_run(
+    run, status = start_from_form(
+        form,
+        lambda: montecarlo.start_mc_run(
             membership.project,
             request.user,
             completer=data["completer"],
@@ -90,14 +90,10 @@ def mc_list(request: HttpRequest, slug: str) -> HttpResponse:
             selection={"split": data["split"]},
             keep_rollouts=data["keep_rollouts"],
             name=data["name"],
-        )
-    except RunError as exc:
-        # On the field at fault where the form has it (an option's value, the model).
-        form.add_error(exc.field if exc.field in form.fields else None, str(exc))
-        return _page(request, membership, form, status=400)
-    except jobs.EnqueueError as exc:
-        form.add_error(None, str(exc))
-        return _page(request, membership, form, status=503)
+        ),
+    )
+    if run is None:
+        return _page(request, membership, form, status=status)
     return redirect("mc-run", slug=slug, run_id=run.pk)
 
 

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotator import jobs, runs
 from annotator.access import get_membership
 from annotator.models import JobStatus, Membership, Project, Scorer, ScoringRun, Trace
-from annotator.views.jobs import cancel_and_retry
+from annotator.views.jobs import cancel_and_retry, start_from_form
 from scoring import metrics
 from scoring.types import NO_PREDICTION
 
@@ -203,20 +203,18 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
     form = ScoreForm(project, request.POST)
     if not form.is_valid():
         return _runs_page(request, membership, score_form=form, status=400)
-    try:
-        run = runs.start_run(
+    run, status = start_from_form(
+        form,
+        lambda: runs.start_run(
             project,
             form.cleaned_data["scorer"],
             request.user,
             selection=form.selection(),
             name=form.cleaned_data["name"],
-        )
-    except jobs.RunError as exc:
-        form.add_error(None, str(exc))
-        return _runs_page(request, membership, score_form=form, status=400)
-    except jobs.EnqueueError as exc:
-        form.add_error(None, str(exc))
-        return _runs_page(request, membership, score_form=form, status=503)
+        ),
+    )
+    if run is None:
+        return _runs_page(request, membership, score_form=form, status=status)
     return redirect("run", slug=project.slug, run_id=run.pk)
 
 
