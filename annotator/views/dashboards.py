@@ -86,6 +86,11 @@ def _finished_runs(membership: Membership, request: HttpRequest) -> list[Scoring
     return list(runs.order_by("id"))
 
 
+def _done_run(project: Project, run_id: int) -> ScoringRun:
+    """The project's finished scoring run ``run_id``, or 404: dashboards show done runs only."""
+    return get_object_or_404(ScoringRun, pk=run_id, project=project, status=JobStatus.DONE)
+
+
 @login_required
 @require_GET
 @bad_parameter_is_400
@@ -240,9 +245,7 @@ def _processbench_rows(figures: dashboards.RunFigures) -> list[list[str]]:
 @bad_parameter_is_400
 def dashboard_run(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     membership = _member(request, slug)
-    run = get_object_or_404(
-        ScoringRun, pk=run_id, project=membership.project, status=JobStatus.DONE
-    )
+    run = _done_run(membership.project, run_id)
     filters = _filters(request, membership.project)
     tau = _tau(request)
     version = dashboards.labels_version(membership.project)
@@ -310,9 +313,7 @@ def dashboard_run_best_of_n(request: HttpRequest, slug: str, run_id: int) -> Htt
     """One run's best-of-N: the page loads one such partial per run, in parallel, so the
     heaviest partial is one run's query, not every run's."""
     membership = _member(request, slug)
-    run = get_object_or_404(
-        ScoringRun, pk=run_id, project=membership.project, status=JobStatus.DONE
-    )
+    run = _done_run(membership.project, run_id)
     filters = _filters(request, membership.project)
     version = dashboards.labels_version(membership.project)
     # The key ``dashboards.warm`` fills at the run's end, and the all-runs table reads.
@@ -383,16 +384,11 @@ def dashboard_disagreements(request: HttpRequest, slug: str, run_id: int) -> Htt
     """Where the run disagrees with the humans, or with another run (``?against=ID``)."""
     membership = _member(request, slug)
     project = membership.project
-    run = get_object_or_404(ScoringRun, pk=run_id, project=project, status=JobStatus.DONE)
+    run = _done_run(project, run_id)
     filters = _filters(request, project)
     against = request.GET.get("against", "")
     if against:
-        other = get_object_or_404(
-            ScoringRun,
-            pk=int(against) if against.isdigit() else 0,
-            project=project,
-            status=JobStatus.DONE,
-        )
+        other = _done_run(project, int(against) if against.isdigit() else 0)
         rows = dashboards.run_pair_disagreements(run, other, filters)
         columns = (f"{run.name} first error", f"{other.name} first error", "steps apart")
         name, target = f"{run.name}-vs-{other.name}", f"disagreements-{run.pk}-{other.pk}"
