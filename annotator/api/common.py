@@ -1,10 +1,12 @@
-"""What the API's resource modules share: pagination, the broker-down answer, the
-cancel and retry endpoints of a job kind, the membership that sees model scores."""
+"""What the API's resource modules share: pagination, the broker-down answer, a job
+request refused by its kind's rules, the cancel and retry endpoints of a job kind, the
+membership that sees model scores."""
 
 from __future__ import annotations
 
-from django.db.models import Model, QuerySet
-from django.shortcuts import get_object_or_404
+from collections.abc import Mapping
+
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -46,18 +48,32 @@ def broker_down(exc: jobs.EnqueueError) -> Response:
     )
 
 
+def refused_request(
+    exc: jobs.RunError, fields: Mapping[str, serializers.Field]
+) -> serializers.ValidationError:
+    """A job request that its kind's rules refuse (``RunError``), as a serializer's
+    400: on the request field at fault, an option's under ``options``, else on the
+    request as a whole."""
+    if exc.field in fields:
+        field = exc.field
+    elif exc.field and "options" in fields:
+        field = "options"
+    else:
+        field = api_settings.NON_FIELD_ERRORS_KEY
+    return serializers.ValidationError({field: [str(exc)]})
+
+
 def project_seeing_scores(request: Request, slug: str) -> Project:
     return get_membership(request.user, slug, allow=Membership.sees_model_scores).project
 
 
-def job_actions(model: type[Model], serializer_class: type[serializers.Serializer], id_kwarg: str):
+def job_actions(model: type[Job], serializer_class: type[serializers.Serializer], id_kwarg: str):
     """The cancel and retry endpoints of one job kind (owners only): cancel stops a
     queued job now and a running one at its next chunk; retry queues a failed or
     cancelled job again (runs resume after what they stored)."""
 
     def owned(request: Request, slug: str, ids: dict) -> Job:
-        project = get_membership(request.user, slug, allow=Membership.may_manage).project
-        return get_object_or_404(model, project=project, pk=ids[id_kwarg])
+        return jobs.get_job_for_user(request.user, slug, model, ids[id_kwarg])[1]
 
     @extend_schema(request=None, responses=serializer_class)
     @api_view(["POST"])

@@ -3,7 +3,6 @@ cancel or retry one."""
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -93,15 +92,11 @@ def import_create(request: Request, slug: str) -> Response:
     return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
-def _import_job(request: Request, slug: str, job_id: int) -> ImportJob:
-    project = get_membership(request.user, slug, allow=Membership.may_manage).project
-    return get_object_or_404(ImportJob, project=project, pk=job_id)
-
-
 @extend_schema(responses=ImportJobSerializer)
 @api_view(["GET"])
 def import_detail(request: Request, slug: str, job_id: int) -> Response:
-    return Response(ImportJobSerializer(_import_job(request, slug, job_id)).data)
+    _, job = jobs.get_job_for_user(request.user, slug, ImportJob, job_id)
+    return Response(ImportJobSerializer(job).data)
 
 
 import_cancel, import_retry = job_actions(ImportJob, ImportJobSerializer, "job_id")

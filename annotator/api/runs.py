@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 
-from django.shortcuts import get_object_or_404
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
@@ -40,12 +40,15 @@ class ScorerSerializer(serializers.ModelSerializer):
 
 
 class ScorerList(generics.ListCreateAPIView):
-    """Every logged-in user sees the registry; only staff register scorers, since a
-    scorer decides which weights and code a GPU worker loads."""
+    """The scorers the user may see (``Scorer.objects.visible_to``: the site-wide ones
+    and their projects'); only staff register scorers, since a scorer decides which
+    weights and code a GPU worker loads."""
 
-    queryset = Scorer.objects.all()
     serializer_class = ScorerSerializer
     pagination_class = None
+
+    def get_queryset(self) -> QuerySet[Scorer]:
+        return Scorer.objects.visible_to(self.request.user)
 
     def perform_create(self, serializer: ScorerSerializer) -> None:
         if not self.request.user.is_staff:
@@ -86,8 +89,18 @@ class ScoringRunSerializer(serializers.ModelSerializer):
         ]
 
 
+class UsableScorerField(serializers.SlugRelatedField):
+    """A scorer by name among those the project (``context["project"]``) may use: another
+    project's scorer is refused as one that does not exist, so the answer does not tell
+    whether it does."""
+
+    def get_queryset(self) -> QuerySet[Scorer]:
+        return Scorer.objects.usable_in(self.context["project"])
+
+
 class RunRequestSerializer(serializers.Serializer):
-    scorer = serializers.SlugRelatedField(slug_field="name", queryset=Scorer.objects.all())
+    # ``queryset`` for the schema; the field looks up in the project's usable scorers.
+    scorer = UsableScorerField(slug_field="name", queryset=Scorer.objects.all())
     name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
     selection = serializers.DictField(required=False, default=dict)
 
@@ -113,7 +126,7 @@ def run_list(request: Request, slug: str) -> Response:
         runs_ = ScoringRun.objects.filter(project=project).select_related("scorer")
         return Response(ScoringRunSerializer(runs_, many=True).data)
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
-    params = RunRequestSerializer(data=request.data)
+    params = RunRequestSerializer(data=request.data, context={"project": project})
     params.is_valid(raise_exception=True)
     try:
         run = runs.start_run(
@@ -123,18 +136,11 @@ def run_list(request: Request, slug: str) -> Response:
             selection=params.validated_data["selection"],
             name=params.validated_data["name"],
         )
-    except runs.RunError as exc:
+    except jobs.RunError as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     except jobs.EnqueueError as exc:
         return broker_down(exc)
     return Response(ScoringRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
-
-
-def _run(request: Request, slug: str, run_id: int, allow) -> ScoringRun:
-    project = get_membership(request.user, slug, allow=allow).project
-    return get_object_or_404(
-        ScoringRun.objects.select_related("scorer"), project=project, pk=run_id
-    )
 
 
 @extend_schema(responses=ScoringRunSerializer)
@@ -142,8 +148,10 @@ def _run(request: Request, slug: str, run_id: int, allow) -> ScoringRun:
 def run_detail(request: Request, slug: str, run_id: int) -> Response:
     """A run, with the ProcessBench table against the human labels once it is done, for
     members who see everyone's labels (its per-split counts are the human verdicts)."""
-    run = _run(request, slug, run_id, Membership.sees_model_scores)
-    membership = get_membership(request.user, slug)
+    with_scorer = ScoringRun.objects.select_related("scorer")
+    membership, run = jobs.get_job_for_user(
+        request.user, slug, with_scorer, run_id, allow=Membership.sees_model_scores
+    )
     data = ScoringRunSerializer(run).data
     if membership.sees_all_labels():
         data["processbench"] = [
@@ -176,7 +184,7 @@ def run_import(request: Request, slug: str) -> Response:
         run = runs.import_scores(
             project, upload, upload.name, name=params.validated_data["name"], user=request.user
         )
-    except runs.RunError as exc:
+    except jobs.RunError as exc:
         return Response(
             {"detail": f"{exc}. Nothing was imported."}, status=status.HTTP_400_BAD_REQUEST
         )
