@@ -769,25 +769,17 @@ class ProjectRun(Job):
         return elapsed / done_this_attempt * (self.progress_total - self.progress_done)
 
 
-class ImportJob(Job):
-    """An import started from the UI or the API; a Celery worker runs it. Imports are
-    all-or-nothing (one transaction), so one taken up again after a dead worker starts
-    over. The upload lives in Django's default storage under ``upload``, so a worker on
-    another machine reads it through a shared volume or object storage."""
+class UploadJob(Job):
+    """A job whose input is an uploaded file (trace and score-file imports). The upload
+    lives in Django's default storage under ``upload``, so a worker on another machine
+    reads it through a shared volume or object storage; it is deleted once the job
+    cannot run again."""
 
-    task_name = "annotator.tasks.run_import"
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
     file_name = models.CharField(max_length=255)
     upload = models.CharField(max_length=500, help_text="Storage name of the uploaded file.")
-    format = models.CharField(max_length=32, default="auto")
-    options = models.JSONField(default=dict, blank=True)
 
     class Meta(Job.Meta):
-        indexes = [models.Index(fields=["status", "heartbeat_at"], name="importjob_status")]
-
-    def __str__(self) -> str:
-        return f"import {self.file_name} into {self.project} ({self.status})"
+        abstract = True
 
     def release_resources(self) -> None:
         from django.core.files.storage import default_storage
@@ -801,6 +793,24 @@ class ImportJob(Job):
         if not self.upload or not default_storage.exists(self.upload):
             return "The uploaded file is gone; upload it again."
         return ""
+
+
+class ImportJob(UploadJob):
+    """An import started from the UI or the API; a Celery worker runs it. Imports are
+    all-or-nothing (one transaction), so one taken up again after a dead worker starts
+    over."""
+
+    task_name = "annotator.tasks.run_import"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
+    format = models.CharField(max_length=32, default="auto")
+    options = models.JSONField(default=dict, blank=True)
+
+    class Meta(UploadJob.Meta):
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="importjob_status")]
+
+    def __str__(self) -> str:
+        return f"import {self.file_name} into {self.project} ({self.status})"
 
 
 class Assignment(models.Model):
