@@ -1,6 +1,6 @@
-"""What the API's resource modules share: pagination, the broker-down answer, a job
-request refused by its kind's rules, the cancel and retry endpoints of a job kind, the
-membership that sees model scores."""
+"""What the API's resource modules share: pagination, the broker-down and upload-too-large
+answers, a job request refused by its kind's rules, the fields every job shows, the
+cancel and retry endpoints of a job kind, the membership that sees model scores."""
 
 from __future__ import annotations
 
@@ -18,6 +18,25 @@ from rest_framework.settings import api_settings
 from annotator import jobs
 from annotator.access import get_membership
 from annotator.models import Job, Membership, Project
+from annotator.uploads import upload_too_large
+
+# What a job serializer shows of every job kind, after the kind's own fields.
+JOB_FIELDS = [
+    "status",
+    "queue",
+    "progress_done",
+    "progress_total",
+    "attempts",
+    "max_attempts",
+    "cancel_requested",
+    "heartbeat_at",
+    "summary",
+    "error",
+    "created_at",
+    "queued_at",
+    "started_at",
+    "finished_at",
+]
 
 
 def paginated(
@@ -46,6 +65,17 @@ def broker_down(exc: jobs.EnqueueError) -> Response:
         status=status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": "30"},
     )
+
+
+def upload_refused(request: Request) -> Response | None:
+    """The 413 for an upload over the size cap (``upload_too_large``, asked before the
+    body is read), or None."""
+    if too_large := upload_too_large(request):
+        return Response(
+            {"detail": too_large, "code": "upload_too_large"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    return None
 
 
 def refused_request(

@@ -13,10 +13,16 @@ from rest_framework.response import Response
 
 from annotator import jobs
 from annotator.access import get_membership
-from annotator.api.common import broker_down, job_actions, page_of, paginated
+from annotator.api.common import (
+    JOB_FIELDS,
+    broker_down,
+    job_actions,
+    page_of,
+    paginated,
+    upload_refused,
+)
 from annotator.importing import start_import
 from annotator.models import ImportJob, Membership
-from annotator.uploads import upload_too_large
 from scoring.formats import FORMATS
 from scoring.steps import SPLITTERS
 
@@ -24,25 +30,7 @@ from scoring.steps import SPLITTERS
 class ImportJobSerializer(serializers.ModelSerializer):
     class Meta:
         model = ImportJob
-        fields = [
-            "id",
-            "file_name",
-            "format",
-            "status",
-            "queue",
-            "progress_done",
-            "progress_total",
-            "attempts",
-            "max_attempts",
-            "cancel_requested",
-            "heartbeat_at",
-            "summary",
-            "error",
-            "created_at",
-            "queued_at",
-            "started_at",
-            "finished_at",
-        ]
+        fields = ["id", "file_name", "format", *JOB_FIELDS]
 
 
 class ImportRequestSerializer(serializers.Serializer):
@@ -71,11 +59,8 @@ def import_create(request: Request, slug: str) -> Response:
         return paginated(
             request, ImportJob.objects.filter(project=project).order_by("-id"), ImportJobSerializer
         )
-    if too_large := upload_too_large(request):
-        return Response(
-            {"detail": too_large, "code": "upload_too_large"},
-            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
+    if refused := upload_refused(request):
+        return refused
     params = ImportRequestSerializer(data=request.data)
     params.is_valid(raise_exception=True)
     try:
