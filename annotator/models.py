@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import orjson
 from django.conf import settings
@@ -28,6 +30,9 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from annotator import database
+
+if TYPE_CHECKING:
+    from django.core.files.uploadedfile import UploadedFile
 
 T = TypeVar("T")
 
@@ -780,6 +785,18 @@ class UploadJob(Job):
 
     class Meta(Job.Meta):
         abstract = True
+
+    @staticmethod
+    def keep(upload: UploadedFile) -> dict[str, str]:
+        """Save ``upload`` to storage under a name of its own; the fields of the job
+        that reads it (``file_name``, ``upload``)."""
+        from django.core.files.storage import default_storage
+
+        name = Path(upload.name or "upload").name
+        return {
+            "file_name": name,
+            "upload": default_storage.save(f"uploads/{uuid.uuid4().hex}-{name}", upload),
+        }
 
     def release_resources(self) -> None:
         from django.core.files.storage import default_storage

@@ -174,3 +174,22 @@ def test_the_sweeper_sends_again_a_job_queued_for_a_stale_period(project, settin
     assert ImportJob.objects.get(pk=never_sent.pk).queued_at is None
     # Sent once a stale period, not at every sweep.
     assert jobs.sweep()["resent"] == 0 and broker.llen("default") == messages_before + 1
+
+
+def test_an_upload_is_kept_under_a_name_of_its_own_with_its_file_name():
+    from django.core.files.storage import default_storage
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from annotator.models import UploadJob
+
+    first = UploadJob.keep(SimpleUploadedFile("../dir/s.jsonl", b"one"))
+    second = UploadJob.keep(SimpleUploadedFile("s.jsonl", b"two"))
+    try:
+        assert first["file_name"] == second["file_name"] == "s.jsonl"
+        assert first["upload"] != second["upload"]
+        assert first["upload"].startswith("uploads/") and first["upload"].endswith("-s.jsonl")
+        with default_storage.open(first["upload"]) as fh:
+            assert fh.read() == b"one"
+    finally:
+        default_storage.delete(first["upload"])
+        default_storage.delete(second["upload"])
