@@ -1,10 +1,11 @@
-"""What the API's resource modules share: pagination, the broker-down and upload-too-large
-answers, a job request refused by its kind's rules, the fields every job shows, the
-cancel and retry endpoints of a job kind, the membership that sees model scores."""
+"""What the API's resource modules share: pagination, the answer to starting a job (queued,
+refused, broker down), the upload-too-large answer, a job request refused by its kind's
+rules, the fields every job shows, the cancel and retry endpoints of a job kind, the
+membership that sees model scores."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
@@ -65,6 +66,23 @@ def broker_down(exc: jobs.EnqueueError) -> Response:
         status=status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": "30"},
     )
+
+
+def queued(
+    serializer_class: type[serializers.Serializer],
+    start: Callable[[], Job],
+    *,
+    refused: tuple[type[Exception], ...] = (jobs.RunError,),
+) -> Response:
+    """The 202 answer with the job that ``start()`` queued: 400 with the reason when it
+    refuses the request (a name taken, an empty selection), 503 when the broker is down."""
+    try:
+        job = start()
+    except refused as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    except jobs.EnqueueError as exc:
+        return broker_down(exc)
+    return Response(serializer_class(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 def upload_refused(request: Request) -> Response | None:

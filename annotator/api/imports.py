@@ -3,9 +3,11 @@ cancel or retry one."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -15,10 +17,10 @@ from annotator import jobs
 from annotator.access import get_membership
 from annotator.api.common import (
     JOB_FIELDS,
-    broker_down,
     job_actions,
     page_of,
     paginated,
+    queued,
     upload_refused,
 )
 from annotator.importing import start_import
@@ -63,18 +65,17 @@ def import_create(request: Request, slug: str) -> Response:
         return refused
     params = ImportRequestSerializer(data=request.data)
     params.is_valid(raise_exception=True)
-    try:
-        job = start_import(
-            project,
-            request.user,
-            params.validated_data["file"],
-            fmt=params.validated_data["format"],
-            split=params.validated_data["split"],
-            step_splitter=params.validated_data["step_splitter"],
-        )
-    except jobs.EnqueueError as exc:
-        return broker_down(exc)
-    return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+    data = params.validated_data
+    start = partial(
+        start_import,
+        project,
+        request.user,
+        data["file"],
+        fmt=data["format"],
+        split=data["split"],
+        step_splitter=data["step_splitter"],
+    )
+    return queued(ImportJobSerializer, start)
 
 
 @extend_schema(responses=ImportJobSerializer)

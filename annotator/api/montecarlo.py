@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -13,9 +15,9 @@ from rest_framework.response import Response
 from annotator import jobs, montecarlo
 from annotator.access import get_membership
 from annotator.api.common import (
-    broker_down,
     job_actions,
     project_seeing_scores,
+    queued,
     refused_request,
 )
 from annotator.models import MCMode, Membership, MonteCarloRun
@@ -89,13 +91,10 @@ def mc_run_list(request: Request, slug: str) -> Response:
         raise PermissionDenied("only staff owners start Monte-Carlo runs")
     params = MonteCarloRequestSerializer(data=request.data)
     params.is_valid(raise_exception=True)
-    try:
-        run = montecarlo.start_mc_run(membership.project, request.user, **params.validated_data)
-    except jobs.RunError as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-    except jobs.EnqueueError as exc:
-        return broker_down(exc)
-    return Response(MonteCarloRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+    start = partial(
+        montecarlo.start_mc_run, membership.project, request.user, **params.validated_data
+    )
+    return queued(MonteCarloRunSerializer, start)
 
 
 @extend_schema(responses=MonteCarloRunSerializer)

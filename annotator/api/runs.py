@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
+from functools import partial
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
@@ -18,7 +19,7 @@ from rest_framework.response import Response
 
 from annotator import jobs, runs
 from annotator.access import get_membership, get_trace_for_user
-from annotator.api.common import broker_down, job_actions, project_seeing_scores
+from annotator.api.common import job_actions, project_seeing_scores, queued
 from annotator.models import Membership, Scorer, ScoringRun
 from annotator.scorers import validate_scorer
 
@@ -128,19 +129,16 @@ def run_list(request: Request, slug: str) -> Response:
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
     params = RunRequestSerializer(data=request.data, context={"project": project})
     params.is_valid(raise_exception=True)
-    try:
-        run = runs.start_run(
-            project,
-            params.validated_data["scorer"],
-            request.user,
-            selection=params.validated_data["selection"],
-            name=params.validated_data["name"],
-        )
-    except jobs.RunError as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-    except jobs.EnqueueError as exc:
-        return broker_down(exc)
-    return Response(ScoringRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+    data = params.validated_data
+    start = partial(
+        runs.start_run,
+        project,
+        data["scorer"],
+        request.user,
+        selection=data["selection"],
+        name=data["name"],
+    )
+    return queued(ScoringRunSerializer, start)
 
 
 @extend_schema(responses=ScoringRunSerializer)

@@ -7,7 +7,7 @@ import math
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -16,9 +16,9 @@ from rest_framework.response import Response
 from annotator import jobs, training
 from annotator.access import get_membership
 from annotator.api.common import (
-    broker_down,
     job_actions,
     project_seeing_scores,
+    queued,
     refused_request,
 )
 from annotator.labelsets import LabelSetError, label_set_named
@@ -99,14 +99,12 @@ def training_run_list(request: Request, slug: str) -> Response:
     params.is_valid(raise_exception=True)
     data = dict(params.validated_data)
     label_set_name = data.pop("label_set")
-    try:
+
+    def start() -> TrainingRun:
         label_set = label_set_named(project, label_set_name) if label_set_name else None
-        run = training.start_training_run(project, request.user, label_set=label_set, **data)
-    except (jobs.RunError, LabelSetError) as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-    except jobs.EnqueueError as exc:
-        return broker_down(exc)
-    return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+        return training.start_training_run(project, request.user, label_set=label_set, **data)
+
+    return queued(TrainingRunSerializer, start, refused=(jobs.RunError, LabelSetError))
 
 
 @extend_schema(responses=TrainingRunSerializer)
