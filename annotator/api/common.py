@@ -1,7 +1,7 @@
 """What the API's resource modules share: pagination, the answer to starting a job (queued,
 refused, broker down), the upload-too-large answer, a job request refused by its kind's
-rules, the fields every job shows, the cancel and retry endpoints of a job kind, the
-membership that sees model scores."""
+rules, the fields every job shows, the detail, cancel and retry endpoints of a job kind,
+the membership that sees model scores."""
 
 from __future__ import annotations
 
@@ -113,6 +113,18 @@ def refused_request(
 
 def project_seeing_scores(request: Request, slug: str) -> Project:
     return get_membership(request.user, slug, allow=Membership.sees_model_scores).project
+
+
+def job_detail(model: type[Job], serializer_class: type[serializers.Serializer]):
+    """The endpoint that follows one job of ``model`` (owners)."""
+
+    @extend_schema(responses=serializer_class)
+    @api_view(["GET"])
+    def detail(request: Request, slug: str, job_id: int) -> Response:
+        _, job = jobs.get_job_for_user(request.user, slug, model, job_id)
+        return Response(serializer_class(job).data)
+
+    return detail
 
 
 def job_actions(model: type[Job], serializer_class: type[serializers.Serializer], id_kwarg: str):

@@ -13,11 +13,11 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from annotator import jobs
 from annotator.access import get_membership
 from annotator.api.common import (
     JOB_FIELDS,
     job_actions,
+    job_detail,
     page_of,
     paginated,
     queued,
@@ -78,11 +78,5 @@ def import_create(request: Request, slug: str) -> Response:
     return queued(ImportJobSerializer, start)
 
 
-@extend_schema(responses=ImportJobSerializer)
-@api_view(["GET"])
-def import_detail(request: Request, slug: str, job_id: int) -> Response:
-    _, job = jobs.get_job_for_user(request.user, slug, ImportJob, job_id)
-    return Response(ImportJobSerializer(job).data)
-
-
+import_detail = job_detail(ImportJob, ImportJobSerializer)
 import_cancel, import_retry = job_actions(ImportJob, ImportJobSerializer, "job_id")
