@@ -1027,6 +1027,30 @@ class ScoringRun(ProjectRun):
         return self.tokens / self.scoring_seconds if self.scoring_seconds > 0 else None
 
 
+class ScoreImportJob(UploadJob):
+    """A score file imported as a run on a worker (``runs.run_score_import_job``), as
+    trace imports are. All or nothing: one taken up again after a dead worker starts
+    over, unless it stored its run (``run``, set in the run's own transaction)."""
+
+    task_name = "annotator.tasks.run_score_import"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="score_import_jobs")
+    name = models.SlugField(max_length=100, help_text="The name of the run it makes.")
+    run = models.OneToOneField(
+        ScoringRun,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="import_job",
+    )
+
+    class Meta(UploadJob.Meta):
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="scoreimportjob_status")]
+
+    def __str__(self) -> str:
+        return f"score import {self.file_name} into {self.project} ({self.status})"
+
+
 class TraceScore(models.Model):
     """One trace's result in a run: the marker that it is stored (a resumed run skips
     it), the figures dashboards sort and filter on without touching every step, and

@@ -1,5 +1,6 @@
 """Scorers and scoring runs: the scorer registry, a project's runs (start, follow,
-cancel, retry, import a score file) and one trace's scores by run."""
+cancel, retry), score-file imports (queue one, follow, cancel, retry) and one trace's
+scores by run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from functools import partial
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, serializers, status
+from rest_framework import generics, serializers
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import MultiPartParser
@@ -19,8 +20,15 @@ from rest_framework.response import Response
 
 from annotator import jobs, runs
 from annotator.access import get_membership, get_trace_for_user
-from annotator.api.common import job_actions, project_seeing_scores, queued
-from annotator.models import Membership, Scorer, ScoringRun
+from annotator.api.common import (
+    JOB_FIELDS,
+    job_actions,
+    job_detail,
+    project_seeing_scores,
+    queued,
+    upload_refused,
+)
+from annotator.models import Membership, ScoreImportJob, Scorer, ScoringRun
 from annotator.scorers import validate_scorer
 
 
@@ -111,6 +119,12 @@ class ScoreImportSerializer(serializers.Serializer):
     name = serializers.SlugField(max_length=100)
 
 
+class ScoreImportJobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ScoreImportJob
+        fields = ["id", "file_name", "name", "run", *JOB_FIELDS]
+
+
 @extend_schema(
     methods=["GET"], responses=ScoringRunSerializer(many=True), description="The project's runs."
 )
@@ -168,25 +182,34 @@ run_cancel, run_retry = job_actions(ScoringRun, ScoringRunSerializer, "run_id")
 
 
 @extend_schema(
-    request=ScoreImportSerializer, responses={201: ScoringRunSerializer, 400: OpenApiTypes.OBJECT}
+    request=ScoreImportSerializer,
+    responses={
+        202: ScoreImportJobSerializer,
+        400: OpenApiTypes.OBJECT,
+        413: OpenApiTypes.OBJECT,
+        503: OpenApiTypes.OBJECT,
+    },
 )
 @api_view(["POST"])
 @parser_classes([MultiPartParser])
 def run_import(request: Request, slug: str) -> Response:
-    """Store a score file (``python -m scoring score`` output) as an imported run."""
+    """Queue a score file (``python -m scoring score`` output) for import as a run, as
+    trace imports are queued; follow the job at ``runs/imports/{id}/``, whose ``run`` is
+    the run once it is done."""
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    if refused := upload_refused(request):
+        return refused
     params = ScoreImportSerializer(data=request.data)
     params.is_valid(raise_exception=True)
-    upload = params.validated_data["file"]
-    try:
-        run = runs.import_scores(
-            project, upload, upload.name, name=params.validated_data["name"], user=request.user
-        )
-    except jobs.RunError as exc:
-        return Response(
-            {"detail": f"{exc}. Nothing was imported."}, status=status.HTTP_400_BAD_REQUEST
-        )
-    return Response(ScoringRunSerializer(run).data, status=status.HTTP_201_CREATED)
+    data = params.validated_data
+    start = partial(runs.start_score_import, project, request.user, data["file"], name=data["name"])
+    return queued(ScoreImportJobSerializer, start)
+
+
+score_import_detail = job_detail(ScoreImportJob, ScoreImportJobSerializer)
+score_import_cancel, score_import_retry = job_actions(
+    ScoreImportJob, ScoreImportJobSerializer, "job_id"
+)
 
 
 @extend_schema(responses={200: OpenApiTypes.OBJECT})

@@ -22,6 +22,7 @@ from annotator.models import (
     MonteCarloRun,
     Project,
     Role,
+    ScoreImportJob,
     ScoringRun,
     TrainingRun,
 )
@@ -142,14 +143,21 @@ def test_only_staff_owners_may_run_worker_jobs(project, users):
 def test_every_job_kind_names_a_task_declared_under_that_name_with_the_settings_limits():
     import annotator.tasks  # noqa: F401  (workers import it by autodiscovery)
 
-    assert set(jobs.job_models()) == {ImportJob, ScoringRun, MonteCarloRun, TrainingRun}
+    assert set(jobs.job_models()) == {
+        ImportJob,
+        ScoreImportJob,
+        ScoringRun,
+        MonteCarloRun,
+        TrainingRun,
+    }
     for model in jobs.job_models():
         task = app.tasks[model.task_name]
         assert task.name == model.task_name
     margin = settings.CELERY_TASK_TIME_LIMIT - settings.CELERY_TASK_SOFT_TIME_LIMIT
-    imports = app.tasks["annotator.tasks.run_import"]
-    assert imports.time_limit == settings.IMPORT_TIME_LIMIT
-    assert imports.soft_time_limit == settings.IMPORT_TIME_LIMIT - margin
+    for name in ("run_import", "run_score_import"):
+        imports = app.tasks[f"annotator.tasks.{name}"]
+        assert imports.time_limit == settings.IMPORT_TIME_LIMIT
+        assert imports.soft_time_limit == settings.IMPORT_TIME_LIMIT - margin
     for name in ("run_scoring", "run_montecarlo", "run_training"):
         task = app.tasks[f"annotator.tasks.{name}"]
         assert task.time_limit == settings.CELERY_TASK_TIME_LIMIT
