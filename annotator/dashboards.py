@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from django.core.cache import cache
 from django.db import connection, transaction
 
-from annotator import charts
+from annotator import charts, database
 from annotator.filters import FILTER_FIELDS, TraceFilter
 from annotator.models import MonteCarloRun, Project, ScoringRun
 from scoring import metrics
@@ -96,9 +96,9 @@ class Filters:
 
 
 def available() -> bool:
-    """The queries here are PostgreSQL's (``FILTER``, ``width_bucket``, ``array_agg``);
-    the embedded SQLite demo shows the trace pages' scores but no dashboard."""
-    return connection.vendor == "postgresql"
+    """The queries here are PostgreSQL's (``database.has_analytics``); the embedded
+    SQLite demo shows the trace pages' scores but no dashboard."""
+    return database.has_analytics()
 
 
 def _verdict_cte(filters: Filters) -> tuple[str, dict[str, Any]]:

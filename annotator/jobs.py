@@ -46,7 +46,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from annotator.access import get_membership
-from annotator.models import Job, JobStatus, Membership, Project, Trace
+from annotator.models import Job, JobStatus, Membership, Project, Trace, TraceQuerySet
 
 log = logging.getLogger(__name__)
 
@@ -138,19 +138,10 @@ def clean_selection(raw: dict[str, Any]) -> dict[str, Any]:
     return selection
 
 
-def selected_traces(project: Project, selection: dict[str, Any]) -> QuerySet[Trace]:
-    """The project's traces a run with this (cleaned) selection covers."""
-    traces = Trace.objects.filter(project=project)
-    for key in ("split", "generator", "source"):
-        if key in selection:
-            traces = traces.filter(**{key: selection[key]})
-    if selection.get("labelled") == "yes":
-        traces = traces.labelled()
-    elif selection.get("labelled") == "no":
-        traces = traces.unlabelled()
-    if "ids" in selection:
-        traces = traces.filter(pk__in=selection["ids"])
-    return traces
+def selected_traces(project: Project, selection: dict[str, Any]) -> TraceQuerySet:
+    """The project's traces a run with this selection covers. ``selection`` is cleaned
+    (``clean_selection``), so its keys are ``TraceQuerySet.selected``'s, whose rule it is."""
+    return Trace.objects.filter(project=project).selected(**selection)
 
 
 # -- the job machinery ------------------------------------------------------------------------

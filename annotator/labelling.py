@@ -15,9 +15,16 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from annotator import database
 from annotator.filters import BadParameter, text_param
 from annotator.models import Annotation, AnnotationKind, LabelScheme, Membership, Project, Trace
-from annotator.queue import may_label, release
+from annotator.queue import (
+    LIVE_HOLD_SQL,
+    latest_label_sql,
+    may_label,
+    others_holding_sql,
+    release,
+)
 
 # Re-exported (``X as X``) for the views and tests that import them from here.
 from scoring.labels import FLAGS as FLAGS
@@ -132,7 +139,10 @@ def append_version(
 
 
 def lock_trace(trace: Trace) -> None:
-    Trace.objects.select_for_update().filter(pk=trace.pk).values_list("pk").get()
+    """Lock the trace's row to the end of the transaction, where the database has row
+    locks (SQLite, the demo's database, serialises writers instead)."""
+    if database.has_row_locks():
+        Trace.objects.select_for_update().filter(pk=trace.pk).values_list("pk").get()
 
 
 class TraceFull(LabelError):
@@ -140,24 +150,20 @@ class TraceFull(LabelError):
 
 
 # What the N check needs (the labels that count, other people's live holds, whether
-# the submitter holds it) and the submitter's latest version (at most one: the
+# the submitter holds it) and the submitter's latest version (their own, with no
+# external labeller, as ``append_version`` versions it: at most one, by the
 # annotation_one_latest constraint). Read once the trace row is locked, in a statement
 # of its own: a lock taken in this statement (FOR UPDATE OF t) would refresh t's row
 # when granted but not the rows joined to it nor its subqueries, so a submit that
 # waited for a concurrent one of the same trace would miss the label that one stored
 # and insert a second latest version (a unique violation: a 500 on a double press).
-_LOAD_SQL = """
-SELECT t.label_count,
-  (SELECT count(*) FROM annotator_assignment s
-   WHERE s.trace_id = t.id AND NOT s.skipped AND s.expires_at > %(now)s
-     AND s.annotator_id <> %(user)s),
+_LOAD_SQL = f"""
+SELECT t.label_count, {others_holding_sql("t")},
   EXISTS (SELECT 1 FROM annotator_assignment s
-   WHERE s.trace_id = t.id AND s.annotator_id = %(user)s AND NOT s.skipped
-     AND s.expires_at > %(now)s),
+   WHERE s.trace_id = t.id AND s.annotator_id = %(user)s AND {LIVE_HOLD_SQL}),
   a.id, a.version, a.gave_up
 FROM annotator_trace t
-LEFT JOIN annotator_annotation a ON a.trace_id = t.id AND a.annotator_id = %(user)s
-  AND a.external_annotator = '' AND a.kind = 'label' AND a.is_latest
+LEFT JOIN annotator_annotation a ON {latest_label_sql("t.id")} AND a.external_annotator = ''
 WHERE t.id = %(trace)s
 """
 
@@ -174,7 +180,7 @@ UPDATE annotator_trace SET label_count = label_count + %(delta)s WHERE id = %(tr
 def _lock_and_load(trace: Trace, user) -> tuple[int, int, bool, Annotation | None]:
     """(label_count, other people's live holds, whether the user holds it, the user's
     latest label) with the trace row locked, read once the lock is held."""
-    lock_trace(trace)  # a no-op on SQLite (the demo), which serialises writers anyway
+    lock_trace(trace)
     with connection.cursor() as cursor:
         cursor.execute(_LOAD_SQL, {"trace": trace.pk, "user": user.pk, "now": timezone.now()})
         label_count, others_holding, mine, prev_id, prev_version, prev_gave_up = cursor.fetchone()
@@ -185,7 +191,7 @@ def _lock_and_load(trace: Trace, user) -> tuple[int, int, bool, Annotation | Non
 
 
 def _release_and_count(trace: Trace, user, delta: int) -> None:
-    if connection.vendor == "postgresql":
+    if database.has_writable_cte():
         with connection.cursor() as cursor:
             params = {"trace": trace.pk, "user": user.pk, "delta": delta}
             cursor.execute(_RELEASE_AND_COUNT_SQL, params)

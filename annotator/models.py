@@ -250,11 +250,13 @@ class TraceQuerySet(models.QuerySet):
         generator: str = "",
         source: str = "",
         labelled: str = "",
+        ids: Iterable[int] | None = None,
         seen_by: Membership | None = None,
     ) -> TraceQuerySet:
         """The traces of one split, generator and source (an empty value: any), labelled
         (``"yes"``) or not (``"no"``) as far as ``seen_by`` may see labels (everyone's
-        without it). ``annotator/filters.py`` parses these from a request.
+        without it), and with ``ids`` only those. ``annotator/filters.py`` parses these
+        from a request; a run's selection (``jobs.clean_selection``) holds them too.
 
         >>> Trace.objects.filter(project=p).visible_to(m).selected(split="test", seen_by=m)
         """
@@ -266,6 +268,8 @@ class TraceQuerySet(models.QuerySet):
             traces = traces.labelled(seen_by)
         elif labelled == "no":
             traces = traces.unlabelled(seen_by)
+        if ids is not None:
+            traces = traces.filter(pk__in=ids)
         return traces
 
     def facets(self, *fields: str) -> dict[str, list[str]]:

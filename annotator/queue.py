@@ -45,7 +45,6 @@ from annotator import database
 from annotator.hiding import REFERENCE_GENERATOR
 from annotator.models import (
     Annotation,
-    AnnotationKind,
     Assignment,
     Project,
     Step,
@@ -113,16 +112,51 @@ def _hold(project: Project, trace: Trace, user, now: datetime) -> None:
     )
 
 
+# The pieces of SQL that several statements here and in ``labelling`` share, written
+# once. Parameters by name: %(user)s the annotator, %(now)s the time of the claim or
+# submit.
+
+# A live hold of ``annotator_assignment s``: claimed, not skipped, not expired.
+LIVE_HOLD_SQL = "NOT s.skipped AND s.expires_at > %(now)s"
+
+
+def others_holding_sql(trace: str) -> str:
+    """How many other people hold the ``annotator_trace`` row ``trace`` (its alias) now."""
+    return (
+        "(SELECT count(*) FROM annotator_assignment s"
+        f" WHERE s.trace_id = {trace}.id AND {LIVE_HOLD_SQL} AND s.annotator_id <> %(user)s)"
+    )
+
+
+def load_sql(trace: str) -> str:
+    """The load of the ``annotator_trace`` row ``trace``: the labels that count
+    (``label_count``) plus other people's live holds, which stays below N for a trace
+    that has room."""
+    return f"{trace}.label_count + {others_holding_sql(trace)}"
+
+
+def latest_label_sql(trace_id: str) -> str:
+    """The condition on ``annotator_annotation a`` for the user's current label of the
+    trace ``trace_id`` (a column): ``Annotation.objects.latest_label_by`` in SQL."""
+    return (
+        f"a.trace_id = {trace_id} AND a.annotator_id = %(user)s"
+        " AND a.kind = 'label' AND a.is_latest"
+    )
+
+
+# Traces the user neither labelled nor skipped, for ``annotator_trace t``.
+_NEW_TO_USER_SQL = (
+    f"NOT EXISTS (SELECT 1 FROM annotator_annotation a WHERE {latest_label_sql('t.id')})"
+    " AND NOT EXISTS (SELECT 1 FROM annotator_assignment s"
+    " WHERE s.trace_id = t.id AND s.annotator_id = %(user)s AND s.skipped)"
+)
+
 # The two queries on every "next" are plain SQL: building them through the ORM cost
 # more (about 5 ms each on a small CPU) than running them (well under 1 ms).
-_HELD_SQL = """
+_HELD_SQL = f"""
 SELECT s.trace_id FROM annotator_assignment s
-WHERE s.project_id = %(project)s AND s.annotator_id = %(user)s
-  AND NOT s.skipped AND s.expires_at > %(now)s
-  AND NOT EXISTS (
-    SELECT 1 FROM annotator_annotation a
-    WHERE a.trace_id = s.trace_id AND a.annotator_id = %(user)s
-      AND a.kind = 'label' AND a.is_latest)
+WHERE s.project_id = %(project)s AND s.annotator_id = %(user)s AND {LIVE_HOLD_SQL}
+  AND NOT EXISTS (SELECT 1 FROM annotator_annotation a WHERE {latest_label_sql("s.trace_id")})
 ORDER BY s.claimed_at, s.id
 LIMIT 1
 """
@@ -137,40 +171,23 @@ LIMIT 1
 # over costs one index probe, not three (``bench/annotation_latency.py --history``
 # measures it; ``--explain`` prints the plan). A hashed NOT IN over the user's labels
 # was tried and is slower: it reads all their labels on every claim.
-_CANDIDATE_SQL = """
+_CANDIDATE_SQL = f"""
 SELECT t.id FROM annotator_trace t
 WHERE t.project_id = %(project)s AND NOT t.is_gold AND t.label_count < %(n)s
   AND (%(show_reference)s OR t.generator <> %(reference)s)
-  AND NOT EXISTS (
-    SELECT 1 FROM annotator_annotation a
-    WHERE a.trace_id = t.id AND a.annotator_id = %(user)s AND a.kind = 'label' AND a.is_latest)
-  AND NOT EXISTS (
-    SELECT 1 FROM annotator_assignment s
-    WHERE s.trace_id = t.id AND s.annotator_id = %(user)s AND s.skipped)
-  AND t.label_count + (
-    SELECT count(*) FROM annotator_assignment s
-    WHERE s.trace_id = t.id AND NOT s.skipped AND s.expires_at > %(now)s
-      AND s.annotator_id <> %(user)s) < %(n)s
-  {passed_over}
+  AND {_NEW_TO_USER_SQL}
+  AND {load_sql("t")} < %(n)s
+  {{passed_over}}
 ORDER BY t.label_count DESC, t.queue_rank, t.id
 LIMIT 1
-{lock}
+{{lock}}
 """
 
-_LOAD_SQL = """
-SELECT t.label_count + (
-  SELECT count(*) FROM annotator_assignment s
-  WHERE s.trace_id = t.id AND NOT s.skipped AND s.expires_at > %(now)s
-    AND s.annotator_id <> %(user)s)
-FROM annotator_trace t WHERE t.id = %(trace)s
-"""
+_LOAD_SQL = f"SELECT {load_sql('t')} FROM annotator_trace t WHERE t.id = %(trace)s"
 
-
-# _LOAD_SQL as an expression on the trace row, to fetch the trace and its load at once.
-_LOAD_EXPR = """annotator_trace.label_count + (
-  SELECT count(*) FROM annotator_assignment s
-  WHERE s.trace_id = annotator_trace.id AND NOT s.skipped AND s.expires_at > %s
-    AND s.annotator_id <> %s)"""
+# The load as an expression on the trace row, to fetch the trace and its load at once.
+# The ORM's raw SQL takes its parameters in order (%(now)s, then %(user)s).
+_LOAD_EXPR = load_sql("annotator_trace") % {"now": "%s", "user": "%s"}
 
 # The held trace, and whether the project has traces still to rank (a new import):
 # one statement for what every "next" asks first.
@@ -203,18 +220,13 @@ def held_trace(project: Project, user, now: datetime) -> Trace | None:
     return None if trace_id is None else Trace.objects.select_related("problem").get(pk=trace_id)
 
 
-_GOLD_SQL = """
+_GOLD_SQL = f"""
 SELECT t.id FROM annotator_trace t
 WHERE t.project_id = %(project)s AND t.is_gold
-  AND NOT EXISTS (
-    SELECT 1 FROM annotator_annotation a
-    WHERE a.trace_id = t.id AND a.annotator_id = %(user)s AND a.kind = 'label' AND a.is_latest)
-  AND NOT EXISTS (
-    SELECT 1 FROM annotator_assignment s
-    WHERE s.trace_id = t.id AND s.annotator_id = %(user)s AND s.skipped)
+  AND {_NEW_TO_USER_SQL}
 ORDER BY t.queue_rank, t.id
 LIMIT 1
-{lock}
+{{lock}}
 """
 
 
@@ -360,9 +372,7 @@ def claim_trace(project: Project, trace: Trace, user, *, now: datetime | None = 
     with transaction.atomic():
         params = {"user": user.pk, "now": now, "trace": trace.pk}
         load = _one(_LOAD_SQL + (" FOR UPDATE" if database.has_row_locks() else ""), params)
-        labelled = Annotation.objects.filter(
-            trace=trace, annotator=user, kind=AnnotationKind.LABEL, is_latest=True
-        ).exists()
+        labelled = Annotation.objects.latest_label_by(user).filter(trace=trace).exists()
         if not trace.is_gold and not labelled and load >= project.annotators_per_trace:
             raise HoldRefused(
                 f"This trace already has its {project.annotators_per_trace} annotator(s), "

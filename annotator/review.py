@@ -162,14 +162,14 @@ def send_back(trace: Trace, reviewer, comment: str) -> int:
 
 
 def open_requests(project: Project, user) -> QuerySet[Review]:
-    """Rejections and send-backs of the user's current labels, not yet superseded by a
-    newer version of the label or a later review."""
+    """Rejections and send-backs of the user's current annotations (their labels, a
+    reviewer's adjudications too), not yet superseded by a newer version of the
+    annotation or a later review."""
+    current = Annotation.objects.latest_versions().by(user).filter(trace__project=project)
     later = Review.objects.filter(annotation=OuterRef("annotation"), pk__gt=OuterRef("pk"))
     return (
         Review.objects.filter(
-            annotation__trace__project=project,
-            annotation__annotator=user,
-            annotation__is_latest=True,
+            annotation__in=current,
             decision__in=[ReviewDecision.SEND_BACK, ReviewDecision.REJECT],
         )
         .exclude(Exists(later))

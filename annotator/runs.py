@@ -3,8 +3,9 @@ worker, storing the scores, importing score files, and the run's figures against
 humans.
 
 A run streams its traces from the database shortest first (by step count, then id:
-a keyset, so memory stays flat and similar lengths batch together), scores each
-chunk with ``scoring.score_traces`` and commits the chunk's ``TraceScore`` and
+``TraceQuerySet.chunks``' keyset, so memory stays flat and similar lengths batch
+together), scores each chunk with ``scoring.score_traces`` (which asks the job's
+cancel check within the chunk) and commits the chunk's ``TraceScore`` and
 ``StepScore`` rows in one transaction. A chunk first deletes whatever the run
 stored for its traces, so writing a chunk twice (a worker that lost its claim)
 replaces rather than duplicates; a run taken up again skips the traces it stored.
@@ -17,7 +18,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
@@ -25,9 +26,9 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef
 
-from annotator import jobs
+from annotator import database, jobs
 from annotator.bulk import copy_rows
 from annotator.jobs import RunError, clean_selection, selected_traces
 from annotator.models import (
@@ -40,37 +41,15 @@ from annotator.models import (
     StepScore,
     Trace,
     TraceScore,
-    Verdict,
-    _step_texts,
+    read_with_steps,
 )
 from scoring import metrics
+from scoring.engine import CHECK_EVERY_SECONDS
 from scoring.formats import ImportFormatError, iter_scores
 from scoring.types import StepScores
 from scoring.types import Trace as ScoringTrace
 
 log = logging.getLogger(__name__)
-
-
-def _shortest_first(traces: QuerySet[Trace], chunk: int) -> Iterator[list[Trace]]:
-    """Chunks of traces with their steps, by (step count, id), keyset-paginated."""
-    ordered = traces.select_related("problem").order_by("num_steps", "id")
-    after: tuple[int, int] | None = None
-    while True:
-        page = ordered
-        if after is not None:
-            n, last = after
-            page = ordered.filter(num_steps__gte=n).exclude(num_steps=n, id__lte=last)
-        # The chunk's ids first, so only its own rows are joined with their problems.
-        rows = list(ordered.filter(id__in=page.values("id")[:chunk]))
-        if not rows:
-            return
-        texts = _step_texts([t.pk for t in rows])
-        for trace in rows:
-            trace.step_texts = texts[trace.pk]
-        yield rows
-        if len(rows) < chunk:
-            return
-        after = (rows[-1].num_steps, rows[-1].pk)
 
 
 # -- starting -------------------------------------------------------------------------------
@@ -135,9 +114,16 @@ def start_run(project: Project, scorer: Scorer, user, **kwargs: Any) -> ScoringR
 # -- the work -------------------------------------------------------------------------------
 
 
-def run_scoring_job(run: ScoringRun, context: jobs.JobContext | None = None) -> dict[str, Any]:
+def run_scoring_job(
+    run: ScoringRun,
+    context: jobs.JobContext | None = None,
+    *,
+    check_every: float = CHECK_EVERY_SECONDS,
+) -> dict[str, Any]:
     """Score what the run has not stored yet, chunk by chunk. ``context`` is None when
-    the run executes in-process (``score_traces --now``)."""
+    the run executes in-process (``score_traces --now``); otherwise its cancel check is
+    asked between chunks and, every ``check_every`` seconds, within one (a chunk of a
+    slow scorer runs for minutes)."""
     from annotator.scorers import load_scorer
     from scoring.engine import DEFAULT_BATCH_TOKENS, score_traces
 
@@ -164,7 +150,10 @@ def run_scoring_job(run: ScoringRun, context: jobs.JobContext | None = None) -> 
         what = provenance["model"] or provenance["adapter"]
         raise jobs.JobRefused(f"could not load {what}: {exc}") from exc
     batch_tokens = int(provenance["options"].get("batch_tokens", DEFAULT_BATCH_TOKENS))
-    for chunk in _shortest_first(todo, settings.SCORING_CHUNK_TRACES):
+    shortest_first = todo.select_related("problem").chunks(
+        settings.SCORING_CHUNK_TRACES, read=read_with_steps, by=("num_steps", "id")
+    )
+    for chunk in shortest_first:
         inputs = [
             ScoringTrace(
                 problem=trace.problem.text,
@@ -176,7 +165,10 @@ def run_scoring_job(run: ScoringRun, context: jobs.JobContext | None = None) -> 
             for trace in chunk
         ]
         started = time.perf_counter()
-        results = list(score_traces(adapter, inputs, batch_tokens))
+        check = context.check if context else None
+        results = list(
+            score_traces(adapter, inputs, batch_tokens, check=check, check_every=check_every)
+        )
         seconds = time.perf_counter() - started
         store_scores(run, results)
         tokens = sum(r.n_tokens for r in results)
@@ -231,12 +223,12 @@ def store_scores(run: ScoringRun, results: Sequence[StepScores]) -> None:
         return
     trace_ids = [int(r.trace_id) for r in results]
     trace_rows = []
-    step_rows: list[tuple[int, int, int, float]] = []  # SQLite
-    step_text: list[str] = []  # PostgreSQL: COPY's text lines
-    postgresql = connection.vendor == "postgresql"
+    step_rows: list[tuple[int, int, int, float]] = []  # without COPY (SQLite)
+    step_text: list[str] = []  # COPY's text lines (PostgreSQL)
+    copy = database.has_copy()
     for trace_id, result in zip(trace_ids, results, strict=True):
         scores = [float(s) for s in result.scores]
-        if postgresql:
+        if copy:
             # Each score spelt once, for its step's row and for the trace's array (an
             # array literal as text: psycopg's list dumper, a Python call per element,
             # made storing a third slower).
@@ -267,7 +259,7 @@ def store_scores(run: ScoringRun, results: Sequence[StepScores]) -> None:
             )
         )
     with transaction.atomic():
-        if connection.vendor == "postgresql":
+        if database.has_transaction_settings():
             # A crash may lose the last chunks' commits (never part of one): their
             # traces then have no TraceScore, and the resumed run scores them again.
             with connection.cursor() as cursor:
@@ -279,7 +271,7 @@ def store_scores(run: ScoringRun, results: Sequence[StepScores]) -> None:
             TraceScore.objects.filter(run=run, trace_id__in=trace_ids).delete()
             StepScore.objects.filter(run=run, trace_id__in=trace_ids).delete()
             copy_rows(TraceScore, _TRACE_SCORE_COLUMNS, trace_rows)
-        if postgresql:
+        if copy:
             _copy_step_score_text("".join(step_text))
         else:
             copy_rows(StepScore, ("run_id", "trace_id", "step_index", "score"), step_rows)
@@ -361,16 +353,13 @@ def processbench_rows(run: ScoringRun) -> list[SplitRow]:
     )
     if not predicted:
         return []
-    annotations: dict[int, list[Annotation]] = defaultdict(list)
-    for annotation in Annotation.objects.filter(
-        trace__in=Trace.objects.filter(trace_scores__run=run), is_latest=True
-    ).only("id", "trace_id", "kind", "first_error_step", "step_ratings"):
-        annotations[annotation.trace_id].append(annotation)
+    verdicts = Annotation.objects.filter(
+        trace__in=Trace.objects.filter(trace_scores__run=run)
+    ).verdicts()
     splits = dict(Trace.objects.filter(trace_scores__run=run).values_list("id", "split"))
     preds: dict[str, list[int]] = defaultdict(list)
     labels: dict[str, list[int]] = defaultdict(list)
-    for trace_id, labelled in annotations.items():
-        verdict = Verdict.resolve(labelled)
+    for trace_id, verdict in verdicts.items():
         if verdict.first_error_step is None or predicted.get(trace_id) is None:
             continue
         split = splits[trace_id] or "(no split)"
@@ -471,7 +460,7 @@ def import_scores(
 
 def _refuse_taken_name(project: Project, name: str) -> None:
     if ScoringRun.objects.filter(project=project, name=name).exists():
-        raise RunError(f"this project already has a run named {name!r}")
+        raise RunError(f"this project already has a run named {name!r}", field="name")
 
 
 def start_score_import(

@@ -27,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.common import database_name  # noqa: E402 (after the path is set)
+
 DATA = ROOT.parent / "shared" / "data" / "processbench-gsm8k" / "gsm8k.json"
 
 
@@ -86,7 +89,7 @@ def main() -> None:
 
     if connection.vendor != "postgresql":
         sys.exit("bench/import_export.py measures the PostgreSQL path; set DATABASE_URL")
-    settings.DATABASES["default"]["TEST"]["NAME"] = "stepwise_bench_import"
+    settings.DATABASES["default"]["TEST"]["NAME"] = database_name("import")
     if args.no_migrations:
         from django.apps import apps
 

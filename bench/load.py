@@ -35,6 +35,8 @@ from threading import Event, Lock
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import database_name  # noqa: E402 (after the path is set)
+
 
 @dataclass
 class LoadResult:
@@ -191,7 +193,7 @@ def main() -> None:
     if connection.vendor != "postgresql":
         sys.exit("bench/load.py measures PostgreSQL; set DATABASE_URL=postgres://...")
     # Its own database, created and dropped here, as bench/import_export.py does.
-    settings.DATABASES["default"]["TEST"]["NAME"] = database_name()
+    settings.DATABASES["default"]["TEST"]["NAME"] = database_name("load")
     if args.no_migrations:
         from django.apps import apps
 
@@ -203,12 +205,6 @@ def main() -> None:
         connection.close()
         teardown_databases(old, verbosity=0)
     sys.exit(1 if problems else 0)
-
-
-def database_name() -> str:
-    """A database name of this run's own: a fixed one was dropped by a second run
-    started meanwhile (``setup_databases`` drops a database of the same name first)."""
-    return f"stepwise_bench_load_{os.getpid()}_{secrets.token_hex(4)}"
 
 
 def load(args: argparse.Namespace) -> list[str]:

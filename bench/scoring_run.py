@@ -34,6 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.common import database_name  # noqa: E402 (after the path is set)
+
 DATA = ROOT.parent / "shared" / "data" / "processbench-gsm8k" / "gsm8k.json"
 
 
@@ -64,7 +67,7 @@ def main() -> None:
 
     if connection.vendor != "postgresql":
         sys.exit("bench/scoring_run.py measures the PostgreSQL path; set DATABASE_URL")
-    settings.DATABASES["default"]["TEST"]["NAME"] = "stepwise_bench_scoring"
+    settings.DATABASES["default"]["TEST"]["NAME"] = database_name("scoring")
     old = setup_databases(verbosity=0, interactive=False, keepdb=False)
     try:
         throughput(args)

@@ -1,5 +1,6 @@
 """``python -m scoring score ...``, ``python -m scoring evaluate ...``,
-``python -m scoring mc ...`` and ``python -m scoring train ...``."""
+``python -m scoring mc ...``, ``python -m scoring train ...`` and
+``python -m scoring curves ...``."""
 
 from __future__ import annotations
 
@@ -387,6 +388,156 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sizes(text: str) -> list[int]:
+    """``1,2,4`` -> [1, 2, 4]: distinct positive integers, for ``--s``, ``--v``, ``--sc``."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if any(v < 1 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 1, got {text!r}")
+    return values
+
+
+def _lambda(text: str) -> float | None:
+    """``--lambda``: a number >= 0, or ``measured`` (None)."""
+    if text == "measured":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'measured', got {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"lambda must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    return [2**i for i in range(limit.bit_length()) if 2**i <= limit]
+
+
+def _prm_scores(path: str, pools: list, how: str) -> list[list[float]]:
+    """Per problem, the aggregated PRM score of its first solutions, from a score file
+    (``python -m scoring score``'s JSONL) whose ids are ``"{problem}/{solution}"``: the
+    samples file's number and the sample's index in it."""
+    from scoring.metrics import aggregate
+
+    steps = read_scores(path)
+    out = []
+    for i, pool in enumerate(pools):
+        scores = []
+        for j in range(len(pool.samples)):
+            trace_id = f"{i}/{j}"
+            if trace_id not in steps:
+                break
+            finite = [s for s in steps[trace_id] if not math.isnan(s)]
+            if not finite:
+                raise ImportFormatError(path, f"trace {trace_id!r} has no step score", "scores")
+            scores.append(aggregate(finite, how))
+        out.append(scores)
+    unknown = sorted(set(steps) - {f"{i}/{j}" for i, s in enumerate(out) for j in range(len(s))})
+    if unknown:
+        raise ImportFormatError(
+            path,
+            f"ids {unknown[:3]} are not '<problem>/<solution>' of the first solutions of a "
+            f"problem in --samples (each problem's ids must run 0, 1, 2, ... with none missing)",
+            "id",
+        )
+    return out
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    """Success rate against compute for SC, GenRM best-of-S at each V and a PRM, from data
+    in the layout of ``nishadsinghi/sc-genrm-scaling`` (see :mod:`scoring.formats.sc_genrm`);
+    one ``dataclasses.asdict(CurvePoint)`` per row, JSON or CSV by the output's suffix."""
+    import csv
+    import json
+    from dataclasses import asdict, fields
+    from pathlib import Path
+
+    from scoring.curves import CurvePoint, curves
+    from scoring.formats.sc_genrm import iter_pools
+
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in (".json", ".csv"):
+        print(f"--output {args.output}: name a .json or .csv file", file=sys.stderr)
+        return 2
+    if args.v and not args.verifications:
+        print("--v needs --verifications (GenRM points need verifications)", file=sys.stderr)
+        return 2
+    try:
+        pools = list(
+            iter_pools(
+                args.samples,
+                args.verifications,
+                answer_style=args.answer_style,
+                max_samples=args.max_samples,
+                max_verified=args.max_verified,
+                max_verifications=args.max_verifications,
+            )
+        )
+        prm = _prm_scores(args.prm_scores, pools, args.prm_aggregate) if args.prm_scores else None
+    except (ImportFormatError, OSError) as error:
+        print(f"cannot read the data: {error}", file=sys.stderr)
+        return 2
+    verified = args.verifications is not None
+    sc_sizes = args.sc or _powers_of_two(min(len(p.samples) for p in pools))
+    if verified and min(p.verified for p in pools) == 0:
+        empty = next(i for i, p in enumerate(pools) if not p.verified)
+        print(f"--verifications: problem_{empty} holds no solution_*.yaml", file=sys.stderr)
+        return 2
+    sizes: list[int] = []
+    counts: list[int] = []
+    if verified:
+        sizes = args.s or _powers_of_two(min(p.verified for p in pools))
+        fewest = min(len(s.verifications) for p in pools for s in p.samples[: p.verified])
+        counts = args.v or _powers_of_two(fewest)
+    try:
+        points = curves(
+            pools,
+            sc_sizes=sc_sizes,
+            sizes=sizes,
+            verification_counts=counts,
+            rule=args.rule,
+            mode=args.mode,
+            lam=args.lam,
+            prm_scores=prm,
+            seed=args.seed,
+            grouping=args.grouping,
+        )
+    except ValueError as error:
+        if args.lam is None and "token counts" in str(error):
+            error = ValueError(f"{error} (--lambda 1 for GenRM-Base, 2 for GenRM-FT)")
+        print(f"cannot compute the curves: {error}", file=sys.stderr)
+        return 2
+    rows = [asdict(point) for point in points]
+    with open(args.output, "w", newline="", encoding="utf-8") as out:
+        if suffix == ".json":
+            json.dump(rows, out, indent=1)
+            out.write("\n")
+        else:
+            writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(CurvePoint)])
+            writer.writeheader()
+            writer.writerows(rows)
+    print(
+        f"{len(pools)} problems: {len(rows)} points ({args.mode}) -> {args.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -508,6 +659,62 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default=None, help="cpu, cuda (default: $STEPWISE_DEVICE or auto)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
+
+    cu = sub.add_parser(
+        "curves",
+        help="success rate against compute: SC, GenRM best-of-S, PRM best-of-N (JSON/CSV)",
+    )
+    cu.add_argument("--samples", required=True, help="folder of {i}.yaml samples files")
+    cu.add_argument(
+        "--verifications", help="folder of problem_{i}/solution_{j}.yaml verification files"
+    )
+    cu.add_argument(
+        "--lambda",
+        dest="lam",
+        type=_lambda,
+        default=None,
+        metavar="X|measured",
+        help="verification cost per solution (default: measured from token counts; the "
+        "reference's data has none: 1 for GenRM-Base, 2 for GenRM-FT)",
+    )
+    cu.add_argument(
+        "--mode",
+        default="exact",
+        choices=("exact", "replay"),
+        help="exact expectation (default) or the reference's seed-33 draws",
+    )
+    cu.add_argument("--s", type=_sizes, help="best-of-S sizes (default: 1, 2, 4... verified)")
+    cu.add_argument("--v", type=_sizes, help="verification counts (default: 1, 2, 4...)")
+    cu.add_argument("--sc", type=_sizes, help="majority-vote sizes (default: 1, 2, 4... all)")
+    cu.add_argument(
+        "--rule",
+        default="hybrid",
+        choices=("hybrid", "logprobs", "text"),
+        help="verdict: p(yes) falling back to the text (hybrid), p(yes) only, or the text only",
+    )
+    cu.add_argument(
+        "--answer-style",
+        default="minerva",
+        choices=("minerva", "llama70b", "hendrycks"),
+        help="how answers are read from solutions (the reference's model/math_type)",
+    )
+    cu.add_argument(
+        "--grouping",
+        default="string",
+        choices=("string", "math-verify"),
+        help="votes group answers by their normalised string or by math-verify equivalence",
+    )
+    cu.add_argument(
+        "--prm-scores",
+        help="score JSONL (`score`'s output) with ids '<problem>/<solution>': PRM best-of-N",
+    )
+    cu.add_argument("--prm-aggregate", default="min", choices=("min", "product", "last", "mean"))
+    cu.add_argument("--max-samples", type=_positive, help="use each problem's first N samples")
+    cu.add_argument("--max-verified", type=_positive, help="use the first N verified samples")
+    cu.add_argument("--max-verifications", type=_positive, help="use each solution's first N")
+    cu.add_argument("--seed", type=int, default=33, help="replay's per-problem seed")
+    cu.add_argument("--output", required=True, help="out.json or out.csv")
+    cu.set_defaults(func=cmd_curves)
     return parser
 
 

@@ -1,10 +1,13 @@
-"""Cancel and retry, the same two buttons on every job kind's page (imports, scoring,
-Monte-Carlo and training runs): owners only, POST only, back to the job's page."""
+"""What every job kind's pages share: starting a job from a form (its refusals shown on
+the form) and the cancel and retry buttons (owners only, POST only, back to the job's
+page)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -15,6 +18,21 @@ from annotator import jobs
 from annotator.models import Job
 
 JobView = Callable[..., HttpResponse]
+J = TypeVar("J", bound=Job)
+
+
+def start_from_form(form: forms.Form, start: Callable[[], J]) -> tuple[J | None, int]:
+    """``start()`` for a valid ``form``: the job and 200, or None and the status the page
+    answers with, the refusal on the form: a ``RunError`` on the field at fault where the
+    form has it (400), a broker that does not answer (503)."""
+    try:
+        return start(), 200
+    except jobs.RunError as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+        return None, 400
+    except jobs.EnqueueError as exc:
+        form.add_error(None, str(exc))
+        return None, 503
 
 
 def cancel_and_retry(model: type[Job], page: str, id_kwarg: str) -> tuple[JobView, JobView]:

@@ -17,9 +17,16 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import jobs, montecarlo
 from annotator.access import get_membership, get_trace_for_user
-from annotator.jobs import RunError
-from annotator.models import Annotation, MCMode, Membership, MonteCarloRun, Trace, TraceMC, Verdict
-from annotator.views.jobs import cancel_and_retry
+from annotator.models import (
+    Annotation,
+    JobStatus,
+    MCMode,
+    Membership,
+    MonteCarloRun,
+    Trace,
+    TraceMC,
+)
+from annotator.views.jobs import cancel_and_retry, start_from_form
 
 
 class MCForm(forms.Form):
@@ -70,8 +77,9 @@ def mc_list(request: HttpRequest, slug: str) -> HttpResponse:
     options = {"temperature": data["temperature"], "max_tokens": data["max_tokens"]}
     if data["seed"] is not None:
         options["seed"] = data["seed"]
-    try:
-        run = montecarlo.start_mc_run(
+    run, status = start_from_form(
+        form,
+        lambda: montecarlo.start_mc_run(
             membership.project,
             request.user,
             completer=data["completer"],
@@ -82,28 +90,20 @@ def mc_list(request: HttpRequest, slug: str) -> HttpResponse:
             selection={"split": data["split"]},
             keep_rollouts=data["keep_rollouts"],
             name=data["name"],
-        )
-    except RunError as exc:
-        # On the field at fault where the form has it (an option's value, the model).
-        form.add_error(exc.field if exc.field in form.fields else None, str(exc))
-        return _page(request, membership, form, status=400)
-    except jobs.EnqueueError as exc:
-        form.add_error(None, str(exc))
-        return _page(request, membership, form, status=503)
+        ),
+    )
+    if run is None:
+        return _page(request, membership, form, status=status)
     return redirect("mc-run", slug=slug, run_id=run.pk)
 
 
 def agreement_with_humans(run: MonteCarloRun) -> dict[str, int]:
     """How often the run's hard first error equals the human verdict, over the traces
-    with both."""
+    with both. Computed from everyone's labels: for members who see them."""
     found = dict(TraceMC.objects.filter(run=run).values_list("trace_id", "first_error"))
-    latest = Annotation.objects.filter(trace_id__in=list(found), is_latest=True)
-    by_trace: dict[int, list[Annotation]] = {}
-    for annotation in latest:
-        by_trace.setdefault(annotation.trace_id, []).append(annotation)
+    verdicts = Annotation.objects.filter(trace_id__in=list(found)).verdicts()
     both = agree = 0
-    for trace_id, latest_of_trace in by_trace.items():
-        verdict = Verdict.resolve(latest_of_trace)
+    for trace_id, verdict in verdicts.items():
         if verdict.is_labelled:
             both += 1
             agree += verdict.first_error_step == found[trace_id]
@@ -123,7 +123,11 @@ def mc_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         "run": run,
         "totals": totals,
         "per_trace": totals["rollouts"] / totals["traces"] if totals["traces"] else None,
-        "agreement": agreement_with_humans(run) if run.status == "done" else None,
+        "agreement": (
+            agreement_with_humans(run)
+            if run.status == JobStatus.DONE and membership.sees_all_labels()
+            else None
+        ),
     }
     template = "mc_run.html#mc-run-status" if request.htmx else "mc_run.html"
     return render(request, template, context)
@@ -138,7 +142,13 @@ def trace_mc(request: HttpRequest, slug: str, trace_id: int) -> HttpResponse:
     membership, trace = get_trace_for_user(
         request.user, slug, trace_id, allow=Membership.sees_model_scores
     )
-    context = {"project": membership.project, "trace": trace, **mc_context(trace)}
+    # ``membership`` too: the hiding tag asks it (it would look it up again).
+    context = {
+        "project": membership.project,
+        "membership": membership,
+        "trace": trace,
+        **mc_context(trace),
+    }
     return render(request, "mc_cells.html#mc-values", context)
 
 

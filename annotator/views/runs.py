@@ -28,7 +28,7 @@ from annotator.models import (
     Trace,
 )
 from annotator.uploads import upload_too_large
-from annotator.views.jobs import cancel_and_retry
+from annotator.views.jobs import cancel_and_retry, start_from_form
 from scoring import metrics
 from scoring.types import NO_PREDICTION
 
@@ -102,15 +102,6 @@ def score_context(
 # -- forms ----------------------------------------------------------------------------------
 
 
-def _distinct(project: Project, field: str) -> list[str]:
-    return list(
-        Trace.objects.filter(project=project)
-        .order_by(field)
-        .values_list(field, flat=True)
-        .distinct()
-    )
-
-
 class ScoreForm(forms.Form):
     """*Score traces*: a scorer over a selection of the project's traces."""
 
@@ -130,15 +121,19 @@ class ScoreForm(forms.Form):
     )
 
     def __init__(self, project: Project, *args, facets: dict | None = None, **kwargs) -> None:
-        """``facets``: the project's ``splits`` and ``generators`` where the page has
-        them already (``services.facet_values``), saving two queries."""
+        """``facets``: what ``TraceQuerySet.facets`` gave the page already (its
+        ``splits`` and ``generators``), saving those queries. The form is for owners,
+        who see every trace, so the menus list every value."""
         super().__init__(*args, **kwargs)
         # Another project's scorer is neither offered nor accepted.
         self.fields["scorer"].queryset = Scorer.objects.usable_in(project)
-        facets = facets or {}
-        for field, known in (("split", "splits"), ("generator", "generators"), ("source", "")):
-            values = facets[known] if known in facets else _distinct(project, field)
-            self.fields[field].choices = [("", "all")] + [(v, v or "(none)") for v in values]
+        facets = dict(facets or {})
+        missing = [f for f in ("split", "generator", "source") if f"{f}s" not in facets]
+        if missing:
+            facets.update(Trace.objects.filter(project=project).facets(*missing))
+        for field in ("split", "generator", "source"):
+            choices = [(v, v or "(none)") for v in facets[f"{field}s"]]
+            self.fields[field].choices = [("", "all"), *choices]
 
     def selection(self) -> dict[str, str]:
         return {key: self.cleaned_data[key] for key in jobs.SELECTION_KEYS}
@@ -217,20 +212,18 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
     form = ScoreForm(project, request.POST)
     if not form.is_valid():
         return _runs_page(request, membership, score_form=form, status=400)
-    try:
-        run = runs.start_run(
+    run, status = start_from_form(
+        form,
+        lambda: runs.start_run(
             project,
             form.cleaned_data["scorer"],
             request.user,
             selection=form.selection(),
             name=form.cleaned_data["name"],
-        )
-    except jobs.RunError as exc:
-        form.add_error(None, str(exc))
-        return _runs_page(request, membership, score_form=form, status=400)
-    except jobs.EnqueueError as exc:
-        form.add_error(None, str(exc))
-        return _runs_page(request, membership, score_form=form, status=503)
+        ),
+    )
+    if run is None:
+        return _runs_page(request, membership, score_form=form, status=status)
     return redirect("run", slug=project.slug, run_id=run.pk)
 
 
@@ -246,19 +239,15 @@ def run_import(request: HttpRequest, slug: str) -> HttpResponse:
     form = ImportScoresForm(request.POST, request.FILES)
     if not form.is_valid():
         return _runs_page(request, membership, import_form=form, status=400)
-    try:
-        job = runs.start_score_import(
-            membership.project,
-            request.user,
-            form.cleaned_data["file"],
-            name=form.cleaned_data["name"],
-        )
-    except jobs.RunError as exc:
-        form.add_error("name", str(exc))
-        return _runs_page(request, membership, import_form=form, status=400)
-    except jobs.EnqueueError as exc:
-        form.add_error(None, str(exc))
-        return _runs_page(request, membership, import_form=form, status=503)
+    data = form.cleaned_data
+    job, status = start_from_form(
+        form,
+        lambda: runs.start_score_import(
+            membership.project, request.user, data["file"], name=data["name"]
+        ),
+    )
+    if job is None:
+        return _runs_page(request, membership, import_form=form, status=status)
     return redirect("score-import", slug=membership.project.slug, job_id=job.pk)
 
 
@@ -298,7 +287,8 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         allow=Membership.sees_model_scores,
     )
     table = []
-    if run.status == JobStatus.DONE:
+    # Its per-split counts come from everyone's labels: for members who see them.
+    if run.status == JobStatus.DONE and membership.sees_all_labels():
         table = [
             {
                 "split": row.split,

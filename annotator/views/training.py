@@ -17,9 +17,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import jobs, training
 from annotator.access import get_membership
-from annotator.jobs import RunError
 from annotator.models import LabelSet, Membership, TrainingRun
-from annotator.views.jobs import cancel_and_retry
+from annotator.views.jobs import cancel_and_retry, start_from_form
 
 
 class TrainingForm(forms.Form):
@@ -80,8 +79,9 @@ def training_list(request: HttpRequest, slug: str) -> HttpResponse:
     for key in ("lr", "max_steps", "save_every"):
         if data[key] is not None:
             options[key] = data[key]
-    try:
-        run = training.start_training_run(
+    run, status = start_from_form(
+        form,
+        lambda: training.start_training_run(
             membership.project,
             request.user,
             kind=data["kind"],
@@ -90,14 +90,10 @@ def training_list(request: HttpRequest, slug: str) -> HttpResponse:
             eval_split=data["eval_split"],
             options=options,
             name=data["name"],
-        )
-    except RunError as exc:
-        # On the field at fault where the form has it (an option's value, the model).
-        form.add_error(exc.field if exc.field in form.fields else None, str(exc))
-        return _page(request, membership, form, status=400)
-    except jobs.EnqueueError as exc:
-        form.add_error(None, str(exc))
-        return _page(request, membership, form, status=503)
+        ),
+    )
+    if run is None:
+        return _page(request, membership, form, status=status)
     return redirect("training-run", slug=slug, run_id=run.pk)
 
 

@@ -375,15 +375,21 @@ def test_run_pages_compare_with_human_labels_only_for_those_who_see_them(
     n" give away other people's labels."""
     _, _, run, mc_run = others_labels
     client = client_for(users[role])
-    run_page = client.get(reverse("run", args=[project.slug, run.pk])).content
-    mc_page = client.get(reverse("mc-run", args=[project.slug, mc_run.pk])).content
+    run_response = client.get(reverse("run", args=[project.slug, run.pk]))
+    mc_response = client.get(reverse("mc-run", args=[project.slug, mc_run.pk]))
     sets_page = client.get(reverse("label-sets", args=[project.slug])).content
     shown = {
-        "processbench": b'id="processbench"' in run_page,
-        "mc agreement": b'id="mc-agreement"' in mc_page,
+        "processbench": b'id="processbench"' in run_response.content,
+        "mc agreement": b'id="mc-agreement"' in mc_response.content,
         "human label set": b'data-name="humans"' in sets_page,
     }
     assert shown == dict.fromkeys(shown, not blind)
+    # Not computed either, so no template or partial can show them by mistake.
+    computed = {
+        "processbench": run_response.context["table"] != [],
+        "mc agreement": mc_response.context["agreement"] is not None,
+    }
+    assert computed == dict.fromkeys(computed, not blind)
 
 
 def test_metadata_keeps_imported_labellers_records_from_blind_members(project, users):

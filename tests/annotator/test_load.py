@@ -9,7 +9,8 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from annotator.models import Membership, Role
-from bench.load import database_name, invariant_failures, run_load
+from bench.common import database_name
+from bench.load import invariant_failures, run_load
 from tests.factories import make_trace
 
 
@@ -33,10 +34,11 @@ def test_twenty_annotators_at_once_keep_the_queue_invariants(live_server, django
     assert len(result.submissions) == 15 * 2
 
 
-def test_each_load_run_has_a_database_of_its_own() -> None:
-    """Two runs at once once shared ``stepwise_bench_load``: the second one's set-up
-    dropped the first one's database under its server."""
-    first, second = database_name(), database_name()
+@pytest.mark.parametrize("bench", ["load", "import", "scoring"])
+def test_each_bench_run_has_a_database_of_its_own(bench: str) -> None:
+    """Two runs at once once shared ``stepwise_bench_<bench>``: the second one's set-up
+    dropped the first one's database under it."""
+    first, second = database_name(bench), database_name(bench)
     assert first != second
     for name in (first, second):
-        assert name.startswith("stepwise_bench_load_") and len(name) < 63  # PostgreSQL's limit
+        assert name.startswith(f"stepwise_bench_{bench}_") and len(name) < 63  # PostgreSQL's

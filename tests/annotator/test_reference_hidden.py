@@ -4,6 +4,8 @@ solutions to annotators (they end in the answer)."""
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from annotator import queue
@@ -107,3 +109,14 @@ def test_rollouts_marked_right_or_wrong_are_shown_only_where_the_answer_is(
     project.save()
     seen = rollouts_shown(client_for(users[role]), project, solution)
     assert seen == {"marks": shown, "answers": shown}
+
+
+def test_the_monte_carlo_section_looks_the_membership_up_once(rollouts, client_for, users):
+    """The view hands its membership to the template, whose hiding tag would otherwise
+    look it up again."""
+    project, solution = rollouts
+    client = client_for(users["annotator"])
+    with CaptureQueriesContext(connection) as queries:
+        client.get(reverse("trace-mc", args=[project.slug, solution.pk]))
+    lookups = [q["sql"] for q in queries if 'FROM "annotator_membership"' in q["sql"]]
+    assert len(lookups) == 1

@@ -7,14 +7,18 @@ import io
 import json
 import math
 import re
+import threading
+from functools import partial
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 
 from annotator import jobs, runs
 from annotator.importing import import_file
 from annotator.models import JobStatus, Scorer, ScoringRun, Step, StepScore, Trace, TraceScore
 from tests.factories import PROCESSBENCH_GSM8K, cli_scores
+from tests.scoring import mc_server
 
 pytestmark = pytest.mark.django_db
 
@@ -239,3 +243,56 @@ def test_a_finished_run_leaves_its_dashboard_figures_cached(gsm8k, arithmetic, u
     assert dashboards.cached("best-of-n", run, filters, version, cold) == dashboards.best_of_n(run)
     row = TraceScore.objects.filter(run=run).exclude(mean_score=None).first()
     assert row is not None and row.log_product is not None
+
+
+class _CancelMidChunk(mc_server.Handler):
+    """The scripted OpenAI-compatible server, whose answers the critic reads; while
+    request ``cancel_at`` is in flight, the run's owner asks to cancel the run (on this
+    request's own database connection, as a page would)."""
+
+    def do_POST(self) -> None:
+        server = self.server
+        with server.lock:
+            server.received += 1
+            cancel_now = server.received == server.cancel_at
+        if cancel_now:
+            try:
+                jobs.cancel(ScoringRun.objects.get(pk=server.run_id))
+            finally:
+                connection.close()
+        super().do_POST()
+
+
+@pytest.fixture
+def critic_server():
+    server = mc_server.Server(("127.0.0.1", 0), delay=0)
+    server.RequestHandlerClass = _CancelMidChunk
+    server.received = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_during_a_long_chunk_stops_the_run_before_the_chunk_ends(
+    labelled, users, critic_server, settings
+):
+    """The job's cancel check reaches ``score_traces``: a chunk of a slow scorer (a
+    request per trace) stops at the next trace, and nothing of it is stored."""
+    settings.SCORING_CHUNK_TRACES = 100  # one chunk holds every trace
+    url = f"http://127.0.0.1:{critic_server.server_address[1]}/v1"
+    critic = Scorer.objects.create(
+        name="critic", adapter="llm-critic", model="critic", options={"base_url": url}
+    )
+    run = runs.create_run(labelled, critic, users["owner"])
+    critic_server.run_id, critic_server.cancel_at = run.pk, 3
+
+    # Checked before every trace (``check_every=0``), so no timing decides the outcome.
+    status = jobs.execute(ScoringRun, run.pk, partial(runs.run_scoring_job, check_every=0))
+
+    run.refresh_from_db()
+    assert status == JobStatus.CANCELLED == run.status
+    assert critic_server.received == 3 < Trace.objects.filter(project=labelled).count()
+    assert not TraceScore.objects.filter(run=run).exists()

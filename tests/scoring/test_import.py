@@ -25,7 +25,7 @@ def test_it_imports_scoring_without_django_celery_or_torch() -> None:
 
 
 def test_it_imports_the_pure_modules_without_torch() -> None:
-    modules = "types, steps, metrics, grading, arithmetic, formats, labels, batching, engine, device, cli, adapters, rewards, tools, curves"
+    modules = "types, steps, metrics, grading, arithmetic, formats, labels, batching, engine, device, cli, adapters, rewards, tools, curves, grounded"
     assert _loaded_after(f"from scoring import {modules}") == []
 
 
