@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import orjson
 from django.conf import settings
@@ -28,6 +30,9 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from annotator import database
+
+if TYPE_CHECKING:
+    from django.core.files.uploadedfile import UploadedFile
 
 T = TypeVar("T")
 
@@ -773,25 +778,29 @@ class ProjectRun(Job):
         return elapsed / done_this_attempt * (self.progress_total - self.progress_done)
 
 
-class ImportJob(Job):
-    """An import started from the UI or the API; a Celery worker runs it. Imports are
-    all-or-nothing (one transaction), so one taken up again after a dead worker starts
-    over. The upload lives in Django's default storage under ``upload``, so a worker on
-    another machine reads it through a shared volume or object storage."""
+class UploadJob(Job):
+    """A job whose input is an uploaded file (trace and score-file imports). The upload
+    lives in Django's default storage under ``upload``, so a worker on another machine
+    reads it through a shared volume or object storage; it is deleted once the job
+    cannot run again."""
 
-    task_name = "annotator.tasks.run_import"
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
     file_name = models.CharField(max_length=255)
     upload = models.CharField(max_length=500, help_text="Storage name of the uploaded file.")
-    format = models.CharField(max_length=32, default="auto")
-    options = models.JSONField(default=dict, blank=True)
 
     class Meta(Job.Meta):
-        indexes = [models.Index(fields=["status", "heartbeat_at"], name="importjob_status")]
+        abstract = True
 
-    def __str__(self) -> str:
-        return f"import {self.file_name} into {self.project} ({self.status})"
+    @staticmethod
+    def keep(upload: UploadedFile) -> dict[str, str]:
+        """Save ``upload`` to storage under a name of its own; the fields of the job
+        that reads it (``file_name``, ``upload``)."""
+        from django.core.files.storage import default_storage
+
+        name = Path(upload.name or "upload").name
+        return {
+            "file_name": name,
+            "upload": default_storage.save(f"uploads/{uuid.uuid4().hex}-{name}", upload),
+        }
 
     def release_resources(self) -> None:
         from django.core.files.storage import default_storage
@@ -805,6 +814,24 @@ class ImportJob(Job):
         if not self.upload or not default_storage.exists(self.upload):
             return "The uploaded file is gone; upload it again."
         return ""
+
+
+class ImportJob(UploadJob):
+    """An import started from the UI or the API; a Celery worker runs it. Imports are
+    all-or-nothing (one transaction), so one taken up again after a dead worker starts
+    over."""
+
+    task_name = "annotator.tasks.run_import"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
+    format = models.CharField(max_length=32, default="auto")
+    options = models.JSONField(default=dict, blank=True)
+
+    class Meta(UploadJob.Meta):
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="importjob_status")]
+
+    def __str__(self) -> str:
+        return f"import {self.file_name} into {self.project} ({self.status})"
 
 
 class Assignment(models.Model):
@@ -1002,6 +1029,30 @@ class ScoringRun(ProjectRun):
     @property
     def tokens_per_second(self) -> float | None:
         return self.tokens / self.scoring_seconds if self.scoring_seconds > 0 else None
+
+
+class ScoreImportJob(UploadJob):
+    """A score file imported as a run on a worker (``runs.run_score_import_job``), as
+    trace imports are. All or nothing: one taken up again after a dead worker starts
+    over, unless it stored its run (``run``, set in the run's own transaction)."""
+
+    task_name = "annotator.tasks.run_score_import"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="score_import_jobs")
+    name = models.SlugField(max_length=100, help_text="The name of the run it makes.")
+    run = models.OneToOneField(
+        ScoringRun,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="import_job",
+    )
+
+    class Meta(UploadJob.Meta):
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="scoreimportjob_status")]
+
+    def __str__(self) -> str:
+        return f"score import {self.file_name} into {self.project} ({self.status})"
 
 
 class TraceScore(models.Model):

@@ -18,11 +18,13 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from django.conf import settings
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 
@@ -33,6 +35,7 @@ from annotator.models import (
     Annotation,
     Project,
     RunSource,
+    ScoreImportJob,
     Scorer,
     ScoringRun,
     StepScore,
@@ -386,20 +389,35 @@ def run_summary(run: ScoringRun) -> dict[str, Any]:
 
 # -- importing score files ------------------------------------------------------------------
 
+# Scores stored per statement, and records read between progress reports.
+SCORE_IMPORT_CHUNK = 2000
+
 
 def import_scores(
-    project: Project, fh: IO[bytes], file_name: str, *, name: str, user
+    project: Project,
+    fh: IO[bytes],
+    file_name: str,
+    *,
+    name: str,
+    user,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> ScoringRun:
     """A run with provenance "imported" from the JSONL that ``python -m scoring score``
     writes (``{"id", "scores", "adapter"?, "model"?, ...}`` per line; the minimal form is
     ``{"id": ..., "scores": [...]}``), read by the one score-file reader
     (``scoring.formats.scores.iter_scores``, with its guards). Records match traces by
     external id. Any bad line (refused by the reader, an unknown id, a wrong step
-    count) refuses the whole file with its line named, and nothing is written."""
-    if ScoringRun.objects.filter(project=project, name=name).exists():
-        raise RunError(f"this project already has a run named {name!r}")
+    count) refuses the whole file with its line named, and nothing is written.
+    ``progress(records read, total)`` is called every ``SCORE_IMPORT_CHUNK`` records
+    while reading and once per chunk stored (a job's, which raises there to stop)."""
+    _refuse_taken_name(project, name)
+    report = progress or (lambda done, total: None)
+    records: list[tuple[int, StepScores]] = []
     try:
-        records = list(iter_scores(fh, file_name))
+        for record in iter_scores(fh, file_name):
+            records.append(record)
+            if len(records) % SCORE_IMPORT_CHUNK == 0:
+                report(len(records), None)
     except ImportFormatError as exc:
         raise RunError(str(exc)) from None
     if not records:
@@ -432,11 +450,55 @@ def import_scores(
                 "model": ", ".join(sorted({i.model for i in parsed if i.model})),
             },
         )
-        for start in range(0, len(parsed), 2000):
-            store_scores(run, parsed[start : start + 2000])
+        for start in range(0, len(parsed), SCORE_IMPORT_CHUNK):
+            store_scores(run, parsed[start : start + SCORE_IMPORT_CHUNK])
+            report(len(records), len(records))
         ScoringRun.objects.filter(pk=run.pk).update(summary=run_summary(run))
     run.refresh_from_db()
     return run
+
+
+def _refuse_taken_name(project: Project, name: str) -> None:
+    if ScoringRun.objects.filter(project=project, name=name).exists():
+        raise RunError(f"this project already has a run named {name!r}", field="name")
+
+
+def start_score_import(
+    project: Project, user, upload: UploadedFile, *, name: str
+) -> ScoreImportJob:
+    """Save the upload to storage and queue its import as the run ``name``; ``RunError``
+    when the project has a run of that name, ``EnqueueError`` (the job marked failed,
+    the upload deleted) when the broker is down."""
+    _refuse_taken_name(project, name)
+    kept = ScoreImportJob.keep(upload)
+    job = ScoreImportJob.objects.create(
+        project=project, name=name, created_by=user, max_attempts=settings.JOB_MAX_ATTEMPTS, **kept
+    )
+    return jobs.enqueue(job)
+
+
+def run_score_import_job(job: ScoreImportJob, context: jobs.JobContext) -> dict[str, Any]:
+    """The work of a score import: ``import_scores`` on the stored file, all or nothing.
+    A job taken up again after it stored its run (its worker died before it could
+    finish the job) keeps that run."""
+    if job.run_id is not None:
+        return {**job.run.summary, "run": job.run_id}
+    with default_storage.open(job.upload, "rb") as fh, transaction.atomic():
+        try:
+            run = import_scores(
+                job.project,
+                fh,
+                job.file_name,
+                name=job.name,
+                user=job.created_by,
+                progress=context.progress,
+            )
+        except RunError as exc:
+            raise jobs.JobRefused(f"{exc}. Nothing was imported.") from exc
+        # In the run's transaction: a worker that dies once it commits leaves the run
+        # found here, not a second import refused for its taken name.
+        ScoreImportJob.objects.filter(pk=job.pk).update(run=run)
+    return {**run.summary, "run": run.pk}
 
 
 def _traces_by_external_id(project: Project, ids: list[str]) -> dict[str, tuple[int, int]]:

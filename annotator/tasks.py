@@ -5,8 +5,8 @@
 Names are explicit: a job row names its task (``Job.task_name``) and messages carry
 the name, so renaming a function must not orphan the messages already queued. Time
 limits come from settings: ``CELERY_TASK_TIME_LIMIT`` and ``CELERY_TASK_SOFT_TIME_LIMIT``
-for every task, ``IMPORT_TIME_LIMIT`` for imports (they run on the CPU queue beside
-other work, so they get less).
+for every task, ``IMPORT_TIME_LIMIT`` for imports of traces and of scores (they run on
+the CPU queue beside other work, so they get less).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from django.db import close_old_connections, connection
 
 from annotator import jobs
 from annotator.importing import run_import_job
-from annotator.models import ImportJob, MonteCarloRun, ScoringRun, TrainingRun
+from annotator.models import ImportJob, MonteCarloRun, ScoreImportJob, ScoringRun, TrainingRun
 from annotator.montecarlo import run_montecarlo_job
-from annotator.runs import run_scoring_job
+from annotator.runs import run_score_import_job, run_scoring_job
 from annotator.training import run_training_job
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,11 @@ IMPORT_LIMITS = {
 @shared_task(name="annotator.tasks.run_import", **IMPORT_LIMITS)
 def run_import(job_id: int) -> None:
     jobs.execute(ImportJob, job_id, run_import_job)
+
+
+@shared_task(name="annotator.tasks.run_score_import", **IMPORT_LIMITS)
+def run_score_import(job_id: int) -> None:
+    jobs.execute(ScoreImportJob, job_id, run_score_import_job)
 
 
 @shared_task(name="annotator.tasks.run_scoring")

@@ -66,6 +66,9 @@ project_urls = [
     # scoring runs
     path("runs/", runs.run_list, name="runs"),
     path("runs/import/", runs.run_import, name="run-import"),
+    path("runs/imports/<int:job_id>/", runs.score_import_job, name="score-import"),
+    path("runs/imports/<int:job_id>/cancel/", runs.score_import_cancel, name="score-import-cancel"),
+    path("runs/imports/<int:job_id>/retry/", runs.score_import_retry, name="score-import-retry"),
     path("runs/<int:run_id>/", runs.run_detail, name="run"),
     path("runs/<int:run_id>/cancel/", runs.run_cancel, name="run-cancel"),
     path("runs/<int:run_id>/retry/", runs.run_retry, name="run-retry"),

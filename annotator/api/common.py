@@ -1,10 +1,13 @@
-"""What the API's resource modules share: pagination, the broker-down answer, the
-cancel and retry endpoints of a job kind, the membership that sees model scores."""
+"""What the API's resource modules share: pagination, the answer to starting a job (queued,
+refused, broker down), the upload-too-large answer, a job request refused by its kind's
+rules, the fields every job shows, the detail, cancel and retry endpoints of a job kind,
+the membership that sees model scores."""
 
 from __future__ import annotations
 
-from django.db.models import Model, QuerySet
-from django.shortcuts import get_object_or_404
+from collections.abc import Callable, Mapping
+
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -16,6 +19,25 @@ from rest_framework.settings import api_settings
 from annotator import jobs
 from annotator.access import get_membership
 from annotator.models import Job, Membership, Project
+from annotator.uploads import upload_too_large
+
+# What a job serializer shows of every job kind, after the kind's own fields.
+JOB_FIELDS = [
+    "status",
+    "queue",
+    "progress_done",
+    "progress_total",
+    "attempts",
+    "max_attempts",
+    "cancel_requested",
+    "heartbeat_at",
+    "summary",
+    "error",
+    "created_at",
+    "queued_at",
+    "started_at",
+    "finished_at",
+]
 
 
 def paginated(
@@ -46,18 +68,72 @@ def broker_down(exc: jobs.EnqueueError) -> Response:
     )
 
 
+def queued(
+    serializer_class: type[serializers.Serializer],
+    start: Callable[[], Job],
+    *,
+    refused: tuple[type[Exception], ...] = (jobs.RunError,),
+) -> Response:
+    """The 202 answer with the job that ``start()`` queued: 400 with the reason when it
+    refuses the request (a name taken, an empty selection), 503 when the broker is down."""
+    try:
+        job = start()
+    except refused as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    except jobs.EnqueueError as exc:
+        return broker_down(exc)
+    return Response(serializer_class(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+def upload_refused(request: Request) -> Response | None:
+    """The 413 for an upload over the size cap (``upload_too_large``, asked before the
+    body is read), or None."""
+    if too_large := upload_too_large(request):
+        return Response(
+            {"detail": too_large, "code": "upload_too_large"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    return None
+
+
+def refused_request(
+    exc: jobs.RunError, fields: Mapping[str, serializers.Field]
+) -> serializers.ValidationError:
+    """A job request that its kind's rules refuse (``RunError``), as a serializer's
+    400: on the request field at fault, an option's under ``options``, else on the
+    request as a whole."""
+    if exc.field in fields:
+        field = exc.field
+    elif exc.field and "options" in fields:
+        field = "options"
+    else:
+        field = api_settings.NON_FIELD_ERRORS_KEY
+    return serializers.ValidationError({field: [str(exc)]})
+
+
 def project_seeing_scores(request: Request, slug: str) -> Project:
     return get_membership(request.user, slug, allow=Membership.sees_model_scores).project
 
 
-def job_actions(model: type[Model], serializer_class: type[serializers.Serializer], id_kwarg: str):
+def job_detail(model: type[Job], serializer_class: type[serializers.Serializer]):
+    """The endpoint that follows one job of ``model`` (owners)."""
+
+    @extend_schema(responses=serializer_class)
+    @api_view(["GET"])
+    def detail(request: Request, slug: str, job_id: int) -> Response:
+        _, job = jobs.get_job_for_user(request.user, slug, model, job_id)
+        return Response(serializer_class(job).data)
+
+    return detail
+
+
+def job_actions(model: type[Job], serializer_class: type[serializers.Serializer], id_kwarg: str):
     """The cancel and retry endpoints of one job kind (owners only): cancel stops a
     queued job now and a running one at its next chunk; retry queues a failed or
     cancelled job again (runs resume after what they stored)."""
 
     def owned(request: Request, slug: str, ids: dict) -> Job:
-        project = get_membership(request.user, slug, allow=Membership.may_manage).project
-        return get_object_or_404(model, project=project, pk=ids[id_kwarg])
+        return jobs.get_job_for_user(request.user, slug, model, ids[id_kwarg])[1]
 
     @extend_schema(request=None, responses=serializer_class)
     @api_view(["POST"])

@@ -3,21 +3,28 @@ cancel or retry one."""
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404
+from functools import partial
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from annotator import jobs
 from annotator.access import get_membership
-from annotator.api.common import broker_down, job_actions, page_of, paginated
+from annotator.api.common import (
+    JOB_FIELDS,
+    job_actions,
+    job_detail,
+    page_of,
+    paginated,
+    queued,
+    upload_refused,
+)
 from annotator.importing import start_import
 from annotator.models import ImportJob, Membership
-from annotator.uploads import upload_too_large
 from scoring.formats import FORMATS
 from scoring.steps import SPLITTERS
 
@@ -25,25 +32,7 @@ from scoring.steps import SPLITTERS
 class ImportJobSerializer(serializers.ModelSerializer):
     class Meta:
         model = ImportJob
-        fields = [
-            "id",
-            "file_name",
-            "format",
-            "status",
-            "queue",
-            "progress_done",
-            "progress_total",
-            "attempts",
-            "max_attempts",
-            "cancel_requested",
-            "heartbeat_at",
-            "summary",
-            "error",
-            "created_at",
-            "queued_at",
-            "started_at",
-            "finished_at",
-        ]
+        fields = ["id", "file_name", "format", *JOB_FIELDS]
 
 
 class ImportRequestSerializer(serializers.Serializer):
@@ -72,36 +61,22 @@ def import_create(request: Request, slug: str) -> Response:
         return paginated(
             request, ImportJob.objects.filter(project=project).order_by("-id"), ImportJobSerializer
         )
-    if too_large := upload_too_large(request):
-        return Response(
-            {"detail": too_large, "code": "upload_too_large"},
-            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
+    if refused := upload_refused(request):
+        return refused
     params = ImportRequestSerializer(data=request.data)
     params.is_valid(raise_exception=True)
-    try:
-        job = start_import(
-            project,
-            request.user,
-            params.validated_data["file"],
-            fmt=params.validated_data["format"],
-            split=params.validated_data["split"],
-            step_splitter=params.validated_data["step_splitter"],
-        )
-    except jobs.EnqueueError as exc:
-        return broker_down(exc)
-    return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+    data = params.validated_data
+    start = partial(
+        start_import,
+        project,
+        request.user,
+        data["file"],
+        fmt=data["format"],
+        split=data["split"],
+        step_splitter=data["step_splitter"],
+    )
+    return queued(ImportJobSerializer, start)
 
 
-def _import_job(request: Request, slug: str, job_id: int) -> ImportJob:
-    project = get_membership(request.user, slug, allow=Membership.may_manage).project
-    return get_object_or_404(ImportJob, project=project, pk=job_id)
-
-
-@extend_schema(responses=ImportJobSerializer)
-@api_view(["GET"])
-def import_detail(request: Request, slug: str, job_id: int) -> Response:
-    return Response(ImportJobSerializer(_import_job(request, slug, job_id)).data)
-
-
+import_detail = job_detail(ImportJob, ImportJobSerializer)
 import_cancel, import_retry = job_actions(ImportJob, ImportJobSerializer, "job_id")

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404
+from functools import partial
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from annotator import jobs, montecarlo, runs
+from annotator import jobs, montecarlo
 from annotator.access import get_membership
-from annotator.api.common import broker_down, job_actions, project_seeing_scores
+from annotator.api.common import (
+    job_actions,
+    project_seeing_scores,
+    queued,
+    refused_request,
+)
 from annotator.models import MCMode, Membership, MonteCarloRun
 
 
@@ -55,6 +61,16 @@ class MonteCarloRequestSerializer(serializers.Serializer):
     keep_rollouts = serializers.BooleanField(default=False)
     name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
 
+    def validate(self, attrs: dict) -> dict:
+        """The rules the page and ``create_mc_run`` apply (``montecarlo.check_mc_request``)."""
+        try:
+            montecarlo.check_mc_request(
+                attrs["completer"], attrs["model"], attrs["mode"], attrs["n"], attrs["options"]
+            )
+        except jobs.RunError as exc:
+            raise refused_request(exc, self.fields) from None
+        return attrs
+
 
 @extend_schema(methods=["GET"], responses=MonteCarloRunSerializer(many=True))
 @extend_schema(
@@ -70,29 +86,23 @@ def mc_run_list(request: Request, slug: str) -> Response:
         project = project_seeing_scores(request, slug)
         found = MonteCarloRun.objects.filter(project=project)
         return Response(MonteCarloRunSerializer(found, many=True).data)
-    project = get_membership(request.user, slug, allow=Membership.may_manage).project
-    if not request.user.is_staff:
+    membership = get_membership(request.user, slug, allow=Membership.may_manage)
+    if not membership.may_run_worker_jobs():
         raise PermissionDenied("only staff owners start Monte-Carlo runs")
     params = MonteCarloRequestSerializer(data=request.data)
     params.is_valid(raise_exception=True)
-    try:
-        run = montecarlo.start_mc_run(project, request.user, **params.validated_data)
-    except runs.RunError as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-    except jobs.EnqueueError as exc:
-        return broker_down(exc)
-    return Response(MonteCarloRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
-
-
-def _mc_run(request: Request, slug: str, run_id: int, allow) -> MonteCarloRun:
-    project = get_membership(request.user, slug, allow=allow).project
-    return get_object_or_404(MonteCarloRun, project=project, pk=run_id)
+    start = partial(
+        montecarlo.start_mc_run, membership.project, request.user, **params.validated_data
+    )
+    return queued(MonteCarloRunSerializer, start)
 
 
 @extend_schema(responses=MonteCarloRunSerializer)
 @api_view(["GET"])
 def mc_run_detail(request: Request, slug: str, run_id: int) -> Response:
-    run = _mc_run(request, slug, run_id, Membership.sees_model_scores)
+    _, run = jobs.get_job_for_user(
+        request.user, slug, MonteCarloRun, run_id, allow=Membership.sees_model_scores
+    )
     return Response(MonteCarloRunSerializer(run).data)
 
 

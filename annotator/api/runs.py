@@ -1,15 +1,17 @@
 """Scorers and scoring runs: the scorer registry, a project's runs (start, follow,
-cancel, retry, import a score file) and one trace's scores by run."""
+cancel, retry), score-file imports (queue one, follow, cancel, retry) and one trace's
+scores by run."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict
+from functools import partial
 
-from django.shortcuts import get_object_or_404
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, serializers, status
+from rest_framework import generics, serializers
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import MultiPartParser
@@ -18,8 +20,15 @@ from rest_framework.response import Response
 
 from annotator import jobs, runs
 from annotator.access import get_membership, get_trace_for_user
-from annotator.api.common import broker_down, job_actions, project_seeing_scores
-from annotator.models import Membership, Scorer, ScoringRun
+from annotator.api.common import (
+    JOB_FIELDS,
+    job_actions,
+    job_detail,
+    project_seeing_scores,
+    queued,
+    upload_refused,
+)
+from annotator.models import Membership, ScoreImportJob, Scorer, ScoringRun
 from annotator.scorers import validate_scorer
 
 
@@ -40,12 +49,15 @@ class ScorerSerializer(serializers.ModelSerializer):
 
 
 class ScorerList(generics.ListCreateAPIView):
-    """Every logged-in user sees the registry; only staff register scorers, since a
-    scorer decides which weights and code a GPU worker loads."""
+    """The scorers the user may see (``Scorer.objects.visible_to``: the site-wide ones
+    and their projects'); only staff register scorers, since a scorer decides which
+    weights and code a GPU worker loads."""
 
-    queryset = Scorer.objects.all()
     serializer_class = ScorerSerializer
     pagination_class = None
+
+    def get_queryset(self) -> QuerySet[Scorer]:
+        return Scorer.objects.visible_to(self.request.user)
 
     def perform_create(self, serializer: ScorerSerializer) -> None:
         if not self.request.user.is_staff:
@@ -86,8 +98,18 @@ class ScoringRunSerializer(serializers.ModelSerializer):
         ]
 
 
+class UsableScorerField(serializers.SlugRelatedField):
+    """A scorer by name among those the project (``context["project"]``) may use: another
+    project's scorer is refused as one that does not exist, so the answer does not tell
+    whether it does."""
+
+    def get_queryset(self) -> QuerySet[Scorer]:
+        return Scorer.objects.usable_in(self.context["project"])
+
+
 class RunRequestSerializer(serializers.Serializer):
-    scorer = serializers.SlugRelatedField(slug_field="name", queryset=Scorer.objects.all())
+    # ``queryset`` for the schema; the field looks up in the project's usable scorers.
+    scorer = UsableScorerField(slug_field="name", queryset=Scorer.objects.all())
     name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
     selection = serializers.DictField(required=False, default=dict)
 
@@ -95,6 +117,12 @@ class RunRequestSerializer(serializers.Serializer):
 class ScoreImportSerializer(serializers.Serializer):
     file = serializers.FileField()
     name = serializers.SlugField(max_length=100)
+
+
+class ScoreImportJobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ScoreImportJob
+        fields = ["id", "file_name", "name", "run", *JOB_FIELDS]
 
 
 @extend_schema(
@@ -113,28 +141,18 @@ def run_list(request: Request, slug: str) -> Response:
         runs_ = ScoringRun.objects.filter(project=project).select_related("scorer")
         return Response(ScoringRunSerializer(runs_, many=True).data)
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
-    params = RunRequestSerializer(data=request.data)
+    params = RunRequestSerializer(data=request.data, context={"project": project})
     params.is_valid(raise_exception=True)
-    try:
-        run = runs.start_run(
-            project,
-            params.validated_data["scorer"],
-            request.user,
-            selection=params.validated_data["selection"],
-            name=params.validated_data["name"],
-        )
-    except runs.RunError as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-    except jobs.EnqueueError as exc:
-        return broker_down(exc)
-    return Response(ScoringRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
-
-
-def _run(request: Request, slug: str, run_id: int, allow) -> ScoringRun:
-    project = get_membership(request.user, slug, allow=allow).project
-    return get_object_or_404(
-        ScoringRun.objects.select_related("scorer"), project=project, pk=run_id
+    data = params.validated_data
+    start = partial(
+        runs.start_run,
+        project,
+        data["scorer"],
+        request.user,
+        selection=data["selection"],
+        name=data["name"],
     )
+    return queued(ScoringRunSerializer, start)
 
 
 @extend_schema(responses=ScoringRunSerializer)
@@ -142,8 +160,10 @@ def _run(request: Request, slug: str, run_id: int, allow) -> ScoringRun:
 def run_detail(request: Request, slug: str, run_id: int) -> Response:
     """A run, with the ProcessBench table against the human labels once it is done, for
     members who see everyone's labels (its per-split counts are the human verdicts)."""
-    run = _run(request, slug, run_id, Membership.sees_model_scores)
-    membership = get_membership(request.user, slug)
+    with_scorer = ScoringRun.objects.select_related("scorer")
+    membership, run = jobs.get_job_for_user(
+        request.user, slug, with_scorer, run_id, allow=Membership.sees_model_scores
+    )
     data = ScoringRunSerializer(run).data
     if membership.sees_all_labels():
         data["processbench"] = [
@@ -162,25 +182,34 @@ run_cancel, run_retry = job_actions(ScoringRun, ScoringRunSerializer, "run_id")
 
 
 @extend_schema(
-    request=ScoreImportSerializer, responses={201: ScoringRunSerializer, 400: OpenApiTypes.OBJECT}
+    request=ScoreImportSerializer,
+    responses={
+        202: ScoreImportJobSerializer,
+        400: OpenApiTypes.OBJECT,
+        413: OpenApiTypes.OBJECT,
+        503: OpenApiTypes.OBJECT,
+    },
 )
 @api_view(["POST"])
 @parser_classes([MultiPartParser])
 def run_import(request: Request, slug: str) -> Response:
-    """Store a score file (``python -m scoring score`` output) as an imported run."""
+    """Queue a score file (``python -m scoring score`` output) for import as a run, as
+    trace imports are queued; follow the job at ``runs/imports/{id}/``, whose ``run`` is
+    the run once it is done."""
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    if refused := upload_refused(request):
+        return refused
     params = ScoreImportSerializer(data=request.data)
     params.is_valid(raise_exception=True)
-    upload = params.validated_data["file"]
-    try:
-        run = runs.import_scores(
-            project, upload, upload.name, name=params.validated_data["name"], user=request.user
-        )
-    except runs.RunError as exc:
-        return Response(
-            {"detail": f"{exc}. Nothing was imported."}, status=status.HTTP_400_BAD_REQUEST
-        )
-    return Response(ScoringRunSerializer(run).data, status=status.HTTP_201_CREATED)
+    data = params.validated_data
+    start = partial(runs.start_score_import, project, request.user, data["file"], name=data["name"])
+    return queued(ScoreImportJobSerializer, start)
+
+
+score_import_detail = job_detail(ScoreImportJob, ScoreImportJobSerializer)
+score_import_cancel, score_import_retry = job_actions(
+    ScoreImportJob, ScoreImportJobSerializer, "job_id"
+)
 
 
 @extend_schema(responses={200: OpenApiTypes.OBJECT})

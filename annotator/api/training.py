@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import math
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from annotator import jobs, runs, training
+from annotator import jobs, training
 from annotator.access import get_membership
-from annotator.api.common import broker_down, job_actions, project_seeing_scores
+from annotator.api.common import (
+    job_actions,
+    project_seeing_scores,
+    queued,
+    refused_request,
+)
 from annotator.labelsets import LabelSetError, label_set_named
 from annotator.models import Membership, TrainingRun
 
@@ -63,6 +67,15 @@ class TrainingRequestSerializer(serializers.Serializer):
     options = serializers.DictField(required=False, default=dict)
     name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
 
+    def validate(self, attrs: dict) -> dict:
+        """The rules the page and ``create_training_run`` apply
+        (``training.check_training_request``)."""
+        try:
+            training.check_training_request(attrs["kind"], attrs["base_model"], attrs["options"])
+        except jobs.RunError as exc:
+            raise refused_request(exc, self.fields) from None
+        return attrs
+
 
 @extend_schema(methods=["GET"], responses=TrainingRunSerializer(many=True))
 @extend_schema(
@@ -78,30 +91,29 @@ def training_run_list(request: Request, slug: str) -> Response:
         project = project_seeing_scores(request, slug)
         found = TrainingRun.objects.filter(project=project).select_related("label_set", "scorer")
         return Response(TrainingRunSerializer(found, many=True).data)
-    project = get_membership(request.user, slug, allow=Membership.may_manage).project
-    if not request.user.is_staff:
+    membership = get_membership(request.user, slug, allow=Membership.may_manage)
+    if not membership.may_run_worker_jobs():
         raise PermissionDenied("only staff owners start training runs")
+    project = membership.project
     params = TrainingRequestSerializer(data=request.data)
     params.is_valid(raise_exception=True)
     data = dict(params.validated_data)
     label_set_name = data.pop("label_set")
-    try:
+
+    def start() -> TrainingRun:
         label_set = label_set_named(project, label_set_name) if label_set_name else None
-        run = training.start_training_run(project, request.user, label_set=label_set, **data)
-    except (runs.RunError, LabelSetError) as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-    except jobs.EnqueueError as exc:
-        return broker_down(exc)
-    return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+        return training.start_training_run(project, request.user, label_set=label_set, **data)
+
+    return queued(TrainingRunSerializer, start, refused=(jobs.RunError, LabelSetError))
 
 
 @extend_schema(responses=TrainingRunSerializer)
 @api_view(["GET"])
 def training_run_detail(request: Request, slug: str, run_id: int) -> Response:
     """A training run, with its logged curves: ``{"curves": {name: [[step, value], ...]}}``."""
-    project = get_membership(request.user, slug, allow=Membership.sees_model_scores).project
-    run = get_object_or_404(
-        TrainingRun.objects.select_related("label_set", "scorer"), project=project, pk=run_id
+    with_names = TrainingRun.objects.select_related("label_set", "scorer")
+    _, run = jobs.get_job_for_user(
+        request.user, slug, with_names, run_id, allow=Membership.sees_model_scores
     )
     data = TrainingRunSerializer(run).data
     data["curves"] = {

@@ -56,6 +56,21 @@ urlpatterns = [
         ),
         ("projects/<slug:slug>/runs/", runs.run_list, "api-runs"),
         ("projects/<slug:slug>/runs/import/", runs.run_import, "api-runs-import"),
+        (
+            "projects/<slug:slug>/runs/imports/<int:job_id>/",
+            runs.score_import_detail,
+            "api-score-import",
+        ),
+        (
+            "projects/<slug:slug>/runs/imports/<int:job_id>/cancel/",
+            runs.score_import_cancel,
+            "api-score-import-cancel",
+        ),
+        (
+            "projects/<slug:slug>/runs/imports/<int:job_id>/retry/",
+            runs.score_import_retry,
+            "api-score-import-retry",
+        ),
         ("projects/<slug:slug>/runs/<int:run_id>/", runs.run_detail, "api-run"),
         ("projects/<slug:slug>/runs/<int:run_id>/cancel/", runs.run_cancel, "api-run-cancel"),
         ("projects/<slug:slug>/runs/<int:run_id>/retry/", runs.run_retry, "api-run-retry"),

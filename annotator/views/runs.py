@@ -18,7 +18,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from annotator import jobs, runs
 from annotator.access import get_membership
-from annotator.models import JobStatus, Membership, Project, Scorer, ScoringRun, Trace
+from annotator.models import (
+    JobStatus,
+    Membership,
+    Project,
+    ScoreImportJob,
+    Scorer,
+    ScoringRun,
+    Trace,
+)
+from annotator.uploads import upload_too_large
 from annotator.views.jobs import cancel_and_retry, start_from_form
 from scoring import metrics
 from scoring.types import NO_PREDICTION
@@ -221,24 +230,38 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def run_import(request: HttpRequest, slug: str) -> HttpResponse:
+    """Queue a score file for import as a run (``runs.start_score_import``); owners
+    follow the job on its page."""
     membership = get_membership(request.user, slug, allow=Membership.may_manage)
+    if too_large := upload_too_large(request):  # asked before the body is read
+        messages.error(request, too_large)
+        return _runs_page(request, membership, status=413)
     form = ImportScoresForm(request.POST, request.FILES)
     if not form.is_valid():
         return _runs_page(request, membership, import_form=form, status=400)
-    upload = form.cleaned_data["file"]
-    try:
-        run = runs.import_scores(
-            membership.project,
-            upload.file,
-            upload.name,
-            name=form.cleaned_data["name"],
-            user=request.user,
-        )
-    except jobs.RunError as exc:
-        form.add_error("file", str(exc))
-        return _runs_page(request, membership, import_form=form, status=400)
-    messages.success(request, f"Imported {run.summary.get('traces', 0)} traces' scores.")
-    return redirect("run", slug=membership.project.slug, run_id=run.pk)
+    data = form.cleaned_data
+    job, status = start_from_form(
+        form,
+        lambda: runs.start_score_import(
+            membership.project, request.user, data["file"], name=data["name"]
+        ),
+    )
+    if job is None:
+        return _runs_page(request, membership, import_form=form, status=status)
+    return redirect("score-import", slug=membership.project.slug, job_id=job.pk)
+
+
+@login_required
+@require_GET
+def score_import_job(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    """A score import's progress, its error naming the file's line, or its run."""
+    membership, job = jobs.get_job_for_user(request.user, slug, ScoreImportJob, job_id)
+    template = "score_import_job.html#job-status" if request.htmx else "score_import_job.html"
+    context = {"project": membership.project, "membership": membership, "job": job}
+    return render(request, template, context)
+
+
+score_import_cancel, score_import_retry = cancel_and_retry(ScoreImportJob, "score-import", "job_id")
 
 
 def _duration(seconds: float | None) -> str:

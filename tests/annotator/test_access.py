@@ -19,6 +19,7 @@ from annotator.models import (
     JobStatus,
     MCRollout,
     MonteCarloRun,
+    ScoreImportJob,
     ScoringRun,
     Trace,
     TraceMC,
@@ -60,6 +61,10 @@ def ids(project, users):
     annotation = Annotation.objects.filter(trace=trace).first()
     job = ImportJob.objects.create(
         project=project, created_by=users["owner"], file_name="x.json", upload="nonexistent"
+    )
+    # The score import's URLs take a job_id too: one of the same id.
+    ScoreImportJob.objects.create(
+        pk=job.pk, project=project, created_by=users["owner"], file_name="s.jsonl", name="s"
     )
     membership = project.memberships.get(user=users["annotator"])
     # A run whose scorer was deleted: its provenance still names it (runs.html reads it).

@@ -22,6 +22,7 @@ from annotator.models import (
     MonteCarloRun,
     Project,
     Role,
+    ScoreImportJob,
     ScoringRun,
     TrainingRun,
 )
@@ -142,14 +143,21 @@ def test_only_staff_owners_may_run_worker_jobs(project, users):
 def test_every_job_kind_names_a_task_declared_under_that_name_with_the_settings_limits():
     import annotator.tasks  # noqa: F401  (workers import it by autodiscovery)
 
-    assert set(jobs.job_models()) == {ImportJob, ScoringRun, MonteCarloRun, TrainingRun}
+    assert set(jobs.job_models()) == {
+        ImportJob,
+        ScoreImportJob,
+        ScoringRun,
+        MonteCarloRun,
+        TrainingRun,
+    }
     for model in jobs.job_models():
         task = app.tasks[model.task_name]
         assert task.name == model.task_name
     margin = settings.CELERY_TASK_TIME_LIMIT - settings.CELERY_TASK_SOFT_TIME_LIMIT
-    imports = app.tasks["annotator.tasks.run_import"]
-    assert imports.time_limit == settings.IMPORT_TIME_LIMIT
-    assert imports.soft_time_limit == settings.IMPORT_TIME_LIMIT - margin
+    for name in ("run_import", "run_score_import"):
+        imports = app.tasks[f"annotator.tasks.{name}"]
+        assert imports.time_limit == settings.IMPORT_TIME_LIMIT
+        assert imports.soft_time_limit == settings.IMPORT_TIME_LIMIT - margin
     for name in ("run_scoring", "run_montecarlo", "run_training"):
         task = app.tasks[f"annotator.tasks.{name}"]
         assert task.time_limit == settings.CELERY_TASK_TIME_LIMIT
@@ -174,3 +182,22 @@ def test_the_sweeper_sends_again_a_job_queued_for_a_stale_period(project, settin
     assert ImportJob.objects.get(pk=never_sent.pk).queued_at is None
     # Sent once a stale period, not at every sweep.
     assert jobs.sweep()["resent"] == 0 and broker.llen("default") == messages_before + 1
+
+
+def test_an_upload_is_kept_under_a_name_of_its_own_with_its_file_name():
+    from django.core.files.storage import default_storage
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from annotator.models import UploadJob
+
+    first = UploadJob.keep(SimpleUploadedFile("../dir/s.jsonl", b"one"))
+    second = UploadJob.keep(SimpleUploadedFile("s.jsonl", b"two"))
+    try:
+        assert first["file_name"] == second["file_name"] == "s.jsonl"
+        assert first["upload"] != second["upload"]
+        assert first["upload"].startswith("uploads/") and first["upload"].endswith("-s.jsonl")
+        with default_storage.open(first["upload"]) as fh:
+            assert fh.read() == b"one"
+    finally:
+        default_storage.delete(first["upload"])
+        default_storage.delete(second["upload"])

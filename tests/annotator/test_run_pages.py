@@ -16,11 +16,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from annotator import runs
+from annotator import jobs, runs
 from annotator.importing import import_file
 from annotator.models import (
     Annotation,
     JobStatus,
+    ScoreImportJob,
     Scorer,
     ScoringRun,
     StepScore,
@@ -293,31 +294,82 @@ def test_a_taken_run_name_shows_the_error(gsm8k, arithmetic, client_for, users):
 # -- importing scores -----------------------------------------------------------------------
 
 
-def test_the_import_form_stores_a_score_file(gsm8k, client_for, users):
+def test_the_import_form_queues_a_score_file_whose_job_stores_the_run(gsm8k, client_for, users):
     traces = list(Trace.objects.order_by("id")[:3])
     upload = SimpleUploadedFile("scores.jsonl", score_file(traces))
-    response = client_for(users["owner"]).post(
+    client = client_for(users["owner"])
+    response = client.post(
         reverse("run-import", args=[gsm8k.slug]), {"file": upload, "name": "from-file"}
     )
-    run = ScoringRun.objects.get()
+    job = ScoreImportJob.objects.get()
     assert response.status_code == 302
-    assert response["Location"] == reverse("run", args=[gsm8k.slug, run.pk])
+    assert response["Location"] == reverse("score-import", args=[gsm8k.slug, job.pk])
+    waiting = client.get(response["Location"], headers={"HX-Request": "true"})
+    assert POLLING in waiting.content and not ScoringRun.objects.exists()
+
+    jobs.execute(ScoreImportJob, job.pk, runs.run_score_import_job)
+
+    run = ScoringRun.objects.get()
     assert run.source == "imported" and run.status == JobStatus.DONE
     [stored] = runs.scores_by_trace([run], traces[1]).values()
     assert stored == pytest.approx([expected_score(i) for i in range(traces[1].num_steps)])
-    page = client_for(users["owner"]).get(response["Location"])
-    assert b"<code>scores.jsonl</code>" in page.content
+    done = client.get(response["Location"], headers={"HX-Request": "true"})
+    assert POLLING not in done.content
+    run_url = reverse("run", args=[gsm8k.slug, run.pk])
+    assert f'href="{run_url}" id="score-import-run">from-file</a>' in done.content.decode()
+    assert b"3 traces' scores (15 steps)" in done.content
+    assert b"<code>scores.jsonl</code>" in client.get(run_url).content
+    assert b"from-file" in client.get(reverse("runs", args=[gsm8k.slug])).content
 
 
-def test_a_bad_score_file_names_the_line_and_writes_nothing(gsm8k, client_for, users):
+def test_a_bad_score_file_fails_its_job_naming_the_line_and_writes_nothing(
+    gsm8k, client_for, users
+):
     traces = list(Trace.objects.order_by("id")[:3])
     upload = SimpleUploadedFile("scores.jsonl", score_file(traces, wrong_at=1))
     response = client_for(users["owner"]).post(
         reverse("run-import", args=[gsm8k.slug]), {"file": upload, "name": "from-file"}
     )
-    assert response.status_code == 400
-    assert b"scores.jsonl, line 2:" in response.content
+    assert response.status_code == 302
+    job = ScoreImportJob.objects.get()
+    jobs.execute(ScoreImportJob, job.pk, runs.run_score_import_job)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.error.startswith("scores.jsonl, line 2:")
     assert not ScoringRun.objects.exists() and not StepScore.objects.exists()
+
+
+def test_a_taken_run_name_is_refused_before_the_file_is_queued(gsm8k, client_for, users):
+    traces = list(Trace.objects.order_by("id")[:3])
+    ScoringRun.objects.create(
+        project=gsm8k, name="taken", source="imported", provenance={"file": "old.jsonl"}
+    )
+    upload = SimpleUploadedFile("scores.jsonl", score_file(traces))
+    response = client_for(users["owner"]).post(
+        reverse("run-import", args=[gsm8k.slug]), {"file": upload, "name": "taken"}
+    )
+    assert response.status_code == 400
+    assert b"already has a run named &#x27;taken&#x27;" in response.content
+    assert not ScoreImportJob.objects.exists()
+
+
+def test_only_owners_see_a_score_import(gsm8k, client_for, users):
+    upload = SimpleUploadedFile("scores.jsonl", score_file(Trace.objects.order_by("id")[:2]))
+    client_for(users["owner"]).post(
+        reverse("run-import", args=[gsm8k.slug]), {"file": upload, "name": "imp"}
+    )
+    job = ScoreImportJob.objects.get()
+    urls = [reverse("score-import", args=[gsm8k.slug, job.pk])]
+    urls += [reverse(f"score-import-{a}", args=[gsm8k.slug, job.pk]) for a in ("cancel", "retry")]
+    for role in ("reviewer", "annotator", "outsider"):
+        client = client_for(users[role])
+        assert client.get(urls[0]).status_code == 404, role
+        for url in urls[1:]:
+            assert client.post(url).status_code == 404, (role, url)
+    owner = client_for(users["owner"])
+    assert owner.get(urls[1]).status_code == 405  # a GET never cancels
+    assert owner.post(urls[1]).status_code == 302
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
 
 
 # -- scorers --------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from annotator import runs
+from annotator import jobs, runs
 from annotator.importing import import_file
-from annotator.models import Scorer, ScoringRun, StepScore, Trace
+from annotator.models import ScoreImportJob, Scorer, ScoringRun, StepScore, Trace
 from tests.factories import PROCESSBENCH_GSM8K, cli_scores
 
 pytestmark = pytest.mark.django_db
@@ -103,7 +103,7 @@ def test_a_run_lists_with_its_processbench_table(api_for, users, scored):
     assert row["split"] == "gsm8k" and row["n_err"] + row["n_cor"] == 400
 
 
-def test_the_api_imports_a_score_file_and_refuses_a_bad_one(api_for, users, gsm8k, tmp_path):
+def test_the_api_queues_a_score_file_and_its_job_refuses_a_bad_one(api_for, users, gsm8k, tmp_path):
     out = tmp_path / "s.jsonl"
     cli_scores(None, PROCESSBENCH_GSM8K, out, "arithmetic-check")
     client = api_for(users["owner"])
@@ -111,15 +111,38 @@ def test_the_api_imports_a_score_file_and_refuses_a_bad_one(api_for, users, gsm8
         "/api/v1/projects/gsm8k/runs/import/",
         {"file": SimpleUploadedFile("s.jsonl", out.read_bytes()), "name": "from-file"},
     )
-    assert response.status_code == 201, response.content
+    assert response.status_code == 202, response.content
+    queued = response.json()
+    assert (queued["status"], queued["name"], queued["file_name"]) == (
+        "queued",
+        "from-file",
+        "s.jsonl",
+    )
+    jobs.execute(ScoreImportJob, queued["id"], runs.run_score_import_job)
+    done = client.get(f"/api/v1/projects/gsm8k/runs/imports/{queued['id']}/").json()
+    run = ScoringRun.objects.get(name="from-file")
+    assert done["status"] == "done" and done["run"] == run.pk
+    assert done["summary"]["traces"] == 400
     assert StepScore.objects.count() == sum(Trace.objects.values_list("num_steps", flat=True))
+
     response = client.post(
         "/api/v1/projects/gsm8k/runs/import/",
         {"file": SimpleUploadedFile("b.jsonl", b'{"id": "gsm8k-0", "scores": []}\n'), "name": "b"},
     )
-    assert response.status_code == 400
-    assert response.json()["detail"].startswith("b.jsonl, line 1: 0 scores for trace 'gsm8k-0'")
+    assert response.status_code == 202
+    jobs.execute(ScoreImportJob, response.json()["id"], runs.run_score_import_job)
+    failed = client.get(f"/api/v1/projects/gsm8k/runs/imports/{response.json()['id']}/").json()
+    assert failed["status"] == "failed" and failed["run"] is None
+    assert failed["error"].startswith("b.jsonl, line 1: 0 scores for trace 'gsm8k-0'")
     assert not ScoringRun.objects.filter(name="b").exists()
+    taken = client.post(
+        "/api/v1/projects/gsm8k/runs/import/",
+        {"file": SimpleUploadedFile("s.jsonl", out.read_bytes()), "name": "from-file"},
+    )
+    assert taken.status_code == 400 and "already has a run named" in taken.json()["detail"]
+    for who in ("reviewer", "annotator", "outsider"):
+        url = f"/api/v1/projects/gsm8k/runs/imports/{queued['id']}/"
+        assert api_for(users[who]).get(url).status_code == 404, who
 
 
 def test_commands_register_score_and_import(gsm8k, tmp_path, capsys):

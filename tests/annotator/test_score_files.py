@@ -1,19 +1,24 @@
-"""Score files uploaded through the runs page and the API go through the one reader
-(``scoring.formats.scores.iter_scores``): a malformed file answers 400 naming its line,
-never 500, and nothing is stored. Each case here answered 500, or was stored and broke
-a page later, before the upload used that reader."""
+"""Score files uploaded through the runs page and the API are imported by a job
+(``ScoreImportJob``) through the one reader (``scoring.formats.scores.iter_scores``): a
+malformed file fails its job with the line named, never a 500, and nothing is stored.
+Each case here answered 500, or was stored and broke a page later, before the upload
+used that reader. An upload over the size cap is refused before it is read. The jobs
+run in-process here (``jobs.execute``); tests/jobs/test_score_import_job.py runs them
+on real workers."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from annotator import jobs, runs
 from annotator.importing import import_file
-from annotator.models import ScoringRun, Trace
+from annotator.models import JobStatus, ScoreImportJob, ScoringRun, Trace
 from tests.factories import PROCESSBENCH_GSM8K
 
 
@@ -21,6 +26,19 @@ from tests.factories import PROCESSBENCH_GSM8K
 def gsm8k(project):
     import_file(project, PROCESSBENCH_GSM8K)
     return project
+
+
+@pytest.fixture
+def api(users) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(users["owner"])
+    return client
+
+
+def run_in_process(job_id: int) -> ScoreImportJob:
+    """Run the queued job here, as a worker would, and return it finished."""
+    jobs.execute(ScoreImportJob, job_id, runs.run_score_import_job)
+    return ScoreImportJob.objects.get(pk=job_id)
 
 
 def good_line(trace: Trace) -> bytes:
@@ -84,32 +102,49 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_the_import_page_refuses_a_malformed_score_file(gsm8k, client_for, users, case):
+def test_a_malformed_score_file_through_the_page_fails_its_job_naming_the_line(
+    gsm8k, client_for, users, case
+):
     trace = Trace.objects.order_by("id").first()
     upload = SimpleUploadedFile("scores.jsonl", malformed(case, trace))
-    response = client_for(users["owner"]).post(
+    client = client_for(users["owner"])
+    response = client.post(
         reverse("run-import", args=[gsm8k.slug]), {"file": upload, "name": "bad"}
     )
-    assert response.status_code == 400
+    job = ScoreImportJob.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("score-import", args=[gsm8k.slug, job.pk])
+
+    job = run_in_process(job.pk)
+
     line = "2" if case == "duplicate-id" else "1"
-    assert f"scores.jsonl, line {line}" in response.content.decode()
+    assert job.status == JobStatus.FAILED
+    assert job.error.startswith(f"scores.jsonl, line {line}")
+    assert job.error.endswith("Nothing was imported.") and not job.error_detail
     assert not ScoringRun.objects.exists()
+    assert not default_storage.exists(job.upload)
+    page = client.get(response["Location"])
+    assert page.status_code == 200 and f"scores.jsonl, line {line}" in page.content.decode()
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_the_import_api_refuses_a_malformed_score_file(gsm8k, users, case):
+def test_a_malformed_score_file_through_the_api_fails_its_job_naming_the_line(gsm8k, api, case):
     trace = Trace.objects.order_by("id").first()
-    client = APIClient()
-    client.force_authenticate(users["owner"])
     upload = SimpleUploadedFile("scores.jsonl", malformed(case, trace))
-    response = client.post(
-        f"/api/v1/projects/{gsm8k.slug}/runs/import/",
+    response = api.post(
+        reverse("api-runs-import", args=[gsm8k.slug]),
         {"file": upload, "name": "bad"},
         format="multipart",
     )
-    assert response.status_code == 400
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == "queued" and response.json()["run"] is None
+
+    run_in_process(response.json()["id"])
+
+    followed = api.get(reverse("api-score-import", args=[gsm8k.slug, response.json()["id"]]))
     line = "2" if case == "duplicate-id" else "1"
-    assert response.json()["detail"].startswith(f"scores.jsonl, line {line}")
+    assert followed.json()["status"] == "failed"
+    assert followed.json()["error"].startswith(f"scores.jsonl, line {line}")
     assert not ScoringRun.objects.exists()
 
 
@@ -121,9 +156,46 @@ def test_a_line_over_the_cap_is_refused_unread(gsm8k, client_for, users):
     response = client_for(users["owner"]).post(
         reverse("run-import", args=[gsm8k.slug]), {"file": upload, "name": "long"}
     )
-    assert response.status_code == 400
-    assert "scores.jsonl, line 1: the line is longer than 16 MiB" in response.content.decode()
+    assert response.status_code == 302
+    job = run_in_process(ScoreImportJob.objects.get().pk)
+    assert job.status == JobStatus.FAILED
+    assert job.error.startswith("scores.jsonl, line 1: the line is longer than 16 MiB")
     assert not ScoringRun.objects.exists()
+
+
+# About 8 KB, over the 4,000 bytes the tests below allow.
+OVER_THE_CAP = b'{"id": "gsm8k-0", "scores": [0.5]}\n' * 250
+
+
+def stored_uploads() -> list[str]:
+    return default_storage.listdir("uploads")[1] if default_storage.exists("uploads") else []
+
+
+def test_the_page_refuses_a_score_upload_over_the_size_cap(gsm8k, client_for, users, settings):
+    settings.MAX_UPLOAD_BYTES = 4000
+    before = stored_uploads()
+    response = client_for(users["owner"]).post(
+        reverse("run-import", args=[gsm8k.slug]),
+        {"file": SimpleUploadedFile("big.jsonl", OVER_THE_CAP), "name": "big"},
+    )
+    assert response.status_code == 413
+    assert b"may be uploaded (STEPWISE_MAX_UPLOAD_BYTES)" in response.content
+    assert not ScoreImportJob.objects.exists() and not ScoringRun.objects.exists()
+    assert stored_uploads() == before
+
+
+def test_the_api_refuses_a_score_upload_over_the_size_cap(gsm8k, api, settings):
+    settings.MAX_UPLOAD_BYTES = 4000
+    before = stored_uploads()
+    response = api.post(
+        reverse("api-runs-import", args=[gsm8k.slug]),
+        {"file": SimpleUploadedFile("big.jsonl", OVER_THE_CAP), "name": "big"},
+        format="multipart",
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "upload_too_large"
+    assert not ScoreImportJob.objects.exists() and not ScoringRun.objects.exists()
+    assert stored_uploads() == before
 
 
 def test_a_file_the_scorer_wrote_still_imports(gsm8k, client_for, users):
@@ -144,7 +216,9 @@ def test_a_file_the_scorer_wrote_still_imports(gsm8k, client_for, users):
         reverse("run-import", args=[gsm8k.slug]), {"file": upload, "name": "ok"}
     )
     assert response.status_code == 302
+    job = run_in_process(ScoreImportJob.objects.get().pk)
     run = ScoringRun.objects.get()
+    assert job.status == JobStatus.DONE and job.run == run
     assert run.provenance["adapter"] == "arithmetic-check" and run.provenance["model"] == "m"
     score = run.trace_scores.get()
     assert score.extras["failed"] == ["2+2=5"] and score.n_tokens == 12

@@ -72,6 +72,33 @@ def test_the_scorers_page_shows_a_member_site_wide_scorers_and_their_projects(
     assert b"secret-theirs" in client_for(users["reviewer"]).get(reverse("scorers")).content
 
 
+def test_the_scorer_api_lists_a_member_site_wide_scorers_and_their_projects(
+    project, scorers, client_for, users
+):
+    listed = client_for(users["annotator"]).get(reverse("api-scorers"))
+    assert listed.status_code == 200
+    assert sorted(s["name"] for s in listed.json()) == ["arith", "gsm8k-mine"]
+    assert b"/m/secret/theirs" not in listed.content
+
+    users["reviewer"].is_staff = True
+    users["reviewer"].save()
+    staff = client_for(users["reviewer"]).get(reverse("api-scorers")).json()
+    assert sorted(s["name"] for s in staff) == ["arith", "gsm8k-mine", "secret-theirs"]
+
+
+def test_the_run_api_answers_another_projects_scorer_as_one_that_does_not_exist(
+    gsm8k, scorers, client_for, users
+):
+    client = client_for(users["owner"])
+    url = reverse("api-runs", args=[gsm8k.slug])
+    theirs = client.post(url, {"scorer": "secret-theirs"}, "application/json")
+    missing = client.post(url, {"scorer": "no-such-one"}, "application/json")
+    assert theirs.status_code == missing.status_code == 400
+    assert theirs.json() == {"scorer": ["Object with name=secret-theirs does not exist."]}
+    assert missing.json() == {"scorer": ["Object with name=no-such-one does not exist."]}
+    assert not ScoringRun.objects.exists()
+
+
 def test_the_score_form_offers_and_accepts_only_usable_scorers(gsm8k, scorers, client_for, users):
     client = client_for(users["owner"])
     url = reverse("runs", args=[gsm8k.slug])
