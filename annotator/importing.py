@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -414,13 +413,10 @@ def start_import(
 ) -> ImportJob:
     """Save the upload to storage and queue an import job. Raises ``EnqueueError``
     (the job marked failed, the upload deleted) when the broker is down."""
-    name = Path(upload.name or "upload").name
-    stored = default_storage.save(f"uploads/{uuid.uuid4().hex}-{name}", upload)
     job = ImportJob.objects.create(
         project=project,
         created_by=user,
-        file_name=name,
-        upload=stored,
+        **ImportJob.keep(upload),
         format=fmt,
         options={"split": split, "step_splitter": step_splitter},
         max_attempts=settings.JOB_MAX_ATTEMPTS,

@@ -9,14 +9,14 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_http_methods
 
 from annotator import jobs
 from annotator.access import get_membership
 from annotator.importing import start_import
 from annotator.models import ImportJob, Membership
 from annotator.uploads import upload_too_large
-from annotator.views.jobs import cancel_and_retry
+from annotator.views.jobs import cancel_and_retry, job_page
 from scoring.formats import FORMATS
 from scoring.steps import SPLITTERS
 
@@ -76,13 +76,5 @@ def import_traces(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-@login_required
-@require_GET
-def import_job(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
-    membership, job = jobs.get_job_for_user(request.user, slug, ImportJob, job_id)
-    template = "import_job.html#job-status" if request.htmx else "import_job.html"
-    context = {"project": membership.project, "membership": membership, "job": job}
-    return render(request, template, context)
-
-
+import_job = job_page(ImportJob, "import_job.html")
 import_cancel, import_retry = cancel_and_retry(ImportJob, "import-job", "job_id")

@@ -11,8 +11,8 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
-from django.views.decorators.http import require_POST
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from annotator import jobs
 from annotator.models import Job
@@ -33,6 +33,21 @@ def start_from_form(form: forms.Form, start: Callable[[], J]) -> tuple[J | None,
     except jobs.EnqueueError as exc:
         form.add_error(None, str(exc))
         return None, 503
+
+
+def job_page(model: type[Job], template: str) -> JobView:
+    """The page of one job of ``model`` (``template``, whose ``job-status`` partial polls
+    itself while the job runs): owners only, 404 to anyone else."""
+
+    @login_required
+    @require_GET
+    def page(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+        membership, job = jobs.get_job_for_user(request.user, slug, model, job_id)
+        name = f"{template}#job-status" if request.htmx else template
+        context = {"project": membership.project, "membership": membership, "job": job}
+        return render(request, name, context)
+
+    return page
 
 
 def cancel_and_retry(model: type[Job], page: str, id_kwarg: str) -> tuple[JobView, JobView]:

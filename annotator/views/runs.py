@@ -28,7 +28,7 @@ from annotator.models import (
     Trace,
 )
 from annotator.uploads import upload_too_large
-from annotator.views.jobs import cancel_and_retry, start_from_form
+from annotator.views.jobs import cancel_and_retry, job_page, start_from_form
 from scoring import metrics
 from scoring.types import NO_PREDICTION
 
@@ -251,16 +251,8 @@ def run_import(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("score-import", slug=membership.project.slug, job_id=job.pk)
 
 
-@login_required
-@require_GET
-def score_import_job(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
-    """A score import's progress, its error naming the file's line, or its run."""
-    membership, job = jobs.get_job_for_user(request.user, slug, ScoreImportJob, job_id)
-    template = "score_import_job.html#job-status" if request.htmx else "score_import_job.html"
-    context = {"project": membership.project, "membership": membership, "job": job}
-    return render(request, template, context)
-
-
+# A score import's progress, its error naming the file's line, or its run.
+score_import_job = job_page(ScoreImportJob, "score_import_job.html")
 score_import_cancel, score_import_retry = cancel_and_retry(ScoreImportJob, "score-import", "job_id")
 
 
