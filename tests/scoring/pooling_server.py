@@ -10,7 +10,8 @@ the LM logits), the ``returned_token_ids`` columns, the rows whose token is
 ``PoolingResponse`` (``data[i] = {"index", "object": "pooling", "data": rows}``).
 
 ``POST /script`` scripts faults: ``{"fail": N}`` answers 500 to the next N pooling
-requests; ``{"drop_row": true}`` sends one row too few per input. ``GET /stats`` gives the
+requests; ``{"drop_row": true}`` sends one row too few per input; ``{"slow": N,
+"delay": S}`` answers the next N pooling requests S seconds late. ``GET /stats`` gives the
 pooling requests answered and the inputs each held.
 """
 
@@ -42,7 +43,14 @@ class Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.fail = 0
         self.drop_row = False
+        self.slow = 0
+        self.delay = 0.0
         self.batches: list[int] = []
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that gave up on a late answer (the timeout test) is expected here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def pool(self, ids: list[int]) -> list[list[float]]:
         tokens = torch.tensor([ids])
@@ -73,6 +81,8 @@ class Handler(BaseHTTPRequestHandler):
             with s.lock:
                 s.fail = body.get("fail", 0)
                 s.drop_row = body.get("drop_row", False)
+                s.slow = body.get("slow", 0)
+                s.delay = body.get("delay", 0.0)
                 s.batches.clear()
             return self._send(200, {})
         if self.path != "/pooling":
@@ -81,6 +91,9 @@ class Handler(BaseHTTPRequestHandler):
             if s.fail:
                 s.fail -= 1
                 return self._error(500, "scripted failure")
+            delay = s.delay if s.slow else 0.0
+            s.slow = max(s.slow - 1, 0)
+        time.sleep(delay)
         if body.get("task") != "token_classify":
             return self._error(400, f"unsupported task {body.get('task')!r}")
         inputs = body["input"]

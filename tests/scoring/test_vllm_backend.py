@@ -140,6 +140,18 @@ def test_a_500_then_success_is_retried(qwen_prm_dir, qwen_server, traces) -> Non
     assert pooling_server.stats(qwen_server)["requests"] == 1  # after the 500
 
 
+def test_a_request_that_times_out_is_retried(qwen_prm_dir, qwen_server, traces) -> None:
+    import httpx
+
+    remote = load_adapter("qwen-prm", str(qwen_prm_dir), backend="vllm", url=qwen_server)
+    remote.backoff_s = 0.01
+    remote.client.timeout = httpx.Timeout(0.5)
+    pooling_server.script(qwen_server, slow=1, delay=2.0)
+    got = list(score_traces(remote, traces, batch_tokens=100_000))
+    # without the retry the timeout would have stopped the run
+    assert [len(r.scores) for r in got] == [len(t.steps) for t in traces]
+
+
 def test_a_server_that_keeps_failing_stops_the_run_naming_url_and_status(
     qwen_prm_dir, qwen_server, traces
 ) -> None:
