@@ -52,8 +52,20 @@ class MathShepherd(ModelAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, path: str, device: str | None = None, dtype: Any = None, protocol: str = CARD
-    ) -> MathShepherd:
+        cls,
+        path: str,
+        device: str | None = None,
+        dtype: Any = None,
+        protocol: str = CARD,
+        backend: str = "local",
+        url: str = "",
+    ) -> Any:
+        """The adapter on local weights, or (``backend="vllm"``) on a pooling server at
+        ``url`` (``scoring.adapters.vllm_pooling``)."""
+        if backend != "local":
+            from scoring.adapters.vllm_pooling import load
+
+            return load(cls, path, backend, url, protocol)
         from transformers import AutoModelForCausalLM
 
         device, dtype = resolve_device_dtype(device, dtype)

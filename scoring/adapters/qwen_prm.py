@@ -84,7 +84,15 @@ class QwenPRM(ModelAdapter):
         dtype: Any = None,
         trust_remote_code: bool = False,
         protocol: str = CARD,
-    ) -> QwenPRM:
+        backend: str = "local",
+        url: str = "",
+    ) -> Any:
+        """The adapter on local weights, or (``backend="vllm"``) on a pooling server at
+        ``url`` (``scoring.adapters.vllm_pooling``)."""
+        if backend != "local":
+            from scoring.adapters.vllm_pooling import load
+
+            return load(cls, path, backend, url, protocol)
         device, dtype = resolve_device_dtype(device, dtype)
         if trust_remote_code:
             from transformers import AutoModel
