@@ -982,11 +982,16 @@ class Scorer(models.Model):
 
     @property
     def queue(self) -> str:
-        """GPU work goes to the ``gpu`` queue; a scorer that says ``device=cpu`` (or
-        needs no model) runs on any ``default`` worker."""
+        """GPU work goes to the ``gpu`` queue; a scorer that says ``device=cpu``, scores
+        on a vLLM server (``backend=vllm``: the worker only tokenizes) or needs no model
+        runs on any ``default`` worker."""
         from scoring.adapters import needs_model
 
-        if not needs_model(self.adapter) or self.options.get("device") == "cpu":
+        if (
+            not needs_model(self.adapter)
+            or self.options.get("device") == "cpu"
+            or self.options.get("backend") == "vllm"
+        ):
             return "default"
         return "gpu"
 

@@ -17,7 +17,13 @@ from typing import Any
 
 from django.conf import settings
 
-from scoring.options import SCORER_RUN_OPTIONS, OptionError, check_model_location, check_values
+from scoring.options import (
+    SCORER_RUN_OPTIONS,
+    OptionError,
+    check_model_location,
+    check_scorer_backend,
+    check_values,
+)
 
 # Options every scorer takes, whatever its adapter: how a run uses the scores (the
 # loader never sees them). Their values' rules: ``scoring.options.SCORER_RUN_OPTIONS``.
@@ -62,6 +68,7 @@ def validate_scorer(adapter: str, model: str, options: dict[str, Any]) -> dict[s
         )
     try:
         check_values(options, SCORER_RUN_OPTIONS)
+        check_scorer_backend(options)
     except OptionError as exc:
         errors["options"] = str(exc)
     return errors

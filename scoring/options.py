@@ -131,12 +131,31 @@ TRAIN_OPTIONS: dict[str, Rule] = {
     "step_separator": Text(longest=20),
 }
 
-# What every scorer takes whatever its adapter: how a run reads its scores.
+# Rules for a scorer's options: how a run reads its scores (every scorer), its device,
+# and where the forward pass runs (``backend=vllm`` with its ``url``, for the adapters
+# scoring/adapters/vllm_pooling.py serves; other adapters refuse them as unknown).
 SCORER_RUN_OPTIONS: dict[str, Rule] = {
     "threshold": Number(low=0, high=1),
     "batch_tokens": Number(low=1, high=10_000_000, integer=True),
     "device": DEVICE,
+    "backend": Text(longest=10, pattern=r"local|vllm"),
+    "url": Text(longest=2000),
 }
+
+
+def check_scorer_backend(options: Mapping[str, Any]) -> None:
+    """A scorer on a vLLM pooling server names that server: an http(s) ``url`` that is
+    not link-local (``check_server_url``); a local scorer takes no ``url``."""
+    if options.get("backend") == "vllm":
+        url = options.get("url")
+        if not url:
+            raise OptionError("backend=vllm needs the server's url", "url")
+        try:
+            check_server_url(url)
+        except OptionError as exc:
+            raise OptionError(str(exc), "url") from None
+    elif "url" in options:
+        raise OptionError("url is for backend=vllm only", "url")
 
 
 def check_options(options: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:

@@ -128,6 +128,27 @@ def test_the_training_form_puts_the_error_on_the_field(project, staff_owner, cli
         ({"adapter": "arithmetic-check", "options": {"threshold": 2}}, "options"),
         ({"adapter": "arithmetic-check", "options": {"batch_tokens": 0}}, "options"),
         ({"adapter": "arithmetic-check", "options": {"threshold": "high"}}, "options"),
+        (
+            {"adapter": "qwen-prm", "model": "Qwen/x", "options": {"backend": "vllm"}},
+            "options",
+        ),
+        (
+            {
+                "adapter": "qwen-prm",
+                "model": "Qwen/x",
+                "options": {"backend": "vllm", "url": "file:///etc/passwd"},
+            },
+            "options",
+        ),
+        (
+            {
+                "adapter": "qwen-prm",
+                "model": "Qwen/x",
+                "options": {"backend": "vllm", "url": "http://169.254.169.254/"},
+            },
+            "options",
+        ),
+        ({"adapter": "qwen-prm", "model": "Qwen/x", "options": {"backend": "gpu"}}, "options"),
     ],
 )
 def test_a_scorer_with_a_bad_model_or_option_is_not_registered(scorer, field, users, client_for):
@@ -151,3 +172,13 @@ def test_a_scorer_model_inside_the_model_directory_or_on_the_hub_is_registered(
     settings.MODEL_DIR = tmp_path
     assert validate_scorer("qwen-prm", "Qwen/Qwen2.5-Math-PRM-7B", {"threshold": 0.5}) == {}
     assert validate_scorer("qwen-prm", str(tmp_path / "trained"), {"device": "cpu"}) == {}
+
+
+def test_a_scorer_on_a_vllm_server_is_registered_and_runs_on_a_default_worker(users, settings):
+    from annotator.scorers import validate_scorer
+
+    options = {"backend": "vllm", "url": "http://127.0.0.1:8100"}
+    assert validate_scorer("qwen-prm", "Qwen/Qwen2.5-Math-PRM-7B", options) == {}
+    on_server = Scorer(name="remote", adapter="qwen-prm", model="Qwen/x", options=options)
+    local = Scorer(name="local", adapter="qwen-prm", model="Qwen/x", options={})
+    assert (on_server.queue, local.queue) == ("default", "gpu")
