@@ -567,7 +567,9 @@ def text_histogram(values: Sequence[float], bins: int, width: int = 40) -> list[
 def cmd_laser_cref(args: argparse.Namespace) -> int:
     """LaSeR's c_ref for a model from its own traces: log pi(z_c | x, y, EOS) for every
     trace (one prefill each, through the scoring engine), its mean, spread and histogram.
-    The paper takes c_ref as a constant; the spread shows how far that holds."""
+    The paper takes c_ref as a constant standing for log pi_ref(z_c | x, y) of the policy
+    before LaSeR training (an unused token's log-prob, nearly the same for every solution),
+    so give that model for a LaSeR-trained policy; the spread shows how far "constant" holds."""
     import statistics
 
     from scoring.adapters.laser import FAMILY_DEFAULTS, LaSeR
@@ -790,7 +792,12 @@ def build_parser() -> argparse.ArgumentParser:
         "laser-cref",
         help="LaSeR's c_ref from a model's own traces: mean, spread, histogram of log pi(z_c)",
     )
-    lc.add_argument("--model", required=True, help="the policy: hub id or local directory")
+    lc.add_argument(
+        "--model",
+        required=True,
+        help="hub id or local directory: the policy before LaSeR training (c_ref stands for "
+        "its log pi(z_c)), or any model to see its spread",
+    )
     lc.add_argument("--input", required=True, help="its traces, any format the importer reads")
     lc.add_argument("--format", default="auto", choices=("auto", *FORMATS))
     lc.add_argument("--split", default="")

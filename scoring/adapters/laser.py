@@ -33,9 +33,10 @@ Where we differ, and why:
 
 - the reference reads at the last token of its text, which is z_c only when the template
   adds nothing after the assistant content but ``<|im_end|>`` (Qwen's). With a template
-  that ends the turn otherwise (Llama 3's ``<|eot_id|>``) its ``prompt_logprobs[-1]`` would
-  score that end-of-turn token's position instead; we cut the text right after z_c, so the
-  read-out is always log pi(z_c | x, y, EOS) as the formula and the training code define it.
+  that ends the turn otherwise (Llama 3's ``<|eot_id|>``) its ``prompt_logprobs[-1][z_c]``
+  would be read from the row that predicts that end-of-turn token, i.e. log pi(z_c | x, y,
+  EOS, z_c); we cut the text right after z_c, so the read-out is always
+  log pi(z_c | x, y, EOS) as the formula and the training code define it.
   With Qwen's template the two are the same token sequence and the same number;
 - the reference scores only solutions with an extracted answer (lines 146-153) and gives
   the others 0.0; a scorer grades nothing, so it scores every trace (a caller reproducing
@@ -129,8 +130,8 @@ def resolve_defaults(
     model_type: str, tokenizer: Any, z_c: int | str | None, c_ref: float | None
 ) -> tuple[int, float | None]:
     """(z_c's id, c_ref): the ones given, else the family's; a ValueError that says what to
-    give when neither exists. c_ref may stay None only when the family has none and the
-    caller asked for none (``laser-cref`` needs no c_ref)."""
+    give when z_c has neither. c_ref is None when neither exists (the caller decides:
+    scoring refuses, ``laser-cref`` needs none)."""
     family = FAMILY_DEFAULTS.get(model_type)
     if z_c is None:
         if family is None:
@@ -167,9 +168,9 @@ class LaSeR(ModelAdapter):
         self,
         model: Any,
         tokenizer: Any,
+        z_c: int,
+        c_ref: float,
         model_name: str = "",
-        z_c: int = QWEN.token_id,
-        c_ref: float = QWEN.c_ref,
         beta: float = DEFAULT_BETA,
         step_separator: str = STEP_SEPARATOR,
     ) -> None:
@@ -212,7 +213,7 @@ class LaSeR(ModelAdapter):
             )
         device, dtype = resolve_device_dtype(device, dtype)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-        return cls(model, tokenizer, path, token_id, c_ref, beta, step_separator)
+        return cls(model, tokenizer, token_id, c_ref, path, beta, step_separator)
 
     def render(self, trace: Trace) -> str:
         """The reference's text (lines 58-64, 152), cut right after z_c."""

@@ -226,6 +226,45 @@ def test_laser_refuses_a_qwen_tokenizer_without_the_default_token(qwen_lm_dirs) 
         load_adapter("laser", str(policy), device="cpu", z_c="<|nope|>")
 
 
+def test_laser_reads_after_the_eos_with_a_template_that_ends_the_turn_otherwise(
+    tmp_path_factory, traces
+) -> None:
+    """Llama 3's template closes the turn with <|eot_id|>, which the reference's text keeps
+    (its fix cuts only <|im_end|>); we cut after z_c and still read log pi(z_c | x, y, EOS)."""
+    from transformers import AutoModelForCausalLM
+
+    from scoring.adapters import load_adapter
+    from scoring.tiny import build_causal_lm, llama3_tokenizer
+
+    path = build_causal_lm(tmp_path_factory.mktemp("laser-llama"), llama3_tokenizer(), "llama")
+    # llama takes OctoThinker's z_c, which this tokenizer lacks
+    with pytest.raises(ValueError, match=re.escape("<|reserved_special_token_0|> (id 128002")):
+        load_adapter("laser", str(path), device="cpu")
+    laser = load_adapter("laser", str(path), device="cpu", z_c="<|start_header_id|>")
+    assert laser.c_ref == -25.0  # OctoThinker's
+    tok = laser.tokenizer
+    trace = traces[1]
+    full = tok.apply_chat_template(
+        [
+            {"role": "user", "content": trace.problem},
+            {
+                "role": "assistant",
+                "content": "\n\n".join(trace.steps) + "<|eot_id|><|start_header_id|>",
+            },
+        ],
+        tokenize=False,
+    ).strip()
+    assert full.endswith("<|eot_id|><|start_header_id|><|eot_id|>")
+    assert laser.render(trace) == full.removesuffix("<|eot_id|>")
+    ids = tok(laser.render(trace), add_special_tokens=False)["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logps = model(torch.tensor([ids])).logits[0].log_softmax(-1)  # (T, V)
+    [result] = score_traces(laser, [trace])
+    assert tok.convert_ids_to_tokens(ids[-2:]) == ["<|eot_id|>", "<|start_header_id|>"]
+    assert result.raw[0] == pytest.approx(float(logps[-2, laser.z_c]), abs=TOL)
+
+
 # --- laser-cref --------------------------------------------------------------------------
 
 
