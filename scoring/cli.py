@@ -1,6 +1,6 @@
 """``python -m scoring score ...``, ``python -m scoring evaluate ...``,
-``python -m scoring mc ...``, ``python -m scoring train ...`` and
-``python -m scoring curves ...``."""
+``python -m scoring mc ...``, ``python -m scoring train ...``,
+``python -m scoring curves ...`` and ``python -m scoring laser-cref ...``."""
 
 from __future__ import annotations
 
@@ -538,6 +538,78 @@ def cmd_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(text: str) -> int | str:
+    """A token id where ``text`` is a number, else a token's text (``laser-cref --z-c``)."""
+    return int(text) if text.isdigit() else text
+
+
+def text_histogram(values: Sequence[float], bins: int, width: int = 40) -> list[str]:
+    """One line per equal-width bin over [min, max]: its range, its count and a bar.
+
+    >>> text_histogram([0.0, 1.0, 1.0, 2.0], bins=2, width=4)
+    ['[0, 1)  1  #', '[1, 2]  3  ####']
+    """
+    low, high = min(values), max(values)
+    size = (high - low) / bins or 1.0  # all values equal: one bin holds them all
+    counts = [0] * bins
+    for value in values:
+        counts[min(int((value - low) / size), bins - 1)] += 1
+    most = max(counts)
+    lines = []
+    for i, count in enumerate(counts):
+        close = "]" if i == bins - 1 else ")"
+        bar = "#" * round(width * count / most)
+        line = f"[{low + i * size:.4g}, {low + (i + 1) * size:.4g}{close}  {count}  {bar}"
+        lines.append(line.rstrip())
+    return lines
+
+
+def cmd_laser_cref(args: argparse.Namespace) -> int:
+    """LaSeR's c_ref for a model from its own traces: log pi(z_c | x, y, EOS) for every
+    trace (one prefill each, through the scoring engine), its mean, spread and histogram.
+    The paper takes c_ref as a constant standing for log pi_ref(z_c | x, y) of the policy
+    before LaSeR training (an unused token's log-prob, nearly the same for every solution),
+    so give that model for a LaSeR-trained policy; the spread shows how far "constant" holds."""
+    import statistics
+
+    from scoring.adapters.laser import FAMILY_DEFAULTS, LaSeR
+    from scoring.engine import score_traces
+
+    if args.bins < 1:
+        print("--bins must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        traces = read_traces(
+            args.input, args.format, split=args.split, step_splitter=args.step_splitter
+        )
+    except ImportFormatError as error:
+        print(f"cannot read {args.input}: {error}", file=sys.stderr)
+        return 2
+    try:
+        # c_ref=0: only log pi(z_c) (each result's raw) is wanted, which no c_ref changes
+        adapter = LaSeR.from_pretrained(
+            args.model, device=args.device, dtype=args.dtype, z_c=args.z_c, c_ref=0.0
+        )
+    except ValueError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    logps = [r.raw[0] for r in score_traces(adapter, traces, args.batch_tokens) if r.raw]
+    if not logps:
+        print(f"{args.input} holds no trace with steps", file=sys.stderr)
+        return 1
+    mean = statistics.fmean(logps)
+    spread = statistics.pstdev(logps)
+    family = FAMILY_DEFAULTS.get(adapter.model.config.model_type)
+    print(f"log pi(z_c | x, y, EOS), z_c = {adapter.z_c} {adapter.z_c_text!r}, {len(logps)} traces")
+    print(f"mean {mean:.4f}  std {spread:.4f}  min {min(logps):.4f}  max {max(logps):.4f}")
+    if family is not None:
+        print(f"(the reference's c_ref for this family: {family.c_ref})")
+    print(f"c_ref = {mean:.4f} (the mean; --option c_ref={mean:.4f} when scoring)")
+    for line in text_histogram(logps, args.bins):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -715,6 +787,32 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--seed", type=int, default=33, help="replay's per-problem seed")
     cu.add_argument("--output", required=True, help="out.json or out.csv")
     cu.set_defaults(func=cmd_curves)
+
+    lc = sub.add_parser(
+        "laser-cref",
+        help="LaSeR's c_ref from a model's own traces: mean, spread, histogram of log pi(z_c)",
+    )
+    lc.add_argument(
+        "--model",
+        required=True,
+        help="hub id or local directory: the policy before LaSeR training (c_ref stands for "
+        "its log pi(z_c)), or any model to see its spread",
+    )
+    lc.add_argument("--input", required=True, help="its traces, any format the importer reads")
+    lc.add_argument("--format", default="auto", choices=("auto", *FORMATS))
+    lc.add_argument("--split", default="")
+    lc.add_argument("--step-splitter", default="paragraphs", choices=tuple(SPLITTERS))
+    lc.add_argument(
+        "--z-c",
+        type=_token,
+        default=None,
+        help="the self-rewarding token, an id or a token text (default: the model family's)",
+    )
+    lc.add_argument("--bins", type=int, default=20, help="histogram bins (default 20)")
+    lc.add_argument("--device", default=None, help="cpu, cuda (default: $STEPWISE_DEVICE or auto)")
+    lc.add_argument("--dtype", default=None, help="float32, bfloat16 (default: bf16 on CUDA)")
+    lc.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per batch")
+    lc.set_defaults(func=cmd_laser_cref)
     return parser
 
 

@@ -17,6 +17,7 @@ ADAPTERS: dict[str, str] = {
     "implicit-prm": "scoring.adapters.implicit_prm:ImplicitPRM",
     "value-head": "scoring.adapters.value_head:ValueHeadPRM",
     "llm-critic": "scoring.adapters.llm_critic:LLMCritic",
+    "laser": "scoring.adapters.laser:LaSeR",
     "arithmetic-check": "scoring.arithmetic:ArithmeticCheck",
 }
 # The adapters that load no model (no ``from_pretrained``): named here so that asking
