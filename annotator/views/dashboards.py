@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET
 
 from annotator import charts, dashboards, runs
 from annotator.access import get_membership, get_trace_for_user
-from annotator.filters import bad_parameter_is_400
+from annotator.filters import BadParameter, bad_parameter_is_400
 from annotator.models import (
     JobStatus,
     LabelSet,
@@ -35,16 +35,18 @@ def _figure(value: float | None, spec: str = ".1f") -> str:
 
 
 def _tau(request: HttpRequest) -> float | None:
-    """The threshold asked for (``?tau=0.4``), or None for each run's own."""
+    """The threshold asked for (``?tau=0.4``), or None for each run's own. Scores are
+    probabilities, so a threshold outside [0, 1] is refused (400, the field named) rather
+    than silently flagging every step or none."""
     raw = request.GET.get("tau", "").strip()
     if not raw:
         return None
     try:
         tau = float(raw)
     except ValueError:
-        raise Http404("tau must be a number") from None
-    if not math.isfinite(tau):
-        raise Http404("tau must be a number")
+        raise BadParameter("tau", "must be a number") from None
+    if not 0.0 <= tau <= 1.0:  # also refuses nan and infinities
+        raise BadParameter("tau", "must be between 0 and 1")
     return tau
 
 
@@ -104,6 +106,8 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
             {"project": project, "membership": membership, "unavailable": True},
         )
     filters = _filters(request, project)
+    # Checked here too, so a bad box answers 400 at once instead of in every partial.
+    _tau(request)
     all_runs = list(
         ScoringRun.objects.filter(project=project, status=JobStatus.DONE).order_by("id")
     )

@@ -545,11 +545,23 @@ def test_warm_fills_what_each_runs_best_of_n_partial_reads(project, users, two_r
     assert score_queries() == 0
 
 
-def test_a_bad_tau_is_refused(project, users, two_runs, client_for):
+@pytest.mark.parametrize("tau", ["nan", "abc", "7", "-0.1", "inf"])
+@pytest.mark.parametrize("page", ["dashboard", "dashboard-runs", "dashboard-run"])
+def test_a_bad_tau_is_400_with_the_field_named(project, users, two_runs, client_for, tau, page):
+    """A non-number, or a threshold outside [0, 1], is the user's mistake: 400 naming
+    ``tau``, on the page itself and on its partials, never a 404 or a silent accept."""
+    args = [project.slug, two_runs[0].pk] if page == "dashboard-run" else [project.slug]
+    response = client_for(users["reviewer"]).get(reverse(page, args=args), {"tau": tau})
+    assert response.status_code == 400
+    assert response.content.decode().startswith("tau ")
+
+
+@pytest.mark.parametrize("tau", ["0", "1", "0.5"])
+def test_tau_at_the_ends_of_zero_to_one_is_accepted(project, users, two_runs, client_for, tau):
     response = client_for(users["reviewer"]).get(
-        reverse("dashboard-runs", args=[project.slug]), {"tau": "nan"}
+        reverse("dashboard-runs", args=[project.slug]), {"tau": tau}
     )
-    assert response.status_code == 404
+    assert response.status_code == 200
 
 
 # -- charts: pure functions, asserted on fig.data -------------------------------------------
