@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.subplots import make_subplots
 
 # Colour-blind-safe (Okabe-Ito): correct / first error / after it, then runs in order.
 COLOURS = ("#0072B2", "#D55E00", "#999999", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
@@ -43,9 +44,20 @@ def _finite(values: Sequence[float]) -> list[float | None]:
 
 
 def score_histogram(histogram: Mapping[str, Sequence[int]], title: str = "") -> go.Figure:
-    """Step scores in equal bins over [0, 1], one bar series per human class."""
-    fig = go.Figure()
-    for name, counts in histogram.items():
+    """Step scores in equal bins over [0, 1]: one small panel per human class, stacked on
+    one shared score axis, each with its own count axis and an opaque colour. Overlaid
+    translucent bars mixed into an unreadable brown, and on one count axis the first-error
+    class (far fewer steps than the correct ones) was a sliver."""
+    names = list(histogram)
+    fig = make_subplots(
+        rows=max(len(names), 1),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.12,
+        subplot_titles=names,
+    )
+    for row, name in enumerate(names, start=1):
+        counts = histogram[name]
         n = len(counts)
         fig.add_bar(
             x=[(i + 0.5) / n for i in range(n)],
@@ -53,10 +65,16 @@ def score_histogram(histogram: Mapping[str, Sequence[int]], title: str = "") -> 
             name=name,
             marker_color=CLASS_COLOURS.get(name, COLOURS[3]),
             width=1 / n,
-            opacity=0.75,
+            row=row,
+            col=1,
         )
-    fig.update_layout(barmode="overlay")
-    return _layout(fig, title or "Step scores by human class", "step score", "steps")
+        fig.update_yaxes(title_text="steps", rangemode="tozero", row=row, col=1)
+    _layout(fig, title or "Step scores by human class", "", "steps")
+    # Each panel is titled by its class, so the legend would only repeat the titles.
+    fig.update_layout(height=90 + 110 * max(len(names), 1), showlegend=False)
+    fig.update_xaxes(range=[0, 1])
+    fig.update_xaxes(title_text="step score", row=max(len(names), 1), col=1)
+    return fig
 
 
 def threshold_sweep(
@@ -176,6 +194,7 @@ def trace_scores(
             mode="lines+markers",
             name=name,
             line_color=COLOURS[(3 + i) % len(COLOURS)] if i else COLOURS[0],
+            cliponaxis=False,  # markers at 0 or 1 sit on the axis edge, drawn whole
         )
     if human_first_error is not None and human_first_error >= 0:
         fig.add_vline(
@@ -186,8 +205,44 @@ def trace_scores(
             annotation_position="top right",
         )
     fig.update_xaxes(dtick=1)
+    # Scores are probabilities: a fixed [0, 1] axis, or plotly autoscales all-1 scores to 0–2.
+    fig.update_yaxes(range=[0, 1])
     _layout(fig, title or "Step scores", "step (0-based)", "score")
     fig.update_layout(height=260)
+    return fig
+
+
+def training_curve(series: Mapping[str, Sequence[tuple[int, float | None]]]) -> go.Figure:
+    """A training run's loss (left axis) and held-out F1 (right axis, percent, fixed to
+    [0, 100]: autoscaled, an F1 of 0 throughout drew an axis from -0.89 to 0.91)."""
+    fig = go.Figure()
+    for name, axis, label, mode in (
+        ("loss", "y", "training loss", "lines"),
+        ("eval_f1", "y2", "held-out F1", "lines+markers"),
+    ):
+        points = series.get(name, [])
+        if points:
+            fig.add_scatter(
+                x=[step for step, _ in points],
+                y=_finite([math.nan if value is None else value for _, value in points]),
+                name=label,
+                mode=mode,
+                yaxis=axis,
+                cliponaxis=False,  # an F1 of 0 or 100 sits on the axis edge, drawn whole
+            )
+    fig.update_layout(
+        xaxis={"title": {"text": "step"}},
+        yaxis={"title": {"text": "loss"}, "rangemode": "tozero"},
+        yaxis2={
+            "title": {"text": "held-out F1 (%)"},
+            "overlaying": "y",
+            "side": "right",
+            "range": [0, 100],
+        },
+        margin={"l": 50, "r": 50, "t": 20, "b": 40},
+        height=HEIGHT,
+        legend={"orientation": "h"},
+    )
     return fig
 
 

@@ -572,7 +572,41 @@ def test_score_histogram_has_a_series_per_class():
     assert [trace.name for trace in fig.data] == ["correct", "first error"]
     assert list(fig.data[0].y) == [1, 2, 3, 4]
     assert list(fig.data[0].x) == [0.125, 0.375, 0.625, 0.875]
-    assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+    assert fig.layout.xaxis2.title.text == "step score" and fig.layout.yaxis.title.text
+
+
+def test_score_histogram_gives_each_class_its_own_panel_in_an_opaque_colour():
+    """Overlaid translucent bars mixed into brown, and the rare first-error class was a
+    sliver on the correct steps' count axis: one panel per class, own count axis."""
+    fig = charts.score_histogram(
+        {
+            "correct": [500, 900, 2000, 4000],
+            "first error": [9, 3, 1, 0],
+            "after first error": [5, 5, 2, 1],
+        }
+    )
+    assert fig.layout.barmode != "overlay"
+    assert [trace.yaxis for trace in fig.data] == ["y", "y2", "y3"]  # one count axis each
+    assert all(trace.opacity in (None, 1) for trace in fig.data)
+    colours = [trace.marker.color for trace in fig.data]
+    assert len(set(colours)) == 3
+    assert [a.text for a in fig.layout.annotations] == [
+        "correct",
+        "first error",
+        "after first error",
+    ]
+
+
+def test_the_trace_chart_runs_zero_to_one_whatever_the_scores():
+    fig = charts.trace_scores({"a": [1.0, 1.0, 1.0]}, None)
+    assert tuple(fig.layout.yaxis.range) == (0, 1)  # autoscaled, all-1 scores drew 0-2
+
+
+def test_the_training_curve_keeps_f1_on_zero_to_a_hundred():
+    fig = charts.training_curve({"loss": [(1, 0.7), (2, 0.5)], "eval_f1": [(2, 0.0), (4, None)]})
+    assert [trace.name for trace in fig.data] == ["training loss", "held-out F1"]
+    assert fig.data[1].yaxis == "y2" and list(fig.data[1].y) == [0.0, None]
+    assert tuple(fig.layout.yaxis2.range) == (0, 100)  # autoscaled: -0.89 to 0.91
 
 
 def test_threshold_sweep_marks_the_best_tau():
