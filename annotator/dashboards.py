@@ -26,7 +26,7 @@ from django.db import connection, transaction
 
 from annotator import charts, database
 from annotator.filters import FILTER_FIELDS, TraceFilter
-from annotator.models import MonteCarloRun, Project, ScoringRun
+from annotator.models import REFERENCE_GENERATOR, MonteCarloRun, Project, ScoringRun
 from scoring import metrics
 
 T = TypeVar("T")
@@ -525,6 +525,9 @@ def _aggregates(template: str, sep: str = ", ") -> str:
 
 
 # Best-of-N in the database: each problem's picks (``metrics.Picks``), counted per run,
+# among its model solutions: a reference trace (the dataset's own solution, correct by
+# definition) is no candidate, or every problem with one scores 100 on pass and majority
+# (``scoring evaluate`` skips them alike).
 # for the problems where the SQL can tell them apart as ``metrics.pick`` would: every
 # aggregate finite, and the highest one either unique or an exact tie (first trace
 # wins) among values ``metrics.distinct`` from the rest; vote totals must be distinct
@@ -543,6 +546,7 @@ traces AS MATERIALIZED (
            + CASE WHEN v.label IS NULL THEN 0 WHEN v.label = -1 THEN 1 ELSE 2 END AS code
     FROM annotator_trace t LEFT JOIN v ON v.trace_id = t.id
    WHERE t.project_id = %(project)s {{trace_filter}} AND t.final_answer_correct IS NOT NULL
+     AND t.generator <> %(reference)s
 ),
 solutions AS (
   SELECT ts.run_id, x.*,
@@ -618,6 +622,7 @@ def runs_best_of_n(
         **labelled_params,
         "project": project.pk,
         "runs": [run.pk for run in runs],
+        "reference": REFERENCE_GENERATOR,
     }
     with transaction.atomic(), connection.cursor() as cursor:
         # Its sorts outgrow the default 4 MB at 25k problems and would spill to disk;
@@ -674,7 +679,7 @@ def _solutions(
         FROM annotator_trace t
         JOIN annotator_tracescore ts ON ts.run_id = %(run)s AND ts.trace_id = t.id
        WHERE t.project_id = %(project)s {trace_filter} AND t.final_answer_correct IS NOT NULL
-         AND t.problem_id = ANY(%(problems)s)
+         AND t.generator <> %(reference)s AND t.problem_id = ANY(%(problems)s)
     ),
     steps AS (
       SELECT s.trace_id,
@@ -696,7 +701,14 @@ def _solutions(
     """
     problems: dict[int, list[metrics.Solution]] = defaultdict(list)
     rows = _fetch(
-        sql, {**params, "project": run.project_id, "run": run.pk, "problems": problem_ids}
+        sql,
+        {
+            **params,
+            "project": run.project_id,
+            "run": run.pk,
+            "problems": problem_ids,
+            "reference": REFERENCE_GENERATOR,
+        },
     )
     for row in rows:
         problem_id, trace_id, answer, correct, low, last, mean, logs = row[:8]

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from scoring.formats import FORMATS, ImportFormatError, read_scores, read_traces, write_scores
+from scoring.formats.gsm8k import REFERENCE_GENERATOR
 from scoring.metrics import (
     Solution,
     auroc_from_counts,
@@ -213,7 +214,11 @@ def _evaluate_export(args: argparse.Namespace) -> int:
                 split = record.get("split") or "(no split)"
                 by_split_scores[split].append(scores)
                 by_split_labels[split].append(label)
-            if record.get("final_answer_correct") is not None:
+            # A reference trace (the dataset's own solution) is no best-of-N candidate.
+            if (
+                record.get("final_answer_correct") is not None
+                and record.get("generator") != REFERENCE_GENERATOR
+            ):
                 problems[record["problem"]].append(
                     Solution(
                         answer=record.get("final_answer") or None,

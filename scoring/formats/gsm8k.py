@@ -19,6 +19,8 @@ from scoring.formats.base import (
 )
 from scoring.steps import split_lines
 
+# The generator of the reference traces: not a model, so no best-of-N candidate.
+REFERENCE_GENERATOR = "reference"
 _FINAL = re.compile(r"^\s*A:\s*(.*?)\s*$")
 
 
@@ -94,7 +96,7 @@ def read(record: dict, where: str, options: ParseOptions) -> list[ParsedTrace]:
             external_id=f"{_problem_key(question)}/reference",
             reference_answer=answer,
             reference_solution=solution,
-            generator="reference",
+            generator=REFERENCE_GENERATOR,
             split=options.split or options.default_split,
             final_answer=answer,
             final_answer_correct=True,

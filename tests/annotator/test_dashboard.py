@@ -242,6 +242,35 @@ def test_best_of_n_reads_stored_aggregates_and_falls_back_to_the_steps(project, 
     assert stored[0] == N_PROBLEMS
 
 
+def test_reference_traces_are_no_best_of_n_candidates(project, two_runs, tmp_path, capsys):
+    """A reference solution (correct by definition) among a problem's candidates made pass
+    and majority 100: best-of-N, in the database and in ``scoring evaluate`` alike, counts
+    the model solutions only, as if the reference traces had no scores."""
+    from annotator.models import StepScore, TraceScore
+
+    references = []
+    seen = set()
+    for trace in Trace.objects.filter(project=project).order_by("problem_id", "id"):
+        if trace.problem_id not in seen:
+            seen.add(trace.problem_id)
+            references.append(trace.pk)
+    # Each reference is right and scored highest by every rule: picked wherever counted.
+    Trace.objects.filter(pk__in=references).update(generator="reference", final_answer_correct=True)
+    TraceScore.objects.filter(trace__in=references).update(
+        min_score=1.0, last_score=1.0, mean_score=1.0, log_product=0.0
+    )
+    StepScore.objects.filter(trace__in=references).update(score=1.0)
+    sections = _cli_sections(_evaluate(project, tmp_path, capsys))
+    with_references = {run.pk: dashboards.best_of_n(run) for run in two_runs}
+    for run in two_runs:
+        cli = dict(re.findall(r"^(bon_\w+|maj|pass)\s+(\S+)$", sections[run.name], re.M))
+        problems, table = with_references[run.pk]
+        assert cli and all(cli[key] == f"{table[key]:.1f}" for key in cli), run.name
+    StepScore.objects.filter(trace__in=references).delete()
+    TraceScore.objects.filter(trace__in=references).delete()
+    assert {run.pk: dashboards.best_of_n(run) for run in two_runs} == with_references
+
+
 def test_each_trace_row_keeps_its_step_scores_in_order(project, two_runs):
     """``store_scores`` writes the scores beside the steps (NaN kept), which is what the
     dashboard's figures read."""
