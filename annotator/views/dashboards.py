@@ -31,7 +31,17 @@ from scoring import metrics
 
 
 def _figure(value: float | None, spec: str = ".1f") -> str:
+    """The value as text; "" where it is not defined (the CSV's empty cell, the page's
+    "—" with a title: ``UNDEFINED`` in ``dashboard.html``)."""
     return "" if value is None or math.isnan(value) else format(value, spec)
+
+
+def _share(value: float | None, percent: bool) -> str:
+    """A share in [0, 1] (AUROC, min on final step): in percent on the page, so each of
+    its tables has one unit; as a fraction in the CSV, as ``scoring evaluate`` prints it."""
+    if percent:
+        return _figure(None if value is None else value * 100)
+    return _figure(value, ".3f")
 
 
 def _tau(request: HttpRequest) -> float | None:
@@ -141,7 +151,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
 # -- the runs side by side ------------------------------------------------------------------
 
 
-def _runs_table(membership: Membership, request: HttpRequest) -> list[list[str]]:
+def _runs_table(membership: Membership, request: HttpRequest, percent: bool) -> list[list[str]]:
     filters = _filters(request, membership.project)
     tau = _tau(request)
     rows = []
@@ -166,8 +176,8 @@ def _runs_table(membership: Membership, request: HttpRequest) -> list[list[str]]
                 _figure(average.f1 if average else None),
                 _figure(figures.best_tau, ".2f"),
                 _figure(figures.best.f1 if figures.best else None),
-                _figure(figures.auroc_all, ".3f"),
-                _figure(figures.min_on_final_all, ".3f"),
+                _share(figures.auroc_all, percent),
+                _share(figures.min_on_final_all, percent),
             ]
         )
     human = dashboards.human_ceiling(membership.project, filters)
@@ -201,6 +211,36 @@ RUNS_HEADER = (
     "step AUROC (mean of splits)",
     "min on final step",
 )
+# The page's headers for the CSV's identifiers, each with its legend (the header's title
+# and the list under the table).
+COLUMNS = {
+    "run": ("Run", ""),
+    "split": ("Split", ""),
+    "labelled traces": ("Traces", "traces with a human verdict"),
+    "n_err": ("Erroneous", "traces with a human first error"),
+    "n_cor": ("Correct", "traces the humans found all correct"),
+    "tau": ("Threshold τ", "a step scoring below it is predicted wrong (a score, 0 to 1)"),
+    "acc_err": ("Acc. on erroneous", "erroneous traces whose first error is found exactly"),
+    "acc_cor": ("Acc. on correct", "correct traces predicted all correct"),
+    "F1": ("F1", "harmonic mean of the two accuracies"),
+    "best tau": ("Best τ", "the threshold with the highest F1 over every labelled trace"),
+    "F1 at best tau": ("F1 at best τ", "F1 at that threshold"),
+    "AUROC": ("Step AUROC", "how well step scores separate correct from wrong steps"),
+    "step AUROC (mean of splits)": (
+        "Step AUROC",
+        "how well step scores separate correct from wrong steps, mean of the splits",
+    ),
+    "min@last": ("Lowest on last step", "traces of 2+ steps whose lowest score is the last"),
+    "min on final step": (
+        "Lowest on last step",
+        "traces of 2+ steps whose lowest score is the last",
+    ),
+}
+
+
+def _columns(header: Sequence[str]) -> list[tuple[str, str]]:
+    """(page header, legend) of each CSV column."""
+    return [COLUMNS.get(name, (name, "")) for name in header]
 
 
 @login_required
@@ -208,15 +248,16 @@ RUNS_HEADER = (
 @bad_parameter_is_400
 def dashboard_runs(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _member(request, slug)
-    rows = _runs_table(membership, request)
-    if request.GET.get("format") == "csv":
+    csv_format = request.GET.get("format") == "csv"
+    rows = _runs_table(membership, request, percent=not csv_format)
+    if csv_format:
         return _csv(f"{slug}-runs", RUNS_HEADER, rows)
     return render(
         request,
         "dashboard.html#runs-table",
         {
             "project": membership.project,
-            "header": RUNS_HEADER,
+            "columns": _columns(RUNS_HEADER),
             "rows": rows,
             "query": request.GET.urlencode(),
         },
@@ -228,7 +269,7 @@ def dashboard_runs(request: HttpRequest, slug: str) -> HttpResponse:
 PROCESSBENCH_HEADER = ("split", "n_err", "n_cor", "acc_err", "acc_cor", "F1", "AUROC", "min@last")
 
 
-def _processbench_rows(figures: dashboards.RunFigures) -> list[list[str]]:
+def _processbench_rows(figures: dashboards.RunFigures, percent: bool) -> list[list[str]]:
     return [
         [
             split,
@@ -237,8 +278,8 @@ def _processbench_rows(figures: dashboards.RunFigures) -> list[list[str]]:
             _figure(row.acc_err),
             _figure(row.acc_cor),
             _figure(row.f1),
-            "" if split == "average" else _figure(figures.auroc[split], ".3f"),
-            "" if split == "average" else _figure(figures.min_on_final[split], ".3f"),
+            "" if split == "average" else _share(figures.auroc[split], percent),
+            "" if split == "average" else _share(figures.min_on_final[split], percent),
         ]
         for split, row in figures.table.items()
     ]
@@ -256,8 +297,9 @@ def dashboard_run(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     figures = dashboards.cached(
         "run", run, filters, version, lambda: dashboards.run_figures(run, filters, tau), tau
     )
-    rows = _processbench_rows(figures)
-    if request.GET.get("format") == "csv":
+    csv_format = request.GET.get("format") == "csv"
+    rows = _processbench_rows(figures, percent=not csv_format)
+    if csv_format:
         return _csv(f"{slug}-{run.name}-processbench", PROCESSBENCH_HEADER, rows)
     # Building plotly figures costs tens of ms each: their HTML is cached beside them.
     charts_html = (
@@ -274,8 +316,9 @@ def dashboard_run(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
             "project": membership.project,
             "run": run,
             "figures": figures,
-            "header": PROCESSBENCH_HEADER,
+            "columns": _columns(PROCESSBENCH_HEADER),
             "rows": rows,
+            "table_id": f"processbench-{run.pk}",
             "charts": charts_html,
             "best_tau": _figure(figures.best_tau, ".2f"),
             "best_f1": _figure(figures.best.f1 if figures.best else None),

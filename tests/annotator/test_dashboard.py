@@ -271,6 +271,72 @@ def test_reference_traces_are_no_best_of_n_candidates(project, two_runs, tmp_pat
     assert {run.pk: dashboards.best_of_n(run) for run in two_runs} == with_references
 
 
+def test_an_undefined_figure_reads_the_same_on_the_dashboard_and_the_run_page(
+    project, users, two_runs, client_for
+):
+    """A split with no erroneous trace has no accuracy on erroneous and no F1: the run
+    page said "nan", the dashboard left the cell blank. Both now show "—" with a title,
+    and the note under each table explains it; the CSV keeps an empty cell."""
+    from django.core.cache import cache
+
+    Annotation.objects.filter(trace__project=project, trace__split="math").update(
+        first_error_step=-1
+    )
+    cache.clear()
+    client = client_for(users["reviewer"])
+    run = two_runs[0]
+    pages = {
+        "dashboard": client.get(reverse("dashboard-run", args=[project.slug, run.pk])),
+        "run page": client.get(reverse("run", args=[project.slug, run.pk])),
+    }
+    for where, page in pages.items():
+        html = page.content.decode()
+        row = re.search(r"<tr><td>math</td>(.*?)</tr>", html, re.S).group(1)
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
+        undefined = re.findall(r'<td class="undefined" title="([^"]+)">—</td>', row)
+        assert len(undefined) >= 2 and "nan" not in cells, (where, row)  # acc_err, F1 (+ AUROC)
+        assert "see the note" in undefined[0]
+        assert "—: not defined (a split with no erroneous trace" in html, where
+    rows = _csv_rows(
+        client.get(reverse("dashboard-run", args=[project.slug, run.pk]), {"format": "csv"})
+    )
+    [math_row] = [row for row in rows if row[0] == "math"]
+    assert math_row[3] == "" and math_row[5] == ""
+
+
+def test_the_dashboard_tables_have_readable_headers_a_legend_and_one_unit(
+    project, users, two_runs, client_for
+):
+    """Headers were identifiers (``acc_err``, ``min@last``) and the table said "in
+    percent" beside AUROC fractions: every rate on the page is in percent now."""
+    client = client_for(users["reviewer"])
+    run = two_runs[0]
+    html = client.get(reverse("dashboard-run", args=[project.slug, run.pk])).content.decode()
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", html)
+    assert headers[:8] == [
+        "Split",
+        "Erroneous",
+        "Correct",
+        "Acc. on erroneous",
+        "Acc. on correct",
+        "F1",
+        "Step AUROC",
+        "Lowest on last step",
+    ]
+    assert "<dt>Acc. on erroneous</dt>" in html  # the legend
+    csv_rows = _csv_rows(
+        client.get(reverse("dashboard-run", args=[project.slug, run.pk]), {"format": "csv"})
+    )
+    [csv_gsm8k] = [row for row in csv_rows if row[0] == "gsm8k"]
+    page_gsm8k = re.findall(
+        r"<td>([^<]*)</td>", re.search(r"<tr><td>gsm8k</td>.*?</tr>", html).group()
+    )
+    assert float(page_gsm8k[6]) == pytest.approx(float(csv_gsm8k[6]) * 100, abs=0.051)
+    runs_html = client.get(reverse("dashboard-runs", args=[project.slug])).content.decode()
+    assert "acc_err" not in runs_html and "min on final step" not in runs_html
+    assert "Every rate in percent" in runs_html
+
+
 def test_each_trace_row_keeps_its_step_scores_in_order(project, two_runs):
     """``store_scores`` writes the scores beside the steps (NaN kept), which is what the
     dashboard's figures read."""
