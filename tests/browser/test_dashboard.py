@@ -87,3 +87,38 @@ def test_the_dashboard_and_a_trace_page_draw_their_charts(dashboard_project, new
     expect(page.locator("#trace-score-chart-plot.js-plotly-plot")).to_be_attached()
     assert _points(page, "trace-score-chart-plot") == 2 * traces[0].num_steps
     assert errors == []
+
+
+def _overflowing(page) -> list[str]:
+    """Elements whose right edge passes the viewport's: what makes the page scroll sideways."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('body *')]
+             .filter(el => el.getBoundingClientRect().right > window.innerWidth + 0.5
+                           && !el.closest('.table-scroll, .js-plotly-plot'))
+             .map(el => el.tagName + (el.id ? '#' + el.id : '') + '.' + el.className)
+             .slice(0, 10)"""
+    )
+
+
+def test_the_dashboard_fits_a_390_px_screen(dashboard_project, new_page, live_server, tmp_path):
+    """At 390 px the page was 641 px wide with its tables cut: now nothing scrolls
+    sideways, and each wide table scrolls inside its own box (a screenshot is kept)."""
+    project, made, _ = dashboard_project
+    page = new_page("rhea", "pw-rhea-123")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/p/{project.slug}/dashboard/")
+    expect(page.locator("#runs-table table")).to_be_visible()
+    for run in made:
+        expect(page.locator(f"#processbench-{run.pk}")).to_be_visible()
+        expect(page.locator(f"#best-of-n-{run.pk} table")).to_be_visible()
+        expect(page.locator(f"#histogram-{run.pk}.js-plotly-plot")).to_be_attached()
+    page.screenshot(path=tmp_path / "dashboard-390.png", full_page=True)
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, (width, _overflowing(page))
+    assert _overflowing(page) == []
+    # The runs table is wider than the screen: its own box scrolls, the whole table
+    # inside it (not cut).
+    box = page.locator("#runs-table .table-scroll")
+    sizes = box.evaluate("el => [el.scrollWidth, el.clientWidth, getComputedStyle(el).overflowX]")
+    assert sizes[0] > sizes[1] and sizes[2] == "auto", sizes
+    assert box.bounding_box()["width"] <= 390
