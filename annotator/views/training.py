@@ -28,7 +28,10 @@ class TrainingForm(forms.Form):
         help_text="A hub id, e.g. Qwen/Qwen2.5-Math-PRM-7B, or a path inside the model directory",
     )
     label_set = forms.ModelChoiceField(
-        queryset=LabelSet.objects.none(), required=False, empty_label="Human labels"
+        queryset=LabelSet.objects.none(),
+        required=False,
+        label="Labels",
+        empty_label="Human labels (agreed or adjudicated)",
     )
     eval_split = forms.CharField(
         max_length=64, required=False, help_text="Held out for evaluation."
@@ -43,6 +46,15 @@ class TrainingForm(forms.Form):
     def __init__(self, *args, project=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["label_set"].queryset = LabelSet.objects.filter(project=project)
+        # The model's str() ("label set x in Project") reads as a fragment in a menu.
+        self.fields["label_set"].label_from_instance = _label_set_choice
+
+
+def _label_set_choice(label_set: LabelSet) -> str:
+    """``"hard: Monte-Carlo hard labels, 9 traces"``."""
+    traces = label_set.summary.get("traces")
+    counted = f", {traces} traces" if traces is not None else ""
+    return f"{label_set.name}: {label_set.get_source_display()}{counted}"
 
 
 def _page(
