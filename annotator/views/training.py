@@ -8,6 +8,8 @@ workers load, a decision about what the workers run.
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -116,11 +118,9 @@ def training_detail(request: HttpRequest, slug: str, run_id: int) -> HttpRespons
         request.user, slug, TrainingRun, run_id, allow=Membership.sees_model_scores
     )
     series = training.curves(run)
-    chart = None
-    if series:
-        chart = training.curve_figure(series).to_html(
-            full_html=False, include_plotlyjs=False, div_id="training-curve"
-        )
+    # The figure as plotly JSON, drawn by static/js/training_chart.js on load and after
+    # each poll; plotly's own embedding script broke when htmx swapped it.
+    chart = json.loads(training.curve_figure(series).to_json()) if series else None
     latest = {name: points[-1][1] for name, points in series.items() if points}
     splits = []
     if run.status == "done" and run.scorer_id and membership.may_manage():
