@@ -156,7 +156,10 @@ def create_label_set(
     """Compute the labels from ``source`` and store them as set ``name``."""
     params = dict(params or {})
     if not name or name in RESERVED_NAMES:
-        raise LabelSetError(f"choose a name other than {RESERVED_NAMES}")
+        raise LabelSetError(
+            f"choose a name other than {' or '.join(RESERVED_NAMES)}: "
+            "exports already use those for the people's labels"
+        )
     if LabelSet.objects.filter(project=project, name=name).exists():
         raise LabelSetError(f"this project already has a label set named {name!r}")
     summary: dict[str, Any] = {}
@@ -192,6 +195,24 @@ def create_label_set(
             batch_size=5000,
         )
     return label_set
+
+
+def describe_params(label_set: LabelSet) -> str:
+    """How the set was made, in words, for its Source column ("run mc, threshold 0.5").
+
+    A false ``reviewed_only`` says nothing (it is the default), so it is left out.
+    """
+    params = label_set.params
+    parts = []
+    if params.get("reviewed_only"):
+        parts.append("reviewers' verdicts only")
+    if "run" in params:
+        parts.append(f"run {params['run']}")
+    if "threshold" in params:
+        parts.append(f"threshold {params['threshold']}")
+    if "a" in params or "b" in params:
+        parts.append(f"sets {params.get('a')} and {params.get('b')}")
+    return ", ".join(parts)
 
 
 def label_set_named(project: Project, name: str) -> LabelSet:

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods
 
 from annotator.access import get_membership
 from annotator.hiding import visible_label_sets
-from annotator.labelsets import LabelSetError, create_label_set
+from annotator.labelsets import LabelSetError, create_label_set, describe_params
 from annotator.models import LabelSetSource, Membership
 
 
@@ -36,7 +36,8 @@ class LabelSetForm(forms.Form):
             LabelSetSource.SCORING: ("run", "threshold"),
             LabelSetSource.CONSENSUS: ("a", "b"),
         }[data["source"]]
-        return {k: data[k] for k in keys if data[k] not in (None, "")}
+        # An unticked box is the default: stored as nothing, not as reviewed_only=False.
+        return {k: data[k] for k in keys if data[k] not in (None, "", False)}
 
 
 @login_required
@@ -67,13 +68,16 @@ def label_set_list(request: HttpRequest, slug: str) -> HttpResponse:
             status = 400
     elif request.method == "POST":
         raise PermissionDenied("only the project's owners make label sets")
+    label_sets = list(visible_label_sets(membership, project.label_sets.order_by("-id")))
+    for label_set in label_sets:
+        label_set.details = describe_params(label_set)
     return render(
         request,
         "label_sets.html",
         {
             "project": project,
             "membership": membership,
-            "label_sets": visible_label_sets(membership, project.label_sets.order_by("-id")),
+            "label_sets": label_sets,
             "form": form,
         },
         status=status,

@@ -171,6 +171,10 @@ class ScorerForm(forms.ModelForm):
 
         super().__init__(*args, **kwargs)
         self.fields["adapter"].choices = [(a, a) for a in sorted(ADAPTERS)]
+        # An unbound box would show the JSON of "no options yet", ``null``: start it as
+        # the empty object the model stores instead.
+        if self.initial.get("options") is None:
+            self.initial["options"] = {}
 
     def clean_options(self) -> object:
         return {} if self.cleaned_data["options"] is None else self.cleaned_data["options"]

@@ -8,6 +8,8 @@ workers load, a decision about what the workers run.
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -28,7 +30,10 @@ class TrainingForm(forms.Form):
         help_text="A hub id, e.g. Qwen/Qwen2.5-Math-PRM-7B, or a path inside the model directory",
     )
     label_set = forms.ModelChoiceField(
-        queryset=LabelSet.objects.none(), required=False, empty_label="Human labels"
+        queryset=LabelSet.objects.none(),
+        required=False,
+        label="Labels",
+        empty_label="Human labels (agreed or adjudicated)",
     )
     eval_split = forms.CharField(
         max_length=64, required=False, help_text="Held out for evaluation."
@@ -43,6 +48,15 @@ class TrainingForm(forms.Form):
     def __init__(self, *args, project=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["label_set"].queryset = LabelSet.objects.filter(project=project)
+        # The model's str() ("label set x in Project") reads as a fragment in a menu.
+        self.fields["label_set"].label_from_instance = _label_set_choice
+
+
+def _label_set_choice(label_set: LabelSet) -> str:
+    """``"hard: Monte-Carlo hard labels, 9 traces"``."""
+    traces = label_set.summary.get("traces")
+    counted = f", {traces} traces" if traces is not None else ""
+    return f"{label_set.name}: {label_set.get_source_display()}{counted}"
 
 
 def _page(
@@ -104,11 +118,9 @@ def training_detail(request: HttpRequest, slug: str, run_id: int) -> HttpRespons
         request.user, slug, TrainingRun, run_id, allow=Membership.sees_model_scores
     )
     series = training.curves(run)
-    chart = None
-    if series:
-        chart = training.curve_figure(series).to_html(
-            full_html=False, include_plotlyjs=False, div_id="training-curve"
-        )
+    # The figure as plotly JSON, drawn by static/js/training_chart.js on load and after
+    # each poll; plotly's own embedding script broke when htmx swapped it.
+    chart = json.loads(training.curve_figure(series).to_json()) if series else None
     latest = {name: points[-1][1] for name, points in series.items() if points}
     splits = []
     if run.status == "done" and run.scorer_id and membership.may_manage():

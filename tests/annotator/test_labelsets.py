@@ -310,3 +310,34 @@ def test_the_api_lists_runs_and_makes_label_sets(project, users, mc_run, client_
     assert response.json()["summary"]["traces"] == N_TRACES
     again = client_for(users["owner"]).post(sets_url, made, "application/json")
     assert again.status_code == 400 and "already has a label set" in again.json()["detail"]
+
+
+def test_the_page_says_why_a_name_is_refused_and_how_each_set_was_made(
+    project, users, planted, client_for
+) -> None:
+    owner = client_for(users["owner"])
+    sets = reverse("label-sets", args=[project.slug])
+    refused = owner.post(sets, {"name": "human", "source": "human"})
+    assert refused.status_code == 400
+    text = refused.content.decode()
+    assert "choose a name other than human or adjudicated" in text
+    assert "(&#x27;human&#x27;" not in text and "('human'" not in text  # no Python tuple
+
+    # an unticked "reviewers only" is the default: not stored, not shown
+    assert owner.post(sets, {"name": "people", "source": "human"}).status_code == 302
+    assert project.label_sets.get(name="people").params == {}
+    reviewed = {"name": "reviewed", "source": "human", "reviewed_only": "on"}
+    assert owner.post(sets, reviewed).status_code == 302
+    both = {"name": "both", "source": "consensus", "a": "people", "b": "reviewed"}
+    assert owner.post(sets, both).status_code == 302
+    made = project.label_sets.get(name="both")
+
+    page = owner.get(sets).content.decode()
+    table = page[page.index('id="label-sets"') : page.index("</table>")]
+    assert "reviewed_only" not in table
+    assert "(reviewers&#x27; verdicts only)" in table
+    assert "(sets people and reviewed)" in table
+    assert "<th>Unmatched</th>" in page
+    row = page[page.index('data-name="both"') :].split("</tr>")[0]
+    cells = [c.split(">", 1)[1].split("</td>")[0] for c in row.split("<td")[1:]]
+    assert cells[6] == str(made.summary["unmatched"])

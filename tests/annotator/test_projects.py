@@ -131,3 +131,21 @@ def test_only_users_with_the_site_permission_see_and_use_new_project(client_for,
     client = client_for(users["annotator"])
     assert b"New project" in client.get(reverse("home")).content
     assert client.post(reverse("project-create"), {"name": "X", "slug": "x"}).status_code == 302
+
+
+def test_the_settings_and_login_forms_use_the_site_form_layout(project, users, client_for):
+    from django.test import Client
+
+    settings_page = client_for(users["owner"]).get(reverse("project-settings", args=[project.slug]))
+    html = settings_page.content.decode()
+    form = html[
+        html.index('id="settings-form"') : html.index("</form>", html.index('id="settings-form"'))
+    ]
+    assert 'class="settings run-form stacked"' in html
+    assert '<div class="field"><label for="id_name">' in form and "<p>" not in form
+
+    refused = Client().post(reverse("login"), {"username": "nobody", "password": "wrong"})
+    text = refused.content.decode()
+    assert '<form method="post" action="/login/" class="run-form stacked" id="login-form">' in text
+    assert '<p class="error" role="alert">Please enter a correct username' in text
+    assert "errorlist" not in text

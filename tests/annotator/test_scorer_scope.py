@@ -163,3 +163,11 @@ def test_a_run_whose_scorer_name_is_taken_or_too_long_does_not_start(project, us
             project, users["owner"], kind="qwen-prm", base_model="b", name="x" * 100
         )
     assert not TrainingRun.objects.exists()
+
+
+def test_the_register_form_starts_with_no_options_not_null(client_for, users):
+    users["owner"].is_staff = True
+    users["owner"].save()
+    page = client_for(users["owner"]).get(reverse("scorers")).content.decode()
+    box = page[page.index('name="options"') :]
+    assert box[box.index(">") + 1 : box.index("</textarea>")].strip() == "{}"

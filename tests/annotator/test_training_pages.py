@@ -150,3 +150,19 @@ def test_a_get_never_changes_state(labelled, client_for, users):
         assert client.get(reverse(name, args=[labelled.slug, run.pk])).status_code == 405
     run.refresh_from_db()
     assert run.status == JobStatus.QUEUED and not run.cancel_requested
+
+
+def test_the_label_set_menu_names_each_set_and_its_source(labelled, client_for, users):
+    from annotator.labelsets import create_label_set
+
+    users["owner"].is_staff = True
+    users["owner"].save()
+    made = create_label_set(labelled, "agreed", "human")
+    page = client_for(users["owner"]).get(reverse("training-runs", args=[labelled.slug]))
+    text = page.content.decode()
+    assert '<label for="id_label_set">Labels:</label>' in text
+    assert '<option value="" selected>Human labels (agreed or adjudicated)</option>' in text
+    traces = made.summary["traces"]
+    option = f"agreed: Human labels (agreed or adjudicated), {traces} traces</option>"
+    assert option in text
+    assert "label set agreed in" not in text

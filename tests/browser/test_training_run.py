@@ -62,3 +62,33 @@ def test_the_run_page_draws_the_loss_curve_and_follows_the_run(running, new_page
     expect(page.locator("#training-f1")).to_have_text("80.0")
     expect(page.locator("#training-curve .scatterlayer .trace")).to_have_count(2)
     expect(page.locator("#training-status")).not_to_have_attribute("hx-trigger", "every 1s")
+
+
+CHART_BOXES = """() => {
+  const box = el => { const r = el.getBoundingClientRect();
+                      return [Math.round(r.width), Math.round(r.height)]; };
+  const chart = document.querySelector("#training-curve");
+  const button = chart.querySelector(".modebar-btn");
+  const xtitle = chart.querySelector(".xtitle").getBoundingClientRect();
+  const settings = document.querySelector("section h2").getBoundingClientRect();
+  return {chart: box(chart), button: box(button), buttons: chart.querySelectorAll(".modebar-btn").length,
+          titleAboveSettings: xtitle.bottom <= settings.top}; }"""
+
+
+def test_a_polled_refresh_draws_the_chart_as_a_reload_does(running, new_page, live_server):
+    project, run = running
+    page = new_page("tess", "pw-tess-123")
+    url = f"{live_server.url}/p/{project.slug}/training/{run.pk}/"
+    page.goto(url)
+    expect(page.locator("#training-curve .scatterlayer .trace")).to_have_count(1)
+
+    training.store_points(run, 3, {"loss": 0.5})
+    expect(page.locator("#training-loss")).to_have_text("0.5000")  # swapped by the poll
+    expect(page.locator("#training-curve .scatterlayer .trace")).to_have_count(1)
+    polled = page.evaluate(CHART_BOXES)
+
+    page.reload()
+    expect(page.locator("#training-curve .scatterlayer .trace")).to_have_count(1)
+    reloaded = page.evaluate(CHART_BOXES)
+    assert reloaded["titleAboveSettings"]
+    assert polled == reloaded
