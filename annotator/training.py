@@ -251,31 +251,3 @@ def curves(run: TrainingRun) -> dict[str, list[tuple[int, float | None]]]:
     ):
         series.setdefault(name, []).append((step, value))
     return series
-
-
-def curve_figure(series: dict[str, list[tuple[int, float | None]]]) -> Any:
-    """Loss (left axis) and held-out F1 (right axis, percent) against the step."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for name, axis in (("loss", "y"), ("eval_f1", "y2")):
-        points = series.get(name, [])
-        if points:
-            fig.add_trace(
-                go.Scatter(
-                    x=[step for step, _ in points],
-                    y=[value for _, value in points],
-                    name="training loss" if name == "loss" else "held-out F1",
-                    mode="lines" if name == "loss" else "lines+markers",
-                    yaxis=axis,
-                )
-            )
-    fig.update_layout(
-        xaxis={"title": {"text": "step"}},
-        yaxis={"title": {"text": "loss"}},
-        yaxis2={"title": {"text": "F1 (%)"}, "overlaying": "y", "side": "right"},
-        margin={"l": 50, "r": 50, "t": 20, "b": 40},
-        height=320,
-        legend={"orientation": "h"},
-    )
-    return fig

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotator import jobs, training
+from annotator import charts, jobs, training
 from annotator.access import get_membership
 from annotator.models import LabelSet, Membership, TrainingRun
 from annotator.views.jobs import cancel_and_retry, start_from_form
@@ -120,7 +120,7 @@ def training_detail(request: HttpRequest, slug: str, run_id: int) -> HttpRespons
     series = training.curves(run)
     # The figure as plotly JSON, drawn by static/js/training_chart.js on load and after
     # each poll; plotly's own embedding script broke when htmx swapped it.
-    chart = json.loads(training.curve_figure(series).to_json()) if series else None
+    chart = json.loads(charts.training_curve(series).to_json()) if series else None
     latest = {name: points[-1][1] for name, points in series.items() if points}
     splits = []
     if run.status == "done" and run.scorer_id and membership.may_manage():

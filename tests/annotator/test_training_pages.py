@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from annotator import training
+from annotator import charts, training
 from annotator.models import JobStatus, Scorer, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -116,7 +116,7 @@ def test_the_run_page_draws_the_curve_and_polls_while_running(labelled, client_f
     assert b"vendor/plotly/plotly.min.js" in page.content
     partial = client.get(url, headers={"HX-Request": "true"})
     assert partial.content.lstrip().startswith(b'<div id="training-status"')
-    fig = training.curve_figure(training.curves(run))
+    fig = charts.training_curve(training.curves(run))
     assert [(t.name, list(t.x), list(t.y)) for t in fig.data] == [
         ("training loss", [1, 2, 3], [0.8, 0.6, 0.5]),
         ("held-out F1", [3], [71.5]),
