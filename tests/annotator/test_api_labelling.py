@@ -8,6 +8,7 @@ import re
 
 import pytest
 from django.urls import reverse
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotator.importing import import_file
@@ -36,8 +37,9 @@ LABEL_FIELDS = (
 
 def token_from_page(client) -> str:
     """Create a token on the tokens page, as a person would, and read it off the page."""
-    page = client.post(reverse("token-create"))
-    assert page.status_code == 201
+    made = client.post(reverse("token-create"))
+    assert (made.status_code, made["Location"]) == (302, reverse("tokens"))
+    page = client.get(made["Location"])
     return re.search(rb'<code id="token-key">(\w+)</code>', page.content).group(1).decode()
 
 
@@ -71,6 +73,16 @@ def test_a_token_from_the_page_works_until_revoked(project, users, client_for):
     assert client.post(reverse("token-revoke")).status_code == 302
     refused = api.get("/api/v1/projects/")
     assert refused.status_code == 401 and "detail" in refused.json()
+
+
+def test_reloading_the_page_after_a_new_token_keeps_it_and_shows_it_no_more(users, client_for):
+    client = client_for(users["annotator"])
+    key = token_from_page(client)
+    reloaded = client.get(reverse("tokens"))
+    assert reloaded.status_code == 200
+    assert b'id="new-token"' not in reloaded.content and key.encode() not in reloaded.content
+    assert Token.objects.get(user=users["annotator"]).key == key
+    assert api_with(key).get("/api/v1/").status_code == 200
 
 
 def test_the_docs_are_served_from_our_own_files(users, client_for):
