@@ -140,10 +140,14 @@ def test_a_malformed_label_gives_400_json_with_field_messages(project, users, cl
     bad = api.post(url, {"first_error_step": "x", "step_ratings": [1, 5], "flag": "nope"}, "json")
     assert bad.status_code == 400 and bad["Content-Type"] == "application/json"
     errors = bad.json()
-    assert set(errors) == {"first_error_step", "step_ratings", "flag"}
+    assert set(errors) == {"first_error_step", "step_ratings", "flag", "detail", "code"}
     assert errors["first_error_step"] == ["A valid integer is required."]
     wrong_length = api.post(url, {"step_ratings": [1, 1]}, "json")
-    assert wrong_length.json() == {"step_ratings": ["3 ratings expected, one per step"]}
+    assert wrong_length.json() == {
+        "step_ratings": ["3 ratings expected, one per step"],
+        "detail": "step_ratings: 3 ratings expected, one per step",
+        "code": "invalid",
+    }
     # The page's rules, in the page's words.
     unreasoned = api.post(url, {"flag": "bad_problem", "reason": " "}, "json")
     assert unreasoned.status_code == 400
@@ -164,7 +168,7 @@ def test_the_api_names_the_field_the_page_s_checks_refuse(project, users, client
     ]:
         refused = api.post(url, body, "json")
         assert refused.status_code == 400, body
-        assert list(refused.json()) == [field], body
+        assert list(refused.json()) == [field, "detail", "code"], body
     assert not Annotation.objects.exists()
 
 
