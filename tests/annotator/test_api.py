@@ -127,6 +127,21 @@ def test_a_download_names_its_label_set_and_an_empty_set_is_refused(
         )
 
 
+def test_the_root_lists_every_project_resource(api_for, users, db):
+    from annotator.api.urls import urlpatterns
+
+    root = api_for(users["owner"]).get("/api/v1/")
+    assert root.status_code == 200
+    listed = set(root.json()["per_project"].values())
+    lists = {
+        str(p.pattern).replace("<slug:slug>", "{slug}")
+        for p in urlpatterns
+        if str(p.pattern).startswith("projects/<slug:slug>/") and str(p.pattern).count("<") == 1
+    }
+    assert {"projects/{slug}/mc-runs/", "projects/{slug}/label-sets/"} <= lists
+    assert lists <= listed
+
+
 def test_import_endpoint_queues_a_job_for_owners_only(api_for, users, project):
     upload = SimpleUploadedFile("gsm8k.json", PROCESSBENCH_GSM8K.read_bytes())
     assert (
