@@ -60,8 +60,25 @@ def export_response(project: Project, params: QueryDict) -> HttpResponseBase:
     except BadParameter as exc:
         problems.append(str(exc))
     if problems:
-        return JsonResponse({"detail": "; ".join(problems)}, status=400)
-    stem = _UNSAFE_IN_FILE_NAME.sub("_", f"{project.slug}-{fmt}" + (f"-{split}" if split else ""))
+        return JsonResponse({"detail": "; ".join(problems), "code": "invalid"}, status=400)
+    if labels not in LABEL_SOURCES and not project.label_sets.get(name=labels).entries.exists():
+        # Every format would write nothing (jsonl: every label null): say so, not a 0-byte file.
+        return JsonResponse(
+            {
+                "detail": f"labels: the label set {labels!r} holds no labels, so there is "
+                "nothing to download; choose another label set",
+                "code": "empty_label_set",
+            },
+            status=400,
+        )
+    # The default label source stays out of the name, so the files named before keep it.
+    parts = [
+        project.slug,
+        fmt,
+        *([labels] if labels != "human" else []),
+        *([split] if split else []),
+    ]
+    stem = _UNSAFE_IN_FILE_NAME.sub("_", "-".join(parts))
     if file_type == "parquet":
         # Parquet needs a seekable file; spool to a temporary file that closes with the response.
         tmp = tempfile.TemporaryFile()  # noqa: SIM115 (FileResponse closes it)

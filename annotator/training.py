@@ -84,8 +84,21 @@ def create_training_run(
         if eval_split
         else set()
     )
+    if eval_split and not held_out:
+        # Without this the run would train on everything and register a scorer whose
+        # held-out F1 is blank, with nothing saying why.
+        splits = sorted(
+            set(Trace.objects.filter(pk__in=list(labels)).values_list("split", flat=True))
+        )
+        raise RunError(
+            f"eval_split {eval_split!r}: no labelled trace is in this split "
+            f"(the labelled traces' splits: {', '.join(map(repr, splits))})",
+            field="eval_split",
+        )
     if len(held_out) == len(labels):
-        raise RunError(f"every labelled trace is in the evaluation split {eval_split!r}")
+        raise RunError(
+            f"every labelled trace is in the evaluation split {eval_split!r}", field="eval_split"
+        )
     return TrainingRun.objects.create(
         project=project,
         name=name,

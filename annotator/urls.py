@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
+from annotator.api.errors import unknown_api_url
 from annotator.views import (
     annotate,
     dashboards,
@@ -119,6 +120,9 @@ urlpatterns = [
     path("p/<slug:slug>/", include(project_urls)),
     path("api/v1/", include("annotator.api.urls")),
     path("admin/", admin.site.urls),
+    # Last, so it takes only what nothing above matched; only paths ending in a slash,
+    # so that APPEND_SLASH still redirects "/api/v1/projects" to its view.
+    re_path(r"^api/(?P<rest>(?:.*/)?)$", unknown_api_url, name="api-unknown"),
 ]
 
 # Under /api/ an unknown URL answers JSON, as every API error does.

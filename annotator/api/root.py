@@ -27,6 +27,7 @@ def api_root(request: Request) -> Response:
             "redoc": url("api-redoc"),
             "tokens": url("tokens"),
             "per_project": {
+                "project": "projects/{slug}/",
                 "traces": "projects/{slug}/traces/",
                 "claim_next": "projects/{slug}/claim/",
                 "submit_label": "projects/{slug}/traces/{id}/label/",
@@ -34,6 +35,10 @@ def api_root(request: Request) -> Response:
                 "imports": "projects/{slug}/imports/",
                 "export": "projects/{slug}/export/",
                 "runs": "projects/{slug}/runs/",
+                "import_scores": "projects/{slug}/runs/import/",
+                "mc_runs": "projects/{slug}/mc-runs/",
+                "label_sets": "projects/{slug}/label-sets/",
+                "training_runs": "projects/{slug}/training-runs/",
             },
         }
     )

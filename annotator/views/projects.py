@@ -228,9 +228,12 @@ def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def member_add(request: HttpRequest, slug: str) -> HttpResponse:
+    """POST adds (or changes) a member; GET goes to the members list, on the settings page."""
     project = get_membership(request.user, slug, allow=Membership.may_manage).project
+    if request.method == "GET":
+        return redirect("project-settings", slug=project.slug)
     form = MemberForm(request.POST)
     if form.is_valid():
         user = form.cleaned_data["username"]

@@ -109,13 +109,27 @@ REGISTRY: dict[str, Format] = {
 }
 FORMATS = tuple(REGISTRY)
 
+# Fields of the generic jsonl format that ProcessBench's reader would drop: a record with
+# ProcessBench's keys plus one of these is jsonl, so its answer and split survive.
+JSONL_ONLY_KEYS = frozenset(
+    {
+        "answer",
+        "reference_answer",
+        "split",
+        "step_ratings",
+        "first_error_step",
+        "final_answer",
+        "metadata",
+    }
+)
+
 
 def detect_format(record: dict, where: str) -> str:
     """Guess the format from the keys of the first record."""
     keys = set(record)
     if {"prompt", "completions", "labels"} <= keys:
         return "trl"
-    if {"problem", "steps", "label"} <= keys:
+    if {"problem", "steps", "label"} <= keys and not keys & JSONL_ONLY_KEYS:
         return "processbench"
     if {"question", "label"} <= keys and isinstance(
         json_text_object(record["label"], where, "label"), dict

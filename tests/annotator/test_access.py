@@ -27,7 +27,7 @@ from annotator.models import (
 )
 from tests.factories import PROCESSBENCH_GSM8K, make_trace
 
-PUBLIC = {"login", "logout"}
+PUBLIC = {"login", "logout", "api-unknown"}  # api-unknown: a JSON 404 to anyone
 
 
 def walk(patterns, prefix=""):

@@ -84,7 +84,8 @@ def test_export_answers_like_the_project_pages_download(api_for, users, imported
         assert from_api.json() == from_page.json()
     assert api.get("/api/v1/projects/gsm8k/export/", {"format": "nope", "labels": "x"}).json() == {
         "detail": "format must be one of processbench, trl, prm800k, math-shepherd, jsonl; "
-        "labels must be one of human, adjudicated"
+        "labels must be one of human, adjudicated",
+        "code": "invalid",
     }
     params = {"format": "trl", "split": "gsm8k", "file": "parquet"}
     from_api = api.get("/api/v1/projects/gsm8k/export/", params)
@@ -92,6 +93,53 @@ def test_export_answers_like_the_project_pages_download(api_for, users, imported
     assert from_api["Content-Disposition"] == from_page["Content-Disposition"]
     assert 'filename="gsm8k-trl-gsm8k.parquet"' in from_api["Content-Disposition"]
     assert b"".join(from_api.streaming_content) == b"".join(from_page.streaming_content)
+
+
+def test_a_download_names_its_label_set_and_an_empty_set_is_refused(
+    api_for, users, project, imported, client_for
+):
+    from annotator.labelsets import create_label_set
+    from annotator.models import LabelSet
+
+    create_label_set(project, "experts", "human")
+    LabelSet.objects.create(project=project, name="empty", source="human")
+    page = client_for(users["owner"])
+    url = reverse("export", args=["gsm8k"])
+    named = page.get(url, {"format": "processbench", "labels": "experts", "split": "gsm8k"})
+    assert named.status_code == 200
+    assert 'filename="gsm8k-processbench-experts-gsm8k.jsonl"' in named["Content-Disposition"]
+    adjudicated = page.get(url, {"labels": "adjudicated"})
+    assert 'filename="gsm8k-jsonl-adjudicated.jsonl"' in adjudicated["Content-Disposition"]
+    for fmt in ("processbench", "jsonl"):
+        from_page = page.get(url, {"format": fmt, "labels": "empty"})
+        from_api = api_for(users["owner"]).get(
+            "/api/v1/projects/gsm8k/export/", {"format": fmt, "labels": "empty"}
+        )
+        assert from_page.status_code == from_api.status_code == 400
+        assert (
+            from_page.json()
+            == from_api.json()
+            == {
+                "detail": "labels: the label set 'empty' holds no labels, so there is nothing "
+                "to download; choose another label set",
+                "code": "empty_label_set",
+            }
+        )
+
+
+def test_the_root_lists_every_project_resource(api_for, users, db):
+    from annotator.api.urls import urlpatterns
+
+    root = api_for(users["owner"]).get("/api/v1/")
+    assert root.status_code == 200
+    listed = set(root.json()["per_project"].values())
+    lists = {
+        str(p.pattern).replace("<slug:slug>", "{slug}")
+        for p in urlpatterns
+        if str(p.pattern).startswith("projects/<slug:slug>/") and str(p.pattern).count("<") == 1
+    }
+    assert {"projects/{slug}/mc-runs/", "projects/{slug}/label-sets/"} <= lists
+    assert lists <= listed
 
 
 def test_import_endpoint_queues_a_job_for_owners_only(api_for, users, project):

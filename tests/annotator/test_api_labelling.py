@@ -8,6 +8,7 @@ import re
 
 import pytest
 from django.urls import reverse
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotator.importing import import_file
@@ -36,8 +37,9 @@ LABEL_FIELDS = (
 
 def token_from_page(client) -> str:
     """Create a token on the tokens page, as a person would, and read it off the page."""
-    page = client.post(reverse("token-create"))
-    assert page.status_code == 201
+    made = client.post(reverse("token-create"))
+    assert (made.status_code, made["Location"]) == (302, reverse("tokens"))
+    page = client.get(made["Location"])
     return re.search(rb'<code id="token-key">(\w+)</code>', page.content).group(1).decode()
 
 
@@ -71,6 +73,16 @@ def test_a_token_from_the_page_works_until_revoked(project, users, client_for):
     assert client.post(reverse("token-revoke")).status_code == 302
     refused = api.get("/api/v1/projects/")
     assert refused.status_code == 401 and "detail" in refused.json()
+
+
+def test_reloading_the_page_after_a_new_token_keeps_it_and_shows_it_no_more(users, client_for):
+    client = client_for(users["annotator"])
+    key = token_from_page(client)
+    reloaded = client.get(reverse("tokens"))
+    assert reloaded.status_code == 200
+    assert b'id="new-token"' not in reloaded.content and key.encode() not in reloaded.content
+    assert Token.objects.get(user=users["annotator"]).key == key
+    assert api_with(key).get("/api/v1/").status_code == 200
 
 
 def test_the_docs_are_served_from_our_own_files(users, client_for):
@@ -128,10 +140,14 @@ def test_a_malformed_label_gives_400_json_with_field_messages(project, users, cl
     bad = api.post(url, {"first_error_step": "x", "step_ratings": [1, 5], "flag": "nope"}, "json")
     assert bad.status_code == 400 and bad["Content-Type"] == "application/json"
     errors = bad.json()
-    assert set(errors) == {"first_error_step", "step_ratings", "flag"}
+    assert set(errors) == {"first_error_step", "step_ratings", "flag", "detail", "code"}
     assert errors["first_error_step"] == ["A valid integer is required."]
     wrong_length = api.post(url, {"step_ratings": [1, 1]}, "json")
-    assert wrong_length.json() == {"step_ratings": ["3 ratings expected, one per step"]}
+    assert wrong_length.json() == {
+        "step_ratings": ["3 ratings expected, one per step"],
+        "detail": "step_ratings: 3 ratings expected, one per step",
+        "code": "invalid",
+    }
     # The page's rules, in the page's words.
     unreasoned = api.post(url, {"flag": "bad_problem", "reason": " "}, "json")
     assert unreasoned.status_code == 400
@@ -152,7 +168,7 @@ def test_the_api_names_the_field_the_page_s_checks_refuse(project, users, client
     ]:
         refused = api.post(url, body, "json")
         assert refused.status_code == 400, body
-        assert list(refused.json()) == [field], body
+        assert list(refused.json()) == [field, "detail", "code"], body
     assert not Annotation.objects.exists()
 
 

@@ -435,6 +435,24 @@ def test_it_imports_generic_jsonl_with_a_step_splitter(project, tmp_path):
     assert Trace.objects.get(external_id="b").annotations.get().first_error_step == 0
 
 
+def test_auto_imports_labelled_jsonl_with_its_answer_and_split(project, tmp_path):
+    path = tmp_path / "plain.jsonl"
+    row = {
+        "id": "a-1",
+        "problem": "What is 2+3?",
+        "steps": ["2+3 = 5", "The answer is 5"],
+        "answer": "5",
+        "split": "dev",
+        "label": 1,
+    }
+    path.write_text(json.dumps(row) + "\n")
+    run_import(path, project)
+
+    trace = Trace.objects.get(external_id="a-1")
+    assert (trace.split, trace.problem.reference_answer) == ("dev", "5")
+    assert trace.annotations.get().first_error_step == 1
+
+
 def test_it_reads_gzip_and_parquet(project, tmp_path):
     records = json.loads(PROCESSBENCH_GSM8K.read_text())[:40]
     gz = tmp_path / "pb.jsonl.gz"

@@ -55,7 +55,7 @@ def test_a_monte_carlo_run_with_a_bad_value_is_refused_on_creation(
     )
     # Refused by the serializer, with the page's rules, on the field at fault.
     assert response.status_code == 400
-    [(field, [message])] = response.json().items()
+    [(field, [message]), *_] = response.json().items()
     assert field == ("completer" if "completer" in change else "options") and named in message
     assert not MonteCarloRun.objects.exists()
 
@@ -94,7 +94,7 @@ def test_a_training_run_with_a_bad_value_is_refused_on_creation(
         reverse("api-training-runs", args=[project.slug]), TRAIN | change, format="json"
     )
     assert response.status_code == 400
-    [(field, [message])] = response.json().items()
+    [(field, [message]), *_] = response.json().items()
     assert field == ("base_model" if "base_model" in change else "options") and named in message
     assert not TrainingRun.objects.exists()
 

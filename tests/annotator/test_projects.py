@@ -112,6 +112,18 @@ def test_the_last_owner_cannot_demote_themselves(client_for, users, project):
     assert Membership.objects.get(project=project, user=users["owner"]).role == Role.OWNER
 
 
+def test_the_members_url_takes_owners_to_the_members_list(client_for, users, project):
+    url = reverse("member-add", args=[project.slug])
+    response = client_for(users["owner"]).get(url)
+    assert (response.status_code, response["Location"]) == (
+        302,
+        reverse("project-settings", args=[project.slug]),
+    )
+    assert b"<h2>Members</h2>" in client_for(users["owner"]).get(url, follow=True).content
+    for who in ("reviewer", "outsider"):
+        assert client_for(users[who]).get(url).status_code == 404
+
+
 def test_non_owners_cannot_manage_members(client_for, users, project):
     response = client_for(users["reviewer"]).post(
         reverse("member-add", args=[project.slug]), {"username": "oscar", "role": Role.OWNER}

@@ -198,6 +198,18 @@ def test_the_status_polls_while_active_and_stops_when_done(gsm8k, arithmetic, cl
     assert POLLING not in page.content and b"arithmetic-check" in page.content
 
 
+def test_a_finished_run_links_to_the_dashboard(gsm8k, arithmetic, client_for, users):
+    run = queued_run(gsm8k, arithmetic, users["owner"])
+    client = client_for(users["owner"])
+    url = reverse("run", args=[gsm8k.slug, run.pk])
+    assert b'id="run-dashboard"' not in client.get(url).content
+    ScoringRun.objects.filter(pk=run.pk).update(status=JobStatus.DONE)
+    dashboard = f"{reverse('dashboard', args=[gsm8k.slug])}?run={run.pk}"
+    for response in (client.get(url), client.get(url, headers={"HX-Request": "true"})):
+        assert f'href="{dashboard}" id="run-dashboard"'.encode() in response.content
+    assert client.get(dashboard).status_code == 200
+
+
 def test_a_failed_run_shows_its_error_and_a_retry(gsm8k, arithmetic, client_for, users):
     run = queued_run(gsm8k, arithmetic, users["owner"])
     ScoringRun.objects.filter(pk=run.pk).update(

@@ -55,7 +55,7 @@ def test_only_staff_register_scorers(api_for, users):
     bad = {"name": "q", "adapter": "qwen-prm", "options": {"bogus": 1}}
     response = api_for(users["owner"]).post("/api/v1/scorers/", bad, format="json")
     assert response.status_code == 400
-    assert set(response.json()) == {"model", "options"}
+    assert set(response.json()) == {"model", "options", "detail", "code"}  # errors by field, too
     listed = api_for(users["annotator"]).get("/api/v1/scorers/").json()
     assert [s["name"] for s in listed] == ["arith"]
 

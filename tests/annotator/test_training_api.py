@@ -93,6 +93,17 @@ def test_a_bad_request_says_why_and_starts_nothing(labelled, users):  # noqa: F8
     assert TrainingRun.objects.count() == 1
 
 
+def test_an_eval_split_without_labelled_traces_is_refused(labelled, users):  # noqa: F811
+    users["owner"].is_staff = True
+    users["owner"].save()
+    response = api_for(users["owner"]).post(
+        runs_url(labelled), REQUEST | {"eval_split": "nosuch"}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("eval_split 'nosuch': no labelled trace")
+    assert not TrainingRun.objects.exists()
+
+
 def test_a_run_trains_on_a_label_set_named_in_the_request(labelled, users):  # noqa: F811
     users["owner"].is_staff = True
     users["owner"].save()

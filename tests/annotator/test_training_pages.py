@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from annotator import charts, training
 from annotator.models import JobStatus, Scorer, TrainingRun
+from tests.factories import make_trace
 
 pytestmark = pytest.mark.django_db
 
@@ -87,6 +88,22 @@ def test_a_run_that_cannot_train_shows_why(labelled, client_for, users):
     assert not TrainingRun.objects.exists()
     with pytest.raises(training.RunError, match="unknown option"):
         make_run(labelled, users["owner"], options={"learning_rate": 1})
+
+
+def test_an_eval_split_without_labelled_traces_is_refused_on_the_field(labelled, client_for, users):
+    users["owner"].is_staff = True
+    users["owner"].save()
+    make_trace(labelled, split="unlabelled")
+    url = reverse("training-runs", args=[labelled.slug])
+    data = {"kind": "qwen-prm", "base_model": "b", "lora_r": 0, "epochs": 1}
+    for split in ("nosuch", "unlabelled"):
+        response = client_for(users["owner"]).post(url, data | {"eval_split": split})
+        assert response.status_code == 400
+        assert response.context["form"].errors["eval_split"] == [
+            f"eval_split {split!r}: no labelled trace is in this split "
+            "(the labelled traces' splits: 'eval', 'train')"
+        ]
+        assert not TrainingRun.objects.exists()
 
 
 def test_the_curve_keeps_one_point_per_step_and_name(labelled, users):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -22,6 +23,14 @@ def traces(project, data_dir):
 
 def test_login_page_is_public(client, db):
     assert client.get(reverse("login")).status_code == 200
+
+
+def test_every_page_links_a_favicon_that_is_served(client, client_for, users, project):
+    for page in (client_for(users["owner"]).get(reverse("home")), client.get(reverse("login"))):
+        [href] = re.findall(rb'<link rel="icon" href="([^"]+)">', page.content)
+        icon = client_for(users["owner"]).get(href.decode())
+        assert icon.status_code == 200
+        assert b"".join(icon.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an ICO header
 
 
 @pytest.mark.parametrize("name", ["home", "project", "trace", "import", "export"])

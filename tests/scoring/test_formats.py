@@ -294,3 +294,26 @@ def test_the_django_importer_loads_without_the_labelling_queue() -> None:
     assert _loaded_after(code, ["annotator.importing", "annotator.queue"], env) == [
         "annotator.importing"
     ]
+
+
+def test_auto_reads_labelled_jsonl_records_as_jsonl_and_keeps_answer_and_split(
+    tmp_path: Path,
+) -> None:
+    record = {
+        "id": "a-1",
+        "problem": "What is 2+3?",
+        "steps": ["2+3 = 5", "The answer is 5"],
+        "answer": "5",
+        "split": "dev",
+        "label": 1,
+    }
+    path = tmp_path / "plain.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    assert detect_format(record, "r") == "jsonl"
+    [trace] = read_traces(path)
+    assert (trace.reference_answer, trace.split, trace.first_error_step) == ("5", "dev", 1)
+
+
+def test_auto_still_reads_processbench_records_as_processbench() -> None:
+    path = DATA_DIR / "processbench-gsm8k" / "gsm8k.json"
+    assert detect_format(json.loads(path.read_text())[0], "r") == "processbench"

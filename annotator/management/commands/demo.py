@@ -9,17 +9,27 @@ step runs as a child process with the chosen database and broker in its environm
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 POSTGRES = ("127.0.0.1", 5432)
 REDIS = ("127.0.0.1", 6379)
+
+
+def demo_database_name(checkout: Path) -> str:
+    """The PostgreSQL database of this checkout's demo: ``stepwise_`` and a short hash of
+    the checkout's path, so two checkouts on one server never see each other's projects
+    (``/home/a/stepwise`` -> ``stepwise_3f2a9c1e``)."""
+    digest = hashlib.sha256(str(checkout.resolve()).encode()).hexdigest()
+    return f"stepwise_{digest[:8]}"
 
 
 def reachable(address: tuple[str, int], timeout: float = 0.5) -> bool:
@@ -47,13 +57,14 @@ class Command(BaseCommand):
         if "DATABASE_URL" in env:
             self.log("database: DATABASE_URL from the environment")
         elif reachable(POSTGRES):
+            name = demo_database_name(settings.BASE_DIR)
             subprocess.run(
-                ["createdb", "-h", POSTGRES[0], "-U", "postgres", "stepwise"],
+                ["createdb", "-h", POSTGRES[0], "-U", "postgres", name],
                 capture_output=True,
                 check=False,
             )
-            env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/stepwise"
-            self.log("database: PostgreSQL on 127.0.0.1:5432 (database 'stepwise')")
+            env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{name}"
+            self.log(f"database: PostgreSQL on 127.0.0.1:5432 (database {name!r}, this checkout's)")
         else:
             self.log(
                 "database: PostgreSQL not reachable, using the embedded SQLite file "
