@@ -79,7 +79,7 @@ def queued(
     try:
         job = start()
     except refused as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response({"detail": str(exc), "code": "refused"}, status=status.HTTP_400_BAD_REQUEST)
     except jobs.EnqueueError as exc:
         return broker_down(exc)
     return Response(serializer_class(job).data, status=status.HTTP_202_ACCEPTED)
@@ -151,7 +151,9 @@ def job_actions(model: type[Job], serializer_class: type[serializers.Serializer]
         except jobs.EnqueueError as exc:
             return broker_down(exc)
         except ValueError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            return Response(
+                {"detail": str(exc), "code": "conflict"}, status=status.HTTP_409_CONFLICT
+            )
         return Response(serializer_class(job).data, status=status.HTTP_202_ACCEPTED)
 
     return cancel, retry

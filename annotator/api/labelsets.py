@@ -45,5 +45,5 @@ def label_set_list(request: Request, slug: str) -> Response:
     try:
         made = create_label_set(project, data["name"], data["source"], data["params"], request.user)
     except LabelSetError as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response({"detail": str(exc), "code": "invalid"}, status=status.HTTP_400_BAD_REQUEST)
     return Response(LabelSetSerializer(made).data, status=status.HTTP_201_CREATED)

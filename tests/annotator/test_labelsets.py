@@ -310,6 +310,7 @@ def test_the_api_lists_runs_and_makes_label_sets(project, users, mc_run, client_
     assert response.json()["summary"]["traces"] == N_TRACES
     again = client_for(users["owner"]).post(sets_url, made, "application/json")
     assert again.status_code == 400 and "already has a label set" in again.json()["detail"]
+    assert again.json()["code"] == "invalid"
 
 
 def test_the_page_says_why_a_name_is_refused_and_how_each_set_was_made(

@@ -77,6 +77,7 @@ def test_owners_start_runs_and_others_cannot(api_for, users, gsm8k):
         format="json",
     )
     assert response.status_code == 400 and "no traces" in response.json()["detail"]
+    assert response.json()["code"] == "refused"  # the README's {"detail", "code"}
 
 
 def test_annotators_see_no_scores_unless_the_project_shows_them(api_for, users, scored, gsm8k):
