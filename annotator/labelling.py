@@ -39,6 +39,10 @@ SCREENING_FIRST = (
     "This project screens new annotators: answer its screening questions (Label -> next) "
     "before labelling other traces."
 )
+FLAG_WITH_VERDICT = (
+    "A flagged label carries no verdict: clear the flag, or clear the first error "
+    "(and any -1 rating) to flag the trace."
+)
 
 
 class LabelRefused(LabelError):
@@ -81,6 +85,10 @@ def check_label(
         raise LabelRefused("step ratings must be -1, 0 or +1", "step_ratings")
     if flag and flag not in FLAGS:
         raise LabelRefused(f"unknown flag {flag!r}", "flag")
+    if flag and (first_error_step is not None or -1 in ratings):
+        # A flagged label carries no verdict. Storing the flag and dropping the first
+        # error would keep its -1 rating, a first error in all but name: refuse instead.
+        raise LabelRefused(FLAG_WITH_VERDICT, "flag")
     try:  # the free-text rule (no NUL, which PostgreSQL refuses; a length cap)
         reason = text_param({"reason": reason.strip()}, "reason", max_length=MAX_REASON_LENGTH)
     except BadParameter as exc:

@@ -98,6 +98,10 @@ def test_it_needs_a_reason_for_a_flag():
         (None, None, "gave_up", " ", None, "give a reason"),
         (5, None, "", "", None, "no step 5"),
         (-1, [1, -1, 1], "", "", None, "rated -1 but the trace is marked all correct"),
+        # A flagged label carries no verdict: no first error, no -1 rating beside a flag.
+        (1, [1, -1, None], "bad_problem", "two answers", "flag", "carries no verdict"),
+        (-1, None, "gave_up", "too long", "flag", "carries no verdict"),
+        (None, [1, -1, None], "bad_step_split", "merged", "flag", "carries no verdict"),
     ],
 )
 def test_check_label_names_the_field_at_fault(
@@ -411,6 +415,24 @@ def test_it_flags_a_bad_problem_with_a_reason(project, users, traces, client_for
     assert annotation.first_error_step is None
     traces[0].refresh_from_db()
     assert traces[0].label_count == 1
+
+
+def test_it_refuses_a_flag_beside_a_first_error(project, users, traces, client_for):
+    """The flag was stored and the first error dropped, its -1 rating kept."""
+    client = client_for(users["annotator"])
+    url = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    marked = {"first_error_step": "1", "rating-0": "1", "rating-1": "-1", "rating-2": ""}
+    response = client.post(url, {**marked, "flag": "bad_problem", "reason": "odd"}, **HTMX)
+    assert response.status_code == 422
+    assert b"A flagged label carries no verdict" in response.content
+    assert served_id(response) == traces[0].pk
+    assert not Annotation.objects.exists()
+    rated = {"first_error_step": "", "rating-0": "1", "rating-1": "", "rating-2": ""}
+    response = client.post(url, {**rated, "flag": "gave_up", "reason": "too long"}, **HTMX)
+    assert response.status_code == 200
+    annotation = Annotation.objects.get()
+    assert (annotation.gave_up, annotation.first_error_step) == (True, None)
+    assert annotation.step_ratings == [1, None, None]
 
 
 def test_it_refuses_a_nul_in_the_flag_reason_as_a_form_error(project, users, traces, client_for):
