@@ -44,6 +44,8 @@ FLAG_WITH_VERDICT = (
     "(and any -1 rating) to flag the trace."
 )
 
+CHOOSE_FIRST_ERROR = "Choose the first error: a step, or all steps correct."
+
 
 class LabelRefused(LabelError):
     """A submitted label that breaks a rule. ``field`` names the part at fault
@@ -292,9 +294,14 @@ def parse_first_error(data) -> int | None:
 
 def reviewer_label(data, num_steps: int) -> Label:
     """A reviewer's label from the adjudicate or gold form. Reviewers name the first
-    error, so the first-error rules apply whatever the project's scheme."""
+    error, so the first-error rules apply whatever the project's scheme. The forms
+    start with no choice made (a default would be a verdict nobody gave), so a form
+    sent without one is refused."""
+    first_error = parse_first_error(data)
+    if first_error is None:
+        raise LabelError(CHOOSE_FIRST_ERROR)
     return normalise_label(
-        num_steps, LabelScheme.FIRST_ERROR, parse_first_error(data), parse_ratings(data, num_steps)
+        num_steps, LabelScheme.FIRST_ERROR, first_error, parse_ratings(data, num_steps)
     )
 
 
