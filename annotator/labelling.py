@@ -17,7 +17,15 @@ from django.utils import timezone
 
 from annotator import database
 from annotator.filters import BadParameter, text_param
-from annotator.models import Annotation, AnnotationKind, LabelScheme, Membership, Project, Trace
+from annotator.models import (
+    Annotation,
+    AnnotationKind,
+    LabelScheme,
+    Membership,
+    Project,
+    Trace,
+    Verdict,
+)
 from annotator.queue import (
     LIVE_HOLD_SQL,
     latest_label_sql,
@@ -303,6 +311,14 @@ def reviewer_label(data, num_steps: int) -> Label:
     return normalise_label(
         num_steps, LabelScheme.FIRST_ERROR, first_error, parse_ratings(data, num_steps)
     )
+
+
+def human_first_error(membership: Membership, trace: Trace) -> int | None:
+    """The human first error shown beside the model scores, on every page alike: the
+    verdict of the trace's latest annotations the member may see (all of them for
+    reviewers and owners, their own for a blind annotator); None without one."""
+    annotations = trace.annotations.latest_versions().visible_to(membership)
+    return Verdict.resolve(annotations).first_error_step
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 
 import pytest
@@ -9,13 +11,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from annotator import runs
 from annotator.labelling import (
     MAX_REASON_LENGTH,
+    Label,
     LabelError,
     LabelRefused,
     NotScreened,
     check_label,
     normalise_label,
+    submit_label,
 )
 from annotator.models import (
     Annotation,
@@ -453,6 +458,35 @@ def test_it_does_not_count_giving_up_toward_the_overlap(project, users, traces, 
     traces[0].refresh_from_db()
     assert traces[0].label_count == 0
     assert Annotation.objects.get().gave_up
+
+
+def test_the_label_page_shows_the_human_first_error_the_trace_page_shows(
+    project, users, client_for
+):
+    """As owner, the Label page said "Human: no verdict" (the owner's own label, none)
+    where the trace page showed the annotators' first error."""
+    trace = make_trace(project, 3, ext="t0")
+    scores = json.dumps({"id": trace.external_id, "scores": [0.9, 0.2, 0.1]}).encode()
+    runs.import_scores(project, io.BytesIO(scores), "s.jsonl", name="imp", user=users["owner"])
+    submit_label(project, trace, users["annotator"], Label(1, [1, -1, None]))
+
+    def human(user, name, *args) -> str:
+        page = client_for(user).get(reverse(name, args=[project.slug, *args]))
+        return re.search(r'id="human-first-error">(.*?)</td>', page.content.decode()).group(1)
+
+    for user in (users["owner"], users["reviewer"]):
+        assert human(user, "trace", trace.pk) == "step 1"
+        assert human(user, "annotate-trace", trace.pk) == "step 1"
+    # A blind annotator who sees the scores sees their own label's verdict on both.
+    project.show_model_scores = True
+    project.save()
+    submit_label(project, trace, users["reviewer"], Label(-1, [1, 1, 1]))
+    assert human(users["owner"], "annotate-trace", trace.pk) == human(
+        users["owner"], "trace", trace.pk
+    )
+    assert "no verdict" in human(users["owner"], "annotate-trace", trace.pk)  # a disagreement
+    assert human(users["annotator"], "annotate-trace", trace.pk) == "step 1"
+    assert human(users["annotator"], "trace", trace.pk) == "step 1"
 
 
 def test_it_escapes_step_text(project, users, client_for):
