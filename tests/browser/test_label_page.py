@@ -70,14 +70,16 @@ def _layout(page) -> dict:
 
 
 def _covered_controls(page) -> list[str]:
-    """The focused step's rating buttons and first-error choice that something else
-    (the sticky problem) covers, at their centres."""
+    """The focused step's rating buttons and first-error choice in the viewport that
+    something else (the sticky problem) covers, at their centres."""
     return page.evaluate(
         """() => [...document.querySelectorAll(
                     '.label-steps .step.focused .rate label, .label-steps .step.focused .fe')]
              .filter(el => {
                const r = el.getBoundingClientRect();
-               const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+               const x = r.x + r.width / 2, y = r.y + r.height / 2;
+               if (y < 0 || y > window.innerHeight) return false;
+               const hit = document.elementFromPoint(x, y);
                return !(hit && el.contains(hit));
              }).map(el => el.textContent.trim())"""
     )
@@ -97,6 +99,8 @@ def test_the_label_page_reads_at_phone_and_desktop_widths(
     page.goto(f"{live_server.url}/p/{project.slug}/annotate/")
     press(page, "Enter")
     showing(page, trace)
+    # Measured once the formulas are drawn: KaTeX changes the steps' heights.
+    expect(page.locator(".label-steps .step-text .katex")).to_have_count(3)  # steps 0, 1 and 3
     try:
         layout = _layout(page)
         assert layout["scrollWidth"] <= layout["innerWidth"], layout
