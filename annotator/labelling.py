@@ -17,7 +17,15 @@ from django.utils import timezone
 
 from annotator import database
 from annotator.filters import BadParameter, text_param
-from annotator.models import Annotation, AnnotationKind, LabelScheme, Membership, Project, Trace
+from annotator.models import (
+    Annotation,
+    AnnotationKind,
+    LabelScheme,
+    Membership,
+    Project,
+    Trace,
+    Verdict,
+)
 from annotator.queue import (
     LIVE_HOLD_SQL,
     latest_label_sql,
@@ -39,6 +47,12 @@ SCREENING_FIRST = (
     "This project screens new annotators: answer its screening questions (Label -> next) "
     "before labelling other traces."
 )
+FLAG_WITH_VERDICT = (
+    "A flagged label carries no verdict: clear the flag, or clear the first error "
+    "(and any -1 rating) to flag the trace."
+)
+
+CHOOSE_FIRST_ERROR = "Choose the first error: a step, or all steps correct."
 
 
 class LabelRefused(LabelError):
@@ -81,6 +95,10 @@ def check_label(
         raise LabelRefused("step ratings must be -1, 0 or +1", "step_ratings")
     if flag and flag not in FLAGS:
         raise LabelRefused(f"unknown flag {flag!r}", "flag")
+    if flag and (first_error_step is not None or -1 in ratings):
+        # A flagged label carries no verdict. Storing the flag and dropping the first
+        # error would keep its -1 rating, a first error in all but name: refuse instead.
+        raise LabelRefused(FLAG_WITH_VERDICT, "flag")
     try:  # the free-text rule (no NUL, which PostgreSQL refuses; a length cap)
         reason = text_param({"reason": reason.strip()}, "reason", max_length=MAX_REASON_LENGTH)
     except BadParameter as exc:
@@ -284,10 +302,23 @@ def parse_first_error(data) -> int | None:
 
 def reviewer_label(data, num_steps: int) -> Label:
     """A reviewer's label from the adjudicate or gold form. Reviewers name the first
-    error, so the first-error rules apply whatever the project's scheme."""
+    error, so the first-error rules apply whatever the project's scheme. The forms
+    start with no choice made (a default would be a verdict nobody gave), so a form
+    sent without one is refused."""
+    first_error = parse_first_error(data)
+    if first_error is None:
+        raise LabelError(CHOOSE_FIRST_ERROR)
     return normalise_label(
-        num_steps, LabelScheme.FIRST_ERROR, parse_first_error(data), parse_ratings(data, num_steps)
+        num_steps, LabelScheme.FIRST_ERROR, first_error, parse_ratings(data, num_steps)
     )
+
+
+def human_first_error(membership: Membership, trace: Trace) -> int | None:
+    """The human first error shown beside the model scores, on every page alike: the
+    verdict of the trace's latest annotations the member may see (all of them for
+    reviewers and owners, their own for a blind annotator); None without one."""
+    annotations = trace.annotations.latest_versions().visible_to(membership)
+    return Verdict.resolve(annotations).first_error_step
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from annotator.labelling import (
     FLAGS,
     LabelError,
     check_label,
+    human_first_error,
     last_submission,
     parse_first_error,
     parse_ratings,
@@ -118,8 +119,11 @@ def _workspace(
             "left": regular.filter(label_count__lt=project.annotators_per_trace).count(),
         }
     else:
-        # Blind unless the project shows model scores (reviewers and owners always see them).
-        context |= score_context(membership, trace, first_error)
+        # Blind unless the project shows model scores (reviewers and owners always see
+        # them). The human row is the trace's verdict, as on the trace page, not the
+        # member's own label: an owner who has not labelled it sees the annotators'.
+        human = human_first_error(membership, trace) if membership.sees_model_scores() else None
+        context |= score_context(membership, trace, human)
     template = "annotate.html#workspace" if request.htmx else "annotate.html"
     response = render(request, template, context, status=status)
     if request.htmx and trace is not None:

@@ -106,12 +106,17 @@
     setFirstError("-1");
   }
 
-  // The flag keys toggle: pressing the key of the flag that is set clears it.
+  // The flag keys toggle: pressing the key of the flag that is set clears it (and
+  // hands the keys back to the steps), another flag key switches to its flag.
   function flag(kind) {
     var select = document.getElementById("flag");
     var reason = document.getElementById("flag-reason");
     if (!select || !reason) return;
-    if (select.value === kind) { clearFlag(); return; }
+    if (select.value === kind) {
+      clearFlag();
+      if (document.activeElement === reason) focusStep(focused() ? indexOf(focused()) : 0);
+      return;
+    }
     select.value = kind;
     document.getElementById("flag-box").classList.add("flagged");
     reason.focus();
@@ -164,6 +169,15 @@
     var typing = target && (target.tagName === "TEXTAREA" || target.tagName === "SELECT" ||
       (target.tagName === "INPUT" && target.type !== "radio" && target.type !== "checkbox"));
     if (typing) {
+      // A flag key focuses the empty reason box: until a reason is typed there, the
+      // flag keys keep their meaning (b b clears, b g switches), else the second key
+      // would be typed as the reason. Capitals are text: "Both answers" starts with B.
+      if (target.id === "flag-reason" && target.value === "" && event.key in FLAG_KEYS) {
+        event.preventDefault();
+        clearError();
+        flag(FLAG_KEYS[event.key]);
+        return;
+      }
       if (event.key === "Escape") {
         if (target.id === "flag-reason" || target.id === "flag") { clearFlag(); clearError(); }
         target.blur();

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 
 import pytest
@@ -9,13 +11,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from annotator import runs
 from annotator.labelling import (
     MAX_REASON_LENGTH,
+    Label,
     LabelError,
     LabelRefused,
     NotScreened,
     check_label,
     normalise_label,
+    submit_label,
 )
 from annotator.models import (
     Annotation,
@@ -98,6 +103,10 @@ def test_it_needs_a_reason_for_a_flag():
         (None, None, "gave_up", " ", None, "give a reason"),
         (5, None, "", "", None, "no step 5"),
         (-1, [1, -1, 1], "", "", None, "rated -1 but the trace is marked all correct"),
+        # A flagged label carries no verdict: no first error, no -1 rating beside a flag.
+        (1, [1, -1, None], "bad_problem", "two answers", "flag", "carries no verdict"),
+        (-1, None, "gave_up", "too long", "flag", "carries no verdict"),
+        (None, [1, -1, None], "bad_step_split", "merged", "flag", "carries no verdict"),
     ],
 )
 def test_check_label_names_the_field_at_fault(
@@ -413,6 +422,24 @@ def test_it_flags_a_bad_problem_with_a_reason(project, users, traces, client_for
     assert traces[0].label_count == 1
 
 
+def test_it_refuses_a_flag_beside_a_first_error(project, users, traces, client_for):
+    """The flag was stored and the first error dropped, its -1 rating kept."""
+    client = client_for(users["annotator"])
+    url = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    marked = {"first_error_step": "1", "rating-0": "1", "rating-1": "-1", "rating-2": ""}
+    response = client.post(url, {**marked, "flag": "bad_problem", "reason": "odd"}, **HTMX)
+    assert response.status_code == 422
+    assert b"A flagged label carries no verdict" in response.content
+    assert served_id(response) == traces[0].pk
+    assert not Annotation.objects.exists()
+    rated = {"first_error_step": "", "rating-0": "1", "rating-1": "", "rating-2": ""}
+    response = client.post(url, {**rated, "flag": "gave_up", "reason": "too long"}, **HTMX)
+    assert response.status_code == 200
+    annotation = Annotation.objects.get()
+    assert (annotation.gave_up, annotation.first_error_step) == (True, None)
+    assert annotation.step_ratings == [1, None, None]
+
+
 def test_it_refuses_a_nul_in_the_flag_reason_as_a_form_error(project, users, traces, client_for):
     """PostgreSQL refuses NUL in text: the page answered 500, the API a 400."""
     client = client_for(users["annotator"])
@@ -431,6 +458,35 @@ def test_it_does_not_count_giving_up_toward_the_overlap(project, users, traces, 
     traces[0].refresh_from_db()
     assert traces[0].label_count == 0
     assert Annotation.objects.get().gave_up
+
+
+def test_the_label_page_shows_the_human_first_error_the_trace_page_shows(
+    project, users, client_for
+):
+    """As owner, the Label page said "Human: no verdict" (the owner's own label, none)
+    where the trace page showed the annotators' first error."""
+    trace = make_trace(project, 3, ext="t0")
+    scores = json.dumps({"id": trace.external_id, "scores": [0.9, 0.2, 0.1]}).encode()
+    runs.import_scores(project, io.BytesIO(scores), "s.jsonl", name="imp", user=users["owner"])
+    submit_label(project, trace, users["annotator"], Label(1, [1, -1, None]))
+
+    def human(user, name, *args) -> str:
+        page = client_for(user).get(reverse(name, args=[project.slug, *args]))
+        return re.search(r'id="human-first-error">(.*?)</td>', page.content.decode()).group(1)
+
+    for user in (users["owner"], users["reviewer"]):
+        assert human(user, "trace", trace.pk) == "step 1"
+        assert human(user, "annotate-trace", trace.pk) == "step 1"
+    # A blind annotator who sees the scores sees their own label's verdict on both.
+    project.show_model_scores = True
+    project.save()
+    submit_label(project, trace, users["reviewer"], Label(-1, [1, 1, 1]))
+    assert human(users["owner"], "annotate-trace", trace.pk) == human(
+        users["owner"], "trace", trace.pk
+    )
+    assert "no verdict" in human(users["owner"], "annotate-trace", trace.pk)  # a disagreement
+    assert human(users["annotator"], "annotate-trace", trace.pk) == "step 1"
+    assert human(users["annotator"], "trace", trace.pk) == "step 1"
 
 
 def test_it_escapes_step_text(project, users, client_for):

@@ -165,6 +165,9 @@ def test_the_api_names_the_field_the_page_s_checks_refuse(project, users, client
         ({"flag": "gave_up", "reason": "x" * 2001}, "reason"),
         ({"step_ratings": [1, 1, 1, 1]}, "step_ratings"),
         ({"first_error_step": -1, "step_ratings": [1, -1, 1]}, "non_field_errors"),
+        # A flagged label carries no verdict, as on the page.
+        ({"first_error_step": 1, "flag": "bad_problem", "reason": "odd"}, "flag"),
+        ({"step_ratings": [-1, None, None], "flag": "gave_up", "reason": "odd"}, "flag"),
     ]:
         refused = api.post(url, body, "json")
         assert refused.status_code == 400, body

@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from annotator.exporting import iter_export
-from annotator.labelling import Label, normalise_label, submit_label
+from annotator.labelling import CHOOSE_FIRST_ERROR, Label, normalise_label, submit_label
 from annotator.models import (
     Annotation,
     AnnotationKind,
@@ -106,6 +106,32 @@ def test_it_adjudicates_and_exports_use_it(project, users, labelled, client_for)
     client.post(url, {"first_error_step": "-1"})
     versions = Annotation.objects.filter(kind=AnnotationKind.ADJUDICATION).order_by("version")
     assert [(a.version, a.is_latest) for a in versions] == [(1, False), (2, True)]
+
+
+def test_adjudicate_and_gold_start_with_no_choice_and_refuse_none(
+    project, users, labelled, client_for
+):
+    """Both forms defaulted to "all steps correct": one press stored a verdict."""
+    client = client_for(users["reviewer"])
+    trace = labelled[1]
+    page = client.get(reverse("review-trace", args=[project.slug, trace.pk])).content.decode()
+    for select_id in ("adjudicate-first-error", "gold-first-error"):
+        select = re.search(rf'<select [^>]*id="{select_id}"[^>]*>(.*?)</select>', page, re.S)
+        options = re.findall(r'<option value="([^"]*)"( selected)?', select.group(1))
+        assert [value for value, selected in options if selected] == [""], select_id
+        assert options[0] == ("", " selected") and ("-1", "") in options
+    adjudicate = reverse("review-adjudicate", args=[project.slug, trace.pk])
+    refused = client.post(adjudicate, {"first_error_step": "", "note": "x"})
+    assert refused.status_code == 422
+    assert CHOOSE_FIRST_ERROR in refused.content.decode()
+    gold = reverse("mark-gold", args=[project.slug, trace.pk])
+    shown = client.post(gold, {"first_error_step": ""}, follow=True)
+    assert CHOOSE_FIRST_ERROR in shown.content.decode()
+    trace.refresh_from_db()
+    assert not trace.is_gold
+    assert not Annotation.objects.filter(
+        kind__in=[AnnotationKind.ADJUDICATION, AnnotationKind.GOLD]
+    ).exists()
 
 
 def test_a_second_reviewers_verdict_replaces_the_first(
