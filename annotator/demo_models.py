@@ -5,7 +5,7 @@ PRM, then one of the fine-tuned PRM, and a short Monte-Carlo run with the tiny L
 an ``hf:`` completer. Every run is a real job on the demo's worker, on the CPU, with
 sizes that keep ``make demo`` quick; nothing reaches beyond the machine.
 
-``setup_demo`` builds the models and queues the first three runs (the worker starts
+``setup_demo --models`` builds the models and queues the first three runs (the worker starts
 after it, and takes them up); ``setup_demo --follow`` waits for the training run and
 queues the fine-tuned scorer's run. Idempotent: runs that exist are not queued again.
 """

@@ -1,5 +1,5 @@
 """The demo's models, offline, on the embedded path (SQLite and the filesystem broker):
-``setup_demo`` builds a tiny Qwen-PRM-layout model and a tiny causal LM and queues their
+``setup_demo --models`` (as ``manage.py demo`` calls it) builds a tiny Qwen-PRM-layout model and a tiny causal LM and queues their
 runs; the demo's worker (both queues, as ``manage.py demo`` starts it) fine-tunes the PRM,
 scores with the random and the fine-tuned PRM, and runs Monte-Carlo with the tiny LM;
 ``setup_demo --follow`` queues the fine-tuned model's run once training is done."""
@@ -71,12 +71,21 @@ def test_the_demo_trains_scores_and_rolls_out_tiny_models_offline(data_dir, tmp_
         "DJANGO_SETTINGS_MODULE": "annotator.settings",
         # Nothing beyond this machine: a model id that is not on disk fails, not downloads.
         "HF_HUB_OFFLINE": "1",
+        # The filesystem broker keeps its exchanges in ./control: every process runs in
+        # tmp_path, so none is left in the checkout.
+        "PYTHONPATH": str(ROOT),
     }
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=tmp_path, env=env, check=True)
     demo = subprocess.run(
-        [*manage, "setup_demo", "--data-dir", str(small_data(data_dir, tmp_path / "data"))],
-        cwd=ROOT,
+        [
+            *manage,
+            "setup_demo",
+            "--models",
+            "--data-dir",
+            str(small_data(data_dir, tmp_path / "data")),
+        ],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
@@ -88,14 +97,14 @@ def test_the_demo_trains_scores_and_rolls_out_tiny_models_offline(data_dir, tmp_
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "--quiet", "-A", "annotator", "worker"]
         + ["-l", "warning", "-Q", "default,gpu", "--concurrency", "1"],
-        cwd=ROOT,
+        cwd=tmp_path,
         env=env,
         start_new_session=True,
     )
     try:
         follow = subprocess.run(
             [*manage, "setup_demo", "--follow"],
-            cwd=ROOT,
+            cwd=tmp_path,
             env=env,
             capture_output=True,
             text=True,
@@ -107,14 +116,14 @@ def test_the_demo_trains_scores_and_rolls_out_tiny_models_offline(data_dir, tmp_
     assert follow.returncode == 0, follow.stdout[-2000:] + follow.stderr[-2000:]
     assert "queued the scoring run gsm8k-demo-demo-tiny-qwen-prm-finetuned" in follow.stdout
     check = subprocess.run(
-        [sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", CHECK], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stderr[-2000:]
     assert "demo models: ok" in check.stdout
     # Run again, the demo queues nothing twice.
     again = subprocess.run(
-        [*manage, "setup_demo", "--data-dir", str(tmp_path / "data")],
-        cwd=ROOT,
+        [*manage, "setup_demo", "--models", "--data-dir", str(tmp_path / "data")],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,

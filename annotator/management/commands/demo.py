@@ -6,8 +6,8 @@ defaults (an SQLite file and kombu's filesystem broker under ``var/``), and says
 Settings are read when this command starts, before that choice is made, so every
 step runs as a child process with the chosen database and broker in its environment.
 
-``setup_demo`` queues the tiny demo models' runs (``annotator/demo_models.py``) before
-the worker starts; ``setup_demo --follow`` runs beside the server, queues the
+``setup_demo --models`` queues the tiny demo models' runs (``annotator/demo_models.py``)
+before the worker starts; ``setup_demo --follow`` runs beside the server, queues the
 fine-tuned model's scoring run once training is done, and says when each run ends.
 Nothing reaches beyond the machine: the models are built locally.
 """
@@ -88,7 +88,7 @@ class Command(BaseCommand):
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
         self.log("migrated")
-        subprocess.run([*manage, "setup_demo"], env=env, check=True)
+        subprocess.run([*manage, "setup_demo", "--models"], env=env, check=True)
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "annotator", "worker"]
             + ["-l", "warning", "-Q", "default,gpu", "--concurrency", "1"],

@@ -1,7 +1,7 @@
 """Create the demo login and project, import the demo data, and score it with the
 ``arithmetic-check`` scorer in this process (no model, seconds on a CPU), so the
-dashboard and the trace pages have scores on a first visit. Then build the demo's tiny
-models and queue their runs for the worker (``annotator/demo_models.py``); with
+dashboard and the trace pages have scores on a first visit. With ``--models``, build the
+demo's tiny models and queue their runs for the worker (``annotator/demo_models.py``); with
 ``--follow``, wait for the training run and queue the fine-tuned model's scoring run.
 Idempotent."""
 
@@ -35,9 +35,10 @@ class Command(BaseCommand):
         parser.add_argument("--username", default="demo")
         parser.add_argument("--password", default="stepwise-demo")
         parser.add_argument(
-            "--no-models",
+            "--models",
             action="store_true",
-            help="Skip the tiny demo models and their runs.",
+            help="Also build the tiny demo models and queue their runs for a worker "
+            "(manage.py demo asks for them).",
         )
         parser.add_argument(
             "--follow",
@@ -79,7 +80,7 @@ class Command(BaseCommand):
             summary = import_file(project, path, fmt)
             self.stdout.write(f"{relative}: {summary}")
         self.score_demo(project, user)
-        if not options["no_models"] and project.traces.exists():
+        if options["models"] and project.traces.exists():
             demo_models.queue_model_runs(project, user, self.log)
         self.stdout.write(
             self.style.SUCCESS(
