@@ -21,6 +21,7 @@ from django.conf import settings
 from annotator import jobs, montecarlo, runs, training
 from annotator.models import (
     FINISHED_STATUSES,
+    Job,
     JobStatus,
     MonteCarloRun,
     Project,
@@ -116,16 +117,19 @@ def queue_model_runs(project: Project, user, log: Log) -> None:
                 name=MC_RUN,
             )
             log(f"queued the Monte-Carlo run {MC_RUN} on {len(ids)} traces")
-    except jobs.EnqueueError as exc:
-        log(f"the demo's model runs were not queued: {exc}")
+    except (jobs.EnqueueError, jobs.RunError) as exc:
+        # A broker that does not answer, or demo data without reference answers: the
+        # rest of the demo stands without these runs.
+        log(f"the demo's model runs were not all queued: {exc}")
 
 
 def follow_training(project: Project, user, log: Log, timeout: float = 900) -> bool:
     """Wait for the demo's training run, then queue a scoring run of the scorer it
-    registered; then wait for every demo model run to finish. True when all are done."""
+    registered; then wait for every demo model run to finish. True when all are done,
+    or when there is nothing to follow (the demo was set up without its models)."""
     run = TrainingRun.objects.filter(project=project, name=TRAINING_RUN).first()
     if run is None:
-        return False
+        return True
     deadline = time.monotonic() + timeout
     run = _wait(TrainingRun, run.pk, deadline)
     if run.status != JobStatus.DONE or run.scorer is None:
@@ -157,7 +161,8 @@ def follow_training(project: Project, user, log: Log, timeout: float = 900) -> b
     return done
 
 
-def _wait(model, pk: int, deadline: float):
+def _wait(model: type[Job], pk: int, deadline: float) -> Job:
+    """The job once it has finished, or as it is at ``deadline``."""
     while True:
         job = model.objects.get(pk=pk)
         if job.status in FINISHED_STATUSES or time.monotonic() > deadline:
