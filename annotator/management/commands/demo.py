@@ -5,6 +5,11 @@ Uses PostgreSQL and Redis on 127.0.0.1 when they answer; otherwise the embedded
 defaults (an SQLite file and kombu's filesystem broker under ``var/``), and says so.
 Settings are read when this command starts, before that choice is made, so every
 step runs as a child process with the chosen database and broker in its environment.
+
+``setup_demo --models`` queues the tiny demo models' runs (``annotator/demo_models.py``)
+before the worker starts; ``setup_demo --follow`` runs beside the server, queues the
+fine-tuned model's scoring run once training is done, and says when each run ends.
+Nothing reaches beyond the machine: the models are built locally.
 """
 
 from __future__ import annotations
@@ -94,13 +99,15 @@ class Command(BaseCommand):
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
         self.log("migrated")
-        subprocess.run([*manage, "setup_demo"], env=env, check=True)
+        subprocess.run([*manage, "setup_demo", "--models"], env=env, check=True)
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "annotator", "worker"]
             + ["-l", "warning", "-Q", "default,gpu", "--concurrency", "1"],
             env=env,
         )
         self.log(f"Celery worker started (pid {worker.pid})")
+        # Not waited for: the server comes up at once, and the user watches the runs.
+        follower = subprocess.Popen([*manage, "setup_demo", "--follow"], env=env)
         address = f"{options['host']}:{options['port']}"
         self.log(f"serving on http://{address}/ (Ctrl-C stops the server and the worker)")
         # A plain `kill` stops the children too: SystemExit unwinds through subprocess.call,
@@ -111,7 +118,9 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             return
         finally:
+            follower.terminate()
             worker.terminate()
+            follower.wait(timeout=20)
             worker.wait(timeout=20)
         if status != 0:
             raise CommandError(f"the web server stopped with exit status {status}")

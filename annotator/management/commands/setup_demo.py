@@ -1,6 +1,9 @@
 """Create the demo login and project, import the demo data, and score it with the
 ``arithmetic-check`` scorer in this process (no model, seconds on a CPU), so the
-dashboard and the trace pages have scores on a first visit. Idempotent."""
+dashboard and the trace pages have scores on a first visit. With ``--models``, build the
+demo's tiny models and queue their runs for the worker (``annotator/demo_models.py``); with
+``--follow``, wait for the training run and queue the fine-tuned model's scoring run.
+Idempotent."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from annotator import jobs, runs
+from annotator import demo_models, jobs, runs
 from annotator.importing import import_file
 from annotator.models import JobStatus, Membership, Project, Role, Scorer, ScoringRun
 
@@ -31,8 +34,26 @@ class Command(BaseCommand):
         parser.add_argument("--data-dir", default=str(settings.BASE_DIR.parent / "shared" / "data"))
         parser.add_argument("--username", default="demo")
         parser.add_argument("--password", default="stepwise-demo")
+        parser.add_argument(
+            "--models",
+            action="store_true",
+            help="Also build the tiny demo models and queue their runs for a worker "
+            "(manage.py demo asks for them).",
+        )
+        parser.add_argument(
+            "--follow",
+            action="store_true",
+            help="Only wait for the demo's training run, queue the fine-tuned model's "
+            "scoring run, and wait for the demo's model runs (a worker must be running).",
+        )
 
     def handle(self, *args, **options):
+        if options["follow"]:
+            project = Project.objects.get(slug="gsm8k-demo")
+            user = get_user_model().objects.get(username=options["username"])
+            if not demo_models.follow_training(project, user, self.log):
+                raise CommandError("the demo's model runs did not all finish")
+            return
         User = get_user_model()
         user, created = User.objects.get_or_create(
             username=options["username"], defaults={"is_staff": True, "is_superuser": True}
@@ -59,12 +80,18 @@ class Command(BaseCommand):
             summary = import_file(project, path, fmt)
             self.stdout.write(f"{relative}: {summary}")
         self.score_demo(project, user)
+        if options["models"] and project.traces.exists():
+            demo_models.queue_model_runs(project, user, self.log)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo login: username {options['username']!r}, password {options['password']!r} "
                 f"(project /p/{project.slug}/)"
             )
         )
+
+    def log(self, message: str) -> None:
+        self.stdout.write(f"[demo] {message}")
+        self.stdout.flush()
 
     def score_demo(self, project: Project, user) -> None:
         """One finished ``arithmetic-check`` run over every trace of the demo project."""
