@@ -54,10 +54,13 @@ def mc_traces(project: Project, selection: dict[str, Any]) -> QuerySet[Trace]:
     return selected_traces(project, selection).exclude(problem__reference_answer="")
 
 
-def queue_for(completer: str) -> str:
-    """A server completer only waits on the network: any ``default`` worker runs it; a
-    local model needs the ``gpu`` queue."""
-    return "default" if completer.startswith("openai:") else "gpu"
+def queue_for(completer: str, options: dict[str, Any]) -> str:
+    """A server completer only waits on the network, and a local model told
+    ``device=cpu`` needs no GPU: any ``default`` worker runs them; other local models
+    need the ``gpu`` queue."""
+    if completer.startswith("openai:") or options.get("device") == "cpu":
+        return "default"
+    return "gpu"
 
 
 def create_mc_run(
@@ -93,7 +96,7 @@ def create_mc_run(
         selection=selection,
         keep_rollouts=keep_rollouts,
         created_by=user,
-        queue=queue_for(completer),
+        queue=queue_for(completer, options),
         max_attempts=settings.JOB_MAX_ATTEMPTS,
     )
 

@@ -22,7 +22,7 @@ from annotator.models import (
     Trace,
     TraceMC,
 )
-from annotator.montecarlo import create_mc_run, run_montecarlo_job
+from annotator.montecarlo import create_mc_run, queue_for, run_montecarlo_job
 from tests.scoring import mc_server
 
 pytestmark = pytest.mark.django_db
@@ -280,7 +280,9 @@ def test_a_tiny_local_model_runs_as_completer(project, users, planted, tmp_path,
         selection={"ids": one},
         keep_rollouts=True,
     )
-    assert run.queue == "gpu"
+    # device=cpu needs no GPU: any default worker takes it; the same model otherwise waits
+    # for a GPU worker.
+    assert run.queue == "default" and queue_for(f"hf:{model}", {}) == "gpu"
     summary = run_montecarlo_job(run)
     assert summary["traces"] == 1 and summary["rollouts"] > 0 and summary["tokens"] > 0
     assert list(TraceMC.objects.filter(run=run).values_list("trace_id", flat=True)) == one
