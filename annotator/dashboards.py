@@ -746,12 +746,15 @@ def _solutions(
 
 
 def labels_per_day(project: Project) -> list[tuple[str, int]]:
-    """(day, labels submitted in Stepwise that day), every version counted."""
+    """(day, labels submitted in Stepwise that day), every version counted. Imported
+    labels are not labelling work: their author is the importer's ``import-<format>``
+    user (``importing.importer_user``), with or without the labeller's id."""
     rows = _fetch(
         """SELECT date_trunc('day', a.created_at)::date, count(*)
              FROM annotator_annotation a JOIN annotator_trace t ON t.id = a.trace_id
-            WHERE t.project_id = %(project)s AND a.kind = 'label' AND a.annotator_id IS NOT NULL
-              AND a.external_annotator = ''
+             JOIN auth_user u ON u.id = a.annotator_id
+            WHERE t.project_id = %(project)s AND a.kind = 'label'
+              AND a.external_annotator = '' AND u.username NOT LIKE 'import-%%'
             GROUP BY 1 ORDER BY 1""",
         {"project": project.pk},
     )

@@ -807,3 +807,17 @@ def run_scores(run, trace) -> list[float]:
         .order_by("step_index")
         .values_list("score", flat=True)
     )
+
+
+def test_labels_per_day_counts_the_labels_given_here_not_the_imported_ones(
+    project, users, two_runs, client_for
+):
+    # The fixture imports labels for all 24 traces (by ``import-jsonl``) and has two
+    # Stepwise annotators label four of them: 8 labels given here, adjudications aside.
+    assert Annotation.objects.filter(annotator__username="import-jsonl").exists()
+    rows = _csv_rows(
+        client_for(users["owner"]).get(
+            reverse("dashboard-annotation", args=[project.slug]), {"format": "csv"}
+        )
+    )
+    assert sum(int(n) for _, n in rows[1:]) == 8
