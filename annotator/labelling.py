@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from annotator import database
@@ -20,6 +20,7 @@ from annotator.filters import BadParameter, text_param
 from annotator.models import (
     Annotation,
     AnnotationKind,
+    Assignment,
     LabelScheme,
     Membership,
     Project,
@@ -321,13 +322,31 @@ def human_first_error(membership: Membership, trace: Trace) -> int | None:
     return Verdict.resolve(annotations).first_error_step
 
 
+def fully_labelled() -> Q:
+    """A filter on ``Trace``: the trace has what a user calls "fully labelled", its N
+    labels given here (``label_count``, the overlap the queue fills) or a verdict it
+    will not get from the queue: an imported label with a verdict (an ``import-*``
+    user's, e.g. expert labels) or a reviewer's adjudication."""
+    settled = Annotation.objects.filter(
+        trace=OuterRef("pk"), is_latest=True, first_error_step__isnull=False
+    ).filter(
+        Q(kind=AnnotationKind.ADJUDICATION)
+        | Q(kind=AnnotationKind.LABEL, annotator__username__startswith="import-")
+    )
+    return Q(label_count__gte=F("project__annotators_per_trace")) | Q(Exists(settled))
+
+
 @dataclass(frozen=True)
 class Progress:
     """The Label page's progress line."""
 
     today: int  # the user's labels in this project since local midnight
     total: int  # the user's labels in this project
-    left: int  # regular traces still short of their N labels
+    # Regular traces the queue may still serve the user: short of their N labels, not
+    # labelled or skipped by them, not hidden from them. It drops with every label the
+    # user gives (a count of every trace short of N would not move until N people
+    # labelled one).
+    left: int
     position: int | None = None  # the shown trace's place among the traces the member sees
     of: int | None = None  # how many traces the member sees
 
@@ -343,9 +362,23 @@ def progress(membership: Membership, trace: Trace | None = None) -> Progress:
         .filter(trace__project=project)
         .aggregate(total=Count("id"), today=Count("id", filter=Q(created_at__gte=midnight)))
     )
-    left = Trace.objects.filter(
-        project=project, is_gold=False, label_count__lt=project.annotators_per_trace
-    ).count()
+    mine_or_skipped = Q(
+        Exists(Annotation.objects.latest_label_by(membership.user_id).filter(trace=OuterRef("pk")))
+    ) | Q(
+        Exists(
+            Assignment.objects.filter(
+                trace=OuterRef("pk"), annotator_id=membership.user_id, skipped=True
+            )
+        )
+    )
+    left = (
+        Trace.objects.filter(
+            project=project, is_gold=False, label_count__lt=project.annotators_per_trace
+        )
+        .visible_to(membership)
+        .exclude(mine_or_skipped)
+        .count()
+    )
     place = {"position": None, "of": None}
     if trace is not None:
         place = (

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotator import review
+from annotator import labelling, review
 from annotator.access import get_membership
 from annotator.exporting import EXPORT_FORMATS, LABEL_SOURCES
 from annotator.filters import TraceFilter, bad_parameter_is_400
@@ -118,13 +118,19 @@ def home(request: HttpRequest) -> HttpResponse:
         .annotate(
             role=F("memberships__role"),
             n_traces=Count("traces", filter=regular),
-            n_labelled=Count(
-                "traces", filter=regular & Q(traces__label_count__gte=F("annotators_per_trace"))
-            ),
         )
         .order_by("name")
     )
+    n_labelled = dict(
+        Trace.objects.filter(project__in=projects, is_gold=False)
+        .filter(labelling.fully_labelled())
+        .order_by()
+        .values("project")
+        .annotate(n=Count("id"))
+        .values_list("project", "n")
+    )
     for project in projects:
+        project.n_labelled = n_labelled.get(project.pk, 0)
         project.role_name = Role(project.role).label
         project.n_review = None
         if Membership(role=project.role).may_review():

@@ -617,3 +617,21 @@ def test_the_project_list_shows_counts_and_roles(project, users, traces, client_
     annotator_row = client_for(users["annotator"]).get(reverse("home")).content.decode()
     assert 'class="role">Annotator<' in annotator_row
     assert reverse("review", args=[project.slug]) not in annotator_row
+
+
+def test_the_progress_line_drops_with_each_label_before_the_overlap_is_reached(
+    project, users, traces, client_for
+):
+    # With two labels needed per trace, the user's first label leaves every trace short
+    # of its N, yet the trace is no longer in their queue.
+    project.annotators_per_trace = 2
+    project.save()
+    client = client_for(users["annotator"])
+    progress = reverse("annotate-progress", args=[project.slug])
+    assert re.search(rb'id="progress-left">4<', client.get(progress, **HTMX).content)
+    submit = reverse("annotate-submit", args=[project.slug, traces[0].pk])
+    client.post(submit, {"first_error_step": "-1"}, **HTMX)
+    assert re.search(rb'id="progress-left">3<', client.get(progress, **HTMX).content)
+    # Another annotator still has all four to label.
+    other = client_for(users["reviewer"])
+    assert re.search(rb'id="progress-left">4<', other.get(progress, **HTMX).content)

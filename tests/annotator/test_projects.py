@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from django.urls import reverse
 
-from annotator.models import LabelScheme, Membership, Project, Role
+from annotator.models import Annotation, LabelScheme, Membership, Project, Role
 
 
 def test_a_new_project_makes_its_creator_owner(client_for, users):
@@ -161,3 +163,18 @@ def test_the_settings_and_login_forms_use_the_site_form_layout(project, users, c
     assert '<form method="post" action="/login/" class="run-form stacked" id="login-form">' in text
     assert '<p class="error" role="alert">Please enter a correct username' in text
     assert "errorlist" not in text
+
+
+def test_imported_verdicts_count_as_fully_labelled_on_the_home_page(labelled, users, client_for):
+    # The nine traces were imported with a verdict each and nobody labelled them here:
+    # they need no labels from the queue to have a verdict.
+    page = client_for(users["owner"]).get(reverse("home"))
+    assert re.search(rb'class="figure labelled">9 <span class="muted small">\(100%\)', page.content)
+
+
+def test_a_trace_short_of_its_labels_without_a_verdict_is_not_fully_labelled(
+    labelled, users, client_for
+):
+    Annotation.objects.filter(trace__project=labelled).update(first_error_step=None)
+    page = client_for(users["owner"]).get(reverse("home"))
+    assert re.search(rb'class="figure labelled">0 ', page.content)
