@@ -489,15 +489,25 @@ def warm(run: ScoringRun) -> None:
 # -- the humans' ceiling --------------------------------------------------------------------
 
 
-def human_ceiling(
-    project: Project, filters: Filters = Filters()
-) -> metrics.ProcessBenchResult | None:
+@dataclass(frozen=True)
+class HumanCeiling:
+    """The humans' row: ``figures`` over every ordered pair of two verdicts on a trace
+    (``pairs``), on ``traces`` traces: the traces the Agreement page compares too
+    (``quality.collect_labels``: two or more latest labels with a verdict, imported
+    ones included), within the dashboard's filters."""
+
+    figures: metrics.ProcessBenchResult
+    traces: int
+    pairs: int
+
+
+def human_ceiling(project: Project, filters: Filters = Filters()) -> HumanCeiling | None:
     """ProcessBench's figures of one annotator's first error taken as the prediction of
     another's, over every ordered pair of annotators on a trace (imported labels
     included): what a PRM could reach against labels that humans agree on this often."""
     trace_filter, params = filters.sql()
     rows = _fetch(
-        f"""SELECT a.first_error_step, b.first_error_step
+        f"""SELECT a.trace_id, a.first_error_step, b.first_error_step
               FROM annotator_annotation a
               JOIN annotator_annotation b ON b.trace_id = a.trace_id AND b.id <> a.id
               JOIN annotator_trace t ON t.id = a.trace_id
@@ -508,7 +518,11 @@ def human_ceiling(
     )
     if not rows:
         return None
-    return metrics.processbench([a for a, _ in rows], [b for _, b in rows])
+    return HumanCeiling(
+        figures=metrics.processbench([a for _, a, _ in rows], [b for _, _, b in rows]),
+        traces=len({trace for trace, _, _ in rows}),
+        pairs=len(rows),
+    )
 
 
 # -- best-of-N ------------------------------------------------------------------------------

@@ -182,14 +182,16 @@ def _runs_table(membership: Membership, request: HttpRequest, percent: bool) -> 
         )
     human = dashboards.human_ceiling(membership.project, filters)
     if human is not None:
+        # Its traces are the Agreement page's; its rates are ProcessBench's over ordered
+        # pairs of verdicts, not the Agreement page's exact agreement over unordered ones.
         rows.append(
             [
-                "humans (annotator vs annotator)",
-                str(human.n_err + human.n_cor),
+                f"humans: one person's first error against another's ({human.pairs} ordered pairs)",
+                str(human.traces),
                 "",
-                _figure(human.acc_err),
-                _figure(human.acc_cor),
-                _figure(human.f1),
+                _figure(human.figures.acc_err),
+                _figure(human.figures.acc_cor),
+                _figure(human.figures.f1),
                 "",
                 "",
                 "",

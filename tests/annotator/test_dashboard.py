@@ -451,11 +451,23 @@ def test_the_human_ceiling_row_compares_annotators(project, users, two_runs, cli
         )
     )
     human = rows[-1]
-    assert human[0].startswith("humans")
     # Ordered pairs on the 4 doubly labelled traces: (0,0) x2 right, (-1,0) and (0,-1),
     # (1,-1) and (-1,1), (-1,-1) x2 right: erroneous labels 4 (2 right), correct 4 (2 right).
-    assert human[1] == "8"
+    assert human[0] == "humans: one person's first error against another's (8 ordered pairs)"
+    assert human[1] == "4"  # traces, not pairs
     assert human[3:6] == ["50.0", "50.0", "50.0"]
+
+
+def test_the_humans_row_counts_the_traces_the_agreement_page_compares(
+    project, users, two_runs, client_for
+):
+    client = client_for(users["owner"])
+    human = _csv_rows(
+        client.get(reverse("dashboard-runs", args=[project.slug]), {"format": "csv"})
+    )[-1]
+    page = client.get(reverse("agreement", args=[project.slug])).content.decode()
+    assert f"Over the {human[1]} traces labelled by two or more people" in page
+    assert re.search(r'id="exact-agreement">0\.500<.*2 of 4 pairs', page, flags=re.S)
 
 
 def test_it_checks_membership_and_role(project, users, two_runs, client_for):
