@@ -122,3 +122,45 @@ def test_the_dashboard_fits_a_390_px_screen(dashboard_project, new_page, live_se
     sizes = box.evaluate("el => [el.scrollWidth, el.clientWidth, getComputedStyle(el).overflowX]")
     assert sizes[0] > sizes[1] and sizes[2] == "auto", sizes
     assert box.bounding_box()["width"] <= 390
+
+
+# Per column of a table: the text's left and right edges in its header cell and in each
+# body cell (a Range around the cell's contents, so padding and alignment count).
+_COLUMN_TEXT_EDGES = """table => {
+  const edges = cell => {
+    const range = document.createRange();
+    range.selectNodeContents(cell);
+    const box = range.getBoundingClientRect();
+    return [box.left, box.right];
+  };
+  const head = [...table.querySelectorAll('thead th')].map(edges);
+  const body = [...table.querySelectorAll('tbody tr')].map(
+    row => [...row.querySelectorAll('td')].map(edges));
+  return head.map((h, i) => ({head: h, cells: body.map(row => row[i])}));
+}"""
+
+
+def test_best_of_n_tables_share_the_page_and_line_up_their_headers(
+    dashboard_project, new_page, live_server, tmp_path
+):
+    """The tables took half the page (empty grid tracks beside them) and the figures sat
+    unaligned under their headers: now the runs share the width, the rule column's
+    header and names start at one edge, and each figure column's header and numbers end
+    at one edge (a screenshot is kept)."""
+    project, made, _ = dashboard_project
+    page = new_page("rhea", "pw-rhea-123")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live_server.url}/p/{project.slug}/dashboard/")
+    tables = [page.locator(f"#best-of-n-{run.pk} table") for run in made]
+    for table in tables:
+        expect(table).to_be_visible()
+    page.screenshot(path=tmp_path / "best-of-n-1280.png", full_page=True)
+    grid = page.locator("#best-of-n").bounding_box()
+    boxes = [page.locator(f"#best-of-n-{run.pk}").bounding_box() for run in made]
+    assert boxes[-1]["x"] + boxes[-1]["width"] >= grid["x"] + grid["width"] - 1, (grid, boxes)
+    for table in tables:
+        columns = table.evaluate(_COLUMN_TEXT_EDGES)
+        assert len(columns) == 2
+        rule, figures = columns
+        assert all(abs(cell[0] - rule["head"][0]) < 1 for cell in rule["cells"]), rule
+        assert all(abs(cell[1] - figures["head"][1]) < 1 for cell in figures["cells"]), figures
