@@ -26,7 +26,13 @@ from django.db import connection, transaction
 
 from annotator import charts, database
 from annotator.filters import FILTER_FIELDS, TraceFilter
-from annotator.models import REFERENCE_GENERATOR, MonteCarloRun, Project, ScoringRun
+from annotator.models import (
+    IMPORTER_PREFIX,
+    REFERENCE_GENERATOR,
+    MonteCarloRun,
+    Project,
+    ScoringRun,
+)
 from scoring import metrics
 
 T = TypeVar("T")
@@ -768,9 +774,9 @@ def labels_per_day(project: Project) -> list[tuple[str, int]]:
              FROM annotator_annotation a JOIN annotator_trace t ON t.id = a.trace_id
              JOIN auth_user u ON u.id = a.annotator_id
             WHERE t.project_id = %(project)s AND a.kind = 'label'
-              AND a.external_annotator = '' AND u.username NOT LIKE 'import-%%'
+              AND a.external_annotator = '' AND u.username NOT LIKE %(imported)s
             GROUP BY 1 ORDER BY 1""",
-        {"project": project.pk},
+        {"project": project.pk, "imported": IMPORTER_PREFIX + "%"},
     )
     return [(day.isoformat(), n) for day, n in rows]
 

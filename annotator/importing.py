@@ -31,6 +31,7 @@ from django.utils import timezone
 from annotator import database, jobs, ranking
 from annotator.bulk import allocate_ids, copy_rows, rows_by_key
 from annotator.models import (
+    IMPORTER_PREFIX,
     Annotation,
     AnnotationKind,
     ImportJob,
@@ -91,7 +92,7 @@ ProgressCallback = Callable[[int, int | None], None]
 def importer_user(fmt: str):
     """The identity that imported labels are recorded under, e.g. ``import-processbench``."""
     user, created = get_user_model().objects.get_or_create(
-        username=f"import-{fmt}", defaults={"is_active": False}
+        username=f"{IMPORTER_PREFIX}{fmt}", defaults={"is_active": False}
     )
     if created:
         user.set_unusable_password()

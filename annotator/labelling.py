@@ -18,6 +18,7 @@ from django.utils import timezone
 from annotator import database
 from annotator.filters import BadParameter, text_param
 from annotator.models import (
+    IMPORTER_PREFIX,
     Annotation,
     AnnotationKind,
     Assignment,
@@ -331,7 +332,7 @@ def fully_labelled() -> Q:
         trace=OuterRef("pk"), is_latest=True, first_error_step__isnull=False
     ).filter(
         Q(kind=AnnotationKind.ADJUDICATION)
-        | Q(kind=AnnotationKind.LABEL, annotator__username__startswith="import-")
+        | Q(kind=AnnotationKind.LABEL, annotator__username__startswith=IMPORTER_PREFIX)
     )
     return Q(label_count__gte=F("project__annotators_per_trace")) | Q(Exists(settled))
 

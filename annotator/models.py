@@ -440,6 +440,11 @@ class Step(models.Model):
         return f"step {self.index} of trace {self.trace_id}"
 
 
+# Imported labels are recorded under an ``import-<format>`` user (``importing.importer_user``):
+# not labelling work done here, but a verdict all the same.
+IMPORTER_PREFIX = "import-"
+
+
 class AnnotationKind(models.TextChoices):
     LABEL = "label", "Annotator label"
     ADJUDICATION = "adjudication", "Adjudicated label"
