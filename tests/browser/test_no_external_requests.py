@@ -33,8 +33,9 @@ LOOPBACK = {"127.0.0.1", "localhost"}
 
 # Redoc's bundle always renders "API docs by Redocly" under its menu with an <img> of
 # Redocly's logo from their CDN (no option leaves it out: hideLoading, hideLogo and the
-# theme do not touch it). The Content-Security-Policy refuses it before any request
-# leaves the browser; this one refusal is the only one allowed.
+# theme do not touch it). The Content-Security-Policy refuses it before anything leaves
+# the browser, but Playwright still reports the attempt and Chromium logs the refusal:
+# this one URL is the only one allowed, as a request and as a console error.
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 
