@@ -528,3 +528,41 @@ def test_the_trace_page_queries_do_not_grow_with_steps_or_runs(
         page = client.get(reverse("trace", args=["gsm8k", short.pk]))
     assert len(cells(page.content)) == short.num_steps  # only "third" scored it
     assert len(short_page) == len(long_page)
+
+
+def test_the_label_page_shows_model_scores_after_the_verdict_controls(two_runs, client_for, users):
+    trace, _ = two_runs
+    trace.project.show_model_scores = True
+    trace.project.save()
+    content = (
+        client_for(users["owner"])
+        .get(reverse("annotate-trace", args=["gsm8k", trace.pk]))
+        .content.decode()
+    )
+    # The labeller answers first: steps, final answer, verdict radios, flag and buttons
+    # all come before the scores table in the document (and so in the Tab order).
+    order = [
+        f'id="step-{trace.num_steps - 1}"',
+        'name="first_error_step" value="-1"',
+        'id="flag-box"',
+        'id="submit"',
+        'id="model-scores"',
+    ]
+    positions = [content.index(marker) for marker in order]
+    assert positions == sorted(positions)
+
+
+def _scorer_cells(content: bytes) -> list[str]:
+    """The Scorer column of the runs table, tags removed."""
+    table = re.search(r'<table class="run-table" id="runs">(.*?)</table>', content.decode(), re.S)
+    rows = re.findall(r"<tr>\s*<td>.*?</td>\s*<td>(.*?)</td>", table.group(1), re.S)
+    return [" ".join(re.sub(r"<[^>]+>", " ", row).split()) for row in rows]
+
+
+def test_the_runs_table_names_the_scorer_once(gsm8k, client_for, users):
+    named_as_adapter = Scorer.objects.create(name="arithmetic-check", adapter="arithmetic-check")
+    scored_run(gsm8k, named_as_adapter, users["owner"], first_ids(2))
+    other = Scorer.objects.create(name="arith", adapter="arithmetic-check")
+    scored_run(gsm8k, other, users["owner"], first_ids(2))
+    page = client_for(users["owner"]).get(reverse("runs", args=["gsm8k"]))
+    assert sorted(_scorer_cells(page.content)) == ["arith arithmetic-check", "arithmetic-check"]
