@@ -10,11 +10,12 @@ times until the answer holds ``True`` or ``False`` (1.0 / -1.0; 0.0 when all fiv
 
 Here the tool is local (:mod:`scoring.tools`), in this order, the first that applies:
 
-1. **Arithmetic claims** written in the action (``3 + 4 = 7``), recomputed exactly
-   (:func:`scoring.tools.check_arithmetic`): no query needed.
-2. **The boxed chain**: a ``\\boxed{param = e1 = e2}`` whose sides after the parameter name are
+1. **The boxed chain**: a ``\\boxed{param = e1 = e2}`` whose sides after the parameter name are
    plain math (LaTeX fractions, roots, ``\\cdot`` and powers are rewritten) is checked side by
    side with SymPy (:func:`scoring.tools.check_equivalent`): no query needed.
+2. **Arithmetic claims** written in the action (``3 + 4 = 7``), recomputed exactly
+   (:func:`scoring.tools.check_arithmetic`): no query needed. It comes second because it
+   reads ``\\sqrt{49} \\cdot 5`` as ``(49) * 5``; SymPy reads the box right.
 3. **A written query**: the query model (the judge's where there is one, as the released
    ``get_wa_code`` uses the verifier model; else the step generator) writes a Python program
    for the step objective, run in the sandbox (:func:`scoring.tools.run_code`), whose last
@@ -76,7 +77,7 @@ def json_object(text: str) -> dict | None:
                     break
         start = text.find("{", start + 1)
     for candidate in candidates:
-        for attempt in (candidate, candidate.replace("\\", "\\\\")):
+        for attempt in (_escape_latex(candidate), candidate):
             try:
                 value = json.loads(attempt, strict=False)
             except ValueError:
@@ -84,6 +85,20 @@ def json_object(text: str) -> dict | None:
             if isinstance(value, dict):
                 return value
     return None
+
+
+_LONE_BACKSLASH = re.compile(r"\\\\|\\(?=n(?:eq|abla|ot|u\b|e\b|ewline))|\\(?=[A-Za-mo-z])")
+
+
+def _escape_latex(text: str) -> str:
+    """JSON text with LaTeX commands written with one backslash (``"\\frac{1}{2}"``, which
+    JSON reads as a form feed and ``rac``) given a second one. A backslash before ``n`` stays
+    a newline unless a LaTeX command follows (``\\neq``, ``\\not``); escaped backslashes stay.
+
+    >>> _escape_latex('{"a": "\\\\frac{1}{2} \\\\\\\\pi\\\\n"}')
+    '{"a": "\\\\\\\\frac{1}{2} \\\\\\\\pi\\\\n"}'
+    """
+    return _LONE_BACKSLASH.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else "\\\\", text)
 
 
 def _field(text: str, *keys: str) -> str | None:
@@ -226,12 +241,12 @@ def _write_query(writer: Completer, step: StepToCheck) -> str | None:
 
 def tool_verdict(step: StepToCheck, writer: Completer | None) -> ToolVerdict:
     """The local tool's verdict on one step (the module docstring gives the order)."""
-    arithmetic = check_arithmetic(step.action)
-    if arithmetic.decision != "error":
-        return arithmetic
     sides = boxed_sides(step.action)
     if sides is not None and len(sides) >= 2:
         return _chain_verdict(sides)
+    arithmetic = check_arithmetic(step.action)
+    if arithmetic.decision != "error":
+        return arithmetic
     if writer is None:
         return ToolVerdict(
             "none", "", "", "error", UNDECIDED, "no direct check applies and no query model"

@@ -15,7 +15,8 @@ against it is repeatable. It answers the four requests of the search by their pr
   the tool had no result, ``False`` if the step is the planted one, else ``True``. Its first
   reply to a prompt whose step restates the sum holds no verdict, so the judge is asked again.
 
-``GET /stats`` gives the requests served by kind.
+``GET /stats`` gives the requests served by kind; ``--delay S`` slows every answer (a test
+that kills a run mid-search needs it to still be running).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -40,8 +42,9 @@ def problem(a: int, b: int, c: int) -> str:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address) -> None:
+    def __init__(self, address, delay: float = 0.0) -> None:
         super().__init__(address, Handler)
+        self.delay = delay
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.seen: set[str] = set()
@@ -79,7 +82,7 @@ def step(depth: int, index: int, a: int, b: int, c: int, total: int | None) -> d
             },
             {
                 "step objective": "Scale the sum by C",
-                "action": f"\\boxed{{p = {total} \\cdot {c} = {p}}}",
+                "action": f"\\boxed{{p = \\sqrt{{{total * total}}} \\cdot {c} = {p}}}",
             },
             {"step objective": "Restate the sum", "action": f"So far \\boxed{{s = {total}}}"},
         ][index % 3]
@@ -143,6 +146,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             return self._send(404, {"error": {"message": f"no route {self.path}"}})
         n = body.get("n", 1)
+        time.sleep(self.server.delay)
         with self.server.lock:
             kind, texts = reply(prompt, n, self.server)
             self.server.counts[kind] = self.server.counts.get(kind, 0) + 1
@@ -164,11 +168,11 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-def spawn() -> tuple[subprocess.Popen, str]:
+def spawn(delay: float = 0.0) -> tuple[subprocess.Popen, str]:
     """Start the server in its own process; (the process, its ``/v1`` base URL)."""
     root = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.scoring.grounded_server"],
+        [sys.executable, "-m", "tests.scoring.grounded_server", "--delay", str(delay)],
         cwd=root,
         stdout=subprocess.PIPE,
         text=True,
@@ -180,8 +184,9 @@ def spawn() -> tuple[subprocess.Popen, str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds per request")
     args = parser.parse_args()
-    server = Server(("127.0.0.1", args.port))
+    server = Server(("127.0.0.1", args.port), args.delay)
     print(server.server_address[1], flush=True)
     sys.stdout.close()
     server.serve_forever()
