@@ -282,12 +282,12 @@ class Search:
         problem = state.problem
         conditions = (*problem.conditions, *(step_result(s.action) for s in prefix))
         previous = [{"step_objective": s.objective, "action": s.action} for s in prefix]
-        text = step_prompt(problem.global_objective or problem.problem, conditions, previous)
+        goal = problem.global_objective or problem.problem
+        text = step_prompt(goal, conditions, previous)
         [reply] = self.generator.complete([Prompt(text, text, "")], n)
         parsed = [parse_step(t) for t in reply.texts]
         to_check = [
-            StepToCheck(objective, action, problem.global_objective, conditions)
-            for objective, action in parsed
+            StepToCheck(objective, action, goal, conditions) for objective, action in parsed
         ]
         parent_action = prefix[-1].action if prefix else None
         return [
