@@ -18,8 +18,9 @@ Here the tool is local (:mod:`scoring.tools`), in this order, the first that app
    reads ``\\sqrt{49} \\cdot 5`` as ``(49) * 5``; SymPy reads the box right.
 3. **A written query**: the query model (the judge's where there is one, as the released
    ``get_wa_code`` uses the verifier model; else the step generator) writes a Python program
-   for the step objective, run in the sandbox (:func:`scoring.tools.run_code`), whose last
-   printed line is compared with the step's boxed value. Where that value is not plain math
+   for the step objective, run in the sandbox (:func:`scoring.tools.run_code`; asked again,
+   up to five tries, while the program fails to run), whose last printed line is compared
+   with the step's boxed value. Where that value is not plain math
    the run's output is evidence for a judge, and the verdict is an ``undecided`` error.
 
 Then ``judge=tool`` takes the tool's decision as the step's (an error leaves the step
@@ -39,10 +40,21 @@ from scoring.grounded.prompts import VERIFY_PROMPT, query_prompt, verify_prompt
 from scoring.montecarlo import Completer, Prompt
 from scoring.tools import check_arithmetic, check_equivalent, run_code
 from scoring.tools.sympy_check import UnsafeQuery, screen
-from scoring.tools.verdict import INVALID, UNDECIDED, ToolVerdict
+from scoring.tools.verdict import (
+    EXCEPTION,
+    INVALID,
+    MEMORY,
+    OUTPUT,
+    REFUSED,
+    TIMEOUT,
+    UNDECIDED,
+    ToolVerdict,
+)
 
 JUDGE_ATTEMPTS = 5  # step_evaluate's count, mcts.py line 346
 QUERY_ATTEMPTS = 5  # get_wa_code's try_count, output_utils.py line 257
+# A program that did not run to its end: the query model is asked again.
+RUN_FAILURES = (TIMEOUT, MEMORY, OUTPUT, REFUSED, EXCEPTION)
 
 _FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
 _PARAMETER = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9_']*(?:\([^()]*\))?|\\[A-Za-z]+)\s*$")
@@ -225,18 +237,33 @@ def _chain_verdict(sides: list[str]) -> ToolVerdict:
     return ToolVerdict("sympy", query, output, "correct", None, "every side is equal")
 
 
-def _write_query(writer: Completer, step: StepToCheck) -> str | None:
-    """The query model's program for the step objective, or None after five replies with
-    no ``{"query": ...}`` in them (``get_wa_code``'s loop)."""
-    text = query_prompt(step.global_objective, step.conditions, step.objective)
+def _written_query(writer: Completer, prompt: str) -> str | None:
+    """The program in one reply of the query model, None if it holds no ``{"query": ...}``."""
+    [reply] = writer.complete([Prompt(prompt, prompt, "")], 1)
+    _, body = split_think(reply.texts[0])
+    data = json_object(body)
+    query = data.get("query") if data else _field(body, "query")
+    return query.strip() if isinstance(query, str) and query.strip() else None
+
+
+def _query_verdict(writer: Completer, step: StepToCheck, claimed: str | None) -> ToolVerdict:
+    """``get_wa_code``'s loop (``output_utils.py`` lines 254-283): up to five tries, each
+    asking the query model for a program and running it, until one writes a program that
+    runs to its end (the released loop asks again while Wolfram|Alpha returns an error or no
+    final answer). The last try's verdict stands."""
+    prompt = query_prompt(step.global_objective, step.conditions, step.objective)
+    verdict = ToolVerdict("python", "", "", "error", INVALID, "the query model wrote no query")
     for _ in range(QUERY_ATTEMPTS):
-        [reply] = writer.complete([Prompt(text, text, "")], 1)
-        _, body = split_think(reply.texts[0])
-        data = json_object(body)
-        query = data.get("query") if data else _field(body, "query")
-        if isinstance(query, str) and query.strip():
-            return query.strip()
-    return None
+        code = _written_query(writer, prompt)
+        if code is None:
+            continue
+        verdict = run_code(code, expected=claimed)
+        if verdict.error_kind not in RUN_FAILURES:
+            break
+    if claimed is None and verdict.decision == "correct":
+        detail = "the code ran; the step's boxed value is not plain math to compare"
+        return ToolVerdict("python", verdict.query, verdict.output, "error", UNDECIDED, detail)
+    return verdict
 
 
 def tool_verdict(step: StepToCheck, writer: Completer | None) -> ToolVerdict:
@@ -251,15 +278,7 @@ def tool_verdict(step: StepToCheck, writer: Completer | None) -> ToolVerdict:
         return ToolVerdict(
             "none", "", "", "error", UNDECIDED, "no direct check applies and no query model"
         )
-    code = _write_query(writer, step)
-    if code is None:
-        return ToolVerdict("python", "", "", "error", INVALID, "the query model wrote no query")
-    claimed = sides[-1] if sides else None
-    run = run_code(code, expected=claimed)
-    if claimed is None and run.decision == "correct":
-        detail = "the code ran; the step's boxed value is not plain math to compare"
-        return ToolVerdict("python", code, run.output, "error", UNDECIDED, detail)
-    return run
+    return _query_verdict(writer, step, sides[-1] if sides else None)
 
 
 def tool_return(verdict: ToolVerdict) -> str:

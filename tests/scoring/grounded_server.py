@@ -10,7 +10,8 @@ against it is repeatable. It answers the four requests of the search by their pr
   is one too many); at depth 1 the product written as arithmetic and ``<end>`` (0), the
   product as a boxed chain (1), or the sum restated (2, terminal by repetition); deeper, the
   product with ``<end>``. Later steps build on the sum the path holds, planted or not;
-* tool query: a program printing ``A + B`` (a sum objective) or ``(A + B) * C``;
+* tool query: a program printing ``A + B`` (a sum objective) or ``(A + B) * C``; for a
+  target that says ``Recheck``, the first program divides by zero;
 * verification: ``True`` where the tool decided ``correct``, ``False`` where ``wrong``; where
   the tool had no result, ``False`` if the step is the planted one, else ``True``. Its first
   reply to a prompt whose step restates the sum holds no verdict, so the judge is asked again.
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -116,6 +118,13 @@ def reply(prompt: str, n: int, server: Server) -> tuple[str, list[str]]:
         return "verify", [f"<think>\nchecking\n</think>\n```json\n{text}\n```"] * n
     data = _input(prompt)
     a, b, c = map(int, _OBJECTIVE.search(data["global_objective"]).groups())
+    if (
+        "current_target" in data
+        and "Recheck" in data["current_target"]
+        and prompt not in server.seen
+    ):
+        server.seen.add(prompt)  # a program that fails, the first time it is asked
+        return "query", [json.dumps({"query": "print(1 / 0)"})] * n
     if "current_target" in data:
         code = (
             f"print({a} + {b})"
@@ -179,6 +188,12 @@ def spawn(delay: float = 0.0) -> tuple[subprocess.Popen, str]:
     )
     port = int(process.stdout.readline())
     return process, f"http://127.0.0.1:{port}/v1"
+
+
+def stats(base_url: str) -> dict[str, int]:
+    """Requests served so far, by kind (extract, step, query, verify)."""
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/stats", timeout=10) as response:
+        return json.load(response)
 
 
 def main() -> None:

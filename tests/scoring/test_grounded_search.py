@@ -302,6 +302,15 @@ def test_a_written_query_runs_in_the_sandbox_against_the_boxed_value(server) -> 
     ]
 
 
+def test_a_query_whose_program_fails_is_written_again(server) -> None:
+    checker = searcher(server, "tool").checker
+    step = StepToCheck("Recheck the sum", "So far \\boxed{s = 7}", "Find (3 + 4) * 5", ())
+    before = grounded_server.stats(server).get("query", 0)
+    [(verdict, _)] = checker.check([step])
+    assert grounded_server.stats(server)["query"] - before == 2
+    assert (verdict.query, verdict.decision) == ("print(3 + 4)", "correct")
+
+
 @pytest.mark.parametrize(
     ("reply", "decision"),
     [
