@@ -11,6 +11,7 @@ from annotator.views import (
     annotate,
     dashboards,
     exports,
+    grounded,
     imports,
     labelsets,
     montecarlo,
@@ -85,6 +86,7 @@ project_urls = [
     path("training/<int:run_id>/retry/", training.training_retry, name="training-retry"),
     path("label-sets/", labelsets.label_set_list, name="label-sets"),
     path("traces/<int:trace_id>/mc/", montecarlo.trace_mc, name="trace-mc"),
+    path("traces/<int:trace_id>/grounded/", grounded.trace_grounded, name="trace-grounded"),
     # dashboard (the page, then its partials)
     path("dashboard/", dashboards.dashboard, name="dashboard"),
     path("dashboard/runs/", dashboards.dashboard_runs, name="dashboard-runs"),
