@@ -1222,6 +1222,69 @@ class MCRollout(models.Model):
         return f"rollout {self.sample} of step {self.step_index} of trace {self.trace_id}"
 
 
+class GroundedSelection(models.TextChoices):
+    UCT = "uct", "UCT (getBestChild, c = 1.8)"
+    RELEASED = "released", "The released select(): a random child of the root"
+
+
+class GroundedRun(ProjectRun):
+    """GroundedPRM's tree search (``scoring.grounded.search``) for each problem of the
+    selected traces that has a reference answer. Resumable per problem and per round: each
+    problem's search state (``GroundedTree.state``) is saved after every round, so a run
+    taken up again after a dead worker skips the finished problems and goes on with the
+    unfinished one from its last saved round: every node is stored once."""
+
+    task_name = "annotator.tasks.run_grounded"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="grounded_runs")
+    # "openai:BASE_URL" (a server; runs on the default queue) or "hf:PATH" (gpu queue).
+    generator = models.CharField(max_length=500)
+    model = models.CharField(max_length=500, blank=True, help_text="The served generator's name.")
+    # "tool": the tool's decision labels each step; else a judge completer spec.
+    judge = models.CharField(max_length=500, default="tool")
+    judge_model = models.CharField(max_length=500, blank=True)
+    search_selection = models.CharField(
+        max_length=20, choices=GroundedSelection.choices, default=GroundedSelection.UCT
+    )
+    seed = models.PositiveBigIntegerField(default=0)
+    # The generator's and the judge's completer options (``scoring.options``).
+    options = models.JSONField(default=dict, blank=True)
+    judge_options = models.JSONField(default=dict, blank=True)
+    selection = models.JSONField(default=dict, blank=True)
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="groundedrun_unique_name")
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="groundedrun_status")]
+
+    def __str__(self) -> str:
+        return f"grounded run {self.name} in {self.project} ({self.status})"
+
+
+class GroundedTree(models.Model):
+    """One problem's search in a grounded run: its state (``SearchState.to_dict``: the
+    tree with every node's step, tool verdict and transcript, value, visits and rollouts),
+    saved after each round; ``done`` once the search stopped."""
+
+    run = models.ForeignKey(
+        GroundedRun, on_delete=models.CASCADE, related_name="trees", db_index=False
+    )
+    problem = models.ForeignKey(Problem, on_delete=models.CASCADE, related_name="+")
+    state = models.JSONField()
+    rounds = models.PositiveIntegerField(default=0)
+    nodes = models.PositiveIntegerField(default=0)
+    done = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "problem"], name="groundedtree_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"problem {self.problem_id} in grounded run {self.run_id}"
+
+
 class LabelSetSource(models.TextChoices):
     HUMAN = "human", "Human labels (agreed or adjudicated)"
     MC_HARD = "mc-hard", "Monte-Carlo hard labels"

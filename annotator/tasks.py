@@ -20,8 +20,16 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from annotator import jobs
+from annotator.grounded import run_grounded_job
 from annotator.importing import run_import_job
-from annotator.models import ImportJob, MonteCarloRun, ScoreImportJob, ScoringRun, TrainingRun
+from annotator.models import (
+    GroundedRun,
+    ImportJob,
+    MonteCarloRun,
+    ScoreImportJob,
+    ScoringRun,
+    TrainingRun,
+)
 from annotator.montecarlo import run_montecarlo_job
 from annotator.runs import run_score_import_job, run_scoring_job
 from annotator.training import run_training_job
@@ -55,6 +63,11 @@ def run_scoring(run_id: int) -> None:
 @shared_task(name="annotator.tasks.run_montecarlo")
 def run_montecarlo(run_id: int) -> None:
     jobs.execute(MonteCarloRun, run_id, run_montecarlo_job)
+
+
+@shared_task(name="annotator.tasks.run_grounded")
+def run_grounded(run_id: int) -> None:
+    jobs.execute(GroundedRun, run_id, run_grounded_job)
 
 
 @shared_task(name="annotator.tasks.run_training")

@@ -11,6 +11,7 @@ from annotator.views import (
     annotate,
     dashboards,
     exports,
+    grounded,
     imports,
     labelsets,
     montecarlo,
@@ -78,6 +79,23 @@ project_urls = [
     path("mc/<int:run_id>/", montecarlo.mc_detail, name="mc-run"),
     path("mc/<int:run_id>/cancel/", montecarlo.mc_cancel, name="mc-cancel"),
     path("mc/<int:run_id>/retry/", montecarlo.mc_retry, name="mc-retry"),
+    # grounded runs
+    path("grounded/", grounded.grounded_list, name="grounded-runs"),
+    path("grounded/<int:run_id>/", grounded.grounded_detail, name="grounded-run"),
+    path("grounded/<int:run_id>/cancel/", grounded.grounded_cancel, name="grounded-cancel"),
+    path("grounded/<int:run_id>/retry/", grounded.grounded_retry, name="grounded-retry"),
+    path(
+        "grounded/<int:run_id>/steps.trl.jsonl",
+        grounded.grounded_export,
+        {"kind": "trl"},
+        name="grounded-export-trl",
+    ),
+    path(
+        "grounded/<int:run_id>/generative.jsonl",
+        grounded.grounded_export,
+        {"kind": "generative"},
+        name="grounded-export-generative",
+    ),
     # training runs
     path("training/", training.training_list, name="training-runs"),
     path("training/<int:run_id>/", training.training_detail, name="training-run"),
@@ -85,6 +103,7 @@ project_urls = [
     path("training/<int:run_id>/retry/", training.training_retry, name="training-retry"),
     path("label-sets/", labelsets.label_set_list, name="label-sets"),
     path("traces/<int:trace_id>/mc/", montecarlo.trace_mc, name="trace-mc"),
+    path("traces/<int:trace_id>/grounded/", grounded.trace_grounded, name="trace-grounded"),
     # dashboard (the page, then its partials)
     path("dashboard/", dashboards.dashboard, name="dashboard"),
     path("dashboard/runs/", dashboards.dashboard_runs, name="dashboard-runs"),

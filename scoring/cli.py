@@ -1,6 +1,7 @@
 """``python -m scoring score ...``, ``python -m scoring evaluate ...``,
 ``python -m scoring mc ...``, ``python -m scoring train ...``,
-``python -m scoring curves ...`` and ``python -m scoring laser-cref ...``."""
+``python -m scoring curves ...``, ``python -m scoring laser-cref ...`` and
+``python -m scoring grounded ...``."""
 
 from __future__ import annotations
 
@@ -615,6 +616,160 @@ def cmd_laser_cref(args: argparse.Namespace) -> int:
     return 0
 
 
+def _completer_options(
+    spec: str, options: dict, temperature: float | None, max_tokens: int | None, seed: int | None
+) -> dict:
+    """A completer's options from ``--option`` pairs and the sampling flags; raises
+    :class:`OptionError` on a bad option or server URL."""
+    options = dict(options)
+    for key, value in (("temperature", temperature), ("max_tokens", max_tokens), ("seed", seed)):
+        if value is not None:
+            options.setdefault(key, value)
+    check_options(options, COMPLETER_OPTIONS)
+    if spec.startswith("openai:"):
+        check_server_url(spec.partition(":")[2])
+    return options
+
+
+def _write_atomically(path, text: str) -> None:
+    import os
+
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
+def _read_problems(path: str) -> list:
+    """Problems from a JSON list or JSONL file (:func:`problem_from_record`'s fields)."""
+    import json
+
+    from scoring.grounded.search import problem_from_record
+
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        records = json.loads(text)
+    else:
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    problems = [problem_from_record(r, i) for i, r in enumerate(records)]
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise ValueError("problem ids repeat")
+    return problems
+
+
+def cmd_grounded(args: argparse.Namespace) -> int:
+    """GroundedPRM's tree search for each problem; trees and both exports in ``--output``.
+
+    Resumable: ``trees.jsonl`` holds one finished search per line (its problems are
+    skipped), ``partial/<id>.json`` the state of an unfinished one after its last round;
+    the exports are rewritten from ``trees.jsonl`` at the end."""
+    import hashlib
+    import json
+    import os
+    from pathlib import Path
+
+    from scoring.completers import CompleterError, load_completer
+    from scoring.grounded.checking import Checker
+    from scoring.grounded.exports import generative_records, trl_records
+    from scoring.grounded.search import Search, SearchState, extract_root, new_search
+
+    try:
+        problems = _read_problems(args.problems)
+    except (OSError, ValueError) as error:
+        print(f"cannot read {args.problems}: {error}", file=sys.stderr)
+        return 2
+    try:
+        generator_options = _completer_options(
+            args.generator, dict(args.option), args.temperature, args.max_tokens, args.seed
+        )
+        judge_options = None
+        if args.judge != "tool":
+            judge_options = _completer_options(
+                args.judge,
+                dict(args.judge_option),
+                args.judge_temperature,
+                args.max_tokens,
+                args.seed,
+            )
+    except OptionError as error:
+        print(f"bad option: {error}", file=sys.stderr)
+        return 2
+    generator = load_completer(args.generator, args.model, **generator_options)
+    judge = None
+    if judge_options is not None:
+        judge = load_completer(args.judge, args.judge_model or args.model, **judge_options)
+    search = Search(generator, Checker(writer=judge or generator, judge=judge))
+
+    out = Path(args.output)
+    partial = out / "partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    trees_path = out / "trees.jsonl"
+    done = _done_ids(str(trees_path))
+
+    def saved_as(problem_id: str) -> Path:
+        # ids are free text: the file is named by a digest of the id
+        return partial / f"{hashlib.sha256(problem_id.encode()).hexdigest()[:24]}.json"
+
+    started = time.perf_counter()
+    searched = resumed = 0
+    with open(trees_path, "a", encoding="utf-8") as trees:
+        for problem in problems:
+            path = saved_as(problem.id)
+            if problem.id in done:
+                path.unlink(missing_ok=True)
+                continue
+            try:
+                if path.exists():
+                    state = SearchState.from_dict(json.loads(path.read_text(encoding="utf-8")))
+                    if state.problem.id != problem.id or state.tree.problem != problem.problem:
+                        print(f"{path} is not problem {problem.id}'s search", file=sys.stderr)
+                        return 2
+                    resumed += 1
+                else:
+                    rooted = extract_root(problem, generator)
+                    state = new_search(rooted, args.seed or 0, args.selection)
+
+                def save(state: SearchState, path: Path = path) -> None:
+                    _write_atomically(path, json.dumps(state.to_dict(), ensure_ascii=False))
+
+                save(state)
+                state = search.run(state, on_round=save)
+            except CompleterError as error:
+                print(f"problem {problem.id}: {error} (resume by running again)", file=sys.stderr)
+                return 1
+            trees.write(json.dumps(state.to_dict(), ensure_ascii=False) + "\n")
+            trees.flush()
+            os.fsync(trees.fileno())
+            path.unlink(missing_ok=True)
+            searched += 1
+            if not args.quiet:
+                print(
+                    f"{problem.id}: {state.tree.rounds} rounds, {len(state.tree.nodes)} nodes",
+                    file=sys.stderr,
+                )
+    states = [
+        SearchState.from_dict(json.loads(line))
+        for line in trees_path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    trl = [r for s in states for r in trl_records(s)]
+    generative = [r for s in states for r in generative_records(s)]
+    for name, records in (("steps.trl.jsonl", trl), ("generative.jsonl", generative)):
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        _write_atomically(out / name, text)
+    print(
+        f"searched {searched} problems ({resumed} resumed, {len(done)} already done) in "
+        f"{time.perf_counter() - started:.1f}s: {len(trl)} labelled paths -> {out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -818,6 +973,56 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--dtype", default=None, help="float32, bfloat16 (default: bf16 on CUDA)")
     lc.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per batch")
     lc.set_defaults(func=cmd_laser_cref)
+
+    gr = sub.add_parser(
+        "grounded",
+        help="GroundedPRM step labels: a tree search whose steps local tools check",
+    )
+    gr.add_argument(
+        "--problems",
+        required=True,
+        help="JSON list or JSONL: problem, answer or solution, optional id, level, "
+        "global_objective, conditions",
+    )
+    gr.add_argument("--generator", required=True, help="openai:BASE_URL or hf:MODEL_PATH")
+    gr.add_argument("--model", help="the served generator's name (openai completer)")
+    gr.add_argument(
+        "--judge",
+        required=True,
+        help="tool (the tool's result decides, no judge model), or openai:BASE_URL / "
+        "hf:MODEL_PATH for an LLM judge",
+    )
+    gr.add_argument("--judge-model", help="the served judge's name (default: --model)")
+    gr.add_argument("--selection", default="uct", choices=("uct", "released"))
+    gr.add_argument("--seed", type=int, help="selection's seed, also sent to the completers")
+    gr.add_argument("--temperature", type=float, default=1.0, help="the generator's (default 1.0)")
+    gr.add_argument(
+        "--judge-temperature", type=float, default=0.6, help="the judge's (default 0.6)"
+    )
+    gr.add_argument("--max-tokens", type=int)
+    gr.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=parse_option,
+        metavar="KEY=VALUE",
+        help="generator completer option: chat=true, max_in_flight=8, timeout_s=60, ...",
+    )
+    gr.add_argument(
+        "--judge-option",
+        action="append",
+        default=[],
+        type=parse_option,
+        metavar="KEY=VALUE",
+        help="judge completer option",
+    )
+    gr.add_argument(
+        "--output",
+        required=True,
+        help="directory: trees.jsonl, steps.trl.jsonl, generative.jsonl (resumes what is there)",
+    )
+    gr.add_argument("--quiet", action="store_true", help="no line per problem")
+    gr.set_defaults(func=cmd_grounded)
     return parser
 
 

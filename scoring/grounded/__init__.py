@@ -8,11 +8,15 @@ outcome of rollouts. The modules:
 * :mod:`~scoring.grounded.selection`: UCT (``getBestChild``) or the released ``select()``;
 * :mod:`~scoring.grounded.fusion`: the rollout value ``final_V`` and its backup;
 * :mod:`~scoring.grounded.paths`: path extraction, the consistency filter, truncation and
-  binarisation.
+  binarisation;
+* :mod:`~scoring.grounded.search`: the loop (a round of ``MCTS.search``) and its resumable
+  state; :mod:`~scoring.grounded.checking`: a step's tool verdict and judge;
+  :mod:`~scoring.grounded.prompts`: the prompts;
+* :mod:`~scoring.grounded.exports`: TRL step labels and the generative conversations.
 
-Each function takes a :class:`Tree` and returns a new one (or paths); the loop that asks a
-completer for steps and the tools for verdicts drives them (:mod:`~scoring.grounded.fusion`
-shows a round). Nothing here imports torch, SymPy or Django.
+Each tree function takes a :class:`Tree` and returns a new one (or paths); the loop that
+asks a completer for steps and the tools for verdicts drives them. Nothing here imports
+torch, SymPy or Django (SymPy runs in the sandbox's process).
 """
 
 from __future__ import annotations
