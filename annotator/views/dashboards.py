@@ -70,11 +70,12 @@ def _csv(name: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> 
 
 
 def _member(request: HttpRequest, slug: str) -> Membership:
-    """Reviewers and owners (the dashboard shows every label and every run), on
-    PostgreSQL; 404 otherwise."""
+    """Reviewers and owners (the dashboard shows every label and every run), of a
+    project the database can show (``dashboards.unavailable``); 404 otherwise."""
     membership = get_membership(request.user, slug, allow=Membership.may_review)
-    if not dashboards.available():
-        raise Http404("The dashboard needs PostgreSQL")
+    reason = dashboards.unavailable(membership.project)
+    if reason:
+        raise Http404(reason)
     return membership
 
 
@@ -109,11 +110,12 @@ def _done_run(project: Project, run_id: int) -> ScoringRun:
 def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     membership = get_membership(request.user, slug, allow=Membership.may_review)
     project = membership.project
-    if not dashboards.available():
+    reason = dashboards.unavailable(project)
+    if reason:
         return render(
             request,
             "dashboard.html",
-            {"project": project, "membership": membership, "unavailable": True},
+            {"project": project, "membership": membership, "unavailable": reason},
         )
     filters = _filters(request, project)
     # Checked here too, so a bad box answers 400 at once instead of in every partial.
@@ -515,7 +517,7 @@ def trace_score_chart(request: HttpRequest, slug: str, trace_id: int) -> HttpRes
         trace.annotations.latest_versions().visible_to(membership)
     ).first_error_step
     neighbours = []
-    if membership.sees_all_labels() and dashboards.available():
+    if membership.sees_all_labels() and not dashboards.unavailable(membership.project):
         around = dashboards.neighbour_disagreements(membership.project, scored, trace.pk)
         neighbours = [(run, *around[run.pk]) for run in scored]
     chart = ""
