@@ -37,7 +37,7 @@ from annotator.models import (
 from scoring import metrics
 
 if TYPE_CHECKING:
-    from annotator.dashboards import Filters, _RunRows
+    from annotator.dashboards import Filters, RunFigures, _RunRows
 
 # The largest project the Python path serves: the figures of one run read every
 # labelled trace's scores and best-of-N every scored solution (about a second at this
@@ -170,6 +170,21 @@ def run_rows(
             (score, pos, neg) for score, (pos, neg) in per_score.items()
         )
     return found
+
+
+def runs_figures(
+    runs: list[ScoringRun],
+    filters: Filters,
+    tau: float | None = None,
+    labels: dict[int, int] | None = None,
+    *,
+    histogram: bool = True,
+) -> dict[int, RunFigures]:
+    """``dashboards.runs_figures`` by this path on any database (the bench's baseline)."""
+    from annotator.dashboards import _figures
+
+    found = run_rows(runs, filters, labels, histogram=histogram)
+    return {run.pk: _figures(run, found[run.pk], tau) for run in runs}
 
 
 def solutions(

@@ -9,6 +9,7 @@ import csv
 import math
 from collections.abc import Iterable, Sequence
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -146,6 +147,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
                 MonteCarloRun.objects.filter(project=project, status=JobStatus.DONE).order_by("id")
             ),
             "query": query,
+            "region_timeout_ms": settings.DASHBOARD_REGION_TIMEOUT_S * 1000,
         },
     )
 
@@ -327,6 +329,7 @@ def dashboard_run(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
             "best_tau": _figure(figures.best_tau, ".2f"),
             "best_f1": _figure(figures.best.f1 if figures.best else None),
             "query": request.GET.urlencode(),
+            "region_timeout_ms": settings.DASHBOARD_REGION_TIMEOUT_S * 1000,
         },
     )
 

@@ -196,14 +196,7 @@ def test_the_python_path_equals_the_sql_path(tmp_path):
         assert len(labels) > 10
         for tau in (None, 0.3):
             sql = dashboards.runs_figures(score_runs, filters, tau)
-            python = {
-                run.pk: dashboards._figures(run, rows, tau)
-                for run, rows in zip(
-                    score_runs,
-                    dashboards_portable.run_rows(score_runs, filters, None).values(),
-                    strict=True,
-                )
-            }
+            python = dashboards_portable.runs_figures(score_runs, filters, tau)
             assert _figures(python) == _figures(sql)
         for run in score_runs:
             sql_best = dashboards.best_of_n(run, filters)
