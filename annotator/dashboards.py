@@ -5,6 +5,11 @@ per score bin, and ``scoring.metrics`` computes every number from those rows, th
 functions that ``python -m scoring evaluate`` runs on an export. The runs a request
 shows share one query. No view loops over steps.
 
+Without PostgreSQL (the embedded SQLite demo) each public function here hands over to
+``annotator/dashboards_portable.py``, which computes the same figures in Python from the
+rows, for projects of up to its ``MAX_TRACES`` traces (``unavailable`` says why a bigger
+one is not shown).
+
 The human label of a trace is its ``Verdict``, written here as SQL (``VERDICT_SQL``):
 the newest adjudication, else the newest gold label, else the annotators' latest labels
 when they all give the same first error.

@@ -211,7 +211,6 @@ def solutions(
             "last_score",
             "mean_score",
             "log_product",
-            "step_scores",
         )
     )
     problems: dict[int, list[tuple]] = defaultdict(list)
@@ -231,7 +230,7 @@ def solutions(
 def _solution(
     run_id: int, row: tuple, steps_of: dict[tuple[int, int], list], labels: dict[int, int]
 ) -> metrics.Solution:
-    trace_id, answer, correct, low, last, mean, logs, _ = row
+    trace_id, answer, correct, low, last, mean, logs = row
     low, last = (None if v is None else _as_stored([v])[0] for v in (low, last))
     if mean is None or logs is None:
         computed = metrics.solution_aggregates(steps_of.get((run_id, trace_id), []))

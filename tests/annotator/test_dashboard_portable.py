@@ -38,6 +38,7 @@ from annotator.models import (
     ScoringRun,
     Trace,
     TraceMC,
+    TraceScore,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,6 +221,13 @@ def test_the_python_path_equals_the_sql_path(tmp_path):
         ) == dashboards.neighbour_disagreements(project, score_runs, trace.pk)
     assert dashboards_portable.labels_per_day(project) == dashboards.labels_per_day(project)
     assert checked == 8
+    # Rows stored before the mean and log product were: both paths aggregate the steps.
+    run = score_runs[0]
+    TraceScore.objects.filter(run=run, trace__external_id__startswith="p1").update(mean_score=None)
+    TraceScore.objects.filter(run=run, trace__external_id__startswith="p2").update(log_product=None)
+    assert repr(dashboards_portable.best_of_n(run, dashboards.Filters(), None)) == repr(
+        dashboards.best_of_n(run)
+    )
 
 
 SQLITE_CHECK = """
