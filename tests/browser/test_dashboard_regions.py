@@ -112,3 +112,21 @@ def test_a_region_that_fails_says_why_and_retries(demo_project, new_page, live_s
     figures_region.locator("button.retry").click()
     expect(page.locator(f"#processbench-{run.pk}")).to_be_visible()
     _loaded(page)
+
+    # A region loaded by a link: its Retry follows the link again.
+    first_try = [True]
+
+    def refuse_once(route) -> None:
+        if first_try.pop() if first_try else False:
+            route.abort("connectionrefused")
+        else:
+            route.continue_()
+
+    page.route(re.compile(rf"/dashboard/runs/{run.pk}/disagreements/"), refuse_once)
+    page.click(f"#run-figures-{run.pk} a[hx-target='#disagreements-{run.pk}']")
+    disagreements = page.locator(f"#disagreements-{run.pk}")
+    expect(disagreements.locator(".region-error")).to_contain_text(
+        "Could not load the disagreements with the humans: the server could not be reached."
+    )
+    disagreements.locator("button.retry").click()
+    expect(disagreements.locator("table")).to_be_visible()
