@@ -106,3 +106,23 @@ def test_training_and_monte_carlo_forms_offer_the_projects_splits(named, users, 
     mc = owner.get(reverse("mc-runs", args=[named.slug])).content.decode()
     assert _options(_select(mc, "split")) == ["", "eval", "train"]
     assert Trace.objects.filter(split="elsewhere").exists()  # another project's: not offered
+    # A split the project lacks is refused on the field, naming the project's.
+    start = {"completer": "openai:http://127.0.0.1:9/v1", "model": "m", "mode": "binary", "n": 2}
+    start |= {"temperature": 1.0, "max_tokens": 64, "split": "elsewhere"}
+    response = owner.post(reverse("mc-runs", args=[named.slug]), start)
+    assert response.status_code == 400
+    assert response.context["form"].errors["split"] == [
+        "no split named 'elsewhere'; this project's: eval, train"
+    ]
+    api = owner.post(
+        reverse("api-mc-runs", args=[named.slug]),
+        {
+            "completer": "openai:http://127.0.0.1:9/v1",
+            "model": "m",
+            "selection": {"split": "elsewhere"},
+        },
+        "application/json",
+    )
+    assert api.status_code == 400
+    assert "no split named 'elsewhere'; this project's: eval, train" in str(api.json())
+    assert not MonteCarloRun.objects.filter(project=named).exclude(name="mc-a").exists()
