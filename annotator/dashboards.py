@@ -5,6 +5,11 @@ per score bin, and ``scoring.metrics`` computes every number from those rows, th
 functions that ``python -m scoring evaluate`` runs on an export. The runs a request
 shows share one query. No view loops over steps.
 
+Without PostgreSQL (the embedded SQLite demo) each public function here hands over to
+``annotator/dashboards_portable.py``, which computes the same figures in Python from the
+rows, for projects of up to its ``MAX_TRACES`` traces (``unavailable`` says why a bigger
+one is not shown).
+
 The human label of a trace is its ``Verdict``, written here as SQL (``VERDICT_SQL``):
 the newest adjudication, else the newest gold label, else the annotators' latest labels
 when they all give the same first error.
@@ -24,7 +29,7 @@ from typing import Any, TypeVar
 from django.core.cache import cache
 from django.db import connection, transaction
 
-from annotator import charts, database
+from annotator import charts, dashboards_portable, database
 from annotator.filters import FILTER_FIELDS, TraceFilter
 from annotator.models import (
     IMPORTER_PREFIX,
@@ -101,10 +106,17 @@ class Filters:
         return "".join(f" AND t.{key} = %({key})s" for key in params), params
 
 
-def available() -> bool:
-    """The queries here are PostgreSQL's (``database.has_analytics``); the embedded
-    SQLite demo shows the trace pages' scores but no dashboard."""
+def in_sql() -> bool:
+    """Whether the figures come from the queries here, PostgreSQL's
+    (``database.has_analytics``); elsewhere (the embedded SQLite demo) from
+    ``annotator/dashboards_portable.py``, in Python."""
     return database.has_analytics()
+
+
+def unavailable(project: Project) -> str | None:
+    """Why the dashboard cannot show ``project`` here, or None: the Python path serves
+    projects up to ``dashboards_portable.MAX_TRACES`` traces."""
+    return None if in_sql() else dashboards_portable.too_big(project)
 
 
 def _verdict_cte(filters: Filters) -> tuple[str, dict[str, Any]]:
@@ -126,6 +138,8 @@ def _fetch(sql: str, params: dict[str, Any]) -> list[tuple]:
 def verdicts(project: Project, filters: Filters = Filters()) -> dict[int, int]:
     """``{trace id: first error}`` for traces with a human verdict, or in the filters'
     label set."""
+    if not in_sql():
+        return dashboards_portable.verdicts(project, filters)
     cte, params = _verdict_cte(filters)
     return dict(_fetch(cte, {**params, "project": project.pk}))
 
@@ -323,6 +337,8 @@ def _run_rows(
     found = {run.pk: _RunRows() for run in runs}
     if not runs or labels == {}:
         return found
+    if not in_sql():
+        return dashboards_portable.run_rows(runs, filters, labels, histogram=histogram)
     labelled, params = _labelled(runs[0].project, filters, labels)
     sql = RUN_SQL.replace("{labelled}", labelled).replace(
         "{histogram}", HISTOGRAM_SQL.replace("{bins}", str(FINE_BINS)) if histogram else ""
@@ -632,6 +648,10 @@ def runs_best_of_n(
     if not runs:
         return {}
     project = runs[0].project
+    if not in_sql():
+        if labels is None:
+            labels = verdicts(project, filters)
+        return {run.pk: dashboards_portable.best_of_n(run, filters, labels) for run in runs}
     trace_filter, params = filters.sql()
     labelled, labelled_params = _labelled(project, filters, labels)
     picks: dict[int, Counter[metrics.Picks]] = {run.pk: Counter() for run in runs}
@@ -769,6 +789,8 @@ def labels_per_day(project: Project) -> list[tuple[str, int]]:
     """(day, labels submitted in Stepwise that day), every version counted. Imported
     labels are not labelling work: their author is the importer's ``import-<format>``
     user (``importing.importer_user``), with or without the labeller's id."""
+    if not in_sql():
+        return dashboards_portable.labels_per_day(project)
     rows = _fetch(
         """SELECT date_trunc('day', a.created_at)::date, count(*)
              FROM annotator_annotation a JOIN annotator_trace t ON t.id = a.trace_id
@@ -791,16 +813,19 @@ def disagreements(
     human one, strongest first: (trace id, external id, human, predicted, strength).
     Strength: how far below the threshold the run scores a step humans call correct
     (a false alarm), or how far above it the run scores the human first error (a miss)."""
+    if not in_sql():
+        return dashboards_portable.disagreements(run, filters, limit)
     cte, params = _verdict_cte(filters)
     sql = f"""
     WITH v AS ({cte})
     SELECT t.id, t.external_id, v.label, ts.predicted_first_error,
            CASE WHEN ts.predicted_first_error <> -1
                      AND (v.label = -1 OR ts.predicted_first_error < v.label)
-                THEN %(tau)s - ts.min_score
+                THEN %(tau)s::float8 - ts.min_score
                 ELSE coalesce((SELECT s.score FROM annotator_stepscore s
                                 WHERE s.run_id = ts.run_id AND s.trace_id = t.id
-                                  AND s.step_index = v.label), 0) - %(tau)s END AS strength
+                                  AND s.step_index = v.label), 0) - %(tau)s::float8
+           END AS strength
       FROM v
       JOIN annotator_trace t ON t.id = v.trace_id
       JOIN annotator_tracescore ts ON ts.run_id = %(run)s AND ts.trace_id = t.id
@@ -851,6 +876,8 @@ def mc_disagreements(
 ) -> list[tuple[int, str, int, int, int]]:
     """Traces where a Monte-Carlo run's first error differs from the human verdict,
     furthest apart first: (trace id, external id, human, Monte-Carlo, steps apart)."""
+    if not in_sql():
+        return dashboards_portable.mc_disagreements(mc_run, filters, limit)
     cte, params = _verdict_cte(filters)
     apart = _apart("v.label", "m.first_error")
     return _fetch(
@@ -873,6 +900,8 @@ def neighbour_disagreements(
     differs from the human verdict: one query for all runs."""
     if not runs:
         return {}
+    if not in_sql():
+        return dashboards_portable.neighbour_disagreements(project, runs, trace_id)
     cte, params = _verdict_cte(Filters())
     rows = _fetch(
         f"""WITH v AS ({cte})

@@ -61,11 +61,17 @@ def human_labels(project: Project, reviewed_only: bool = False) -> Labels:
     }
 
 
+def _unknown(what: str, name: Any, queryset) -> LabelSetError:
+    """The refusal of a name the project lacks, naming the ones it has."""
+    names = ", ".join(queryset.order_by("name").values_list("name", flat=True))
+    return LabelSetError(f"no {what} named {name!r}; this project's: {names or 'none yet'}")
+
+
 def _mc_run(project: Project, params: dict[str, Any]) -> MonteCarloRun:
     try:
         return MonteCarloRun.objects.get(project=project, name=str(params.get("run")))
     except MonteCarloRun.DoesNotExist:
-        raise LabelSetError(f"no Monte-Carlo run named {params.get('run')!r}") from None
+        raise _unknown("Monte-Carlo run", params.get("run"), project.mc_runs) from None
 
 
 def mc_labels(project: Project, params: dict[str, Any], soft: bool) -> Labels:
@@ -88,7 +94,7 @@ def scoring_labels(project: Project, params: dict[str, Any]) -> Labels:
     try:
         run = ScoringRun.objects.get(project=project, name=str(params.get("run")))
     except ScoringRun.DoesNotExist:
-        raise LabelSetError(f"no scoring run named {params.get('run')!r}") from None
+        raise _unknown("scoring run", params.get("run"), project.scoring_runs) from None
     threshold = _threshold(params) if "threshold" in params else run.threshold
     scores: dict[int, list[float]] = {}
     for trace_id, score in (
@@ -143,11 +149,12 @@ def _threshold(params: dict[str, Any]) -> float:
         raise LabelSetError("this source needs a numeric threshold") from None
 
 
-def _named_set(project: Project, name: Any) -> LabelSet:
+def named_set(project: Project, name: Any) -> LabelSet:
+    """The project's label set ``name``; ``LabelSetError`` naming the project's sets."""
     try:
         return LabelSet.objects.get(project=project, name=str(name))
     except LabelSet.DoesNotExist:
-        raise LabelSetError(f"no label set named {name!r}") from None
+        raise _unknown("label set", name, project.label_sets) from None
 
 
 def create_label_set(
@@ -170,7 +177,7 @@ def create_label_set(
     elif source == LabelSetSource.SCORING:
         labels = scoring_labels(project, params)
     elif source == LabelSetSource.CONSENSUS:
-        first, second = _named_set(project, params.get("a")), _named_set(project, params.get("b"))
+        first, second = named_set(project, params.get("a")), named_set(project, params.get("b"))
         labels, summary = consensus(set_labels(first), set_labels(second))
     else:
         raise LabelSetError(f"unknown source {source!r}; choose one of {LabelSetSource.values}")

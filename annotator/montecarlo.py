@@ -83,6 +83,10 @@ def create_mc_run(
     name = name or f"mc-{mode}-{MonteCarloRun.objects.filter(project=project).count() + 1}"
     if MonteCarloRun.objects.filter(project=project, name=name).exists():
         raise RunError(f"this project already has a Monte-Carlo run named {name!r}")
+    split = selection.get("split")
+    if split and not project.traces.filter(split=split).exists():
+        splits = ", ".join(s for s in project.traces.facets("split")["splits"] if s)
+        raise RunError(f"no split named {split!r}; this project's: {splits}", field="split")
     if not mc_traces(project, selection).exists():
         raise RunError("the selection holds no traces with a reference answer")
     return MonteCarloRun.objects.create(

@@ -178,6 +178,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # The largest upload an import page or the API accepts, checked against the request's
 # Content-Length before the body is read (nginx: set client_max_body_size to match).
 MAX_UPLOAD_BYTES = env_int("STEPWISE_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024)
+# How long the dashboard page waits for each of its regions before it says the region
+# got no answer and offers to retry (static/js/dashboard_regions.js).
+DASHBOARD_REGION_TIMEOUT_S = env_int("STEPWISE_DASHBOARD_REGION_TIMEOUT_S", 60)
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_ENGINE = "annotator.sessions"  # database sessions; malformed cookies are no session

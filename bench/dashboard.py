@@ -15,9 +15,9 @@ the median of ``--repeat`` more (a finished run's figures are cached until the l
 change), and the slowest dashboard partial on a cold cache (the page loads its partials
 in parallel, one per region and per run, so that one bounds how long the page fills).
 
-The baseline, measured in the same run: the same run's ProcessBench table, threshold
-sweep and step AUROC computed the naive way, by reading every labelled trace's step
-scores into Python and calling ``scoring.metrics`` on the lists.
+The baseline, measured in the same run: the same run's figures computed by the
+dashboard's Python path (``annotator/dashboards_portable.py``, what SQLite gets), which
+reads every labelled trace's step scores into Python and calls ``scoring.metrics``.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/stepwise .venv/bin/python bench/dashboard.py \\
         [--traces 100000] [--steps 10] [--repeat 3] [--rebuild] [--db stepwise_bench_dashboard]
@@ -174,37 +174,15 @@ def timed(client, url: str, repeat: int, runs: list) -> tuple[float, float, floa
     return times[0], times[1], statistics.median(times[2:]), size
 
 
-def naive_baseline(run) -> float:
-    """ms for the ProcessBench table, sweep and AUROC from every step in Python."""
-    from collections import defaultdict
-
-    from annotator import dashboards
-    from annotator.models import StepScore
-    from scoring import metrics
-    from scoring.labels import ratings_from_first_error
+def python_baseline(run) -> float:
+    """ms for the run's figures (the ProcessBench table, sweep, AUROC, histograms) by
+    the dashboard's Python path (``annotator/dashboards_portable.py``, what a database
+    without PostgreSQL's aggregates gets): every labelled trace's step scores read into
+    Python and handed to ``scoring.metrics``."""
+    from annotator import dashboards, dashboards_portable
 
     started = time.perf_counter()
-    labels = dashboards.verdicts(run.project)
-    scores: dict[int, list[float]] = defaultdict(list)
-    ids = list(labels)
-    for start in range(0, len(ids), 20000):
-        for trace_id, score in (
-            StepScore.objects.filter(run=run, trace_id__in=ids[start : start + 20000])
-            .order_by("trace_id", "step_index")
-            .values_list("trace_id", "score")
-        ):
-            scores[trace_id].append(score)
-    rows = [scores[t] for t in ids]
-    gold = [labels[t] for t in ids]
-    metrics.processbench([metrics.first_error(s, run.threshold) for s in rows], gold)
-    metrics.tau_sweep(rows, gold)
-    metrics.step_auroc(
-        rows,
-        [
-            ratings_from_first_error(g, len(s), correct=True, wrong=False)
-            for s, g in zip(rows, gold, strict=True)
-        ],
-    )
+    dashboards_portable.runs_figures([run], dashboards.Filters())
     return (time.perf_counter() - started) * 1000
 
 
@@ -284,9 +262,9 @@ def main() -> None:
         ("agreement page", reverse("agreement", args=[slug])),
     ]
     client.get(pages[0][1])  # warm up: templates, connection
-    baseline = naive_baseline(runs[0])
+    baseline = python_baseline(runs[0])
     print(
-        f"baseline: one run's table + sweep + AUROC from every step in Python: {baseline:8.0f} ms"
+        f"baseline: one run's figures by the Python path (dashboards_portable): {baseline:8.0f} ms"
     )
     from annotator import dashboards
 

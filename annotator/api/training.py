@@ -21,7 +21,7 @@ from annotator.api.common import (
     queued,
     refused_request,
 )
-from annotator.labelsets import LabelSetError, label_set_named
+from annotator.labelsets import LabelSetError, named_set
 from annotator.models import Membership, TrainingRun
 
 
@@ -101,7 +101,7 @@ def training_run_list(request: Request, slug: str) -> Response:
     label_set_name = data.pop("label_set")
 
     def start() -> TrainingRun:
-        label_set = label_set_named(project, label_set_name) if label_set_name else None
+        label_set = named_set(project, label_set_name) if label_set_name else None
         return training.start_training_run(project, request.user, label_set=label_set, **data)
 
     return queued(TrainingRunSerializer, start, refused=(jobs.RunError, LabelSetError))

@@ -9,6 +9,7 @@ import csv
 import math
 from collections.abc import Iterable, Sequence
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -70,11 +71,12 @@ def _csv(name: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> 
 
 
 def _member(request: HttpRequest, slug: str) -> Membership:
-    """Reviewers and owners (the dashboard shows every label and every run), on
-    PostgreSQL; 404 otherwise."""
+    """Reviewers and owners (the dashboard shows every label and every run), of a
+    project the database can show (``dashboards.unavailable``); 404 otherwise."""
     membership = get_membership(request.user, slug, allow=Membership.may_review)
-    if not dashboards.available():
-        raise Http404("The dashboard needs PostgreSQL")
+    reason = dashboards.unavailable(membership.project)
+    if reason:
+        raise Http404(reason)
     return membership
 
 
@@ -109,11 +111,12 @@ def _done_run(project: Project, run_id: int) -> ScoringRun:
 def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     membership = get_membership(request.user, slug, allow=Membership.may_review)
     project = membership.project
-    if not dashboards.available():
+    reason = dashboards.unavailable(project)
+    if reason:
         return render(
             request,
             "dashboard.html",
-            {"project": project, "membership": membership, "unavailable": True},
+            {"project": project, "membership": membership, "unavailable": reason},
         )
     filters = _filters(request, project)
     # Checked here too, so a bad box answers 400 at once instead of in every partial.
@@ -144,6 +147,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
                 MonteCarloRun.objects.filter(project=project, status=JobStatus.DONE).order_by("id")
             ),
             "query": query,
+            "region_timeout_ms": settings.DASHBOARD_REGION_TIMEOUT_S * 1000,
         },
     )
 
@@ -325,6 +329,7 @@ def dashboard_run(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
             "best_tau": _figure(figures.best_tau, ".2f"),
             "best_f1": _figure(figures.best.f1 if figures.best else None),
             "query": request.GET.urlencode(),
+            "region_timeout_ms": settings.DASHBOARD_REGION_TIMEOUT_S * 1000,
         },
     )
 
@@ -515,7 +520,7 @@ def trace_score_chart(request: HttpRequest, slug: str, trace_id: int) -> HttpRes
         trace.annotations.latest_versions().visible_to(membership)
     ).first_error_step
     neighbours = []
-    if membership.sees_all_labels() and dashboards.available():
+    if membership.sees_all_labels() and not dashboards.unavailable(membership.project):
         around = dashboards.neighbour_disagreements(membership.project, scored, trace.pk)
         neighbours = [(run, *around[run.pk]) for run in scored]
     chart = ""

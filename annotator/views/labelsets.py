@@ -13,19 +13,47 @@ from django.views.decorators.http import require_http_methods
 from annotator.access import get_membership
 from annotator.hiding import visible_label_sets
 from annotator.labelsets import LabelSetError, create_label_set, describe_params
-from annotator.models import LabelSetSource, Membership
+from annotator.models import LabelSetSource, Membership, Project
 
 
 class LabelSetForm(forms.Form):
+    """Making a label set. The run and the two sets of a consensus are chosen among the
+    project's own (menus); a name sent that the project lacks is refused by
+    ``create_label_set``, its message naming the project's choices."""
+
     name = forms.SlugField(max_length=100)
     source = forms.ChoiceField(choices=LabelSetSource.choices)
     run = forms.SlugField(
-        max_length=100, required=False, help_text="Monte-Carlo or scoring run (by name)."
+        max_length=100,
+        required=False,
+        widget=forms.Select,
+        help_text="Monte-Carlo runs for Monte-Carlo labels, scoring runs for a scoring run's.",
     )
     threshold = forms.FloatField(required=False, help_text="Soft MC labels and scoring runs.")
-    a = forms.SlugField(max_length=100, required=False, label="First set (consensus)")
-    b = forms.SlugField(max_length=100, required=False, label="Second set (consensus)")
+    a = forms.SlugField(
+        max_length=100, required=False, widget=forms.Select, label="First set (consensus)"
+    )
+    b = forms.SlugField(
+        max_length=100, required=False, widget=forms.Select, label="Second set (consensus)"
+    )
     reviewed_only = forms.BooleanField(required=False, help_text="Human: reviewers' verdicts only.")
+
+    def __init__(self, *args, project: Project, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+
+        def names(queryset) -> list[tuple[str, str]]:
+            return [
+                (name, name) for name in queryset.order_by("name").values_list("name", flat=True)
+            ]
+
+        self.fields["run"].widget.choices = [
+            ("", "—"),
+            ("Monte-Carlo runs", names(project.mc_runs.all())),
+            ("Scoring runs", names(project.scoring_runs.all())),
+        ]
+        sets = [("", "—"), *names(project.label_sets.all())]
+        self.fields["a"].widget.choices = sets
+        self.fields["b"].widget.choices = sets
 
     def params(self) -> dict[str, object]:
         data = self.cleaned_data
@@ -49,7 +77,7 @@ def label_set_list(request: HttpRequest, slug: str) -> HttpResponse:
     form = None
     status = 200
     if membership.may_manage():
-        form = LabelSetForm(request.POST or None)
+        form = LabelSetForm(request.POST or None, project=project)
         if request.method == "POST":
             if form.is_valid():
                 try:

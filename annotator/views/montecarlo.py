@@ -23,6 +23,7 @@ from annotator.models import (
     MCMode,
     Membership,
     MonteCarloRun,
+    Project,
     Trace,
     TraceMC,
 )
@@ -41,9 +42,19 @@ class MCForm(forms.Form):
     temperature = forms.FloatField(min_value=0, max_value=2, initial=0.7)
     max_tokens = forms.IntegerField(min_value=1, max_value=32768, initial=1024)
     seed = forms.IntegerField(required=False)
-    split = forms.CharField(max_length=64, required=False, help_text="Only this split.")
+    split = forms.CharField(
+        max_length=64, required=False, widget=forms.Select, help_text="Only this split."
+    )
     keep_rollouts = forms.BooleanField(required=False, help_text="Keep every completion.")
     name = forms.SlugField(max_length=100, required=False)
+
+    def __init__(self, *args, project: Project, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        splits = Trace.objects.filter(project=project).facets("split")["splits"]
+        self.fields["split"].widget.choices = [
+            ("", "all"),
+            *((split, split) for split in splits if split),
+        ]
 
 
 def _page(request: HttpRequest, membership: Membership, form: MCForm | None, status: int = 200):
@@ -56,7 +67,7 @@ def _page(request: HttpRequest, membership: Membership, form: MCForm | None, sta
             "project": project,
             "membership": membership,
             "runs": project.mc_runs.order_by("-id"),
-            "form": (form or MCForm()) if may_start else None,
+            "form": (form or MCForm(project=project)) if may_start else None,
         },
         status=status,
     )
@@ -70,7 +81,7 @@ def mc_list(request: HttpRequest, slug: str) -> HttpResponse:
         return _page(request, membership, None)
     if not membership.may_run_worker_jobs():
         raise PermissionDenied("only staff owners start Monte-Carlo runs")
-    form = MCForm(request.POST)
+    form = MCForm(request.POST, project=membership.project)
     if not form.is_valid():
         return _page(request, membership, form, status=400)
     data = form.cleaned_data

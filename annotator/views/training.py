@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import charts, jobs, training
 from annotator.access import get_membership
-from annotator.models import LabelSet, Membership, TrainingRun
+from annotator.models import LabelSet, Membership, Trace, TrainingRun
 from annotator.views.jobs import cancel_and_retry, start_from_form
 
 
@@ -36,7 +36,10 @@ class TrainingForm(forms.Form):
         empty_label="Human labels (agreed or adjudicated)",
     )
     eval_split = forms.CharField(
-        max_length=64, required=False, help_text="Held out for evaluation."
+        max_length=64,
+        required=False,
+        widget=forms.Select,
+        help_text="Held out for evaluation: one of the project's splits.",
     )
     lora_r = forms.IntegerField(min_value=0, max_value=512, initial=16, label="LoRA rank (0: full)")
     epochs = forms.FloatField(min_value=0.01, max_value=100, initial=1)
@@ -50,6 +53,13 @@ class TrainingForm(forms.Form):
         self.fields["label_set"].queryset = LabelSet.objects.filter(project=project)
         # The model's str() ("label set x in Project") reads as a fragment in a menu.
         self.fields["label_set"].label_from_instance = _label_set_choice
+        # The project's splits; a split sent that holds no labelled trace is refused by
+        # ``training.start_training_run``, naming the labelled traces' splits.
+        splits = Trace.objects.filter(project=project).facets("split")["splits"]
+        self.fields["eval_split"].widget.choices = [
+            ("", "none: train on every labelled trace"),
+            *((split, split) for split in splits if split),
+        ]
 
 
 def _label_set_choice(label_set: LabelSet) -> str:

@@ -499,7 +499,7 @@ def test_the_page_loads_each_region_as_a_partial(project, users, two_runs, clien
         # Best-of-N: one partial per run, loaded side by side.
         assert f'hx-get="{reverse("dashboard-run-best-of-n", args=[project.slug, run.pk])}' in html
     assert f'hx-get="{reverse("dashboard-best-of-n", args=[project.slug])}' not in html
-    assert 'hx-trigger="load"' in html
+    assert 'hx-trigger="load, retry"' in html  # retry: a failed region's Retry button
     # The page itself computes no figure: no chart markup before the partials load.
     assert "Plotly.newPlot" not in html
 

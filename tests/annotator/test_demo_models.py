@@ -42,6 +42,24 @@ assert mc.status == JobStatus.DONE, (mc.status, mc.error)
 assert mc.completer.startswith("hf:" + str(settings.MODEL_DIR))
 assert TraceMC.objects.filter(run=mc).count() == 3
 assert mc.rollouts > 0 and MCRollout.objects.filter(run=mc).exists()
+# The dashboard on SQLite compares both model scorers with the humans, every region.
+import csv, io
+from django.contrib.auth import get_user_model
+from django.test import Client
+settings.ALLOWED_HOSTS = ["testserver"]
+client = Client()
+client.force_login(get_user_model().objects.get(username="demo"))
+page = client.get("/p/gsm8k-demo/dashboard/")
+assert page.status_code == 200 and b'id="runs-table"' in page.content, page.content[:2000]
+table = client.get("/p/gsm8k-demo/dashboard/runs/", {"format": "csv"})
+rows = {row[0]: row for row in csv.reader(io.StringIO(table.content.decode()))}
+for scorer in (random, tuned):
+    run = ScoringRun.objects.get(scorer=scorer)
+    assert int(rows[run.name][1]) > 0, rows  # traces with a human verdict it scored
+    for part in ("", "best-of-n/", "disagreements/"):
+        answer = client.get(f"/p/gsm8k-demo/dashboard/runs/{run.pk}/{part}")
+        assert answer.status_code == 200, (part, answer.status_code)
+print("dashboard on sqlite: ok", sorted(rows))
 print("demo models: ok")
 """
 

@@ -77,7 +77,10 @@ def test_a_bad_request_says_why_and_starts_nothing(labelled, users):  # noqa: F8
     owner = api_for(users["owner"])
     for changes, message in (
         ({"options": {"learning_rate": 1}}, "unknown option"),
-        ({"label_set": "no-such-set"}, "unknown labels 'no-such-set'"),
+        (
+            {"label_set": "no-such-set"},
+            "no label set named 'no-such-set'; this project's: none yet",
+        ),
         ({"eval_split": "train", "name": "x"}, None),  # fine: a held-out split exists
     ):
         response = owner.post(runs_url(labelled), REQUEST | changes, format="json")
