@@ -1,7 +1,8 @@
 """No page loads anything from another host (the README's "no CDN"): an owner of a
 project with traces, a scored run, a Monte-Carlo run, a training run and logged RL
-rollouts visits every page a user reaches in real Chromium; every request the pages make goes to the live
-server on loopback, and no page logs a console error or a policy refusal."""
+rollouts visits every page a user reaches in real Chromium; every request the pages
+make goes to the live server on loopback, and no page logs a console error or a policy
+refusal."""
 
 from __future__ import annotations
 
