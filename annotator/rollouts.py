@@ -35,11 +35,12 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import (
     Avg,
     Case,
@@ -56,6 +57,7 @@ from django.db.models import (
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Floor, Least
 
+from annotator import database
 from annotator.importing import write_traces
 from annotator.models import Project, Trace
 from scoring.formats import ParsedTrace
@@ -230,6 +232,21 @@ LENGTH_BINS = 20
 _R = "metadata__rollout__"
 
 
+@contextmanager
+def reading() -> Iterator[None]:
+    """One transaction for a partial's queries, with room to aggregate in memory: at 100k
+    rollouts the grouping sorts carry each row's metadata and outgrow PostgreSQL's
+    default 4 MB of ``work_mem``, spilling to disk; JIT would compile for the large row
+    estimate for nothing (as the dashboards' queries set it, ``annotator/dashboards.py``).
+    ``SET LOCAL`` ends with the transaction."""
+    with transaction.atomic():
+        if database.has_transaction_settings():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL work_mem = '64MB'")
+                cursor.execute("SET LOCAL jit = off")
+        yield
+
+
 @dataclass(frozen=True)
 class RolloutFilter:
     """Which rollouts the page shows: one transform (``(name, version)`` as stored, or
@@ -256,7 +273,9 @@ def rollouts(traces) -> Any:
 
 def transforms(rows) -> list[tuple[str, Any]]:
     """The distinct ``(transform, version)`` pairs of ``rollouts(...)``, sorted."""
-    pairs = {(r["transform"], r["version"]) for r in rows.values("transform", "version").distinct()}
+    # order_by(): the model's default order would add the id to the DISTINCT.
+    found = rows.values("transform", "version").distinct().order_by()
+    pairs = {(r["transform"], r["version"]) for r in found}
     return sorted(pairs, key=lambda pair: (str(pair[0]), str(pair[1])))
 
 
@@ -319,11 +338,12 @@ def ranges(rows) -> Ranges:
     return Ranges(found["n"], found["max_chars"], found["lo"], found["hi"])
 
 
-def return_by_length(rows, extent: Ranges) -> tuple[Series, int]:
+def return_by_length(rows, extent: Ranges) -> Series:
     """Mean PRM return per response length bin (``LENGTH_BINS`` equal bins from 0 to the
-    longest response), per transform, and the bin width in characters: one query."""
+    longest response; a point at its bin's centre, in characters), per transform: one
+    query."""
     if not extent.max_chars:
-        return {}, 1
+        return {}
     width = max(1, math.ceil((extent.max_chars + 1) / LENGTH_BINS))
     grouped = (
         rows.annotate(bin=F("response_chars") / Value(width))
@@ -331,7 +351,7 @@ def return_by_length(rows, extent: Ranges) -> tuple[Series, int]:
         .annotate(value=Avg("prm_return"), n=Count("id"))
         .order_by()
     )
-    return _series(grouped, lambda row: (row["bin"] + 0.5) * width), width
+    return _series(grouped, lambda row: (row["bin"] + 0.5) * width)
 
 
 def success_by_return(rows, extent: Ranges) -> Series:

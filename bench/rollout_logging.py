@@ -8,7 +8,10 @@ batch as the service makes one per scored batch, then sends the last run again (
 rollout a retry: nothing written). Prints rollouts/s and milliseconds per call for each
 batch size, and as the baseline in the same run one call holding every rollout (the
 importer's best case: one transaction for the lot), with each batch size's rate as a
-ratio of it. Needs DATABASE_URL (PostgreSQL); it creates and drops its own database.
+ratio of it. Then it times the Rewards page and its two partials over the baseline
+project's rollouts (best of three, through Django's request handler), against the
+project page of the same project in the same run. Needs DATABASE_URL (PostgreSQL); it
+creates and drops its own database.
 """
 
 from __future__ import annotations
@@ -91,6 +94,50 @@ def run(n: int, batches: list[int]) -> None:
         f"retried, batches of {batches[-1]}: {seconds:6.2f}s  {n / seconds:8,.0f} rollouts/s,"
         f" nothing written  {seconds / calls * 1000:.1f} ms a call"
     )
+
+    page_times(n)
+
+
+def page_times(n: int) -> None:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext, setup_test_environment
+    from django.urls import reverse
+
+    from annotator.models import Membership, Project, Role
+
+    setup_test_environment()  # the test client's host allowed
+    project = Project.objects.get(slug="baseline")
+    owner = get_user_model().objects.create_user("bench-owner")
+    Membership.objects.create(project=project, user=owner, role=Role.OWNER)
+    client = Client()
+    client.force_login(owner)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+    def best(url: str) -> tuple[float, int]:
+        times = []
+        for _ in range(3):
+            with CaptureQueriesContext(connection) as queries:
+                t0 = time.perf_counter()
+                response = client.get(url, secure=True)  # no redirect to HTTPS
+                assert response.status_code == 200, (
+                    url,
+                    response.status_code,
+                    response.content[:300],
+                )
+                times.append(time.perf_counter() - t0)
+        return min(times), len(queries)
+
+    base_s, base_q = best(reverse("project", args=[project.slug]))
+    print(f"pages over {n:,} rollouts: project page {base_s * 1000:6.0f} ms, {base_q} queries")
+    for name in ("rewards", "rewards-charts", "rewards-suspects"):
+        seconds, queries = best(reverse(name, args=[project.slug]))
+        print(
+            f"  {name:<17} {seconds * 1000:6.0f} ms ({seconds / base_s:.1f}x the project page),"
+            f" {queries} queries"
+        )
 
 
 if __name__ == "__main__":

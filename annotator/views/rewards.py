@@ -30,7 +30,8 @@ def _rollouts(request: HttpRequest, slug: str) -> tuple[Membership, Any, list[tu
     rows = rollouts.rollouts(
         Trace.objects.filter(project=membership.project).visible_to(membership)
     )
-    return membership, rows, rollouts.transforms(rows)
+    with rollouts.reading():
+        return membership, rows, rollouts.transforms(rows)
 
 
 def _step(request: HttpRequest, field: str) -> int | None:
@@ -86,16 +87,16 @@ def rewards_charts(request: HttpRequest, slug: str) -> HttpResponse:
     membership, rows, transforms = _rollouts(request, slug)
     rollout_filter = _filter(request, transforms)
     rows = rollouts.selected(rows, rollout_filter)
-    extent = rollouts.ranges(rows)
     figures = []
-    if extent.rollouts:
-        by_length, width = rollouts.return_by_length(rows, extent)
-        figures = [
-            charts.return_by_steps(rollouts.return_by_steps(rows)),
-            charts.return_by_length(by_length),
-        ]
-        if membership.sees_reference_answer():
-            figures.append(charts.success_by_return(rollouts.success_by_return(rows, extent)))
+    with rollouts.reading():
+        extent = rollouts.ranges(rows)
+        if extent.rollouts:
+            figures = [
+                charts.return_by_steps(rollouts.return_by_steps(rows)),
+                charts.return_by_length(rollouts.return_by_length(rows, extent)),
+            ]
+            if membership.sees_reference_answer():
+                figures.append(charts.success_by_return(rollouts.success_by_return(rows, extent)))
     return render(
         request,
         "rewards.html#reward-charts",
@@ -115,7 +116,9 @@ def rewards_suspects(request: HttpRequest, slug: str) -> HttpResponse:
     membership, rows, transforms = _rollouts(request, slug)
     rows = rollouts.selected(rows, _filter(request, transforms))
     sees_answers = membership.sees_reference_answer()
-    failures, thresholds = rollouts.high_return_failures(rows) if sees_answers else ([], {})
+    with rollouts.reading():
+        failures, thresholds = rollouts.high_return_failures(rows) if sees_answers else ([], {})
+        repeating = rollouts.repeating_rollouts(rows)
     return render(
         request,
         "rewards.html#hacking-suspects",
@@ -124,7 +127,7 @@ def rewards_suspects(request: HttpRequest, slug: str) -> HttpResponse:
             "sees_answers": sees_answers,
             "failures": failures,
             "thresholds": thresholds,
-            "repeating": rollouts.repeating_rollouts(rows),
+            "repeating": repeating,
             "shown": rollouts.SUSPECTS_SHOWN,
         },
     )

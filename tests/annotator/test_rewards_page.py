@@ -83,9 +83,10 @@ def test_the_right_answers_by_return_count_every_graded_rollout_once(logged, use
         right = sum(share * n for _, share, n in points)
         assert right == pytest.approx(sum(r["success"] for r in graded))
         assert len(points) <= rollouts.RETURN_BINS
-    by_length, width = rollouts.return_by_length(rows, extent)
+    by_length = rollouts.return_by_length(rows, extent)
     assert sum(n for points in by_length.values() for _, _, n in points) == 200
-    assert width * rollouts.LENGTH_BINS > extent.max_chars
+    centres = [x for points in by_length.values() for x, _, _ in points]
+    assert min(centres) > 0 and max(centres) < extent.max_chars * (1 + 1 / rollouts.LENGTH_BINS)
 
 
 def test_the_suspects_follow_their_rules(logged, users):
@@ -156,7 +157,8 @@ def test_the_queries_do_not_grow_with_the_rollouts(project, client_for, users):
         with CaptureQueriesContext(connection) as queries:
             for url in _urls(project):
                 assert client.get(url).status_code == 200
-        counts.append(len(queries))
+        # Reads only; the savepoints and SET LOCALs of each partial's transaction aside.
+        counts.append(sum(q["sql"].startswith("SELECT") for q in queries))
     assert counts[0] == counts[1] <= 20, counts
 
 
@@ -284,5 +286,5 @@ def test_each_chart_draws_one_line_per_transform(logged, users):
     fig = charts.success_by_return(rollouts.success_by_return(rows, extent))
     assert len(fig.data) == 2 and tuple(fig.layout.yaxis.range) == (0, 1)
     assert all(0 <= y <= 1 for line in fig.data for y in line.y)
-    by_length, _ = rollouts.return_by_length(rows, extent)
+    by_length = rollouts.return_by_length(rows, extent)
     assert len(charts.return_by_length(by_length).data) == 2
