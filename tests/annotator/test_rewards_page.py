@@ -288,3 +288,13 @@ def test_each_chart_draws_one_line_per_transform(logged, users):
     assert all(0 <= y <= 1 for line in fig.data for y in line.y)
     by_length = rollouts.return_by_length(rows, extent)
     assert len(charts.return_by_length(by_length).data) == 2
+
+
+def test_a_project_without_rollouts_says_how_to_log_them(project, client_for, users):
+    client = client_for(users["owner"])
+    page, charts, suspects = (client.get(url) for url in _urls(project))
+    assert page.status_code == charts.status_code == suspects.status_code == 200
+    assert b"serve_rewards --log-project gsm8k" in charts.content
+    assert b"Plotly.newPlot" not in charts.content
+    assert b"No rollout repeats a step" in suspects.content
+    assert b"no rollout has a right answer yet" in suspects.content
