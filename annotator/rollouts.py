@@ -131,9 +131,10 @@ def log_rollouts(project_slug: str, records: list[dict]) -> int:
 
     Each record: ``key``, ``problem``, ``response``, ``steps``, ``step_scores``,
     ``step_rewards``, ``return``, ``success`` (bool or None), ``ground_truth`` (str or
-    None), ``transform``, ``transform_version``, ``training_step`` (int or None),
-    ``source`` (e.g. ``"reward-service:qwen-prm"``), ``protocol``, and optionally
-    ``success_weight`` (default 1.0, the transforms' default).
+    None; a number is taken as its text), ``transform``, ``transform_version``,
+    ``training_step`` (int or None), ``source`` (e.g. ``"reward-service:qwen-prm"``, at
+    most 64 characters), ``protocol``, and optionally ``success_weight`` (default 1.0,
+    the transforms' default), which ``prm_return`` takes off a right answer's return.
     """
     project = Project.objects.filter(slug=project_slug).first()
     if project is None:
@@ -157,6 +158,15 @@ def _parsed(record: Mapping[str, Any]) -> ParsedTrace:
     steps = record.get("steps")
     if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
         raise BadRollout(f"{where}: steps must be a non-empty list of strings")
+    if any("\x00" in step for step in steps):
+        raise BadRollout(f"{where}: steps holds a NUL byte")
+    ground_truth = record.get("ground_truth")
+    if isinstance(ground_truth, int | float) and not isinstance(ground_truth, bool):
+        ground_truth = str(ground_truth)  # a numeric answer, as some datasets give it
+    if ground_truth is not None:
+        ground_truth = _text(
+            {"ground_truth": ground_truth}, "ground_truth", limit=None, where=where
+        )
     step_scores = _numbers(record, "step_scores", len(steps), where)
     step_rewards = _numbers(record, "step_rewards", len(steps), where)
     total = _number(record, "return", where)
@@ -177,7 +187,7 @@ def _parsed(record: Mapping[str, Any]) -> ParsedTrace:
         problem=_text(record, "problem", limit=None, where=where),
         steps=steps,
         external_id=key,
-        reference_answer=record.get("ground_truth") or "",
+        reference_answer=ground_truth or "",
         final_answer=extract_answer(response) or "",
         final_answer_correct=success,
         metadata={

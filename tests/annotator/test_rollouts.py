@@ -142,6 +142,8 @@ def test_an_unknown_project_is_a_clear_error(db):
         ({"success": "yes"}, "success must be true, false or null"),
         ({"training_step": 1.5}, "training_step must be an integer"),
         ({"problem": None}, "problem must be a string"),
+        ({"steps": ["a", "b\x00"]}, "steps holds a NUL byte"),
+        ({"ground_truth": ["4"]}, "ground_truth must be a string"),
     ],
 )
 def test_a_bad_record_writes_nothing(project, change, message):
@@ -164,3 +166,9 @@ def test_near_duplicate_steps_follow_the_documented_rule():
     assert normalised_step("2 + 3 = 5") != normalised_step("2 - 3 = 5")
     assert repeated_steps(["x = 2.", "So y = 4", "x = 2", "So y = 4.", "so y=4"]) == 3
     assert repeated_steps(["x = 2", "x = 3", "Step 3:", "Step 4:"]) == 0  # empty once numbered
+
+
+def test_a_numeric_ground_truth_is_the_problems_answer_as_text(project):
+    record = {**rollout_records(2)[1], "ground_truth": 1}
+    assert log_rollouts(project.slug, [record]) == 1
+    assert Problem.objects.get(project=project).reference_answer == "1"
