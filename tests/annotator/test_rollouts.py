@@ -4,7 +4,12 @@ the rewards in their metadata."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -18,6 +23,7 @@ from annotator.rollouts import (
     repeated_steps,
 )
 from tests.factories import rollout_records
+from tests.workers import ROOT, worker_env
 
 
 def _stored(project: Project) -> list[str]:
@@ -172,3 +178,50 @@ def test_a_numeric_ground_truth_is_the_problems_answer_as_text(project):
     record = {**rollout_records(2)[1], "ground_truth": 1}
     assert log_rollouts(project.slug, [record]) == 1
     assert Problem.objects.get(project=project).reference_answer == "1"
+
+
+KILLED_WRITER = """
+import django
+django.setup()
+from annotator.rollouts import log_rollouts
+from tests.factories import rollout_records
+log_rollouts("killed", rollout_records(6000))
+"""
+
+
+def _trace_ids_drawn() -> int:
+    """The trace id sequence's position: drawn ids show at once, committed or not."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence('annotator_trace', 'id')")
+        (sequence,) = cursor.fetchone()
+        cursor.execute(f"SELECT last_value FROM {sequence}")
+        return cursor.fetchone()[0]
+
+
+def test_a_writer_killed_mid_batch_leaves_nothing_and_the_retry_writes_each_once(
+    transactional_db,
+):
+    """The service's log process is SIGKILLed while it writes a batch of 6,000 (three
+    chunks): once it has drawn its first trace ids, it is killed. Nothing of the batch
+    is stored, and the batch sent again is stored whole, each rollout once."""
+    project = Project.objects.create(slug="killed", name="Killed")
+    before = _trace_ids_drawn()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER],
+        cwd=ROOT,
+        env=worker_env(DJANGO_SETTINGS_MODULE="annotator.settings"),
+    )
+    deadline = time.monotonic() + 120
+    while _trace_ids_drawn() == before:
+        assert writer.poll() is None, "the writer ended before it drew a trace id"
+        assert time.monotonic() < deadline, "the writer never drew a trace id"
+        time.sleep(0.01)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert not Trace.objects.filter(project=project).exists()
+    records = rollout_records(6000)
+    assert log_rollouts(project.slug, records) == 6000
+    assert len(set(_stored(project))) == len(_stored(project)) == 6000
+    assert Step.objects.filter(trace__project=project).count() == sum(
+        len(r["steps"]) for r in records
+    )
