@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +59,7 @@ from django.db.models.functions import Cast, Floor, Least
 
 from annotator import database
 from annotator.importing import write_traces
-from annotator.models import Project, Trace
+from annotator.models import Project, Trace, TraceQuerySet
 from scoring.formats import ParsedTrace
 from scoring.grading import extract_answer
 
@@ -267,7 +267,7 @@ class RolloutFilter:
     step_to: int | None = None
 
 
-def rollouts(traces) -> Any:
+def rollouts(traces: TraceQuerySet) -> TraceQuerySet:
     """``traces`` (a ``TraceQuerySet``, already ``visible_to`` the member) narrowed to the
     logged rollouts, with their numbers as columns: ``transform``, ``version``,
     ``prm_return``, ``response_chars``, ``repeats``, ``training_step``."""
@@ -281,7 +281,7 @@ def rollouts(traces) -> Any:
     )
 
 
-def transforms(rows) -> list[tuple[str, Any]]:
+def transforms(rows: TraceQuerySet) -> list[tuple[str, Any]]:
     """The distinct ``(transform, version)`` pairs of ``rollouts(...)``, sorted."""
     # order_by(): the model's default order would add the id to the DISTINCT.
     found = rows.values("transform", "version").distinct().order_by()
@@ -294,7 +294,7 @@ def transform_label(name: str, version: Any) -> str:
     return f"{name}/v{version}" if isinstance(version, int) else f"{name}/{version}"
 
 
-def selected(rows, rollout_filter: RolloutFilter):
+def selected(rows: TraceQuerySet, rollout_filter: RolloutFilter) -> TraceQuerySet:
     """``rollouts(...)`` narrowed by the page's filter."""
     if rollout_filter.transform is not None:
         name, version = rollout_filter.transform
@@ -309,7 +309,7 @@ def selected(rows, rollout_filter: RolloutFilter):
 Series = dict[str, list[tuple[float, float, int]]]
 
 
-def _series(grouped, x) -> Series:
+def _series(grouped: Iterable[dict], x: Callable[[dict], float]) -> Series:
     """``{transform label: [(x, value, rollouts), ...]}`` from grouped rows."""
     out: Series = {}
     for row in grouped:
@@ -319,7 +319,7 @@ def _series(grouped, x) -> Series:
     return {label: sorted(points) for label, points in sorted(out.items())}
 
 
-def return_by_steps(rows) -> Series:
+def return_by_steps(rows: TraceQuerySet) -> Series:
     """Mean PRM return per number of steps, per transform: one grouped query."""
     grouped = (
         rows.values("transform", "version", "num_steps")
@@ -337,7 +337,7 @@ class Ranges:
     max_return: float | None
 
 
-def ranges(rows) -> Ranges:
+def ranges(rows: TraceQuerySet) -> Ranges:
     """How many rollouts, their longest response and their PRM returns' range: one query."""
     found = rows.aggregate(
         n=Count("id"),
@@ -348,7 +348,7 @@ def ranges(rows) -> Ranges:
     return Ranges(found["n"], found["max_chars"], found["lo"], found["hi"])
 
 
-def return_by_length(rows, extent: Ranges) -> Series:
+def return_by_length(rows: TraceQuerySet, extent: Ranges) -> Series:
     """Mean PRM return per response length bin (``LENGTH_BINS`` equal bins from 0 to the
     longest response; a point at its bin's centre, in characters), per transform: one
     query."""
@@ -364,7 +364,7 @@ def return_by_length(rows, extent: Ranges) -> Series:
     return _series(grouped, lambda row: (row["bin"] + 0.5) * width)
 
 
-def success_by_return(rows, extent: Ranges) -> Series:
+def success_by_return(rows: TraceQuerySet, extent: Ranges) -> Series:
     """The share of graded rollouts with a right answer per PRM return bin
     (``RETURN_BINS`` equal bins over every shown rollout's range, so the transforms share
     one axis), per transform: one query. Rollouts without a ground truth are left out."""
@@ -403,7 +403,7 @@ _SUSPECT_FIELDS = (
 )
 
 
-def high_return_failures(rows) -> tuple[list[dict], dict[str, float]]:
+def high_return_failures(rows: TraceQuerySet) -> tuple[list[dict], dict[str, float]]:
     """Hacking suspects of the first kind: rollouts whose answer is wrong although their
     PRM return is at least the mean PRM return of that transform's rollouts with a right
     answer (the PRM rates them as good as a typical success), furthest above it first, at
@@ -437,7 +437,7 @@ def high_return_failures(rows) -> tuple[list[dict], dict[str, float]]:
     }
 
 
-def repeating_rollouts(rows) -> list[dict]:
+def repeating_rollouts(rows: TraceQuerySet) -> list[dict]:
     """Hacking suspects of the second kind: rollouts with a step that repeats an earlier
     one (``repeated_steps`` >= 1), most repeats first, then the highest PRM return, at
     most ``SUSPECTS_SHOWN``. One query."""
@@ -449,7 +449,7 @@ def repeating_rollouts(rows) -> list[dict]:
     return _labelled(found)
 
 
-def _labelled(rows) -> list[dict]:
+def _labelled(rows: Iterable[dict]) -> list[dict]:
     return [
         {**row, "transform_label": transform_label(row["transform"], row["version"])}
         for row in rows

@@ -20,10 +20,12 @@ from django.views.decorators.http import require_GET
 from annotator import charts, rollouts
 from annotator.access import get_membership
 from annotator.filters import BadParameter, bad_parameter_is_400, text_param
-from annotator.models import Membership, Trace
+from annotator.models import Membership, Trace, TraceQuerySet
 
 
-def _rollouts(request: HttpRequest, slug: str) -> tuple[Membership, Any, list[tuple[str, Any]]]:
+def _rollouts(
+    request: HttpRequest, slug: str
+) -> tuple[Membership, TraceQuerySet, list[tuple[str, Any]]]:
     """The membership (404 for a non-member or one blind to model scores), the member's
     visible rollouts, and their transforms as stored."""
     membership = get_membership(request.user, slug, allow=Membership.sees_model_scores)
