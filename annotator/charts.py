@@ -254,3 +254,56 @@ def embed(fig: go.Figure, div_id: str) -> str:
         div_id=div_id,
         config={"displaylogo": False, "responsive": True},
     )
+
+
+# -- the Rewards page: logged rollouts, one line per reward transform ---------------------------
+
+RolloutSeries = Mapping[str, Sequence[tuple[float, float, int]]]
+
+
+def _per_transform(
+    series: RolloutSeries, title: str, x_title: str, y_title: str, value_format: str
+) -> go.Figure:
+    """One line per transform of ``(x, value, rollouts)`` points, the count in the hover."""
+    fig = go.Figure()
+    for i, (label, points) in enumerate(series.items()):
+        fig.add_scatter(
+            x=[p[0] for p in points],
+            y=_finite([p[1] for p in points]),
+            customdata=[p[2] for p in points],
+            mode="lines+markers",
+            name=label,
+            line_color=COLOURS[(3 + i) % len(COLOURS)] if i else COLOURS[0],
+            hovertemplate=f"%{{x:.3g}}: %{{y:{value_format}}} over %{{customdata}} rollouts"
+            "<extra>%{fullData.name}</extra>",
+        )
+    return _layout(fig, title, x_title, y_title)
+
+
+def return_by_steps(series: RolloutSeries) -> go.Figure:
+    """Mean PRM return against the number of steps: a line that climbs with length under
+    a transform is the step farming the refinements exist to stop."""
+    fig = _per_transform(series, "PRM return by number of steps", "steps", "mean PRM return", ".3f")
+    fig.update_xaxes(rangemode="tozero")
+    return fig
+
+
+def return_by_length(series: RolloutSeries) -> go.Figure:
+    """Mean PRM return against the response length (bin centres, in characters)."""
+    return _per_transform(
+        series,
+        "PRM return by response length",
+        "response length (characters)",
+        "mean PRM return",
+        ".3f",
+    )
+
+
+def success_by_return(series: RolloutSeries) -> go.Figure:
+    """The share of right answers per PRM return bin: a PRM worth its reward rises from
+    left to right; a flat line means the return says nothing about the answer."""
+    fig = _per_transform(
+        series, "Right answers by PRM return", "PRM return (bin centre)", "share right", ".2f"
+    )
+    fig.update_yaxes(range=[0, 1])
+    return fig

@@ -14,6 +14,9 @@ counts or ``?labelled=`` over them, no agreement of a run with the human verdict
 no label set copied from them (``visible_label_sets``) and no imported labeller's
 record in a trace's metadata (``visible_metadata``).
 
+``Membership.sees_model_scores`` says whether a member sees PRM scores; the Rewards
+page and a logged rollout's rewards (``visible_metadata``) are model scores.
+
 Every page and endpoint that shows a trace asks here.
 """
 
@@ -38,16 +41,36 @@ def check_trace_visible(membership: Membership, trace: Trace) -> None:
         raise Http404("No such trace")
 
 
+# Keys of a logged rollout's record (``metadata["rollout"]``, ``annotator/rollouts.py``):
+# the PRM's scores and what was made of them are model scores; the success signal is the
+# final answer graded against the reference, and the return and step rewards hold it too
+# (the success term), so they hide with the reference answer.
+ROLLOUT_SCORE_KEYS = ("step_scores", "step_rewards", "return", "prm_return")
+ROLLOUT_ANSWER_KEYS = ("success", "return", "step_rewards")
+
+
 def visible_metadata(membership: Membership | None, metadata: dict[str, Any]) -> dict[str, Any]:
     """``Trace.metadata`` as the member may see it: without the imported labellers'
-    record for a member who sees only their own labels, or for no member at all.
+    record for a member who sees only their own labels, or for no member at all; and
+    without a logged rollout's scores for a member who labels blind to model scores, or
+    its success (and the return holding it) for one who does not see the answer.
 
     >>> visible_metadata(annotator, {"finish_reason": "found_error", "timestamp": "t"})
     {'timestamp': 't'}
     """
-    if membership is not None and membership.sees_all_labels():
-        return metadata
-    return {key: value for key, value in metadata.items() if key not in LABEL_METADATA_KEYS}
+    if membership is None or not membership.sees_all_labels():
+        metadata = {k: v for k, v in metadata.items() if k not in LABEL_METADATA_KEYS}
+    rollout = metadata.get("rollout")
+    if isinstance(rollout, dict):
+        hidden = set()
+        if membership is None or not membership.sees_model_scores():
+            hidden.update(ROLLOUT_SCORE_KEYS)
+        if membership is None or not membership.sees_reference_answer():
+            hidden.update(ROLLOUT_ANSWER_KEYS)
+        if hidden:
+            rollout = {k: v for k, v in rollout.items() if k not in hidden}
+            metadata = {**metadata, "rollout": rollout}
+    return metadata
 
 
 # Label sets whose labels may be other people's: a copy of the human verdicts, and a

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from itertools import islice
@@ -147,9 +147,35 @@ def import_file(
         steps_going_in.close()
         if progress:
             progress(summary.records, records.total)
-        # Last: it holds the project row until the commit.
-        if writer is not None and writer.ranks is not None and writer.first_id is not None:
-            ranking.finish_import_ranks(writer.ranks, writer.first_id)
+        if writer is not None:
+            writer.finish()
+    return summary
+
+
+def write_traces(
+    project: Project, traces: Iterable[ParsedTrace], *, source: str, fmt: str
+) -> ImportSummary:
+    """Write traces made elsewhere than in a file (the rollouts a reward service scored,
+    ``annotator/rollouts.py``) as an import writes its records: in one transaction, under
+    the project's import lock, skipping every trace whose ``(project, source,
+    external_id)`` is stored already or came earlier in ``traces``; ``fmt`` is their
+    ``source_format``. Two calls with overlapping traces at once take turns, and the
+    second writes only what the first did not."""
+    if len(source) > SOURCE_MAX_LENGTH:
+        raise ValueError(
+            f"the source name is {len(source)} characters long; at most {SOURCE_MAX_LENGTH} fit"
+        )
+    summary = ImportSummary(format=fmt)
+    traces = iter(traces)
+    with transaction.atomic(), ExitStack() as steps_going_in:
+        _lock_project_imports(project)
+        writer = _Writer(project, source, fmt, summary)
+        while chunk := list(islice(traces, CHUNK_RECORDS)):
+            steps_going_in.close()
+            writer.write(chunk, finish_later=steps_going_in)
+            summary.records += len(chunk)
+        steps_going_in.close()
+        writer.finish()
     return summary
 
 
@@ -183,6 +209,12 @@ class _Writer:
         self.ranks = ranking.import_ranks(project)
         self.first_id: int | None = None  # of the traces this import writes
         self.problems_before = Problem.objects.filter(project=project).exists()
+
+    def finish(self) -> None:
+        """After the last chunk, last in the transaction: it holds the project row until
+        the commit."""
+        if self.ranks is not None and self.first_id is not None:
+            ranking.finish_import_ranks(self.ranks, self.first_id)
 
     @property
     def importer(self):

@@ -17,6 +17,7 @@ from annotator.views import (
     montecarlo,
     projects,
     review,
+    rewards,
     runs,
     tokens,
     traces,
@@ -125,6 +126,10 @@ project_urls = [
     ),
     path("dashboard/best-of-n/", dashboards.dashboard_best_of_n, name="dashboard-best-of-n"),
     path("dashboard/labelling/", dashboards.dashboard_annotation, name="dashboard-annotation"),
+    # rewards: rollouts logged by the reward service (the page, then its partials)
+    path("rewards/", rewards.rewards, name="rewards"),
+    path("rewards/charts/", rewards.rewards_charts, name="rewards-charts"),
+    path("rewards/suspects/", rewards.rewards_suspects, name="rewards-suspects"),
 ]
 
 urlpatterns = [

@@ -137,3 +137,48 @@ def cli_scores(model_dir: Path, input_path: Path, out: Path, adapter: str = "qwe
     command += ["--input", str(input_path), "--output", str(out), "--quiet"]
     subprocess.run(command, check=True, capture_output=True)
     return {r["id"]: r["scores"] for r in map(json.loads, out.read_text().splitlines())}
+
+
+def rollout_records(
+    n: int, *, seed: int = 0, start: int = 0, source: str = "reward-service:tiny"
+) -> list[dict]:
+    """``n`` rollouts as the reward service logs them (``annotator.rollouts.log_rollouts``),
+    keys ``r{start}`` on: two transforms, rewards from ``scoring.rewards`` itself, a
+    ground truth on most, a training step each, and every fifth rollout repeating a step.
+    Problems repeat (eight of them), as a trainer samples several responses per prompt."""
+    from scoring.rewards import apply_transform
+
+    rng = random.Random(seed)
+    records = []
+    for i in range(start, start + n):
+        p = i % 8
+        n_steps = rng.randint(1, 5)
+        steps = [f"Step {k + 1}: {p} + {k} = {p + k}." for k in range(n_steps)]
+        if i % 5 == 0:
+            steps.append(f"Step {n_steps + 1}: {p} + 0 = {p}")  # the first step again
+        answer = p if rng.random() < 0.5 else p + 1
+        steps.append(f"The answer is \\boxed{{{answer}}}.")
+        scores = [round(rng.random(), 4) for _ in steps]
+        ground_truth = None if i % 7 == 0 else str(p)
+        success = None if ground_truth is None else answer == p
+        name, parameters = ("clip-delta", {"eta": 0.5}) if i % 2 else ("min", {})
+        rewards = apply_transform(name, scores, success=success, success_weight=1.0, **parameters)
+        records.append(
+            {
+                "key": f"r{i}",
+                "problem": f"Problem {p}: what is {p} + 0?",
+                "response": "\n\n".join(steps),
+                "steps": steps,
+                "step_scores": scores,
+                "step_rewards": list(rewards.rewards),
+                "return": rewards.total,
+                "success": success,
+                "ground_truth": ground_truth,
+                "transform": rewards.transform,
+                "transform_version": rewards.version,
+                "training_step": i // 20,
+                "source": source,
+                "protocol": "native",
+            }
+        )
+    return records

@@ -1,7 +1,8 @@
 """No page loads anything from another host (the README's "no CDN"): an owner of a
-project with traces, a scored run, a Monte-Carlo run and a training run visits every
-page a user reaches in real Chromium; every request the pages make goes to the live
-server on loopback, and no page logs a console error or a policy refusal."""
+project with traces, a scored run, a Monte-Carlo run, a training run and logged RL
+rollouts visits every page a user reaches in real Chromium; every request the pages
+make goes to the live server on loopback, and no page logs a console error or a policy
+refusal."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from annotator.models import (
     TraceMC,
     TrainingRun,
 )
-from tests.factories import dashboard_records, score_file
+from annotator.rollouts import log_rollouts
+from tests.factories import dashboard_records, rollout_records, score_file
 
 pytestmark = pytest.mark.browser
 
@@ -67,6 +69,7 @@ def owned(transactional_db, django_user_model, tmp_path):
     TrainingRun.objects.filter(pk=trained.pk).update(
         status=JobStatus.DONE, progress_total=2, progress_done=2
     )
+    log_rollouts(project.slug, rollout_records(30))
     return project, traces[0], run, mc, trained
 
 
@@ -88,6 +91,7 @@ def test_no_page_requests_anything_from_another_host(owned, new_page, live_serve
         f"{p}/training/",
         f"{p}/training/{trained.pk}/",
         f"{p}/label-sets/",
+        f"{p}/rewards/",
         f"{p}/import/",
         "/tokens/",
         f"{p}/settings/",
