@@ -35,7 +35,9 @@ class Solution:
 
 
 def solve_prompt(problem: str, template: str = SOLVE_TEMPLATE) -> Prompt:
-    """>>> solve_prompt("1+1?").text.splitlines()[0]
+    """The prompt of one problem.
+
+    >>> solve_prompt("1+1?").text.splitlines()[0]
     '1+1?'
     """
     text = template.format(problem=problem)

@@ -107,7 +107,7 @@ def genrm_prompt(
 ) -> str:
     """``prepare_prompt`` (gv:52-95) without the chat template.
 
-    >>> genrm_prompt("1+1?", "<think>hm</think>\\n\\n2")[-42:]
+    >>> genrm_prompt("1+1?", "<think>hm</think>\\n\\n2")[-51:]
     'Question: 1+1?\\n\\nSolution: 2\\n\\nTeacher Verification:\\n'
     """
     if remove_think_tag:
