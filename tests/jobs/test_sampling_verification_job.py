@@ -171,3 +171,115 @@ def test_a_killed_worker_s_runs_are_finished_with_each_solution_and_verification
     assert sorted(rows) == sorted((s, k) for s in solutions for k in range(3))
     assert finished_check.verifications == 360
     assert not math.isnan(finished_check.tokens) and finished_check.tokens > 0
+
+
+def minerva(answer: str) -> str:
+    return f"We compute.\n\nFinal Answer: The final answer is ${answer}$. I hope it is correct."
+
+
+def reference_layout(root) -> tuple:
+    """``samples/{i}.yaml`` and ``verifications/problem_{i}/solution_{j}.yaml`` as the
+    reference's ``save_yaml`` writes them: boxed and numeric gold answers, an invalid
+    answer, a -1 probability, a p(yes) of 0.0 and a verification without a verdict."""
+    import yaml
+
+    samples, checks = root / "samples", root / "verifications"
+    samples.mkdir(parents=True)
+    problems = [
+        (
+            "What is half of one?",
+            "$\\boxed{\\frac{1}{2}}$",
+            ["\\frac{1}{2}", "0.5", None, "\\frac13"],
+        ),
+        ("What is 3 * 4?", 12.0, ["12", "x = 12", "13"]),
+        ("What is 2 + 2?", 4, ["4", "5", "4", "4"]),
+    ]
+    for i, (question, gold, answers) in enumerate(problems):
+        texts = [minerva(a) if a is not None else "no final answer line" for a in answers]
+        record = {
+            "prompt": "Problem: ...",
+            "question": question,
+            "samples": texts,
+            "gt_answer": gold,
+        }
+        (samples / f"{i}.yaml").write_text(yaml.dump(record, sort_keys=True))
+        for j in range(2):
+            folder = checks / f"problem_{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            items = [
+                {
+                    "p(yes)": 0.9 - 0.3 * j,
+                    "p(no)": 0.1,
+                    "verification": "Is the answer correct (Yes/No)? Yes",
+                },
+                {
+                    "p(yes)": -1,
+                    "p(no)": 0.25 * (i + 1),
+                    "verification": "Is the answer correct (Yes/No)? No",
+                },
+                {"p(yes)": 0.0, "p(no)": -1, "verification": "unclear"},
+            ]
+            (folder / f"solution_{j}.yaml").write_text(
+                yaml.dump({"prompt": "Verify ...", "verifications": items}, sort_keys=True)
+            )
+    return samples, checks
+
+
+def test_the_reference_layout_imports_into_runs_that_give_its_own_pools(
+    workers, project, users, settings
+) -> None:
+    from annotator.solve_or_verify import pools_for
+    from scoring.formats.sc_genrm import read_pools
+
+    root = settings.MODEL_DIR / f"sc-genrm-{project.pk}"
+    if root.exists():
+        import shutil
+
+        shutil.rmtree(root)
+    samples, checks = reference_layout(root)
+    workers("import")
+    run = start_sampling_run(
+        project, users["owner"], completer=f"sc-genrm:{samples}", n=256, name="imported"
+    )
+    done = wait_for(lambda: finished(SamplingRun, run.pk), timeout=60)
+    assert done.status == JobStatus.DONE, done.error
+    assert done.solutions == 11 and done.tokens == 0
+    check = start_verification_run(
+        project,
+        users["owner"],
+        sampling_run=done,
+        completer=f"sc-genrm:{checks}",
+        v=2,
+        name="imported-checks",
+    )
+    checked = wait_for(lambda: finished(VerificationRun, check.pk), timeout=60)
+    assert checked.status == JobStatus.DONE, checked.error
+    assert checked.verifications == 3 * 2 * 2
+
+    _, pools = pools_for(done, checked)
+    assert pools == read_pools(samples, checks, max_verifications=2)
+    first = SampledSolution.objects.get(run=done, problem__text="What is 3 * 4?", index=1)
+    assert first.trace.final_answer == "12" and first.trace.final_answer_correct
+    assert first.problem.reference_answer == "12"
+    texts = SolutionVerification.objects.filter(run=checked, solution=first).order_by("index")
+    assert [(t.p_yes, t.p_no, t.verdict) for t in texts] == [
+        (pytest.approx(0.6), 0.1, True),
+        (None, 0.5, False),
+    ]
+
+
+def test_an_import_outside_the_model_folder_is_refused(project, users, tmp_path) -> None:
+    from annotator.jobs import RunError
+    from annotator.sampling import create_sampling_run
+
+    with pytest.raises(RunError, match="inside"):
+        create_sampling_run(project, users["owner"], completer=f"sc-genrm:{tmp_path}", n=4)
+    with pytest.raises(RunError, match="top_p, max_tokens missing"):
+        create_sampling_run(
+            project,
+            users["owner"],
+            completer="openai:http://127.0.0.1:9/v1",
+            model="m",
+            n=4,
+            options={"temperature": 1.0},
+        )
