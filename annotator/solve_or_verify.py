@@ -14,9 +14,21 @@ layout has them.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from annotator.models import SampledSolution, SamplingRun, SolutionVerification, VerificationRun
+import numpy as np
+
+from annotator.models import (
+    SampledSolution,
+    SamplingRun,
+    ScoringRun,
+    SolutionVerification,
+    TraceScore,
+    VerificationRun,
+)
 from annotator.sampling import is_import
 from scoring.curves import Pool, Sample, Verification
 from scoring.grading import normalise_answer
@@ -66,3 +78,205 @@ def pools_for(
         verified = tuple(mine) if len(mine) >= full and mine and prefix else ()
         pool.append(Sample(answer, bool(correct) and answer is not None, tokens, verified))
     return problems, [Pool(tuple(samples[p])) for p in problems]
+
+
+# -- the page's figures ------------------------------------------------------------------
+
+AGGREGATES = ("min_score", "last_score", "mean_score")
+BOOTSTRAP_SEED = 0
+
+
+def powers_of_two(limit: int) -> list[int]:
+    """1, 2, 4, ... up to ``limit``, and ``limit`` itself.
+
+    >>> powers_of_two(6)
+    [1, 2, 4, 6]
+    """
+    sizes = [1 << k for k in range(limit.bit_length()) if 1 << k <= limit]
+    return sizes if sizes[-1] == limit else [*sizes, limit]
+
+
+def prm_scores_for(
+    problems: Sequence[int],
+    pools: Sequence[Pool],
+    sampling_run: SamplingRun,
+    scoring_run: ScoringRun,
+    aggregate: str,
+) -> list[list[float]]:
+    """Per problem, the scoring run's aggregate score of each solution in index order,
+    up to the first solution it did not score (NaN where the aggregate is null)."""
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate is one of {AGGREGATES}")
+    by_trace = dict(
+        TraceScore.objects.filter(run=scoring_run, trace__sampled__run=sampling_run).values_list(
+            "trace_id", aggregate
+        )
+    )
+    traces: dict[int, list[int]] = defaultdict(list)
+    for problem_id, trace_id in (
+        SampledSolution.objects.filter(run=sampling_run)
+        .order_by("problem_id", "index")
+        .values_list("problem_id", "trace_id")
+    ):
+        traces[problem_id].append(trace_id)
+    out = []
+    for problem_id in problems:
+        scores = []
+        for trace_id in traces[problem_id]:
+            if trace_id not in by_trace:
+                break
+            value = by_trace[trace_id]
+            scores.append(float("nan") if value is None else float(value))
+        out.append(scores)
+    return out
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One method's points: compute, success rate and its bootstrap interval (percent)."""
+
+    method: str
+    label: str
+    solutions: list[int]
+    compute: list[float]
+    success: list[float]
+    low: list[float]
+    high: list[float]
+
+    @property
+    def rows(self) -> list[tuple[int, float, float, float, float]]:
+        return list(
+            zip(self.solutions, self.compute, self.success, self.low, self.high, strict=True)
+        )
+
+
+@dataclass(frozen=True)
+class Figures:
+    problems: int
+    lam: float
+    lam_measured: bool
+    curves: list[Curve]
+    crossover: float | None  # GenRM's compute where it first reaches SC's best
+    sc_compute: float  # SC's compute at its best
+    sc_best: float
+
+
+def _interval(per_problem: np.ndarray, resamples: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95 % percentile bootstrap interval over problems, in percent."""
+    means = per_problem[resamples].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return 100 * float(per_problem.mean()), 100 * float(low), 100 * float(high)
+
+
+def figures(
+    sampling_run: SamplingRun,
+    verification_run: VerificationRun | None = None,
+    scoring_run: ScoringRun | None = None,
+    *,
+    lam: float | None = None,
+    rule: str = "hybrid",
+    aggregate: str = "min_score",
+    prm_lambda: float = 1.0,
+    bootstrap: int = 200,
+) -> Figures:
+    """SC at each S, GenRM best-of-S at each V (exact expectations, ``scoring.curves``),
+    PRM best-of-N from a scoring run over the solutions, on ``C = S (1 + lambda V)``;
+    each point's 95 % interval from ``bootstrap`` resamples of the problems."""
+    from scoring.curves import expected_best_of, measure_lambda, problem_estimates
+
+    problems, pools = pools_for(sampling_run, verification_run)
+    if not pools:
+        raise ValueError("the sampling run holds no solutions yet")
+    sc_sizes = powers_of_two(min(len(p.samples) for p in pools))
+    verified = min(p.verified for p in pools) if verification_run is not None else 0
+    sizes = powers_of_two(verified) if verified else []
+    counts = powers_of_two(verification_run.v) if sizes else []
+    measured = False
+    if lam is None:
+        try:
+            lam = measure_lambda(pools) if sizes else 1.0
+            measured = bool(sizes)
+        except ValueError:  # no token counts (an import): the reference's GenRM-Base lambda
+            lam = 1.0
+    estimates = [
+        problem_estimates(
+            pool,
+            sc_sizes=sc_sizes,
+            sizes=sizes,
+            verification_counts=counts,
+            rule=rule,
+            mode="exact",
+        )
+        for pool in pools
+    ]
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    resamples = rng.integers(0, len(pools), size=(max(bootstrap, 1), len(pools)))
+
+    def curve(method: str, label: str, keys: list, values: Callable, cost: Callable) -> Curve:
+        points = [_interval(np.array([values(e, k) for e in estimates]), resamples) for k in keys]
+        return Curve(
+            method,
+            label,
+            [k if isinstance(k, int) else k[0] for k in keys],
+            [cost(k) for k in keys],
+            [p[0] for p in points],
+            [p[1] for p in points],
+            [p[2] for p in points],
+        )
+
+    out = [
+        curve("sc", "Self-consistency", sc_sizes, lambda e, s: e.majority[s], lambda s: float(s))
+    ]
+    for v in counts:
+        keys = [(s, v) for s in sizes]
+        out.append(
+            curve(
+                "genrm",
+                f"{verification_run.get_verifier_display().split(' (')[0]}, V = {v}",
+                keys,
+                lambda e, k: e.best_of[k],
+                lambda k: float(k[0] * (1 + lam * k[1])),
+            )
+        )
+    if scoring_run is not None:
+        scores = prm_scores_for(problems, pools, sampling_run, scoring_run, aggregate)
+        scored = min(len(s) for s in scores)
+        if scored:
+            prm_sizes = powers_of_two(scored)
+            per = {
+                s: [
+                    expected_best_of(
+                        [(-math.inf if math.isnan(x) else x) for x in score[:scored]],
+                        [x.correct for x in pool.samples[:scored]],
+                        [x.answer is not None for x in pool.samples[:scored]],
+                        s,
+                    )
+                    for pool, score in zip(pools, scores, strict=True)
+                ]
+                for s in prm_sizes
+            }
+            points = [_interval(np.array(per[s]), resamples) for s in prm_sizes]
+            out.append(
+                Curve(
+                    "prm",
+                    f"{scoring_run.name} best-of-N",
+                    prm_sizes,
+                    [float(s * (1 + prm_lambda)) for s in prm_sizes],
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    [p[2] for p in points],
+                )
+            )
+    sc = out[0]
+    best = max(sc.success)
+    sc_compute = sc.compute[sc.success.index(best)]
+    reaching = [
+        c
+        for line in out
+        if line.method == "genrm"
+        for c, y in zip(line.compute, line.success, strict=True)
+        if y >= best - 1e-9
+    ]
+    return Figures(
+        len(pools), lam, measured, out, min(reaching) if reaching else None, sc_compute, best
+    )
