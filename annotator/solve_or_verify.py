@@ -20,12 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from django.db.models import QuerySet
 
 from annotator.models import (
     SampledSolution,
     SamplingRun,
     ScoringRun,
     SolutionVerification,
+    Trace,
     TraceScore,
     VerificationRun,
 )
@@ -96,22 +98,8 @@ def powers_of_two(limit: int) -> list[int]:
     return sizes if sizes[-1] == limit else [*sizes, limit]
 
 
-def prm_scores_for(
-    problems: Sequence[int],
-    pools: Sequence[Pool],
-    sampling_run: SamplingRun,
-    scoring_run: ScoringRun,
-    aggregate: str,
-) -> list[list[float]]:
-    """Per problem, the scoring run's aggregate score of each solution in index order,
-    up to the first solution it did not score (NaN where the aggregate is null)."""
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"aggregate is one of {AGGREGATES}")
-    by_trace = dict(
-        TraceScore.objects.filter(run=scoring_run, trace__sampled__run=sampling_run).values_list(
-            "trace_id", aggregate
-        )
-    )
+def sampled_traces(sampling_run: SamplingRun) -> dict[int, list[int]]:
+    """``{problem id: its solutions' trace ids in index order}``."""
     traces: dict[int, list[int]] = defaultdict(list)
     for problem_id, trace_id in (
         SampledSolution.objects.filter(run=sampling_run)
@@ -119,6 +107,48 @@ def prm_scores_for(
         .values_list("problem_id", "trace_id")
     ):
         traces[problem_id].append(trace_id)
+    return traces
+
+
+def trace_pools(traces: QuerySet[Trace]) -> tuple[list[int], list[Pool], dict[int, list[int]]]:
+    """Imported solutions as pools (best-of-N files: several solutions per problem):
+    ``traces`` grouped by problem in id order, each with its final answer (normalised by
+    the project's grading) and correctness (unknown counts as wrong), no token counts
+    and no verifications; (problem ids, pools, {problem id: trace ids})."""
+    samples: dict[int, list[Sample]] = {}
+    ids: dict[int, list[int]] = defaultdict(list)
+    rows = traces.order_by("problem_id", "id").values_list(
+        "pk", "problem_id", "final_answer", "final_answer_correct"
+    )
+    for pk, problem_id, final_answer, correct in rows.iterator(chunk_size=5000):
+        answer = _answer(final_answer, imported=False)
+        samples.setdefault(problem_id, []).append(
+            Sample(answer, bool(correct) and answer is not None)
+        )
+        ids[problem_id].append(pk)
+    problems = list(samples)
+    return problems, [Pool(tuple(samples[p])) for p in problems], ids
+
+
+def prm_scores_for(
+    problems: Sequence[int],
+    traces: dict[int, list[int]],
+    scoring_run: ScoringRun,
+    aggregate: str,
+) -> list[list[float]]:
+    """Per problem, the scoring run's aggregate score of each solution (``traces``: their
+    trace ids in pool order), up to the first solution it did not score (NaN where the
+    aggregate is null)."""
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate is one of {AGGREGATES}")
+    wanted = [t for p in problems for t in traces[p]]
+    by_trace: dict[int, float | None] = {}
+    for start in range(0, len(wanted), 5000):
+        by_trace.update(
+            TraceScore.objects.filter(
+                run=scoring_run, trace_id__in=wanted[start : start + 5000]
+            ).values_list("trace_id", aggregate)
+        )
     out = []
     for problem_id in problems:
         scores = []
@@ -169,10 +199,11 @@ def _interval(per_problem: np.ndarray, resamples: np.ndarray) -> tuple[float, fl
 
 
 def figures(
-    sampling_run: SamplingRun,
+    sampling_run: SamplingRun | None,
     verification_run: VerificationRun | None = None,
     scoring_run: ScoringRun | None = None,
     *,
+    traces: QuerySet[Trace] | None = None,
     lam: float | None = None,
     rule: str = "hybrid",
     aggregate: str = "min_score",
@@ -181,12 +212,20 @@ def figures(
 ) -> Figures:
     """SC at each S, GenRM best-of-S at each V (exact expectations, ``scoring.curves``),
     PRM best-of-N from a scoring run over the solutions, on ``C = S (1 + lambda V)``;
-    each point's 95 % interval from ``bootstrap`` resamples of the problems."""
+    each point's 95 % interval from ``bootstrap`` resamples of the problems. The
+    solutions are a sampling run's, or, without one, imported ``traces``
+    (:func:`trace_pools`)."""
     from scoring.curves import expected_best_of, measure_lambda, problem_estimates
 
-    problems, pools = pools_for(sampling_run, verification_run)
+    if sampling_run is not None:
+        problems, pools = pools_for(sampling_run, verification_run)
+        by_problem = sampled_traces(sampling_run) if scoring_run is not None else {}
+    elif traces is not None and verification_run is None:
+        problems, pools, by_problem = trace_pools(traces)
+    else:
+        raise ValueError("give a sampling run (with its verification run), or traces")
     if not pools:
-        raise ValueError("the sampling run holds no solutions yet")
+        raise ValueError("no solutions here yet")
     sc_sizes = powers_of_two(min(len(p.samples) for p in pools))
     verified = min(p.verified for p in pools) if verification_run is not None else 0
     sizes = powers_of_two(verified) if verified else []
@@ -239,7 +278,7 @@ def figures(
             )
         )
     if scoring_run is not None:
-        scores = prm_scores_for(problems, pools, sampling_run, scoring_run, aggregate)
+        scores = prm_scores_for(problems, by_problem, scoring_run, aggregate)
         scored = min(len(s) for s in scores)
         if scored:
             prm_sizes = powers_of_two(scored)

@@ -21,10 +21,12 @@ from django.views.decorators.http import require_GET, require_http_methods
 from annotator import jobs, sampling, solve_or_verify, verification
 from annotator.access import get_membership
 from annotator.models import (
+    REFERENCE_GENERATOR,
     JobStatus,
     Membership,
     SamplingRun,
     ScoringRun,
+    Trace,
     VerificationRun,
     VerifierKind,
 )
@@ -266,6 +268,9 @@ def _selection(request: HttpRequest, membership: Membership) -> dict[str, Any]:
 
     project = membership.project
     sampling_run = _choice(request, "sampling", project.sampling_runs.all())
+    source = request.GET.get("source", "")
+    if source and sampling_run is not None:
+        raise BadRequest("choose a sampling run or a source of traces, not both")
     check = _choice(request, "verification", project.verification_runs.all())
     if check is not None and (sampling_run is None or check.sampling_run_id != sampling_run.pk):
         raise BadRequest("verification: it does not verify that sampling run")
@@ -280,6 +285,12 @@ def _selection(request: HttpRequest, membership: Membership) -> dict[str, Any]:
         raise BadRequest(f"aggregate is one of {solve_or_verify.AGGREGATES}")
     return {
         "sampling_run": sampling_run,
+        "source": source,
+        "traces": Trace.objects.filter(project=project, source=source)
+        .visible_to(membership)
+        .exclude(generator=REFERENCE_GENERATOR)
+        if source
+        else None,
         "verification_run": check,
         "scoring_run": scoring_run,
         "lam": _number(request, "lam", 0, 1000),
@@ -307,6 +318,9 @@ def solve_or_verify_page(request: HttpRequest, slug: str) -> HttpResponse:
             "scoring_runs": ScoringRun.objects.filter(
                 project=project, status=JobStatus.DONE
             ).order_by("-id"),
+            "sources": Trace.objects.filter(project=project)
+            .visible_to(membership)
+            .facets("source")["sources"],
             "chosen": chosen,
             "query": request.GET.urlencode(),
         },
@@ -322,13 +336,16 @@ def solve_or_verify_figure(request: HttpRequest, slug: str) -> HttpResponse:
     membership = get_membership(request.user, slug, allow=Membership.sees_model_scores)
     chosen = _selection(request, membership)
     context: dict[str, Any] = {"project": membership.project, "membership": membership}
-    if chosen["sampling_run"] is None:
-        raise BadRequest("sampling: choose a sampling run")
+    if chosen["sampling_run"] is None and chosen["traces"] is None:
+        raise BadRequest("sampling: choose a sampling run or a source of traces")
+    if chosen["traces"] is not None and chosen["verification_run"] is not None:
+        raise BadRequest("verification: imported traces have no verification run")
     try:
         found = solve_or_verify.figures(
             chosen["sampling_run"],
             chosen["verification_run"],
             chosen["scoring_run"],
+            traces=chosen["traces"],
             lam=chosen["lam"],
             rule=chosen["rule"],
             aggregate=chosen["aggregate"],

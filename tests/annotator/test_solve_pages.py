@@ -154,3 +154,64 @@ def test_bad_choices_answer_400(client_for, project, users, runs) -> None:
         {"sampling": sampling_run.pk, "rule": "vibes"},
     ):
         assert client.get(url, query).status_code == 400, query
+
+
+@pytest.mark.django_db(transaction=True)  # the run's heartbeat reads on its own connection
+def test_the_gsm8k_best_of_n_data_gives_sc_and_prm_curves(client_for, project, users, data_dir):
+    """The shared GSM8K model solutions (several models' solution per problem), imported
+    and scored by ``arithmetic-check`` as the demo does: SC and PRM best-of-N curves,
+    equal to ``scoring.curves`` on pools built here from the traces."""
+    from annotator import jobs, runs
+    from annotator.importing import import_file
+    from annotator.models import Scorer, ScoringRun, Trace, TraceScore
+
+    import_file(project, data_dir / "gsm8k" / "example_model_solutions.jsonl", "gsm8k-solutions")
+    scorer = Scorer.objects.create(name="arithmetic-check", adapter="arithmetic-check")
+    run = runs.create_run(project, scorer, users["owner"], name="arith")
+    jobs.execute(ScoringRun, run.pk, runs.run_scoring_job)
+    run.refresh_from_db()
+    assert run.status == JobStatus.DONE, run.error
+    [source] = (
+        Trace.objects.filter(project=project).order_by().values_list("source", flat=True).distinct()
+    )
+    response = client_for(users["reviewer"]).get(
+        reverse("solve-or-verify-figure", args=[project.slug]),
+        {"source": source, "scoring": run.pk},
+        **HTMX,
+    )
+    assert response.status_code == 200 and b"solve-chart" in response.content
+    traces = Trace.objects.filter(project=project).exclude(generator="reference")
+    found = solve_or_verify.figures(None, None, run, traces=traces)
+    assert [c.method for c in found.curves] == ["sc", "prm"]
+    assert found.curves[0].solutions == found.curves[1].solutions == [1, 2, 4]
+
+    # Independently: each problem's solutions in id order, the min step score per trace.
+    by_problem: dict[int, list] = {}
+    for trace in traces.order_by("problem_id", "id"):
+        by_problem.setdefault(trace.problem_id, []).append(trace)
+    scores = dict(TraceScore.objects.filter(run=run).values_list("trace_id", "min_score"))
+    assert len(by_problem) == found.problems > 1000
+    from scoring.curves import Pool, Sample, expected_best_of
+    from scoring.grading import normalise_answer
+
+    pools, prm = [], []
+    for solutions in by_problem.values():
+        samples = []
+        for t in solutions:
+            answer = normalise_answer(t.final_answer) if t.final_answer else None
+            samples.append(Sample(answer or None, bool(t.final_answer_correct) and bool(answer)))
+        pools.append(Pool(tuple(samples)))
+        prm.append([scores[t.pk] if scores[t.pk] is not None else float("-inf") for t in solutions])
+    expected = curves(pools, sc_sizes=[1, 2, 4])
+    assert found.curves[0].success == pytest.approx([100 * p.success_rate for p in expected])
+    for s, y in zip([1, 2, 4], found.curves[1].success, strict=True):
+        mean = sum(
+            expected_best_of(
+                score,
+                [x.correct for x in pool.samples],
+                [x.answer is not None for x in pool.samples],
+                s,
+            )
+            for pool, score in zip(pools, prm, strict=True)
+        ) / len(pools)
+        assert y == pytest.approx(100 * mean)
