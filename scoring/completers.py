@@ -69,6 +69,8 @@ class Completion:
     text: str
     tokens: int
     top_logprobs: tuple[dict[str, float], ...] | None = None
+    # The generated token ids, where the completer has them (a local model).
+    token_ids: tuple[int, ...] | None = None
 
 
 def _even_shares(total: int, n: int) -> list[int]:
@@ -395,15 +397,15 @@ class TransformersCompleter:
                 for i in range(length):
                     logprobs = torch.log_softmax(out.logits[i][row].float(), dim=-1)  # (V,)
                     top = torch.topk(logprobs, top_logprobs)
-                    position = {
-                        self.tokenizer.decode([int(t)]): float(v)
-                        for t, v in zip(top.indices, top.values, strict=True)
-                    }
+                    position: dict[str, float] = {}
+                    for t, v in zip(top.indices.tolist(), top.values.tolist(), strict=True):
+                        # tokens that decode alike (byte pieces) keep the likelier's value
+                        position.setdefault(self.tokenizer.decode([t]), float(v))
                     position.setdefault(self.tokenizer.decode([ids[i]]), float(logprobs[ids[i]]))
                     positions.append(position)
                 positions = tuple(positions)
             text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
-            completions.append(Completion(text, length, positions))
+            completions.append(Completion(text, length, positions, tuple(ids[:length])))
         return completions
 
     def sample_all(

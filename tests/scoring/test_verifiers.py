@@ -147,3 +147,47 @@ def test_solutions_carry_their_own_token_counts(server) -> None:
     [solutions] = sample_solutions(completer, [("VARIED What is 10 + 5?", "15")], 4)
     assert [s.answer for s in solutions] == ["15", "15", "16", "15"]
     assert [s.tokens for s in solutions] == [len(mc_server.tokens_of(s.text)) for s in solutions]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    from scoring.tiny import build_causal_lm, qwen_tokenizer
+
+    return build_causal_lm(tmp_path_factory.mktemp("tiny-lm"), qwen_tokenizer(), "qwen2")
+
+
+def test_a_local_model_samples_with_token_counts_and_its_own_log_probabilities(tiny_lm) -> None:
+    """``hf:PATH``: each completion's tokens and, per position, log-probabilities equal to
+    a forward pass over the prompt and the completion so far (computed here)."""
+    import torch
+
+    from scoring.completers import TransformersCompleter
+    from scoring.montecarlo import Prompt
+
+    completer = TransformersCompleter(
+        str(tiny_lm), Sampling(temperature=1.0, top_p=1.0, max_tokens=5, seed=0), device="cpu"
+    )
+    prompt = Prompt("What is 3 + 4?", "What is 3 + 4?", "")
+    [completions] = completer.sample_all([prompt], 3, top_logprobs=2)
+    assert len(completions) == 3
+    tokenizer, model = completer.tokenizer, completer.model
+    prompt_ids = tokenizer(prompt.text)["input_ids"]
+    for completion in completions:
+        assert 1 <= completion.tokens <= 5 and len(completion.top_logprobs) == completion.tokens
+        ids = list(completion.token_ids)
+        assert tokenizer.decode(ids, skip_special_tokens=True) == completion.text
+        with torch.inference_mode():
+            logits = model(torch.tensor([prompt_ids + ids])).logits[0].float()
+        expected = torch.log_softmax(logits[len(prompt_ids) - 1 :], dim=-1)  # (len(ids)+1, V)
+        for i, token in enumerate(ids):
+            position = completion.top_logprobs[i]
+            assert len(position) in (2, 3)
+            top = torch.topk(expected[i], 2)
+            # Keys are token texts (as a server's): tokens that decode alike (byte pieces)
+            # are listed once, under the likelier one's value.
+            for t in [*top.indices.tolist(), token]:
+                key = tokenizer.decode([t])
+                first = next(
+                    u for u in [*top.indices.tolist(), token] if tokenizer.decode([u]) == key
+                )
+                assert position[key] == pytest.approx(float(expected[i, first]), abs=1e-4)
