@@ -1,5 +1,6 @@
-"""A sampling run and a verification run as :class:`scoring.curves.Pool` s, one per problem,
-for the success-against-compute curves (``scoring.curves``).
+"""Solve or verify: sampled solutions and their verifications as
+:class:`scoring.curves.Pool` s, one per problem, and the figures of the page that sets
+self-consistency, GenRM best-of-N and a PRM's best-of-N on one compute axis.
 
 Each problem's samples are its solutions in index order: the answer (None where none was
 written), its correctness and token count; the verified ones carry their
@@ -9,7 +10,13 @@ differ in spacing or thousands separators; an imported run's answers are the
 reference's normalised strings already and are kept as they are. Only a prefix of a
 problem's solutions counts as verified, each with all V verifications (a run still
 going, or one that failed midway, leaves the rest unverified), as the reference's
-layout has them.
+layout has them. Imported best-of-N traces (:func:`trace_pools`) make pools too, without
+verifications.
+
+:func:`figures` computes every point with ``scoring.curves``' exact expectations and a
+percentile bootstrap over problems (the per-problem values are computed once and
+resampled, 200 times by default, with a fixed seed so a page shows the same interval
+on every load).
 """
 
 from __future__ import annotations

@@ -283,3 +283,26 @@ def test_an_import_outside_the_model_folder_is_refused(project, users, tmp_path)
             n=4,
             options={"temperature": 1.0},
         )
+
+
+def test_a_cancelled_run_stops_between_chunks_and_a_retry_finishes_it_once(
+    workers, project, users, server
+) -> None:
+    from annotator import jobs
+
+    sums = problems(project, 20)
+    workers("cancel")
+    run = sample(project, users, server, 3, "cancelled", max_in_flight=1)
+    wait_for(lambda: SampledSolution.objects.filter(run=run).count() >= 3 * 3, timeout=120)
+    jobs.cancel(SamplingRun.objects.get(pk=run.pk))
+    stopped = wait_for(lambda: finished(SamplingRun, run.pk), timeout=60)
+    assert stopped.status == JobStatus.CANCELLED
+    kept = SampledSolution.objects.filter(run=run).count()
+    assert 9 <= kept < 60 and kept % 3 == 0  # whole problems only
+
+    jobs.retry(stopped)
+    done = wait_for(lambda: finished(SamplingRun, run.pk), timeout=120)
+    assert done.status == JobStatus.DONE, done.error
+    assert done.summary["resumed_at"] == kept // 3
+    keys = sorted(SampledSolution.objects.filter(run=done).values_list("problem_id", "index"))
+    assert keys == sorted((p, j) for p in sums for j in range(3))
