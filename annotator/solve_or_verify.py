@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.db.models import QuerySet
@@ -196,6 +196,42 @@ class Figures:
     crossover: float | None  # GenRM's compute where it first reaches SC's best
     sc_compute: float  # SC's compute at its best
     sc_best: float
+    # The compute-optimal GenRM settings: (compute, S, V, solved %) of each point that
+    # solves more than every cheaper one, and the log-log fits S_opt = a C^b, V_opt = a C^b
+    # over them as (a, b), None with fewer than two budgets.
+    frontier: list[tuple[float, int, int, float]] = field(default_factory=list)
+    s_fit: tuple[float, float] | None = None
+    v_fit: tuple[float, float] | None = None
+
+
+def compute_optimal(
+    points: Sequence[tuple[float, int, int, float]],
+) -> tuple[
+    list[tuple[float, int, int, float]], tuple[float, float] | None, tuple[float, float] | None
+]:
+    """The frontier of ``(compute, S, V, success)`` points (each solving more than every
+    cheaper point; of equal computes the better) and least-squares fits of
+    ``log S = log a + b log C`` and likewise for V over it.
+
+    >>> frontier, s_fit, v_fit = compute_optimal(
+    ...     [(2, 1, 1, 10.0), (4, 2, 1, 20.0), (3, 1, 2, 5.0), (8, 2, 3, 30.0)])
+    >>> [p[:3] for p in frontier], [round(x, 3) for x in s_fit]
+    ([(2, 1, 1), (4, 2, 1), (8, 2, 3)], [0.794, 0.5])
+    """
+    frontier: list[tuple[float, int, int, float]] = []
+    for point in sorted(points, key=lambda p: (p[0], -p[3])):
+        if not frontier or point[3] > frontier[-1][3]:
+            frontier.append(point)
+    budgets = {p[0] for p in frontier}
+    if len(budgets) < 2:
+        return frontier, None, None
+    log_c = np.log([p[0] for p in frontier])
+
+    def fit(values: list[int]) -> tuple[float, float]:
+        slope, intercept = np.polyfit(log_c, np.log(values), 1)
+        return float(np.exp(intercept)), float(slope)
+
+    return frontier, fit([p[1] for p in frontier]), fit([p[2] for p in frontier])
 
 
 def _interval(per_problem: np.ndarray, resamples: np.ndarray) -> tuple[float, float, float]:
@@ -323,6 +359,22 @@ def figures(
         for c, y in zip(line.compute, line.success, strict=True)
         if y >= best - 1e-9
     ]
+    genrm = [
+        (c, k, int(line.label.rsplit("= ", 1)[1]), y)
+        for line in out
+        if line.method == "genrm"
+        for k, c, y in zip(line.solutions, line.compute, line.success, strict=True)
+    ]
+    frontier, s_fit, v_fit = compute_optimal(genrm)
     return Figures(
-        len(pools), lam, measured, out, min(reaching) if reaching else None, sc_compute, best
+        len(pools),
+        lam,
+        measured,
+        out,
+        min(reaching) if reaching else None,
+        sc_compute,
+        best,
+        frontier,
+        s_fit,
+        v_fit,
     )

@@ -4,6 +4,7 @@ start runs, cancel and retry through the pages, and the page's figures against
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from django.urls import reverse
 
@@ -133,6 +134,19 @@ def test_the_figure_shows_what_scoring_curves_computes_from_the_stored_rows(
             assert f'{y:.1f}</td><td class="figure">{lo:.1f}–{hi:.1f}' in response.text
     sc = [by_key[("sc", s, 0)].success_rate for s in (1, 2, 4, 8)]
     assert figures.sc_best == pytest.approx(100 * max(sc))
+    # the compute-optimal frontier: every GenRM point cheaper than a frontier point solves
+    # less, and the fits are least squares in log-log over the frontier
+    genrm = [(k, v) for k, v in by_key.items() if k[0] == "genrm"]
+    assert figures.frontier and b'id="solve-frontier"' in response.content
+    for c, s, v, y in figures.frontier:
+        assert y == pytest.approx(100 * by_key[("genrm", s, v)].success_rate)
+        assert all(100 * p.success_rate < y + 1e-9 for _, p in genrm if p.compute < c)
+    if len({c for c, *_ in figures.frontier}) > 1:
+        log_c = np.log([c for c, *_ in figures.frontier])
+        slope, intercept = np.polyfit(log_c, np.log([s for _, s, _, _ in figures.frontier]), 1)
+        assert figures.s_fit == pytest.approx((np.exp(intercept), slope))
+        slope, intercept = np.polyfit(log_c, np.log([v for _, _, v, _ in figures.frontier]), 1)
+        assert figures.v_fit == pytest.approx((np.exp(intercept), slope))
     # lambda measured from the token counts when not given
     measured = solve_or_verify.figures(sampling_run, check)
     assert measured.lam_measured and measured.lam == pytest.approx(measure_lambda(pools))
