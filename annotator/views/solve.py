@@ -294,6 +294,7 @@ def _selection(request: HttpRequest, membership: Membership) -> dict[str, Any]:
         "verification_run": check,
         "scoring_run": scoring_run,
         "lam": _number(request, "lam", 0, 1000),
+        "prm_lambda": _number(request, "prm_lambda", 0, 1000),
         "rule": rule,
         "aggregate": aggregate,
     }
@@ -349,6 +350,7 @@ def solve_or_verify_figure(request: HttpRequest, slug: str) -> HttpResponse:
             lam=chosen["lam"],
             rule=chosen["rule"],
             aggregate=chosen["aggregate"],
+            prm_lambda=1.0 if chosen["prm_lambda"] is None else chosen["prm_lambda"],
         )
     except ValueError as exc:
         context["problem"] = str(exc)

@@ -194,6 +194,14 @@ def test_the_gsm8k_best_of_n_data_gives_sc_and_prm_curves(client_for, project, u
         **HTMX,
     )
     assert response.status_code == 200 and b"solve-chart" in response.content
+    cheaper = client_for(users["reviewer"]).get(
+        reverse("solve-or-verify-figure", args=[project.slug]),
+        {"source": source, "scoring": run.pk, "prm_lambda": "0.5"},
+        **HTMX,
+    )
+    # the PRM's points at S (1 + 0.5): 1.5, 3, 6 solutions
+    assert '<td class="figure">1.50</td>' in cheaper.text
+    assert '<td class="figure">1.50</td>' not in response.text
     traces = Trace.objects.filter(project=project).exclude(generator="reference")
     found = solve_or_verify.figures(None, None, run, traces=traces)
     assert [c.method for c in found.curves] == ["sc", "prm"]
