@@ -28,6 +28,7 @@ from django.db.models import Count, Sum
 from annotator import jobs
 from annotator.jobs import RunError
 from annotator.models import (
+    JobStatus,
     Project,
     SampledSolution,
     SamplingRun,
@@ -101,6 +102,9 @@ def create_verification_run(
     """A queued run row (not yet sent); ``RunError`` says what is wrong with the request."""
     if sampling_run.project_id != project.pk:
         raise RunError("no such sampling run in this project", "sampling_run")
+    if sampling_run.status != JobStatus.DONE:
+        # its solutions are what the run verifies, listed when it starts
+        raise RunError(f"sampling run {sampling_run.name} has not finished", "sampling_run")
     if verifier not in VerifierKind.values:
         raise RunError(f"verifier is one of {VerifierKind.values}", "verifier")
     check_completer_spec(completer, model)

@@ -52,6 +52,9 @@ def test_runs_are_started_followed_cancelled_and_retried(project, users) -> None
     assert owner.post(f"{base}/sampling-runs/{run.pk}/cancel/").json()["status"] == "cancelled"
     assert owner.post(f"{base}/sampling-runs/{run.pk}/retry/").status_code == 202
 
+    early = {"sampling_run": run.name, "completer": SERVER, "model": "m", "v": 3}
+    refused = owner.post(f"{base}/verification-runs/", early, format="json")
+    assert refused.status_code == 400 and "has not finished" in refused.json()["detail"]
     done, _ = solved_runs(project, users["owner"], problems=2, n=4, v=2)
     check = {
         "sampling_run": done.name,
