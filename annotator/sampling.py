@@ -318,7 +318,7 @@ def _import_samples(run: SamplingRun, context: jobs.JobContext | None) -> dict:
         reference_correct,
         samples_files,
     )
-    from scoring.steps import split_steps
+    from scoring.sampling import solution_steps
 
     directory = import_dir(run.completer)
     style = run.options.get("answer_style", "minerva")
@@ -352,7 +352,7 @@ def _import_samples(run: SamplingRun, context: jobs.JobContext | None) -> dict:
                 if answer is not None and answer not in graded:
                     graded[answer] = bool(reference_correct(answer, gold))
                 correct = answer is not None and graded[answer]
-                solutions.append((text, tuple(split_steps(text, split)), answer, correct, 0))
+                solutions.append((text, solution_steps(text, split), answer, correct, 0))
             store_solutions(run, problem, str(i), solutions)
             done += 1
             if context:

@@ -52,11 +52,21 @@ def gold_answer(reference: str) -> str:
     return reference
 
 
+def solution_steps(text: str, split: str = "paragraphs") -> tuple[str, ...]:
+    """A solution's steps; one that splits into none (an empty completion) is one step
+    of its text, so every stored solution has a step to read and to label.
+
+    >>> solution_steps("a\\n\\nb"), solution_steps(" ")
+    (('a', 'b'), (' ',))
+    """
+    return tuple(split_steps(text, split)) or (text,)
+
+
 def grade_texts(
     texts: list[str], tokens: list[int], reference: str, split: str = "paragraphs"
 ) -> list[Solution]:
     """Solutions from completion texts: answers extracted, graded once per distinct
-    answer, steps split (``split``: :func:`scoring.steps.split_steps`)."""
+    answer, steps split (:func:`solution_steps`)."""
     gold = gold_answer(reference)
     graded: dict[str, bool] = {}
     out = []
@@ -67,7 +77,7 @@ def grade_texts(
         out.append(
             Solution(
                 text,
-                tuple(split_steps(text, split)),
+                solution_steps(text, split),
                 answer,
                 answer is not None and graded[answer],
                 count,

@@ -191,3 +191,14 @@ def test_a_local_model_samples_with_token_counts_and_its_own_log_probabilities(t
                     u for u in [*top.indices.tolist(), token] if tokenizer.decode([u]) == key
                 )
                 assert position[key] == pytest.approx(float(expected[i, first]), abs=1e-4)
+
+
+def test_an_empty_solution_is_one_step_with_no_answer() -> None:
+    from scoring.sampling import grade_texts
+
+    empty, right, wrong = grade_texts(
+        ["", "So 2 + 2 = 4.\n\nThe answer is \\boxed{4}.", "\\boxed{5}"], [0, 9, 2], "#### 4"
+    )
+    assert (empty.steps, empty.answer, empty.correct, empty.tokens) == (("",), None, False, 0)
+    assert right.steps == ("So 2 + 2 = 4.", "The answer is \\boxed{4}.") and right.correct
+    assert (wrong.answer, wrong.correct) == ("5", False)
