@@ -75,15 +75,13 @@ def default_options(verifier: str, model: str, v: int) -> dict[str, Any]:
     from scoring.adapters.llm_critic import processbench_sampling
 
     s = processbench_sampling(model, v)
-    options: dict[str, Any] = {
+    return {
         "temperature": s.temperature,
         "top_p": s.top_p,
         "max_tokens": s.max_tokens,
+        "seed": s.seed,
         "chat": True,
     }
-    if s.temperature > 0:
-        options["seed"] = s.seed
-    return options
 
 
 def create_verification_run(
