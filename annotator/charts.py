@@ -307,3 +307,39 @@ def success_by_return(series: RolloutSeries) -> go.Figure:
     )
     fig.update_yaxes(range=[0, 1])
     return fig
+
+
+def compute_curves(curves: Sequence, crossover: float | None = None) -> go.Figure:
+    """Success rate (percent) against compute on a log2 axis: one line per method (its
+    ``label``, ``compute``, ``success`` and 95 % interval ``low``/``high``), and a dashed
+    line at the compute where a verifier first matches self-consistency's best."""
+    fig = go.Figure()
+    for i, curve in enumerate(curves):
+        fig.add_scatter(
+            x=list(curve.compute),
+            y=_finite(curve.success),
+            name=curve.label,
+            mode="lines+markers",
+            line={"color": COLOURS[i % len(COLOURS)], "dash": "solid" if i == 0 else "dot"},
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [h - y for h, y in zip(curve.high, curve.success, strict=True)],
+                "arrayminus": [y - lo for lo, y in zip(curve.low, curve.success, strict=True)],
+                "thickness": 1,
+            },
+            customdata=list(curve.solutions),
+            hovertemplate="%{fullData.name}<br>S = %{customdata}, C = %{x:.3g}<br>"
+            "%{y:.1f}%<extra></extra>",
+        )
+    if crossover is not None:
+        fig.add_vline(x=crossover, line_dash="dash", line_color=COLOURS[2])
+    _layout(
+        fig,
+        "Success rate against compute",
+        "compute C = S (1 + λV), in solutions (log2)",
+        "problems solved (%)",
+    )
+    fig.update_xaxes(type="log", dtick=math.log10(2))
+    fig.update_layout(height=420)
+    return fig

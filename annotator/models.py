@@ -1389,3 +1389,129 @@ class TrainingPoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}@{self.step} = {self.value}"
+
+
+class SamplingRun(ProjectRun):
+    """N solutions per problem from a completer (``scoring.sampling``), stored as traces
+    of one generator (``generator``; source ``sampling-<id>``) with their final answers
+    graded by the project's grading and their token counts (``SampledSolution``). The
+    problems are those of the selected traces that have a reference answer. A run whose
+    completer is ``sc-genrm:DIR`` imports the samples files of "When To Solve, When To
+    Verify" from DIR instead (``annotator/sampling.py``). Resumable per problem: a
+    problem's N solutions are committed together."""
+
+    task_name = "annotator.tasks.run_sampling"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sampling_runs")
+    # "openai:BASE_URL", "hf:PATH", or "sc-genrm:DIR" (an import of the reference's layout).
+    completer = models.CharField(max_length=500)
+    model = models.CharField(max_length=500, blank=True, help_text="The served model's name.")
+    generator = models.CharField(max_length=200, help_text="The sampled traces' generator.")
+    n = models.PositiveIntegerField(help_text="Solutions per problem.")
+    # Every sampling parameter (temperature, top_p, max_tokens, seed, stop), the
+    # completer's own options, ``template`` (with {problem}) and ``split`` (steps).
+    options = models.JSONField(default=dict, blank=True)
+    selection = models.JSONField(default=dict, blank=True)
+    solutions = models.PositiveBigIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="samplingrun_unique_name")
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="samplingrun_status")]
+
+    def __str__(self) -> str:
+        return f"sampling run {self.name} in {self.project} ({self.status})"
+
+    @property
+    def source(self) -> str:
+        """The ``Trace.source`` of the run's solutions."""
+        return f"sampling-{self.pk}"
+
+
+class SampledSolution(models.Model):
+    """Solution ``index`` of a problem in a sampling run: its trace (final answer and
+    correctness there) and the tokens it took to generate (0 when not known)."""
+
+    run = models.ForeignKey(SamplingRun, on_delete=models.CASCADE, related_name="sampled")
+    problem = models.ForeignKey(Problem, on_delete=models.CASCADE, related_name="+")
+    index = models.PositiveIntegerField()
+    trace = models.OneToOneField(Trace, on_delete=models.CASCADE, related_name="sampled")
+    tokens = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "problem", "index"], name="sampledsolution_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"solution {self.index} of problem {self.problem_id} in sampling run {self.run_id}"
+
+
+class VerifierKind(models.TextChoices):
+    GENRM_BASE = "genrm-base", "GenRM-Base (Yes/No verdict, p(yes) from log-probabilities)"
+    CRITIC = "processbench-critic", "ProcessBench critic (any error found = incorrect)"
+
+
+class VerificationRun(ProjectRun):
+    """V verifications of each of the first ``per_problem`` solutions of every problem of
+    a sampling run (all with 0), by a generative verifier (``scoring.verifiers``), each
+    stored with its verdict, p(yes)/p(no) and token count (``SolutionVerification``).
+    A completer ``sc-genrm:DIR`` imports the reference's ``problem_i/solution_j.yaml``
+    files instead. Resumable per solution: its V verifications are committed together."""
+
+    task_name = "annotator.tasks.run_verification"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="verification_runs")
+    sampling_run = models.ForeignKey(
+        SamplingRun, on_delete=models.CASCADE, related_name="verification_runs"
+    )
+    verifier = models.CharField(max_length=32, choices=VerifierKind.choices)
+    completer = models.CharField(max_length=500)
+    model = models.CharField(max_length=500, blank=True, help_text="The served model's name.")
+    v = models.PositiveIntegerField(help_text="Verifications per solution.")
+    per_problem = models.PositiveIntegerField(
+        default=0, help_text="Solutions verified per problem, the first ones (0: all)."
+    )
+    options = models.JSONField(default=dict, blank=True)
+    verifications = models.PositiveBigIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="verificationrun_unique_name")
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="verificationrun_status")]
+
+    def __str__(self) -> str:
+        return f"verification run {self.name} in {self.project} ({self.status})"
+
+
+class SolutionVerification(models.Model):
+    """Verification ``index`` of a sampled solution: its text, the text verdict (null:
+    none found), p(yes)/p(no) at the verdict position (null: not given) and its tokens."""
+
+    run = models.ForeignKey(VerificationRun, on_delete=models.CASCADE, related_name="+")
+    solution = models.ForeignKey(
+        SampledSolution, on_delete=models.CASCADE, related_name="verifications", db_index=False
+    )
+    index = models.PositiveIntegerField()
+    text = models.TextField()
+    verdict = models.BooleanField(null=True)
+    p_yes = models.FloatField(null=True)
+    p_no = models.FloatField(null=True)
+    tokens = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "solution", "index"], name="solutionverification_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["solution"], name="solutionverification_solution")]
+
+    def __str__(self) -> str:
+        return f"verification {self.index} of solution {self.solution_id} in run {self.run_id}"

@@ -26,13 +26,17 @@ from annotator.models import (
     GroundedRun,
     ImportJob,
     MonteCarloRun,
+    SamplingRun,
     ScoreImportJob,
     ScoringRun,
     TrainingRun,
+    VerificationRun,
 )
 from annotator.montecarlo import run_montecarlo_job
 from annotator.runs import run_score_import_job, run_scoring_job
+from annotator.sampling import run_sampling_job
 from annotator.training import run_training_job
+from annotator.verification import run_verification_job
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,16 @@ def run_grounded(run_id: int) -> None:
 @shared_task(name="annotator.tasks.run_training")
 def run_training(run_id: int) -> None:
     jobs.execute(TrainingRun, run_id, run_training_job)
+
+
+@shared_task(name="annotator.tasks.run_sampling")
+def run_sampling(run_id: int) -> None:
+    jobs.execute(SamplingRun, run_id, run_sampling_job)
+
+
+@shared_task(name="annotator.tasks.run_verification")
+def run_verification(run_id: int) -> None:
+    jobs.execute(VerificationRun, run_id, run_verification_job)
 
 
 @shared_task(name="annotator.tasks.sweep_jobs", time_limit=120)

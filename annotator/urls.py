@@ -19,6 +19,7 @@ from annotator.views import (
     review,
     rewards,
     runs,
+    solve,
     tokens,
     traces,
     training,
@@ -97,6 +98,25 @@ project_urls = [
         {"kind": "generative"},
         name="grounded-export-generative",
     ),
+    # sampling and verification runs, and what each is worth against its compute
+    path("solve/", solve.solve_runs, name="solve-runs"),
+    path("solve/verify/", solve.start_verification, name="verification-start"),
+    path("solve/sampling/<int:run_id>/", solve.sampling_detail, name="sampling-run"),
+    path("solve/sampling/<int:run_id>/cancel/", solve.sampling_cancel, name="sampling-cancel"),
+    path("solve/sampling/<int:run_id>/retry/", solve.sampling_retry, name="sampling-retry"),
+    path("solve/verification/<int:run_id>/", solve.verification_detail, name="verification-run"),
+    path(
+        "solve/verification/<int:run_id>/cancel/",
+        solve.verification_cancel,
+        name="verification-cancel",
+    ),
+    path(
+        "solve/verification/<int:run_id>/retry/",
+        solve.verification_retry,
+        name="verification-retry",
+    ),
+    path("solve/curves/", solve.solve_or_verify_page, name="solve-or-verify"),
+    path("solve/curves/figure/", solve.solve_or_verify_figure, name="solve-or-verify-figure"),
     # training runs
     path("training/", training.training_list, name="training-runs"),
     path("training/<int:run_id>/", training.training_detail, name="training-run"),

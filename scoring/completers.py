@@ -15,6 +15,15 @@ Both take :class:`scoring.montecarlo.Prompt` objects and return N completions pe
   the served model's ``generation_config.json``.
 - :class:`TransformersCompleter`: batched ``model.generate`` with left padding and
   ``num_return_sequences=n``, bf16 on CUDA (``scoring.device``), torch imported lazily.
+
+Both also have ``sample(prompt, n, top_logprobs=None)``: the n completions of one prompt
+as :class:`Completion` s, each with its own token count and, when asked, the most likely
+tokens and their log-probabilities at every position (what a generative verifier's
+p(yes) is read from). A server is asked for ``logprobs`` (``/v1/completions``: the
+number; chat: ``logprobs: true`` with ``top_logprobs``), as ``sc-genrm-scaling`` asks its
+server (``generate_solutions.py:146``, ``generate_verifications.py:217``); a choice's
+token count is the length of its log-probability list, or, from a server that sends
+none, the request's ``completion_tokens`` shared evenly.
 """
 
 from __future__ import annotations
@@ -49,6 +58,54 @@ class Sampling:
 
 
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled completion: its text, the tokens it generated, and per generated
+    position ``{token text: log-probability}`` of the sampled token and the most likely
+    others (None when they were not asked for or not given)."""
+
+    text: str
+    tokens: int
+    top_logprobs: tuple[dict[str, float], ...] | None = None
+    # The generated token ids, where the completer has them (a local model).
+    token_ids: tuple[int, ...] | None = None
+
+
+def _even_shares(total: int, n: int) -> list[int]:
+    """``total`` tokens over ``n`` completions, the remainder to the first ones."""
+    base, extra = divmod(total, n)
+    return [base + (1 if i < extra else 0) for i in range(n)]
+
+
+def _completions_logprobs(logprobs: Any) -> tuple[dict[str, float], ...] | None:
+    """``/v1/completions``' ``{tokens, token_logprobs, top_logprobs}`` as one dict per
+    position, the sampled token's own log-probability included (vLLM includes it too)."""
+    if not logprobs or logprobs.get("tokens") is None:
+        return None
+    tops = logprobs.get("top_logprobs") or [None] * len(logprobs["tokens"])
+    positions = []
+    for token, logprob, top in zip(
+        logprobs["tokens"], logprobs["token_logprobs"], tops, strict=True
+    ):
+        position = dict(top or {})
+        if logprob is not None:
+            position.setdefault(token, float(logprob))
+        positions.append(position)
+    return tuple(positions)
+
+
+def _chat_logprobs(logprobs: Any) -> tuple[dict[str, float], ...] | None:
+    """Chat's ``{content: [{token, logprob, top_logprobs: [{token, logprob}]}]}`` likewise."""
+    if not logprobs or logprobs.get("content") is None:
+        return None
+    positions = []
+    for entry in logprobs["content"]:
+        position = {top["token"]: float(top["logprob"]) for top in entry.get("top_logprobs") or ()}
+        position.setdefault(entry["token"], float(entry["logprob"]))
+        positions.append(position)
+    return tuple(positions)
 
 
 class OpenAICompleter:
@@ -126,7 +183,56 @@ class OpenAICompleter:
         return body
 
     def _request(self, prompt: Prompt, n: int) -> Rollouts:
-        data = json.dumps(self.body(prompt, n)).encode()
+        return self._parse(self._post(self.body(prompt, n)), n)
+
+    def sample(self, prompt: Prompt, n: int, top_logprobs: int | None = None) -> list[Completion]:
+        """The n completions of ``prompt``, each with its token count and, with
+        ``top_logprobs``, that many most likely tokens per position besides the sampled
+        one (one request; failures as :meth:`complete`)."""
+        body = self.body(prompt, n)
+        if self.chat:
+            body["logprobs"] = True
+            body["top_logprobs"] = top_logprobs or 0
+        else:
+            body["logprobs"] = top_logprobs or 0
+        payload = self._post(body)
+        try:
+            choices = sorted(payload["choices"], key=lambda c: c.get("index", 0))
+            if self.chat:
+                texts = [c["message"]["content"] or "" for c in choices]
+                positions = [_chat_logprobs(c.get("logprobs")) for c in choices]
+            else:
+                texts = [c["text"] or "" for c in choices]
+                positions = [_completions_logprobs(c.get("logprobs")) for c in choices]
+        except (KeyError, TypeError, ValueError) as error:
+            raise CompleterError(f"{self.url} sent an unexpected answer: {error!r}") from None
+        if len(texts) != n:
+            raise CompleterError(f"{self.url} sent {len(texts)} completions, {n} were asked for")
+        total = int((payload.get("usage") or {}).get("completion_tokens") or 0)
+        shares = _even_shares(total, n)
+        return [
+            Completion(
+                text,
+                len(lp) if lp is not None else shares[i],
+                lp if top_logprobs else None,
+            )
+            for i, (text, lp) in enumerate(zip(texts, positions, strict=True))
+        ]
+
+    def sample_all(
+        self, prompts: Sequence[Prompt], n: int, top_logprobs: int | None = None
+    ) -> list[list[Completion]]:
+        """:meth:`sample` for every prompt, up to ``max_in_flight`` requests in flight;
+        answers in order."""
+        if len(prompts) == 1:
+            return [self.sample(prompts[0], n, top_logprobs)]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="rollout")
+        return list(self._pool.map(lambda prompt: self.sample(prompt, n, top_logprobs), prompts))
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body).encode()
         last_error = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -141,7 +247,7 @@ class OpenAICompleter:
             )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    payload = json.load(response)
+                    return json.load(response)
             except urllib.error.HTTPError as error:
                 last_error = f"{self.url} answered {error.code}: {_server_message(error)}"
                 if error.code not in RETRY_STATUSES:
@@ -151,7 +257,6 @@ class OpenAICompleter:
                 reason = getattr(error, "reason", error)
                 last_error = f"{self.url} did not answer: {reason}"
                 continue
-            return self._parse(payload, n)
         raise CompleterError(f"{last_error} (gave up after {self.retries + 1} attempts)")
 
     def _parse(self, payload: dict[str, Any], n: int) -> Rollouts:
@@ -247,6 +352,67 @@ class TransformersCompleter:
                 rows = range(i * n, (i + 1) * n)
                 out.append(Rollouts(tuple(texts[r] for r in rows), sum(counts[r] for r in rows)))
         return out
+
+    def sample(self, prompt: Prompt, n: int, top_logprobs: int | None = None) -> list[Completion]:
+        """The n completions of one prompt, each with its own token count (up to its
+        first pad) and, with ``top_logprobs``, the sampled token and the ``top_logprobs``
+        most likely ones per position from the model's raw logits (as vLLM reports them),
+        each token decoded on its own."""
+        import torch
+
+        s = self.sampling
+        if s.seed is not None:
+            torch.manual_seed(s.seed)
+        sample = s.temperature > 0
+        if n > 1 and not sample:
+            raise ValueError(f"n={n} greedy completions would all be the same: set temperature > 0")
+        encoded = self.tokenizer([prompt.text], return_tensors="pt").to(self.model.device)  # (1, T)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **encoded,
+                do_sample=sample,
+                temperature=s.temperature if sample else None,
+                top_p=s.top_p if sample else None,
+                top_k=None,
+                num_return_sequences=n,
+                max_new_tokens=s.max_tokens,
+                stop_strings=list(s.stop) or None,
+                tokenizer=self.tokenizer if s.stop else None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                return_dict_in_generate=True,
+                output_logits=bool(top_logprobs),
+            )
+        new = out.sequences[:, encoded["input_ids"].shape[1] :]  # (n, new)
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        completions = []
+        for row in range(n):
+            ids = new[row].tolist()
+            # generated tokens: up to and including the first EOS, without the padding after
+            length = next((i + 1 for i, t in enumerate(ids) if t == eos), None)
+            if length is None:
+                length = next((i for i, t in enumerate(ids) if t == pad), len(ids))
+            positions = None
+            if top_logprobs:
+                positions = []
+                for i in range(length):
+                    logprobs = torch.log_softmax(out.logits[i][row].float(), dim=-1)  # (V,)
+                    top = torch.topk(logprobs, top_logprobs)
+                    position: dict[str, float] = {}
+                    for t, v in zip(top.indices.tolist(), top.values.tolist(), strict=True):
+                        # tokens that decode alike (byte pieces) keep the likelier's value
+                        position.setdefault(self.tokenizer.decode([t]), float(v))
+                    position.setdefault(self.tokenizer.decode([ids[i]]), float(logprobs[ids[i]]))
+                    positions.append(position)
+                positions = tuple(positions)
+            text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
+            completions.append(Completion(text, length, positions, tuple(ids[:length])))
+        return completions
+
+    def sample_all(
+        self, prompts: Sequence[Prompt], n: int, top_logprobs: int | None = None
+    ) -> list[list[Completion]]:
+        """:meth:`sample` for each prompt in turn."""
+        return [self.sample(prompt, n, top_logprobs) for prompt in prompts]
 
 
 def load_completer(spec: str, model: str | None = None, **options: Any) -> Any:

@@ -182,3 +182,66 @@ def rollout_records(
             }
         )
     return records
+
+
+def solved_runs(project, user, *, problems: int = 12, n: int = 8, v: int = 4, seed: int = 0):
+    """A finished sampling run of ``n`` solutions per problem (answers that repeat, some
+    right, some invalid; token counts) and a finished verification run of ``v``
+    verifications of each (verdicts and p(yes) that lean towards the right answers,
+    some missing), written as the runs' work writes them; (sampling run, verification run)."""
+    from annotator.models import JobStatus, SamplingRun, VerificationRun
+    from annotator.sampling import store_solutions
+    from annotator.verification import store_verifications
+
+    rng = random.Random(seed)
+    run = SamplingRun.objects.create(
+        project=project,
+        name=f"solve-{seed}",
+        completer="openai:http://127.0.0.1:9/v1",
+        model="m",
+        generator="m",
+        n=n,
+        created_by=user,
+        status=JobStatus.DONE,
+        options={"temperature": 0.7, "top_p": 0.95, "max_tokens": 64},
+    )
+    check = VerificationRun.objects.create(
+        project=project,
+        name=f"check-{seed}",
+        sampling_run=run,
+        verifier="genrm-base",
+        completer="openai:http://127.0.0.1:9/v1",
+        model="m",
+        v=v,
+        created_by=user,
+        status=JobStatus.DONE,
+    )
+    for p in range(problems):
+        trace = make_trace(project, ext=f"solve-{seed}-{p}", reference_answer=str(p))
+        solutions = []
+        for _ in range(n):
+            answer = rng.choice([str(p), str(p), str(p + 1), str(p + 2), None])
+            text = f"So \\boxed{{{answer}}}." if answer else "I am not sure."
+            solutions.append((text, (text,), answer, answer == str(p), rng.randint(50, 150)))
+        store_solutions(run, trace.problem, str(trace.problem_id), solutions)
+        for row in run.sampled.filter(problem=trace.problem).select_related("trace"):
+            right = row.trace.final_answer_correct
+            items = []
+            for _ in range(v):
+                yes = rng.random() < (0.8 if right else 0.3)
+                p_yes = (
+                    None
+                    if rng.random() < 0.2
+                    else round(rng.uniform(0.5, 1) if yes else rng.uniform(0, 0.5), 3)
+                )
+                items.append(
+                    (
+                        "Is the answer correct (Yes/No)? " + ("Yes" if yes else "No"),
+                        yes,
+                        p_yes,
+                        None,
+                        rng.randint(100, 300),
+                    )
+                )
+            store_verifications(check, row.pk, items)
+    return run, check

@@ -39,6 +39,8 @@ def api_root(request: Request) -> Response:
                 "mc_runs": "projects/{slug}/mc-runs/",
                 "label_sets": "projects/{slug}/label-sets/",
                 "training_runs": "projects/{slug}/training-runs/",
+                "sampling_runs": "projects/{slug}/sampling-runs/",
+                "verification_runs": "projects/{slug}/verification-runs/",
             },
         }
     )

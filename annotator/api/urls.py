@@ -19,6 +19,7 @@ from annotator.api import (
     projects,
     root,
     runs,
+    solve,
     traces,
     training,
 )
@@ -85,6 +86,42 @@ urlpatterns = [
             "projects/<slug:slug>/mc-runs/<int:run_id>/retry/",
             montecarlo.mc_run_retry,
             "api-mc-run-retry",
+        ),
+        ("projects/<slug:slug>/sampling-runs/", solve.sampling_run_list, "api-sampling-runs"),
+        (
+            "projects/<slug:slug>/sampling-runs/<int:run_id>/",
+            solve.sampling_run_detail,
+            "api-sampling-run",
+        ),
+        (
+            "projects/<slug:slug>/sampling-runs/<int:run_id>/cancel/",
+            solve.sampling_run_cancel,
+            "api-sampling-run-cancel",
+        ),
+        (
+            "projects/<slug:slug>/sampling-runs/<int:run_id>/retry/",
+            solve.sampling_run_retry,
+            "api-sampling-run-retry",
+        ),
+        (
+            "projects/<slug:slug>/verification-runs/",
+            solve.verification_run_list,
+            "api-verification-runs",
+        ),
+        (
+            "projects/<slug:slug>/verification-runs/<int:run_id>/",
+            solve.verification_run_detail,
+            "api-verification-run",
+        ),
+        (
+            "projects/<slug:slug>/verification-runs/<int:run_id>/cancel/",
+            solve.verification_run_cancel,
+            "api-verification-run-cancel",
+        ),
+        (
+            "projects/<slug:slug>/verification-runs/<int:run_id>/retry/",
+            solve.verification_run_retry,
+            "api-verification-run-retry",
         ),
         ("projects/<slug:slug>/label-sets/", labelsets.label_set_list, "api-label-sets"),
         ("projects/<slug:slug>/training-runs/", training.training_run_list, "api-training-runs"),

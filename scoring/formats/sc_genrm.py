@@ -328,8 +328,31 @@ def _numbered(directory: Path, pattern: re.Pattern[str], name: str) -> list[Path
     return [found[i] for i in range(len(found))]
 
 
+def samples_files(samples_dir: Path) -> list[Path]:
+    """``samples_dir``'s ``{i}.yaml`` files in problem order (numbered 0..n-1)."""
+    return _numbered(samples_dir, _SAMPLES_FILE, "{}.yaml")
+
+
+def problem_dirs(verifications_dir: Path) -> list[Path]:
+    """``verifications_dir``'s ``problem_{i}`` folders in problem order."""
+    return _numbered(verifications_dir, _PROBLEM_DIR, "problem_{}")
+
+
+def solution_files(problem_dir: Path) -> list[Path]:
+    """A ``problem_{i}`` folder's ``solution_{j}.yaml`` files in solution order."""
+    return _numbered(problem_dir, _SOLUTION_FILE, "solution_{}.yaml")
+
+
 def read_problem(path: Path, where: str | None = None) -> tuple[list[str], Any]:
     """One samples file: its ``samples`` (strings) and its raw ``gt_answer``."""
+    _, samples, gt_answer = read_problem_record(path, where)
+    return samples, gt_answer
+
+
+def read_problem_record(path: Path, where: str | None = None) -> tuple[str | None, list[str], Any]:
+    """One samples file: its question (``question``, else ``problem``, as
+    ``prepare_prompt`` reads it, generate_verifications.py:66-71; None if neither), its
+    ``samples`` and its raw ``gt_answer``."""
     where = where or str(path)
     data = _mapping(_load(path, MAX_SAMPLES_FILE_BYTES, where), where)
     samples = data.get("samples")
@@ -342,7 +365,10 @@ def read_problem(path: Path, where: str | None = None) -> tuple[list[str], Any]:
             )
     if data.get("gt_answer") is None:
         raise ImportFormatError(where, "missing", field="gt_answer")
-    return samples, data["gt_answer"]
+    question = data.get("question", data.get("problem"))
+    if question is not None and not isinstance(question, str):
+        raise ImportFormatError(where, f"expected text, got {type(question).__name__}", "question")
+    return question, samples, data["gt_answer"]
 
 
 def _probability(value: Any, where: str, field: str) -> float | None:
@@ -358,6 +384,11 @@ def _probability(value: Any, where: str, field: str) -> float | None:
 def read_verifications(path: Path, where: str | None = None) -> tuple[Verification, ...]:
     """One ``solution_j.yaml``: its verifications, -1 probabilities as None and the text
     verdict parsed (:func:`text_verdict`)."""
+    return tuple(verification for _, verification in read_verification_items(path, where))
+
+
+def read_verification_items(path: Path, where: str | None = None) -> list[tuple[str, Verification]]:
+    """One ``solution_j.yaml``: each verification's text with its :class:`Verification`."""
     where = where or str(path)
     data = _mapping(_load(path, MAX_VERIFICATIONS_FILE_BYTES, where), where)
     items = data.get("verifications")
@@ -376,14 +407,13 @@ def read_verifications(path: Path, where: str | None = None) -> tuple[Verificati
             raise ImportFormatError(
                 where, f"expected text, got {type(text).__name__}", field=f"{field}.verification"
             )
-        out.append(
-            Verification(
-                _probability(item["p(yes)"], where, f"{field}.p(yes)"),
-                _probability(item["p(no)"], where, f"{field}.p(no)"),
-                text_verdict(text),
-            )
+        verification = Verification(
+            _probability(item["p(yes)"], where, f"{field}.p(yes)"),
+            _probability(item["p(no)"], where, f"{field}.p(no)"),
+            text_verdict(text),
         )
-    return tuple(out)
+        out.append((text, verification))
+    return out
 
 
 def iter_pools(

@@ -23,9 +23,11 @@ from annotator.models import (
     MonteCarloRun,
     Project,
     Role,
+    SamplingRun,
     ScoreImportJob,
     ScoringRun,
     TrainingRun,
+    VerificationRun,
 )
 
 pytestmark = pytest.mark.django_db
@@ -151,6 +153,8 @@ def test_every_job_kind_names_a_task_declared_under_that_name_with_the_settings_
         MonteCarloRun,
         TrainingRun,
         GroundedRun,
+        SamplingRun,
+        VerificationRun,
     }
     for model in jobs.job_models():
         task = app.tasks[model.task_name]
@@ -160,7 +164,14 @@ def test_every_job_kind_names_a_task_declared_under_that_name_with_the_settings_
         imports = app.tasks[f"annotator.tasks.{name}"]
         assert imports.time_limit == settings.IMPORT_TIME_LIMIT
         assert imports.soft_time_limit == settings.IMPORT_TIME_LIMIT - margin
-    for name in ("run_scoring", "run_montecarlo", "run_training", "run_grounded"):
+    for name in (
+        "run_scoring",
+        "run_montecarlo",
+        "run_training",
+        "run_grounded",
+        "run_sampling",
+        "run_verification",
+    ):
         task = app.tasks[f"annotator.tasks.{name}"]
         assert task.time_limit == settings.CELERY_TASK_TIME_LIMIT
         assert task.soft_time_limit == settings.CELERY_TASK_SOFT_TIME_LIMIT

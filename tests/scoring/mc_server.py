@@ -5,6 +5,21 @@ Problems read "What is A + B?". Every completion ends in ``\\boxed{A+B}``, unles
 prompt contains the planted marker ``WRONG STEP``, in which case it ends in
 ``\\boxed{A+B+1}``: the first error of a trace is exactly its first planted step.
 
+Solutions and verifications, with log-probabilities (for sampling and verification runs):
+a problem holding ``VARIED`` gets a wrong answer (one too many) in every third completion
+of a request (choices 2, 5, ...), so the pool of a problem has answers to vote between. A
+GenRM prompt ("Teacher Verification:") is answered by a verification whose last line is
+"Verification: Is the answer correct (Yes/No)? Yes" when the solution's last boxed answer
+is the sum, "No" otherwise, except every fourth choice (3, 7, ...), which says the
+opposite; every fifth (4, 9, ...) writes the verdict as ``**Yes**``. A ProcessBench
+critique prompt ("[Math Problem]") gets ``\boxed{-1}`` for a right answer and
+``\boxed{0}`` for a wrong one. With ``logprobs`` asked (the completions endpoint's number,
+or chat's ``logprobs: true``), each choice carries its tokens (the text cut before each
+space, then an end-of-sequence token ``<|eot_id|>`` that the text leaves out) with
+log-probabilities: at the verdict token " Yes" and " No" are both listed, p(yes) 0.9
+when the verification says yes and 0.2 when it says no. ``usage.completion_tokens``
+counts those tokens.
+
 Model names script faults: ``broken`` answers 400 with an OpenAI-style error;
 ``flaky`` answers 503 to the first request of each prompt, then normally. ``GET /stats``
 gives the requests served and the most that were in flight at once; ``POST /reset``
@@ -15,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
@@ -47,11 +63,102 @@ class Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def completion_for(prompt: str) -> str:
+def completion_for(prompt: str, choice: int = 0) -> str:
     match = _PROBLEM.search(prompt)
     total = int(match[1]) + int(match[2]) if match else 0
+    if GENRM_MARK in prompt or CRITIC_MARK in prompt:
+        return _verification_for(prompt, total, choice)
     answer = total + 1 if PLANTED in prompt else total
+    if VARIED in prompt and choice % 3 == 2:
+        answer += 1
     return f"Adding up gives {answer}. The answer is \\boxed{{{answer}}}."
+
+
+VARIED = "VARIED"
+GENRM_MARK = "Teacher Verification:"
+CRITIC_MARK = "[Math Problem]"
+EOS = "<|eot_id|>"
+_BOXED = re.compile(r"\\boxed\{(-?\d+)\}")
+
+
+def solution_is_right(prompt: str, total: int) -> bool:
+    """Whether the solution inside a verification prompt ends in the sum."""
+    answers = _BOXED.findall(prompt.split("Solution", 1)[-1])
+    return bool(answers) and int(answers[-1]) == total
+
+
+def verifier_says_yes(prompt: str, choice: int) -> bool:
+    match = _PROBLEM.search(prompt)
+    total = int(match[1]) + int(match[2]) if match else 0
+    right = solution_is_right(prompt, total)
+    return (not right) if choice % 4 == 3 else right
+
+
+def _verification_for(prompt: str, total: int, choice: int) -> str:
+    if CRITIC_MARK in prompt:
+        return (
+            "Paragraph 0 checked. \\boxed{-1}"
+            if solution_is_right(prompt, total)
+            else ("Paragraph 0 adds wrongly. \\boxed{0}")
+        )
+    word = "Yes" if verifier_says_yes(prompt, choice) else "No"
+    verdict = f"**{word}**" if choice % 5 == 4 else word
+    return f"The sum is checked.\nVerification: Is the answer correct (Yes/No)? {verdict}"
+
+
+def tokens_of(text: str) -> list[str]:
+    """The scripted tokenizer: the text cut before each space and around ``**``, then the
+    end token."""
+    return [*re.findall(r"\s*\*\*|\s*[^\s*]+", text), EOS]
+
+
+def logprobs_for(text: str, yes: bool) -> list[dict[str, float]]:
+    """``{token: log-probability}`` per position; the sampled token is the first key."""
+    positions = []
+    for token in tokens_of(text):
+        if token.strip("* ") in ("Yes", "No"):
+            p_yes = 0.9 if yes else 0.2
+            sampled = token
+            other = " No" if "Yes" in token else " Yes"
+            here = {sampled: math.log(p_yes if "Yes" in token else 1 - p_yes)}
+            here[other] = math.log(1 - p_yes if "Yes" in token else p_yes)
+            positions.append(here)
+        else:
+            positions.append({token: -0.01})
+    return positions
+
+
+def choice_for(path: str, body: dict, prompt: str, i: int) -> tuple[dict, int]:
+    """One choice of the answer (and its token count), with log-probabilities if asked."""
+    text = completion_for(prompt, i)
+    chat = path == "/v1/chat/completions"
+    choice: dict = (
+        {"index": i, "message": {"content": text}} if chat else {"index": i, "text": text}
+    )
+    positions = logprobs_for(text, GENRM_MARK in prompt and verifier_says_yes(prompt, i))
+    asked = body.get("logprobs")
+    if asked is not None and asked is not False:
+        tops = body.get("top_logprobs", 0) if chat else asked
+        if chat:
+            choice["logprobs"] = {
+                "content": [
+                    {
+                        "token": next(iter(p)),
+                        "logprob": next(iter(p.values())),
+                        "top_logprobs": [
+                            {"token": t, "logprob": v} for t, v in list(p.items())[:tops]
+                        ],
+                    }
+                    for p in positions
+                ]
+            }
+        else:
+            choice["logprobs"] = {
+                "tokens": [next(iter(p)) for p in positions],
+                "token_logprobs": [next(iter(p.values())) for p in positions],
+                "top_logprobs": [dict(list(p.items())[:tops]) if tops else None for p in positions],
+            }
+    return choice, len(positions)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -99,11 +206,21 @@ class Handler(BaseHTTPRequestHandler):
                     s.seen_flaky.add(prompt)
                 if first:
                     return self._send(503, {"message": "server overloaded, retry"})
-            text = completion_for(prompt)
             n = body.get("n", 1)
             with s.lock:
                 s.requests += 1
                 s.completions += n
+            if (
+                "logprobs" in body
+                or VARIED in prompt
+                or GENRM_MARK in prompt
+                or CRITIC_MARK in prompt
+            ):
+                made = [choice_for(self.path, body, prompt, i) for i in range(n)]
+                choices = [choice for choice, _ in made]
+                usage = {"completion_tokens": sum(count for _, count in made)}
+                return self._send(200, {"choices": choices, "usage": usage})
+            text = completion_for(prompt)
             if self.path == "/v1/completions":
                 choices = [{"index": i, "text": text} for i in range(n)]
             else:
