@@ -20,7 +20,7 @@ class LabelSetForm(forms.Form):
     name = forms.SlugField(max_length=100)
     source = forms.ChoiceField(choices=LabelSetSource.choices)
     run = forms.SlugField(
-        max_length=100, required=False, help_text="Monte-Carlo or scoring run (by name)."
+        max_length=100, required=False, help_text="Monte-Carlo, scoring or grounded run (by name)."
     )
     threshold = forms.FloatField(required=False, help_text="Soft MC labels and scoring runs.")
     a = forms.SlugField(max_length=100, required=False, label="First set (consensus)")
@@ -35,6 +35,7 @@ class LabelSetForm(forms.Form):
             LabelSetSource.MC_SOFT: ("run", "threshold"),
             LabelSetSource.SCORING: ("run", "threshold"),
             LabelSetSource.CONSENSUS: ("a", "b"),
+            LabelSetSource.GROUNDED: ("run",),
         }[data["source"]]
         # An unticked box is the default: stored as nothing, not as reviewed_only=False.
         return {k: data[k] for k in keys if data[k] not in (None, "", False)}
