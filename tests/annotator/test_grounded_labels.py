@@ -1,17 +1,19 @@
 """A finished grounded run's paths as traces (in-process run against the scripted completer
 server process): brought in once however often asked, the ``grounded`` label set equal to
-the trees' own labels (``scoring.grounded.paths``), consensus with a Monte-Carlo label set,
-the "tool and rollouts disagree" queue order, and the Label page's tool transcripts."""
+the trees' own labels (``scoring.grounded.paths``), consensus with a Monte-Carlo label set
+and with a critic's scoring run, the "tool and rollouts disagree" queue order, and the Label
+page's tool transcripts."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from annotator import queue
+from annotator import queue, runs
 from annotator.grounded import create_grounded_run, run_grounded_job
 from annotator.grounded_paths import bring_in_paths, run_source
 from annotator.importing import import_file
@@ -223,6 +225,33 @@ def test_consensus_with_monte_carlo_keeps_the_traces_where_they_agree(
     kept = set(LabelSetEntry.objects.filter(label_set=both).values_list("trace_id", flat=True))
     assert kept == agree
     assert both.summary["dropped"] == len(disagree) and both.summary["unmatched"] == 1
+
+
+def test_consensus_with_a_critics_scoring_run(grounded_run, project, users) -> None:
+    grounded = create_label_set(project, "tool", "grounded", {"run": grounded_run.name})
+    labels = dict(
+        LabelSetEntry.objects.filter(label_set=grounded).values_list("trace_id", "first_error_step")
+    )
+    lines, agree = [], set()
+    for k, (trace_id, first_error) in enumerate(sorted(labels.items())):
+        trace = Trace.objects.get(pk=trace_id)
+        if k % 2:  # the critic finds every step right
+            first_error = -1 if first_error >= 0 else 0
+        else:
+            agree.add(trace_id)
+        scores = [
+            0.9 if first_error == -1 or i < first_error else 0.1 for i in range(trace.num_steps)
+        ]
+        lines.append(json.dumps({"id": trace.external_id, "scores": scores}) + "\n")
+    runs.import_scores(
+        project, io.BytesIO("".join(lines).encode()), "c.jsonl", name="critic", user=users["owner"]
+    )
+    create_label_set(project, "critic", "scoring", {"run": "critic", "threshold": 0.5})
+
+    both = create_label_set(project, "tool-critic", "consensus", {"a": "tool", "b": "critic"})
+
+    kept = set(LabelSetEntry.objects.filter(label_set=both).values_list("trace_id", flat=True))
+    assert kept == agree and both.summary["dropped"] == len(labels) - len(agree) > 0
 
 
 def _order(project) -> list[int]:
