@@ -31,10 +31,15 @@ from annotator.models import (
     Trace,
     TraceMC,
 )
+from scoring.grounded import expand, new_tree, record_rollout
 from scoring.grounded.paths import tree_labels
+from scoring.grounded.search import Problem as SearchProblem
 from scoring.grounded.search import SearchState
+from scoring.grounded.tree import Step as TreeStep
 from scoring.grounded.tree import path_to
 from scoring.labels import ratings_from_first_error
+from scoring.tools import ToolVerdict
+from tests.factories import make_trace
 from tests.scoring import grounded_server
 
 pytestmark = pytest.mark.django_db
@@ -283,6 +288,37 @@ def test_tool_vs_rollouts_serves_the_most_disagreeing_traces_first(
     assert _order(project) == picked + rest
     served = queue.claim_next(project, users["annotator"])
     assert served.trace.pk == picked[0]
+
+
+def checked(objective: str, action: str, terminal: bool = False) -> TreeStep:
+    verdict = ToolVerdict("python", f"print({objective!r})", "ok", "correct")
+    return TreeStep(objective, action, verdict, None, terminal)
+
+
+def test_tool_vs_rollouts_ranks_more_disagreeing_steps_first(project, users) -> None:
+    """A hand-grown tree: step A and its child B are judged right by the tool, and every
+    rollout below them ends wrong, so A's and B's fused values are negative. The path cut
+    at B disagrees twice, the path cut at A once."""
+    plain = make_trace(project, ext="plain")
+    searched = make_trace(project, ext="searched")
+    tree = new_tree(searched.problem.text, "4")
+    tree, a = expand(tree, 0, [checked("Halve", "4 / 2 = 2, \\boxed{t = 2}")])
+    tree = record_rollout(tree, a, [checked("End", "\\boxed{5} <end>", terminal=True)], False)
+    tree, b = expand(tree, a, [checked("Add one", "2 + 1 = 3, \\boxed{u = 3}")])
+    tree = record_rollout(tree, b, [checked("End", "\\boxed{6} <end>", terminal=True)], False)
+    run = GroundedRun.objects.create(project=project, name="hand", generator="openai:x", model="m")
+    state = SearchState(SearchProblem(str(searched.problem_id), tree.problem, "4"), tree)
+    GroundedTree.objects.create(
+        run=run, problem=searched.problem, state=state.to_dict(), nodes=len(tree.nodes), done=True
+    )
+    project.queue_order = QueueOrder.TOOL_VS_ROLLOUTS
+    project.save()
+    bring_in_paths(run)
+    traces = brought_in(run)
+    twice, once = traces[f"p{searched.problem_id}/n{b}"], traces[f"p{searched.problem_id}/n{a}"]
+    assert (twice.grounded_path.disagreements, once.grounded_path.disagreements) == (2, 1)
+
+    assert _order(project) == [twice.pk, once.pk, plain.pk, searched.pk]
 
 
 def test_the_label_page_shows_the_transcripts_to_owners_not_to_blind_annotators(
