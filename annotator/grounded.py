@@ -20,7 +20,14 @@ from django.db.models import Exists, OuterRef, QuerySet
 from annotator import jobs
 from annotator.grounded_paths import bring_in_paths
 from annotator.jobs import RunError, clean_selection, selected_traces
-from annotator.models import GroundedRun, GroundedSelection, GroundedTree, Problem, Project
+from annotator.models import (
+    GroundedPath,
+    GroundedRun,
+    GroundedSelection,
+    GroundedTree,
+    Problem,
+    Project,
+)
 from annotator.montecarlo import OPTION_KEYS, queue_for
 from scoring.options import COMPLETER_OPTIONS, OptionError, check_completer, check_values
 
@@ -197,5 +204,6 @@ def run_grounded_job(run: GroundedRun, context: jobs.JobContext | None = None) -
         "nodes": sum(trees.values_list("nodes", flat=True)),
         "rounds": sum(trees.values_list("rounds", flat=True)),
         "paths": brought["paths"],
-        "traces": brought["traces"],
+        # every trace the run brought in, this attempt's or an earlier one's
+        "traces": GroundedPath.objects.filter(run=run).count(),
     }

@@ -127,7 +127,9 @@ def disagreements(state: SearchState, last_node: int) -> int:
     return count
 
 
-def test_a_finished_runs_paths_come_in_once_however_often_asked(grounded_run, project) -> None:
+def test_a_finished_runs_paths_come_in_once_however_often_asked(
+    grounded_run, project, users, client_for
+) -> None:
     traces = brought_in(grounded_run)
     assert traces and grounded_run.summary["traces"] == len(traces)
     assert GroundedPath.objects.filter(run=grounded_run).count() == len(traces)
@@ -144,6 +146,10 @@ def test_a_finished_runs_paths_come_in_once_however_often_asked(grounded_run, pr
     for trace in traces.values():  # on the problem's own row, in its split
         assert trace.problem.traces.filter(source="jsonl").exists()
         assert trace.split == "train" and trace.source_format == "grounded"
+    page = client_for(users["owner"]).get(
+        reverse("grounded-run", args=[project.slug, grounded_run.pk])
+    )
+    assert f"{len(traces)} traces</a>" in page.content.decode()
 
 
 def test_the_grounded_label_set_is_the_trees_own_labels_and_exports(
