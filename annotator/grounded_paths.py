@@ -19,15 +19,16 @@ page's evidence (:func:`path_evidence`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
 from annotator.importing import SOURCE_MAX_LENGTH, import_traces
 from annotator.models import GroundedPath, GroundedRun, GroundedTree, Project, QueueOrder, Trace
 from scoring.formats import ParsedTrace
-from scoring.grounded.search import SearchState
-from scoring.grounded.traces import PathTrace, path_traces
+
+if TYPE_CHECKING:
+    from scoring.grounded.traces import PathTrace
 
 FORMAT = "grounded"
 TREES_PER_CHUNK = 100
@@ -48,6 +49,10 @@ def bring_in_paths(run: GroundedRun) -> dict[str, int]:
     """Write the paths of the run's finished trees as traces of its project (module
     docstring); returns the paths found, the traces and path rows written, and the
     traces found there already."""
+    # Here, not at the top: the Label page imports this module, the search only workers.
+    from scoring.grounded.search import SearchState
+    from scoring.grounded.traces import path_traces
+
     project = run.project
     source = run_source(run)
     counts = {"paths": 0, "traces": 0, "duplicates": 0, "written": 0}
