@@ -5,7 +5,8 @@ Each problem's search state (``scoring.grounded.search.SearchState``) is saved i
 ``GroundedTree`` row after every round, so a worker killed mid-search loses only the round
 it was in: the next worker loads the saved state and goes on from there (the search draws
 its randomness per round from the seed, so it makes the same choices), and every node is
-stored once. Finished problems are skipped. The search, the tools and the judge are
+stored once. Finished problems are skipped. Once every problem is searched, the trees'
+paths come into the project as traces (``annotator.grounded_paths``). The search, the tools and the judge are
 ``scoring.grounded``'s; the completers ``scoring.completers``'.
 """
 
@@ -17,8 +18,16 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, QuerySet
 
 from annotator import jobs
+from annotator.grounded_paths import bring_in_paths
 from annotator.jobs import RunError, clean_selection, selected_traces
-from annotator.models import GroundedRun, GroundedSelection, GroundedTree, Problem, Project
+from annotator.models import (
+    GroundedPath,
+    GroundedRun,
+    GroundedSelection,
+    GroundedTree,
+    Problem,
+    Project,
+)
 from annotator.montecarlo import OPTION_KEYS, queue_for
 from scoring.options import COMPLETER_OPTIONS, OptionError, check_completer, check_values
 
@@ -184,6 +193,9 @@ def run_grounded_job(run: GroundedRun, context: jobs.JobContext | None = None) -
         for completer in {id(c): c for c in (generator, search.checker.judge) if c}.values():
             if hasattr(completer, "close"):
                 completer.close()
+    if context:
+        context.check()
+    brought = bring_in_paths(run)  # one transaction; writes nothing twice
     trees = GroundedTree.objects.filter(run=run)
     resumed_at = GroundedRun.objects.get(pk=run.pk).summary.get("resumed_at", 0)
     return {
@@ -191,4 +203,7 @@ def run_grounded_job(run: GroundedRun, context: jobs.JobContext | None = None) -
         "resumed_at": resumed_at,
         "nodes": sum(trees.values_list("nodes", flat=True)),
         "rounds": sum(trees.values_list("rounds", flat=True)),
+        "paths": brought["paths"],
+        # every trace the run brought in, this attempt's or an earlier one's
+        "traces": GroundedPath.objects.filter(run=run).count(),
     }

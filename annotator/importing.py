@@ -490,3 +490,28 @@ def local_copy(name: str) -> Iterator[Path]:
         shutil.copyfileobj(src, dst, 1 << 20)
         dst.flush()
         yield Path(dst.name)
+
+
+def import_traces(
+    project: Project, traces: Iterable[ParsedTrace], *, source: str, fmt: str
+) -> ImportSummary:
+    """Write traces made here (not read from a file) as an import of ``fmt`` does: one
+    transaction, in chunks, the same duplicate skipping (a trace whose ``(source,
+    external_id)`` the project holds already is counted and left), problems found by their
+    text, and queue ranks. Called inside a transaction, it takes the import lock of the
+    project to that transaction's end."""
+    if len(source) > SOURCE_MAX_LENGTH:
+        raise ValueError(f"source {source!r} is longer than {SOURCE_MAX_LENGTH} characters")
+    summary = ImportSummary(format=fmt)
+    traces = iter(traces)
+    with transaction.atomic(), ExitStack() as steps_going_in:
+        _lock_project_imports(project)
+        writer = _Writer(project, source, fmt, summary)
+        while chunk := list(islice(traces, CHUNK_RECORDS)):
+            steps_going_in.close()
+            writer.write(chunk, finish_later=steps_going_in)
+            summary.records += len(chunk)
+        steps_going_in.close()
+        if writer.ranks is not None and writer.first_id is not None:
+            ranking.finish_import_ranks(writer.ranks, writer.first_id)
+    return summary

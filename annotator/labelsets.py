@@ -10,6 +10,10 @@ Sources (``LabelSetSource``):
 - ``mc-soft``: the first step whose Monte-Carlo value is below ``params["threshold"]``.
 - ``scoring``: a scoring run's first step scored below ``params["threshold"]`` (the run's
   own threshold by default); a trace with a step the scorer gave no verdict on is left out.
+- ``grounded``: a grounded run's step labels (GroundedPRM): the traces its finished trees
+  brought in (``annotator.grounded_paths``) whose path passes the released consistency
+  filter, each step's label the sign of its fused value (``scoring.grounded.paths``), the
+  first step labelled wrong the first error. ``params["run"]`` names the run.
 - ``consensus``: traces where two label sets give the same first error (Qwen2.5-Math-PRM's
   consensus filtering of MC and LLM-judge labels, Zhang et al. 2025, arXiv:2501.07301,
   section 3); ``summary`` counts what was kept, dropped (both labelled, they disagree) and
@@ -26,6 +30,8 @@ from django.db import transaction
 
 from annotator.models import (
     Annotation,
+    GroundedPath,
+    GroundedRun,
     LabelSet,
     LabelSetEntry,
     LabelSetSource,
@@ -113,6 +119,23 @@ def scoring_labels(project: Project, params: dict[str, Any]) -> Labels:
     return labels
 
 
+def grounded_labels(project: Project, params: dict[str, Any]) -> Labels:
+    try:
+        run = GroundedRun.objects.get(project=project, name=str(params.get("run")))
+    except GroundedRun.DoesNotExist:
+        raise LabelSetError(f"no grounded run named {params.get('run')!r}") from None
+    paths = GroundedPath.objects.filter(run=run, consistent=True)
+    if not GroundedPath.objects.filter(run=run).exists():
+        raise LabelSetError(
+            f"grounded run {run.name!r} has brought no paths in yet (it does when it finishes)"
+        )
+    labels: Labels = {}
+    for trace_id, scores in paths.values_list("trace_id", "scores").iterator(chunk_size=5000):
+        first_error = next((i for i, s in enumerate(scores) if s < 0), -1)
+        labels[trace_id] = (first_error, ratings_from_first_error(first_error, len(scores)))
+    return labels
+
+
 def set_labels(label_set: LabelSet) -> Labels:
     return {
         trace_id: (first_error, ratings)
@@ -176,6 +199,8 @@ def create_label_set(
         labels = mc_labels(project, params, soft=source == LabelSetSource.MC_SOFT)
     elif source == LabelSetSource.SCORING:
         labels = scoring_labels(project, params)
+    elif source == LabelSetSource.GROUNDED:
+        labels = grounded_labels(project, params)
     elif source == LabelSetSource.CONSENSUS:
         first, second = named_set(project, params.get("a")), named_set(project, params.get("b"))
         labels, summary = consensus(set_labels(first), set_labels(second))

@@ -55,6 +55,7 @@ class QueueOrder(models.TextChoices):
     CONVINCING_WRONG = "convincing_wrong", "Convincing wrong answers first (queue run)"
     RUNS_DISAGREE = "runs_disagree", "Where the project's runs disagree most first"
     RUN_VS_HUMANS = "run_vs_humans", "Where the queue run disagrees with the labels first"
+    TOOL_VS_ROLLOUTS = "tool_vs_rollouts", "Where the tool and the rollouts disagree first"
 
 
 class Project(models.Model):
@@ -1285,12 +1286,47 @@ class GroundedTree(models.Model):
         return f"problem {self.problem_id} in grounded run {self.run_id}"
 
 
+class GroundedPath(models.Model):
+    """A path of a grounded run's search tree, brought into the project as ``trace``
+    (``annotator.grounded_paths``). Lists by step: the node, its value before binarisation,
+    the binarised score (+1/-1), the deciding verdict's decision, the tool's verdict and the
+    judge's (transcripts, ``ToolVerdict.to_dict``), and whether the value is a fused rollout
+    value. ``consistent``: the path passes the released filter, so its labels are training
+    labels (a ``grounded`` label set's); ``disagreeing``: the steps whose tool verdict and
+    fused value disagree (``scoring.grounded.traces``), counted in ``disagreements`` for the
+    queue order."""
+
+    run = models.ForeignKey(
+        GroundedRun, on_delete=models.CASCADE, related_name="paths", db_index=False
+    )
+    trace = models.OneToOneField(Trace, on_delete=models.CASCADE, related_name="grounded_path")
+    tree = models.ForeignKey(GroundedTree, on_delete=models.CASCADE, related_name="+")
+    nodes = models.JSONField(default=list)
+    values = models.JSONField(default=list)
+    scores = models.JSONField(default=list)
+    decisions = models.JSONField(default=list)
+    verdicts = models.JSONField(default=list)
+    judgements = models.JSONField(default=list)
+    fused = models.JSONField(default=list)
+    label = models.CharField(max_length=10)
+    consistent = models.BooleanField()
+    disagreeing = models.JSONField(default=list)  # step indexes
+    disagreements = models.PositiveIntegerField(default=0)  # their number, for the queue
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "consistent"], name="groundedpath_run")]
+
+    def __str__(self) -> str:
+        return f"trace {self.trace_id} from grounded run {self.run_id}"
+
+
 class LabelSetSource(models.TextChoices):
     HUMAN = "human", "Human labels (agreed or adjudicated)"
     MC_HARD = "mc-hard", "Monte-Carlo hard labels"
     MC_SOFT = "mc-soft", "Monte-Carlo soft labels at a threshold"
     SCORING = "scoring", "A scoring run at a threshold"
     CONSENSUS = "consensus", "Consensus of two label sets"
+    GROUNDED = "grounded", "A grounded run's step labels"
 
 
 class LabelSet(models.Model):

@@ -102,12 +102,23 @@ def _rank_run_vs_humans(project: Project) -> Expression:
     )
 
 
+def _rank_tool_vs_rollouts(project: Project) -> Expression:
+    """Traces brought in from grounded runs (``annotator.grounded_paths``) with the most
+    steps whose tool verdict disagrees with the sign of their fused rollout value
+    (GroundedPRM's two signals; where they part a person decides), most first."""
+    strength = """SELECT CASE WHEN max(gp.disagreements) > 0 THEN 1000000 - max(gp.disagreements) END
+                    FROM annotator_groundedpath gp
+                   WHERE gp.trace_id = annotator_trace.id"""
+    return RawSQL(_strength_rank(strength), [_LAST], output_field=BigIntegerField())
+
+
 QUEUE_ORDERS: dict[str, Callable[[Project], Expression]] = {
     QueueOrder.IMPORT: _rank_import_order,
     QueueOrder.RANDOM: _rank_random,
     QueueOrder.CONVINCING_WRONG: _rank_convincing_wrong,
     QueueOrder.RUNS_DISAGREE: _rank_runs_disagree,
     QueueOrder.RUN_VS_HUMANS: _rank_run_vs_humans,
+    QueueOrder.TOOL_VS_ROLLOUTS: _rank_tool_vs_rollouts,
 }
 
 

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotator import queue, review
 from annotator.access import get_membership, get_trace_for_user
+from annotator.grounded_paths import path_evidence
 from annotator.labelling import (
     FLAGS,
     LabelError,
@@ -42,6 +43,7 @@ from annotator.models import (
     Trace,
     pad_ratings,
 )
+from annotator.views.grounded import sees_grounded_trees
 from annotator.views.runs import score_context
 
 
@@ -124,6 +126,9 @@ def _workspace(
         # member's own label: an owner who has not labelled it sees the annotators'.
         human = human_first_error(membership, trace) if membership.sees_model_scores() else None
         context |= score_context(membership, trace, human)
+        # A grounded run's tool transcripts, for those who may see its trees.
+        if sees_grounded_trees(membership):
+            context["grounded_evidence"] = path_evidence(trace)
     template = "annotate.html#workspace" if request.htmx else "annotate.html"
     response = render(request, template, context, status=status)
     if request.htmx and trace is not None:

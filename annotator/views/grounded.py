@@ -25,7 +25,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import grounded, jobs
 from annotator.access import get_membership, get_trace_for_user
-from annotator.models import GroundedRun, GroundedSelection, GroundedTree, Membership
+from annotator.grounded_paths import run_source
+from annotator.models import GroundedPath, GroundedRun, GroundedSelection, GroundedTree, Membership
 from annotator.views.jobs import cancel_and_retry, start_from_form
 
 
@@ -183,7 +184,14 @@ def grounded_detail(request: HttpRequest, slug: str, run_id: int) -> HttpRespons
         .only("problem__text", "rounds", "nodes", "done", "run_id")
         .order_by("problem_id")
     )
-    context = {"project": membership.project, "membership": membership, "run": run, "trees": trees}
+    context = {
+        "project": membership.project,
+        "membership": membership,
+        "run": run,
+        "trees": trees,
+        "source": run_source(run),
+        "brought_in": GroundedPath.objects.filter(run=run).count(),
+    }
     template = "grounded_run.html#grounded-run-status" if request.htmx else "grounded_run.html"
     return render(request, template, context)
 

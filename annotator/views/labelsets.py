@@ -27,7 +27,8 @@ class LabelSetForm(forms.Form):
         max_length=100,
         required=False,
         widget=forms.Select,
-        help_text="Monte-Carlo runs for Monte-Carlo labels, scoring runs for a scoring run's.",
+        help_text="Monte-Carlo runs for Monte-Carlo labels, scoring runs for a scoring run's, "
+        "grounded runs for their tool-checked paths.",
     )
     threshold = forms.FloatField(required=False, help_text="Soft MC labels and scoring runs.")
     a = forms.SlugField(
@@ -50,6 +51,7 @@ class LabelSetForm(forms.Form):
             ("", "—"),
             ("Monte-Carlo runs", names(project.mc_runs.all())),
             ("Scoring runs", names(project.scoring_runs.all())),
+            ("Grounded runs", names(project.grounded_runs.all())),
         ]
         sets = [("", "—"), *names(project.label_sets.all())]
         self.fields["a"].widget.choices = sets
@@ -63,6 +65,7 @@ class LabelSetForm(forms.Form):
             LabelSetSource.MC_SOFT: ("run", "threshold"),
             LabelSetSource.SCORING: ("run", "threshold"),
             LabelSetSource.CONSENSUS: ("a", "b"),
+            LabelSetSource.GROUNDED: ("run",),
         }[data["source"]]
         # An unticked box is the default: stored as nothing, not as reviewed_only=False.
         return {k: data[k] for k in keys if data[k] not in (None, "", False)}

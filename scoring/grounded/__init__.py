@@ -12,7 +12,9 @@ outcome of rollouts. The modules:
 * :mod:`~scoring.grounded.search`: the loop (a round of ``MCTS.search``) and its resumable
   state; :mod:`~scoring.grounded.checking`: a step's tool verdict and judge;
   :mod:`~scoring.grounded.prompts`: the prompts;
-* :mod:`~scoring.grounded.exports`: TRL step labels and the generative conversations.
+* :mod:`~scoring.grounded.exports`: TRL step labels and the generative conversations;
+  :mod:`~scoring.grounded.traces`: the extracted paths as traces (labels, transcripts and
+  where the tool and the rollouts disagree), as the app brings them in.
 
 Each tree function takes a :class:`Tree` and returns a new one (or paths); the loop that
 asks a completer for steps and the tools for verdicts drives them. Nothing here imports

@@ -1,6 +1,7 @@
 """Grounded runs on real worker processes against the scripted completer server process: a
 worker SIGKILLed mid-search leaves its run to another, which goes on from the last saved
-round and stores every problem's tree once, equal to an uninterrupted search."""
+round and stores every problem's tree once, equal to an uninterrupted search, and brings
+its paths into the project once."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import json
 import pytest
 
 from annotator.grounded import create_grounded_run, start_grounded_run
+from annotator.grounded_paths import run_source
 from annotator.importing import import_file
 from annotator.jobs import RunError
-from annotator.models import GroundedRun, GroundedTree, JobStatus, Problem
+from annotator.models import GroundedPath, GroundedRun, GroundedTree, JobStatus, Problem, Trace
 from scoring.completers import load_completer
 from scoring.grounded.checking import Checker
 from scoring.grounded.search import Problem as SearchProblem
-from scoring.grounded.search import Search, extract_root, new_search
+from scoring.grounded.search import Search, SearchState, extract_root, new_search
+from scoring.grounded.traces import path_traces
 from tests.scoring import grounded_server
 from tests.workers import wait_for
 
@@ -106,6 +109,17 @@ def test_a_killed_worker_s_search_is_finished_by_another_with_every_node_once(
         assert [n["id"] for n in tree.state["tree"]["nodes"]] == list(range(tree.nodes))
         assert tree.state == uninterrupted(server, problem), problem.text
     assert done.summary["nodes"] == sum(t.nodes for t in trees.values())
+    # the finished trees' paths came into the project once, as traces with their path rows
+    wanted = {
+        f"p{problem.pk}/n{path.last_node}"
+        for problem in problems
+        for path in path_traces(SearchState.from_dict(trees[problem.pk].state).tree)
+    }
+    brought = list(
+        Trace.objects.filter(source=run_source(done)).values_list("external_id", flat=True)
+    )
+    assert sorted(brought) == sorted(wanted) and done.summary["traces"] == len(wanted)
+    assert GroundedPath.objects.filter(run=done).count() == len(wanted)
 
 
 def test_a_run_is_refused_without_a_problem_to_search_or_with_a_bad_completer(
