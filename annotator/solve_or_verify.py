@@ -168,6 +168,19 @@ def prm_scores_for(
     return out
 
 
+def is_laser(scoring_run: ScoringRun) -> bool:
+    """Whether the run's scores are LaSeR self-rewards r_s (its frozen adapter)."""
+    adapter = (scoring_run.provenance or {}).get("adapter")
+    if adapter is None and scoring_run.scorer_id is not None:
+        adapter = scoring_run.scorer.adapter
+    return adapter == "laser"
+
+
+def _scores_label(scoring_run: ScoringRun) -> str:
+    """A scoring run's name on the page; a LaSeR run says so (its scores are r_s)."""
+    return f"LaSeR {scoring_run.name}" if is_laser(scoring_run) else scoring_run.name
+
+
 @dataclass(frozen=True)
 class Curve:
     """One method's points: compute, success rate and its bootstrap interval (percent)."""
@@ -179,11 +192,23 @@ class Curve:
     success: list[float]
     low: list[float]
     high: list[float]
+    # Monte-Carlo standard error of each point (percent), where a weighted vote was past
+    # exact counting for some problem; None for exact curves.
+    error: list[float] | None = None
 
     @property
-    def rows(self) -> list[tuple[int, float, float, float, float]]:
+    def rows(self) -> list[tuple[int, float, float, float, float, float]]:
+        errors = self.error or [0.0] * len(self.solutions)
         return list(
-            zip(self.solutions, self.compute, self.success, self.low, self.high, strict=True)
+            zip(
+                self.solutions,
+                self.compute,
+                self.success,
+                self.low,
+                self.high,
+                errors,
+                strict=True,
+            )
         )
 
 
@@ -258,7 +283,12 @@ def figures(
     each point's 95 % interval from ``bootstrap`` resamples of the problems. The
     solutions are a sampling run's, or, without one, imported ``traces``
     (:func:`trace_pools`)."""
-    from scoring.curves import expected_best_of, measure_lambda, problem_estimates
+    from scoring.curves import (
+        expected_best_of,
+        measure_lambda,
+        problem_estimates,
+        score_weighted_sc,
+    )
 
     if sampling_run is not None:
         problems, pools = pools_for(sampling_run, verification_run)
@@ -338,15 +368,40 @@ def figures(
                 for s in prm_sizes
             }
             points = [_interval(np.array(per[s]), resamples) for s in prm_sizes]
+            name = _scores_label(scoring_run)
+            prm_compute = [float(s * (1 + prm_lambda)) for s in prm_sizes]
             out.append(
                 Curve(
                     "prm",
-                    f"{scoring_run.name} best-of-N",
+                    f"{name} best-of-N",
                     prm_sizes,
-                    [float(s * (1 + prm_lambda)) for s in prm_sizes],
+                    prm_compute,
                     [p[0] for p in points],
                     [p[1] for p in points],
                     [p[2] for p in points],
+                )
+            )
+            votes = [
+                score_weighted_sc(pool, score[:scored], prm_sizes)
+                for pool, score in zip(pools, scores, strict=True)
+            ]
+            points = [
+                _interval(np.array([v[s].value for v in votes]), resamples) for s in prm_sizes
+            ]
+            # the mean's Monte-Carlo error: the problems' errors are independent
+            errors = [
+                100 * math.sqrt(sum(v[s].error ** 2 for v in votes)) / len(votes) for s in prm_sizes
+            ]
+            out.append(
+                Curve(
+                    "prm-sc",
+                    f"{name} weighted SC",
+                    prm_sizes,
+                    prm_compute,
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    [p[2] for p in points],
+                    errors if any(errors) else None,
                 )
             )
     sc = out[0]

@@ -480,6 +480,9 @@ def cmd_curves(args: argparse.Namespace) -> int:
     if suffix not in (".json", ".csv"):
         print(f"--output {args.output}: name a .json or .csv file", file=sys.stderr)
         return 2
+    if args.prm_weighted and not args.prm_scores:
+        print("--prm-weighted needs --prm-scores", file=sys.stderr)
+        return 2
     if args.v and not args.verifications:
         print("--v needs --verifications (GenRM points need verifications)", file=sys.stderr)
         return 2
@@ -520,6 +523,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
             mode=args.mode,
             lam=args.lam,
             prm_scores=prm,
+            prm_weighted=args.prm_weighted,
             seed=args.seed,
             grouping=args.grouping,
         )
@@ -941,6 +945,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="score JSONL (`score`'s output) with ids '<problem>/<solution>': PRM best-of-N",
     )
     cu.add_argument("--prm-aggregate", default="min", choices=("min", "product", "last", "mean"))
+    cu.add_argument(
+        "--prm-weighted",
+        action="store_true",
+        help="also weighted SC with the --prm-scores as votes (LaSeR-weighted SC for LaSeR's "
+        "r_s), method 'prm-sc': exact where countable, else Monte-Carlo (exact mode)",
+    )
     cu.add_argument("--max-samples", type=_positive, help="use each problem's first N samples")
     cu.add_argument("--max-verified", type=_positive, help="use the first N verified samples")
     cu.add_argument("--max-verifications", type=_positive, help="use each solution's first N")

@@ -122,7 +122,7 @@ def test_the_figure_shows_what_scoring_curves_computes_from_the_stored_rows(
     drawn = {}
     for curve in figures.curves:
         v = int(curve.label.rsplit("= ", 1)[1]) if curve.method == "genrm" else 0
-        for s, c, y, lo, hi in curve.rows:
+        for s, c, y, lo, hi, _ in curve.rows:
             drawn[(curve.method, s, v)] = (c, y)
             assert lo <= y + 1e-9 and y <= hi + 1e-9
     assert set(drawn) == set(by_key)
@@ -130,7 +130,7 @@ def test_the_figure_shows_what_scoring_curves_computes_from_the_stored_rows(
         assert drawn[key] == pytest.approx((point.compute, 100 * point.success_rate))
     assert b"solve-chart" in response.content and b"Self-consistency" in response.content
     for curve in figures.curves:
-        for _, _, y, lo, hi in curve.rows:
+        for _, _, y, lo, hi, _ in curve.rows:
             assert f'{y:.1f}</td><td class="figure">{lo:.1f}–{hi:.1f}' in response.text
     sc = [by_key[("sc", s, 0)].success_rate for s in (1, 2, 4, 8)]
     assert figures.sc_best == pytest.approx(100 * max(sc))
@@ -204,8 +204,9 @@ def test_the_gsm8k_best_of_n_data_gives_sc_and_prm_curves(client_for, project, u
     assert '<td class="figure">1.50</td>' not in response.text
     traces = Trace.objects.filter(project=project).exclude(generator="reference")
     found = solve_or_verify.figures(None, None, run, traces=traces)
-    assert [c.method for c in found.curves] == ["sc", "prm"]
+    assert [c.method for c in found.curves] == ["sc", "prm", "prm-sc"]
     assert found.curves[0].solutions == found.curves[1].solutions == [1, 2, 4]
+    assert found.curves[2].solutions == [1, 2, 4] and found.curves[2].error is None
 
     # Independently: each problem's solutions in id order, the min step score per trace.
     by_problem: dict[int, list] = {}
@@ -237,3 +238,27 @@ def test_the_gsm8k_best_of_n_data_gives_sc_and_prm_curves(client_for, project, u
             for pool, score in zip(pools, prm, strict=True)
         ) / len(pools)
         assert y == pytest.approx(100 * mean)
+    # Weighted SC by the same scores: every ordered draw of S solutions, each answer's
+    # votes its solutions' scores (a null one votes 0), the first inserted of the best.
+    import itertools
+    from fractions import Fraction
+
+    raw = [[scores[t.pk] for t in solutions] for solutions in by_problem.values()]
+    for s, y in zip([1, 2, 4], found.curves[2].success, strict=True):
+        total = 0.0
+        for pool, weights in zip(pools, raw, strict=True):
+            draws = list(itertools.permutations(range(len(pool.samples)), s))
+            won = 0
+            for drawn in draws:
+                votes: dict[str, Fraction] = {}
+                for i in drawn:
+                    sample = pool.samples[i]
+                    if sample.answer is not None:
+                        w = Fraction(weights[i]) if weights[i] is not None else Fraction(0)
+                        votes[sample.answer] = votes.get(sample.answer, Fraction(0)) + w
+                if votes:
+                    best = max(votes, key=votes.__getitem__)
+                    won += next(x.correct for x in pool.samples if x.answer == best)
+            total += won / len(draws)
+        assert y == pytest.approx(100 * total / len(pools), abs=1e-9)
+    assert "weighted SC" in response.text

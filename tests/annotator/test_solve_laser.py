@@ -1,0 +1,115 @@
+"""LaSeR on the "Solve or verify" page: a run of LaSeR self-rewards r_s (real-valued,
+negative or above 1) over sampled solutions gives best-of-N and weighted SC on the
+PRM's compute axis; past exact counting the weighted vote is a Monte-Carlo estimate,
+shown with its standard error and within it of the reference's own draws simulated here."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from django.urls import reverse
+
+from annotator import solve_or_verify
+from annotator.models import JobStatus, SampledSolution, ScoringRun, TraceScore
+from tests.factories import HTMX, solved_runs
+
+pytestmark = pytest.mark.django_db
+
+
+def laser_run(project, sampling_run, rng: random.Random) -> tuple[ScoringRun, dict[int, float]]:
+    """A finished LaSeR scoring run as the scorer stores it: one r_s per solution, the
+    same on every step (min = last = mean)."""
+    run = ScoringRun.objects.create(
+        project=project,
+        name="laser-self",
+        status=JobStatus.DONE,
+        provenance={"adapter": "laser", "model": "policy", "revision": "", "options": {}},
+    )
+    scores = {}
+    rows = []
+    for solution in SampledSolution.objects.filter(run=sampling_run).select_related("trace"):
+        r_s = round(rng.uniform(-0.8, 1.6), 4) if solution.trace.final_answer else 0.0
+        scores[solution.trace_id] = r_s
+        rows.append(
+            TraceScore(
+                run=run,
+                trace=solution.trace,
+                step_scores=[r_s] * solution.trace.num_steps,
+                min_score=r_s,
+                last_score=r_s,
+                mean_score=r_s,
+            )
+        )
+    TraceScore.objects.bulk_create(rows)
+    return run, scores
+
+
+def reference_vote(drawn, answers, correct, weights) -> float:
+    """eval_utils:380-398 for one ordered draw; invalid answers (None) never win."""
+    totals: dict[str, float] = {}
+    for i in drawn:
+        if answers[i] is not None:
+            totals[answers[i]] = totals.get(answers[i], 0.0) + weights[i]
+    if not totals:
+        return 0.0
+    best = max(totals, key=totals.__getitem__)
+    return float(next(c for a, c in zip(answers, correct, strict=True) if a == best))
+
+
+def test_laser_scores_give_best_of_n_and_weighted_sc_with_their_monte_carlo_error(
+    client_for, project, users
+) -> None:
+    sampling_run, _ = solved_runs(project, users["owner"], problems=6, n=32, seed=4)
+    run, scores = laser_run(project, sampling_run, random.Random(1))
+    assert min(scores.values()) < 0 and max(scores.values()) > 1
+    response = client_for(users["reviewer"]).get(
+        reverse("solve-or-verify-figure", args=[project.slug]),
+        {"sampling": sampling_run.pk, "scoring": run.pk},
+        **HTMX,
+    )
+    assert response.status_code == 200
+    assert "LaSeR laser-self best-of-N" in response.text
+    assert "LaSeR laser-self weighted SC" in response.text
+    found = solve_or_verify.figures(sampling_run, None, run)
+    weighted = next(c for c in found.curves if c.method == "prm-sc")
+    assert weighted.solutions == [1, 2, 4, 8, 16, 32]
+    assert weighted.compute == [2.0 * s for s in weighted.solutions]
+    # 32 solutions of real-valued weights: past exact counting at some S, so an error
+    assert weighted.error is not None and max(weighted.error) > 0
+    for _, _, y, _, _, err in weighted.rows:
+        if err:
+            assert f"{y:.1f} <span" in response.text and f"± {err:.2f}" in response.text
+
+    # The reference's draws, simulated here from the stored rows: 4000 random S-subsets
+    # per problem; the page's mean within 4 combined standard errors.
+    sim = random.Random(2)
+    problems: dict[int, list] = {}
+    for solution in (
+        SampledSolution.objects.filter(run=sampling_run)
+        .order_by("problem_id", "index")
+        .select_related("trace")
+    ):
+        problems.setdefault(solution.problem_id, []).append(solution.trace)
+    for s, y, err in zip(weighted.solutions, weighted.success, weighted.error, strict=True):
+        per_problem = []
+        for traces in problems.values():
+            answers = [t.final_answer.strip() or None for t in traces]
+            correct = [bool(t.final_answer_correct) for t in traces]
+            weights = [scores[t.pk] for t in traces]
+            draws = 1 if s == len(traces) else 4000
+            per_problem.append(
+                [
+                    reference_vote(sim.sample(range(len(traces)), s), answers, correct, weights)
+                    for _ in range(draws)
+                ]
+            )
+        theirs = 100 * float(np.mean([np.mean(p) for p in per_problem]))
+        theirs_error = (
+            100
+            * math.sqrt(sum(np.var(p, ddof=1) / len(p) for p in per_problem if len(p) > 1))
+            / len(per_problem)
+        )
+        assert abs(y - theirs) <= 4 * math.hypot(err, theirs_error) + 1e-9, s
