@@ -41,6 +41,7 @@ from annotator.models import (
 from annotator.sampling import is_import
 from scoring.curves import Pool, Sample, Verification
 from scoring.grading import normalise_answer
+from scoring.metrics import SelfVerification
 
 
 def _answer(text: str, imported: bool) -> str | None:
@@ -181,6 +182,32 @@ def _scores_label(scoring_run: ScoringRun) -> str:
     return f"LaSeR {scoring_run.name}" if is_laser(scoring_run) else scoring_run.name
 
 
+def self_verification(
+    pools: Sequence[Pool], scores: Sequence[Sequence[float]]
+) -> list[tuple[str, SelfVerification]]:
+    """LaSeR's two tables (``calculate_self_rewarding_scores.py`` lines 304-373): over the
+    scored solutions with an answer ("filtered" there), and over all of them with r_s = 0
+    for a solution without one (lines 146-153 score only those with an answer). A
+    solution the scorer left without a score (NaN) counts as judged incorrect."""
+    from scoring.metrics import self_verification as figures_of
+
+    with_answer: tuple[list[float], list[bool]] = ([], [])
+    every: tuple[list[float], list[bool]] = ([], [])
+    for pool, values in zip(pools, scores, strict=True):
+        for sample, value in zip(pool.samples, values, strict=False):
+            if sample.answer is not None:
+                with_answer[0].append(value)
+                with_answer[1].append(sample.correct)
+            every[0].append(value if sample.answer is not None else 0.0)
+            every[1].append(sample.correct)
+    out = []
+    if with_answer[0]:
+        out.append(("solutions with an answer", figures_of(*with_answer)))
+    if every[0]:
+        out.append(("all solutions (no answer: r_s = 0)", figures_of(*every)))
+    return out
+
+
 @dataclass(frozen=True)
 class Curve:
     """One method's points: compute, success rate and its bootstrap interval (percent)."""
@@ -227,6 +254,9 @@ class Figures:
     frontier: list[tuple[float, int, int, float]] = field(default_factory=list)
     s_fit: tuple[float, float] | None = None
     v_fit: tuple[float, float] | None = None
+    # A LaSeR run's self-verification at r_s > 0.5 against the graded answers, as the
+    # LaSeR repository prints it: (which solutions, figures), see :func:`self_verification`.
+    self_verification: list[tuple[str, SelfVerification]] = field(default_factory=list)
 
 
 def compute_optimal(
@@ -404,6 +434,11 @@ def figures(
                     errors if any(errors) else None,
                 )
             )
+    checked = (
+        self_verification(pools, scores)
+        if scoring_run is not None and is_laser(scoring_run)
+        else []
+    )
     sc = out[0]
     best = max(sc.success)
     sc_compute = sc.compute[sc.success.index(best)]
@@ -432,4 +467,5 @@ def figures(
         frontier,
         s_fit,
         v_fit,
+        checked,
     )

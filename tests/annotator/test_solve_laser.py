@@ -113,3 +113,46 @@ def test_laser_scores_give_best_of_n_and_weighted_sc_with_their_monte_carlo_erro
             / len(per_problem)
         )
         assert abs(y - theirs) <= 4 * math.hypot(err, theirs_error) + 1e-9, s
+
+
+def test_a_laser_run_shows_its_self_verification_f1_at_one_half(client_for, project, users) -> None:
+    """The LaSeR repository's figures (``calculate_self_rewarding_scores.py`` lines
+    304-373) recomputed here from the stored rows: judged correct when r_s > 0.5."""
+    sampling_run, _ = solved_runs(project, users["owner"], problems=5, n=6, seed=2)
+    run, scores = laser_run(project, sampling_run, random.Random(9))
+    response = client_for(users["reviewer"]).get(
+        reverse("solve-or-verify-figure", args=[project.slug]),
+        {"sampling": sampling_run.pk, "scoring": run.pk},
+        **HTMX,
+    )
+    assert 'id="solve-self-verification"' in response.text
+    solutions = SampledSolution.objects.filter(run=sampling_run).select_related("trace")
+    expected = {}
+    for which, keep in (("solutions with an answer", True), ("all solutions", False)):
+        right_hits = right = wrong_hits = wrong = 0
+        for solution in solutions:
+            answered = bool(solution.trace.final_answer)
+            if keep and not answered:
+                continue
+            r_s = scores[solution.trace_id] if answered else 0.0
+            if solution.trace.final_answer_correct:
+                right += 1
+                right_hits += r_s > 0.5
+            else:
+                wrong += 1
+                wrong_hits += r_s <= 0.5
+        true_acc, false_acc = right_hits / right, wrong_hits / wrong
+        f1 = 2 * true_acc * false_acc / (true_acc + false_acc) if true_acc + false_acc else 0.0
+        expected[which] = (right, wrong, 100 * true_acc, 100 * false_acc, 100 * f1)
+    found = solve_or_verify.figures(sampling_run, None, run)
+    assert [w.split(" (")[0] for w, _ in found.self_verification] == list(expected)
+    for (_, row), (right, wrong, acc_right, acc_wrong, f1) in zip(
+        found.self_verification, expected.values(), strict=True
+    ):
+        assert (row.n_correct, row.n_wrong) == (right, wrong)
+        assert (row.acc_correct, row.acc_wrong, row.f1) == pytest.approx((acc_right, acc_wrong, f1))
+        assert f'<td class="figure">{f1:.1f}</td></tr>' in response.text
+    # a scorer that is not LaSeR shows no such table
+    run.provenance = {"adapter": "qwen-prm"}
+    run.save(update_fields=["provenance"])
+    assert solve_or_verify.figures(sampling_run, None, run).self_verification == []
