@@ -71,6 +71,9 @@ def test_only_staff_owners_start_runs_and_owners_cancel_and_retry(
     run = SamplingRun.objects.get(name="from-page")
     assert response.status_code == 302 and response.url.endswith(f"/solve/sampling/{run.pk}/")
     assert run.status == JobStatus.QUEUED and run.options["top_p"] == 0.95
+    assert not run.labelling_queue  # by default, sampled solutions stay out of the queue
+    client.post(url, {**form, "name": "queued-too", "labelling_queue": "on"})
+    assert SamplingRun.objects.get(name="queued-too").labelling_queue
     status = client.get(reverse("sampling-run", args=[project.slug, run.pk]), **HTMX)
     assert b'id="sampling-run-status"' in status.content and b"<html" not in status.content
 
@@ -262,3 +265,47 @@ def test_the_gsm8k_best_of_n_data_gives_sc_and_prm_curves(client_for, project, u
             total += won / len(draws)
         assert y == pytest.approx(100 * total / len(pools), abs=1e-9)
     assert "weighted SC" in response.text
+
+
+def test_a_first_visit_shows_the_latest_finished_runs_or_a_best_of_n_source(
+    client_for, project, users
+) -> None:
+    """No choice in the query: the latest finished sampling run with its verification run;
+    without sampling runs, the imported source with several solutions per problem and the
+    scoring run that scored it; with neither, the page asks."""
+    from annotator.models import JobStatus, Scorer, ScoringRun, TraceScore
+    from tests.factories import make_trace
+
+    url = reverse("solve-or-verify", args=[project.slug])
+    client = client_for(users["reviewer"])
+    assert client.get(url).status_code == 200  # nothing to show yet
+    # one solution per problem is no best-of-N source
+    make_trace(project, ext="single", source="single")
+    assert client.get(url).status_code == 200
+    traces = []
+    for p in range(3):
+        first = make_trace(project, ext=f"bon-{p}-0", source="bon")
+        traces.append(first)
+        for j in (1, 2):
+            other = make_trace(project, ext=f"bon-{p}-{j}", source="bon")
+            other.problem = first.problem  # another solution of the same problem
+            other.save(update_fields=["problem"])
+            traces.append(other)
+    scorer = Scorer.objects.create(name="arith", adapter="arithmetic-check")
+    scoring = ScoringRun.objects.create(
+        project=project, scorer=scorer, name="arith", status=JobStatus.DONE
+    )
+    ScoringRun.objects.create(project=project, scorer=scorer, name="other", status=JobStatus.DONE)
+    TraceScore.objects.bulk_create(
+        TraceScore(run=scoring, trace=t, step_scores=[1.0], min_score=1.0) for t in traces
+    )
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response.url == f"{url}?source=bon&scoring={scoring.pk}"
+    sampling_run, check = solved_runs(project, users["owner"], problems=2)
+    later, _ = solved_runs(project, users["owner"], problems=2, seed=1)
+    later.status = JobStatus.RUNNING  # not finished: not shown first
+    later.save(update_fields=["status"])
+    response = client.get(url)
+    assert response.url == f"{url}?sampling={sampling_run.pk}&verification={check.pk}"
+    assert client.get(url, {"sampling": sampling_run.pk}).status_code == 200
