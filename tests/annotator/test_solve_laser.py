@@ -156,3 +156,16 @@ def test_a_laser_run_shows_its_self_verification_f1_at_one_half(client_for, proj
     run.provenance = {"adapter": "qwen-prm"}
     run.save(update_fields=["provenance"])
     assert solve_or_verify.figures(sampling_run, None, run).self_verification == []
+
+
+def test_the_trace_score_chart_takes_in_r_s_outside_zero_to_one() -> None:
+    """The trace page's step-score chart keeps [0, 1] for probabilities and widens to a
+    LaSeR run's r_s below 0 or above 1, rather than cutting the line off."""
+    from annotator.charts import trace_scores
+
+    probabilities = trace_scores({"prm": [0.9, 0.2, 1.0]}, None)
+    assert list(probabilities.layout.yaxis.range) == [0, 1]
+    laser = trace_scores({"prm": [0.9, 0.2], "laser": [-0.42, -0.42, float("nan")]}, 1)
+    assert list(laser.layout.yaxis.range) == [-0.42, 1]
+    above = trace_scores({"laser": [1.37]}, None)
+    assert list(above.layout.yaxis.range) == [0, 1.37]
