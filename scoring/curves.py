@@ -45,8 +45,8 @@ MAX_SUBSET_TOTALS = 20_000
 # Score-weighted SC (:func:`weighted_vote`): past this much counting work (a correct
 # answer's (count, total) pairs times the other answers' pairs) the exact vote gives way to
 # a Monte-Carlo estimate of MC_DRAWS subsets, reported with its standard error.
-MAX_VOTE_WORK = 2_000_000
-MC_DRAWS = 4000
+MAX_VOTE_WORK = 50_000  # about a tenth of a second of counting
+MC_DRAWS = 1000
 # Monte-Carlo totals are float sums in draw order: totals this close (relative) are a tie,
 # as the same weights summed in another order may differ in the last bits.
 _TIE_TOLERANCE = 1e-9
@@ -558,7 +558,11 @@ def sampled_vote(
     group_index = np.array([column.get(g, len(ids)) for g in groups])
     right = np.array([correct[g] for g in ids], dtype=bool)
     rng = np.random.default_rng([seed, size])
-    picked = np.argsort(rng.random((draws, n)), axis=1)[:, :size]
+    # the indices of the S smallest of n uniform numbers: a uniform S-subset
+    keys = rng.random((draws, n))
+    picked = (np.argpartition(keys, size - 1, axis=1) if size < n else np.argsort(keys, axis=1))[
+        :, :size
+    ]
     cells = (np.arange(draws)[:, None] * width + group_index[picked]).ravel()
     values = np.asarray(weights, dtype=float)[picked].ravel()
     totals = np.bincount(cells, weights=values, minlength=draws * width).reshape(draws, width)
@@ -618,6 +622,9 @@ def weighted_vote(
     error. Real-valued weights make the number of distinct subset totals grow like 2**n,
     so a pool of more than about a dozen solutions of one answer is past exact counting."""
     _check_size(size, len(groups), "voting samples")
+    if size == 1:  # the one drawn solution's answer wins unless it is invalid
+        right = sum(1 for g in groups if g >= 0 and correct[g])
+        return VoteEstimate(right / len(groups), 0.0, "exact")
     if size < len(groups) and _counting_bound(groups, weights, correct, size) > max_work:
         return sampled_vote(groups, weights, correct, size, draws=draws, seed=seed)
     exact = [Fraction(float(w)) for w in weights]
