@@ -13,8 +13,9 @@ going, or one that failed midway, leaves the rest unverified), as the reference'
 layout has them. Imported best-of-N traces (:func:`trace_pools`) make pools too, without
 verifications.
 
-:func:`figures` computes every point with ``scoring.curves``' exact expectations and a
-percentile bootstrap over problems (the per-problem values are computed once and
+:func:`figures` computes every point with ``scoring.curves``' exact expectations (a
+scoring run's weighted SC, past exact counting, with its Monte-Carlo estimate and that
+estimate's standard error) and a percentile bootstrap over problems (the per-problem values are computed once and
 resampled, 200 times by default, with a fixed seed so a page shows the same interval
 on every load).
 """
