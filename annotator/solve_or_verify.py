@@ -15,9 +15,9 @@ verifications.
 
 :func:`figures` computes every point with ``scoring.curves``' exact expectations (a
 scoring run's weighted SC, past exact counting, with its Monte-Carlo estimate and that
-estimate's standard error) and a percentile bootstrap over problems (the per-problem values are computed once and
-resampled, 200 times by default, with a fixed seed so a page shows the same interval
-on every load).
+estimate's standard error) and a percentile bootstrap over problems (the per-problem
+values are computed once and resampled, 200 times by default, with a fixed seed so a
+page shows the same interval on every load).
 """
 
 from __future__ import annotations
