@@ -10,7 +10,7 @@ above the plot area so it never covers data, and automatic tick spacing.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -182,6 +182,16 @@ def labels_over_time(days: Sequence[tuple[str, int]], title: str = "") -> go.Fig
     return _layout(fig, title or "Labels per day", "day", "labels")
 
 
+def score_range(scores: Iterable[float]) -> list[float]:
+    """[0, 1], widened to the finite scores that fall outside it.
+
+    >>> score_range([0.2, 0.9]), score_range([-0.35, 1.4, float("nan")])
+    ([0, 1], [-0.35, 1.4])
+    """
+    finite = [s for s in scores if math.isfinite(s)]
+    return [min([0, *finite]), max([1, *finite])]
+
+
 def trace_scores(
     runs: Mapping[str, Sequence[float]], human_first_error: int | None, title: str = ""
 ) -> go.Figure:
@@ -205,8 +215,9 @@ def trace_scores(
             annotation_position="top right",
         )
     fig.update_xaxes(dtick=1)
-    # Scores are probabilities: a fixed [0, 1] axis, or plotly autoscales all-1 scores to 0–2.
-    fig.update_yaxes(range=[0, 1])
+    # Most scores are probabilities: a fixed [0, 1] axis, or plotly autoscales all-1 scores
+    # to 0–2; widened to take in a score outside it (LaSeR's r_s may be below 0 or above 1).
+    fig.update_yaxes(range=score_range([s for scores in runs.values() for s in scores]))
     _layout(fig, title or "Step scores", "step (0-based)", "score")
     fig.update_layout(height=260)
     return fig

@@ -1450,6 +1450,12 @@ class SamplingRun(ProjectRun):
     selection = models.JSONField(default=dict, blank=True)
     solutions = models.PositiveBigIntegerField(default=0)
     tokens = models.PositiveBigIntegerField(default=0)
+    # Sampled solutions are for curves, thousands at a time: they stay out of the
+    # labelling queue (``annotator/queue.py``) unless the run was started with this set.
+    # Any of them can still be opened and labelled from its trace page.
+    labelling_queue = models.BooleanField(
+        default=False, help_text="Its solutions join the labelling queue."
+    )
 
     class Meta(Job.Meta):
         constraints = [

@@ -161,8 +161,17 @@ ORDER BY s.claimed_at, s.id
 LIMIT 1
 """
 
+# Sampled solutions (a sampling run's traces) are served only from a run started with
+# "add to the labelling queue": one probe of the sampled solution's unique trace index.
+_QUEUED_SAMPLES_SQL = (
+    "NOT EXISTS (SELECT 1 FROM annotator_sampledsolution ss"
+    " JOIN annotator_samplingrun r ON r.id = ss.run_id"
+    " WHERE ss.trace_id = t.id AND NOT r.labelling_queue)"
+)
+
 # Regular traces the user may be served, best first: room left (labels plus other
-# people's live holds below N), not labelled or skipped by the user. The trace_queue
+# people's live holds below N), not labelled or skipped by the user, not a sampled
+# solution kept out of the queue. The trace_queue
 # index gives the order, so PostgreSQL stops at the first row that passes.
 #
 # The user's own labels sit at the head of that order (breadth-first puts the traces
@@ -176,6 +185,7 @@ SELECT t.id FROM annotator_trace t
 WHERE t.project_id = %(project)s AND NOT t.is_gold AND t.label_count < %(n)s
   AND (%(show_reference)s OR t.generator <> %(reference)s)
   AND {_NEW_TO_USER_SQL}
+  AND {_QUEUED_SAMPLES_SQL}
   AND {load_sql("t")} < %(n)s
   {{passed_over}}
 ORDER BY t.label_count DESC, t.queue_rank, t.id

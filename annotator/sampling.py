@@ -142,8 +142,11 @@ def create_sampling_run(
     selection: dict[str, Any] | None = None,
     generator: str = "",
     name: str = "",
+    labelling_queue: bool = False,
 ) -> SamplingRun:
-    """A queued run row (not yet sent); ``RunError`` says what is wrong with the request."""
+    """A queued run row (not yet sent); ``RunError`` says what is wrong with the request.
+    ``labelling_queue``: whether its solutions join the labelling queue (by default they
+    do not: a sampling run of thousands would flood it)."""
     options = dict(options or {})
     check_completer_spec(completer, model)
     check_options(options)
@@ -174,6 +177,7 @@ def create_sampling_run(
         n=n,
         options=options,
         selection=selection,
+        labelling_queue=labelling_queue,
         created_by=user,
         queue="default" if importing else queue_for(completer, options),
         max_attempts=settings.JOB_MAX_ATTEMPTS,

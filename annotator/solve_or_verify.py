@@ -13,10 +13,11 @@ going, or one that failed midway, leaves the rest unverified), as the reference'
 layout has them. Imported best-of-N traces (:func:`trace_pools`) make pools too, without
 verifications.
 
-:func:`figures` computes every point with ``scoring.curves``' exact expectations and a
-percentile bootstrap over problems (the per-problem values are computed once and
-resampled, 200 times by default, with a fixed seed so a page shows the same interval
-on every load).
+:func:`figures` computes every point with ``scoring.curves``' exact expectations (a
+scoring run's weighted SC, past exact counting, with its Monte-Carlo estimate and that
+estimate's standard error) and a percentile bootstrap over problems (the per-problem
+values are computed once and resampled, 200 times by default, with a fixed seed so a
+page shows the same interval on every load).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from annotator.models import (
 from annotator.sampling import is_import
 from scoring.curves import Pool, Sample, Verification
 from scoring.grading import normalise_answer
+from scoring.metrics import SelfVerification
 
 
 def _answer(text: str, imported: bool) -> str | None:
@@ -168,6 +170,45 @@ def prm_scores_for(
     return out
 
 
+def is_laser(scoring_run: ScoringRun) -> bool:
+    """Whether the run's scores are LaSeR self-rewards r_s (its frozen adapter)."""
+    adapter = (scoring_run.provenance or {}).get("adapter")
+    if adapter is None and scoring_run.scorer_id is not None:
+        adapter = scoring_run.scorer.adapter
+    return adapter == "laser"
+
+
+def _scores_label(scoring_run: ScoringRun) -> str:
+    """A scoring run's name on the page; a LaSeR run says so (its scores are r_s)."""
+    return f"LaSeR {scoring_run.name}" if is_laser(scoring_run) else scoring_run.name
+
+
+def self_verification(
+    pools: Sequence[Pool], scores: Sequence[Sequence[float]]
+) -> list[tuple[str, SelfVerification]]:
+    """LaSeR's two tables (``calculate_self_rewarding_scores.py`` lines 304-373): over the
+    scored solutions with an answer ("filtered" there), and over all of them with r_s = 0
+    for a solution without one (lines 146-153 score only those with an answer). A
+    solution the scorer left without a score (NaN) counts as judged incorrect."""
+    from scoring.metrics import self_verification as figures_of
+
+    with_answer: tuple[list[float], list[bool]] = ([], [])
+    every: tuple[list[float], list[bool]] = ([], [])
+    for pool, values in zip(pools, scores, strict=True):
+        for sample, value in zip(pool.samples, values, strict=False):
+            if sample.answer is not None:
+                with_answer[0].append(value)
+                with_answer[1].append(sample.correct)
+            every[0].append(value if sample.answer is not None else 0.0)
+            every[1].append(sample.correct)
+    out = []
+    if with_answer[0]:
+        out.append(("solutions with an answer", figures_of(*with_answer)))
+    if every[0]:
+        out.append(("all solutions (no answer: r_s = 0)", figures_of(*every)))
+    return out
+
+
 @dataclass(frozen=True)
 class Curve:
     """One method's points: compute, success rate and its bootstrap interval (percent)."""
@@ -179,11 +220,23 @@ class Curve:
     success: list[float]
     low: list[float]
     high: list[float]
+    # Monte-Carlo standard error of each point (percent), where a weighted vote was past
+    # exact counting for some problem; None for exact curves.
+    error: list[float] | None = None
 
     @property
-    def rows(self) -> list[tuple[int, float, float, float, float]]:
+    def rows(self) -> list[tuple[int, float, float, float, float, float]]:
+        errors = self.error or [0.0] * len(self.solutions)
         return list(
-            zip(self.solutions, self.compute, self.success, self.low, self.high, strict=True)
+            zip(
+                self.solutions,
+                self.compute,
+                self.success,
+                self.low,
+                self.high,
+                errors,
+                strict=True,
+            )
         )
 
 
@@ -202,6 +255,9 @@ class Figures:
     frontier: list[tuple[float, int, int, float]] = field(default_factory=list)
     s_fit: tuple[float, float] | None = None
     v_fit: tuple[float, float] | None = None
+    # A LaSeR run's self-verification at r_s > 0.5 against the graded answers, as the
+    # LaSeR repository prints it: (which solutions, figures), see :func:`self_verification`.
+    self_verification: list[tuple[str, SelfVerification]] = field(default_factory=list)
 
 
 def compute_optimal(
@@ -258,7 +314,12 @@ def figures(
     each point's 95 % interval from ``bootstrap`` resamples of the problems. The
     solutions are a sampling run's, or, without one, imported ``traces``
     (:func:`trace_pools`)."""
-    from scoring.curves import expected_best_of, measure_lambda, problem_estimates
+    from scoring.curves import (
+        expected_best_of,
+        measure_lambda,
+        problem_estimates,
+        score_weighted_sc,
+    )
 
     if sampling_run is not None:
         problems, pools = pools_for(sampling_run, verification_run)
@@ -338,17 +399,47 @@ def figures(
                 for s in prm_sizes
             }
             points = [_interval(np.array(per[s]), resamples) for s in prm_sizes]
+            name = _scores_label(scoring_run)
+            prm_compute = [float(s * (1 + prm_lambda)) for s in prm_sizes]
             out.append(
                 Curve(
                     "prm",
-                    f"{scoring_run.name} best-of-N",
+                    f"{name} best-of-N",
                     prm_sizes,
-                    [float(s * (1 + prm_lambda)) for s in prm_sizes],
+                    prm_compute,
                     [p[0] for p in points],
                     [p[1] for p in points],
                     [p[2] for p in points],
                 )
             )
+            votes = [
+                score_weighted_sc(pool, score[:scored], prm_sizes)
+                for pool, score in zip(pools, scores, strict=True)
+            ]
+            points = [
+                _interval(np.array([v[s].value for v in votes]), resamples) for s in prm_sizes
+            ]
+            # the mean's Monte-Carlo error: the problems' errors are independent
+            errors = [
+                100 * math.sqrt(sum(v[s].error ** 2 for v in votes)) / len(votes) for s in prm_sizes
+            ]
+            out.append(
+                Curve(
+                    "prm-sc",
+                    f"{name} weighted SC",
+                    prm_sizes,
+                    prm_compute,
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    [p[2] for p in points],
+                    errors if any(errors) else None,
+                )
+            )
+    checked = (
+        self_verification(pools, scores)
+        if scoring_run is not None and is_laser(scoring_run)
+        else []
+    )
     sc = out[0]
     best = max(sc.success)
     sc_compute = sc.compute[sc.success.index(best)]
@@ -377,4 +468,5 @@ def figures(
         frontier,
         s_fit,
         v_fit,
+        checked,
     )

@@ -135,6 +135,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("no scored trace has a gold label", file=sys.stderr)
         return 1
     status = _print_evaluation(by_split_scores, by_split_labels, args.threshold)
+    if args.self_verification and status == 0:
+        status = _print_self_verification(args.gold, scores)
     if missing:
         print(f"({missing} gold traces had no scores and were skipped)", file=sys.stderr)
     return status
@@ -182,6 +184,47 @@ def _print_evaluation(
     pooled = [s for rows in summaries.values() for s in rows]
     best, result = best_from_sweep(sweep_from_summaries(pooled))
     print(f"best tau over all splits: {best:.2f} (F1 {result.f1:.1f})")
+    return 0
+
+
+def _print_self_verification(gold_paths: list[str], scores: dict[str, list[float]]) -> int:
+    """LaSeR's self-verification figures per split (``scoring.metrics.self_verification``):
+    every scored gold trace with a graded final answer, its last step's score as the
+    solution's (LaSeR's r_s is on every step); judged correct when above 0.5, as
+    ``calculate_self_rewarding_scores.py`` lines 331-338 judge. Its "all" figures: the
+    scorer scores every trace, so a solution with no answer keeps its r_s here (the
+    reference sets it to 0)."""
+    from scoring.metrics import self_verification
+
+    by_split: dict[str, tuple[list[float], list[bool]]] = defaultdict(lambda: ([], []))
+    for gold_path in gold_paths:
+        for trace in read_traces(gold_path):
+            if trace.final_answer_correct is None or not scores.get(trace.id):
+                continue
+            by_split[trace.split][0].append(scores[trace.id][-1])
+            by_split[trace.split][1].append(trace.final_answer_correct)
+    if not by_split:
+        print("self-verification: no scored trace has a graded final answer", file=sys.stderr)
+        return 1
+    print("Self-verification (LaSeR), judged correct = last step's score > 0.5")
+    print(
+        f"{'split':<16}{'n_cor':>6}{'n_wrong':>8}{'acc_cor':>9}{'acc_wrong':>10}{'acc':>7}{'F1':>7}"
+    )
+    pooled: tuple[list[float], list[bool]] = ([], [])
+    for split, (values, correct) in by_split.items():
+        pooled[0].extend(values)
+        pooled[1].extend(correct)
+        row = self_verification(values, correct)
+        print(
+            f"{split:<16}{row.n_correct:>6}{row.n_wrong:>8}{row.acc_correct:>9.1f}"
+            f"{row.acc_wrong:>10.1f}{row.accuracy:>7.1f}{row.f1:>7.1f}"
+        )
+    if len(by_split) > 1:
+        row = self_verification(*pooled)
+        print(
+            f"{'all':<16}{row.n_correct:>6}{row.n_wrong:>8}{row.acc_correct:>9.1f}"
+            f"{row.acc_wrong:>10.1f}{row.accuracy:>7.1f}{row.f1:>7.1f}"
+        )
     return 0
 
 
@@ -480,6 +523,9 @@ def cmd_curves(args: argparse.Namespace) -> int:
     if suffix not in (".json", ".csv"):
         print(f"--output {args.output}: name a .json or .csv file", file=sys.stderr)
         return 2
+    if args.prm_weighted and not args.prm_scores:
+        print("--prm-weighted needs --prm-scores", file=sys.stderr)
+        return 2
     if args.v and not args.verifications:
         print("--v needs --verifications (GenRM points need verifications)", file=sys.stderr)
         return 2
@@ -520,6 +566,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
             mode=args.mode,
             lam=args.lam,
             prm_scores=prm,
+            prm_weighted=args.prm_weighted,
             seed=args.seed,
             grouping=args.grouping,
         )
@@ -830,6 +877,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--run", action="append", help="with --export: only this run (repeatable)"
     )
     evaluate.add_argument("--threshold", default="0.5", help="a number, or tune:SPLIT")
+    evaluate.add_argument(
+        "--self-verification",
+        action="store_true",
+        help="also the solution-level table of an outcome verifier such as LaSeR: a trace "
+        "judged correct when its last step's score > 0.5, against its final_answer_correct",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     mc = sub.add_parser("mc", help="Monte-Carlo step labels (Math-Shepherd, OmegaPRM)")
@@ -941,6 +994,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="score JSONL (`score`'s output) with ids '<problem>/<solution>': PRM best-of-N",
     )
     cu.add_argument("--prm-aggregate", default="min", choices=("min", "product", "last", "mean"))
+    cu.add_argument(
+        "--prm-weighted",
+        action="store_true",
+        help="also weighted SC with the --prm-scores as votes (LaSeR-weighted SC for LaSeR's "
+        "r_s), method 'prm-sc': exact where countable, else Monte-Carlo (exact mode)",
+    )
     cu.add_argument("--max-samples", type=_positive, help="use each problem's first N samples")
     cu.add_argument("--max-verified", type=_positive, help="use the first N verified samples")
     cu.add_argument("--max-verifications", type=_positive, help="use each solution's first N")

@@ -42,6 +42,14 @@ MAX_EXACT_POOL = 1000
 # Distinct (count, total) pairs per answer for an exact weighted vote; real-valued p(yes)
 # scores make that number grow like 2**n, where only the replay is practical.
 MAX_SUBSET_TOTALS = 20_000
+# Score-weighted SC (:func:`weighted_vote`): past this much counting work (a correct
+# answer's (count, total) pairs times the other answers' pairs) the exact vote gives way to
+# a Monte-Carlo estimate of MC_DRAWS subsets, reported with its standard error.
+MAX_VOTE_WORK = 50_000  # about a tenth of a second of counting
+MC_DRAWS = 1000
+# Monte-Carlo totals are float sums in draw order: totals this close (relative) are a tie,
+# as the same weights summed in another order may differ in the last bits.
+_TIE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,8 @@ class Estimates:
 @dataclass(frozen=True)
 class CurvePoint:
     """One point of a success-rate-against-compute curve; ``dataclasses.asdict`` gives its
-    JSON object or CSV row. ``method``: ``"sc"``, ``"genrm"`` or ``"prm"``."""
+    JSON object or CSV row. ``method``: ``"sc"``, ``"genrm"``, ``"prm"`` (best-of-N by a
+    PRM or self-reward) or ``"prm-sc"`` (weighted SC by its scores)."""
 
     method: str
     solutions: int
@@ -379,7 +388,11 @@ def _subset_totals(weights: Sequence[Fraction], limit: int) -> dict[tuple[int, F
 
 
 def expected_vote(
-    groups: Sequence[int], weights: Sequence[Fraction], correct: dict[int, bool], size: int
+    groups: Sequence[int],
+    weights: Sequence[Fraction],
+    correct: dict[int, bool],
+    size: int,
+    max_work: int | None = None,
 ) -> float:
     """Exact expectation of ``compute_weighted_sc`` (eval_utils:355-400) over its draws.
 
@@ -394,7 +407,11 @@ def expected_vote(
 
     Counting: for each correct answer g and each (k, W) it can draw, the other answers'
     draws are folded in one at a time, split into "loses to W" and "ties W at j samples"
-    (answers that can never reach W join the invalid ones as free samples).
+    (answers that can never reach W, i.e. whose positive weights sum below it, join the
+    invalid ones as free samples). Weights may be negative (a self-reward such as LaSeR's
+    r_s): an answer not drawn takes no part, one drawn may lose with a negative total.
+    ``max_work`` bounds the counting (pairs of a correct answer's (count, total) times the
+    other answers' pairs): past it a ValueError, as past ``MAX_SUBSET_TOTALS``.
     """
     n = len(groups)
     _check_size(size, n, "voting samples")
@@ -410,7 +427,12 @@ def expected_vote(
     if size == n:
         return _whole_pool_vote(members, correct)
     tables = {gid: _subset_totals(ws, size) for gid, ws in members.items()}
-    reach = {gid: sum(ws, Fraction(0)) for gid, ws in members.items()}
+    if max_work is not None:
+        pairs = sum(len(t) for t in tables.values())
+        work = sum(len(t) for gid, t in tables.items() if correct[gid]) * pairs
+        if work > max_work:
+            raise ValueError(f"an exact weighted vote here counts {work} pairs, over {max_work}")
+    reach = {gid: sum((w for w in ws if w > 0), Fraction(0)) for gid, ws in members.items()}
     success = 0.0
     for g, g_table in tables.items():
         if not correct[g]:
@@ -475,7 +497,11 @@ def replay_vote(
 ) -> float:
     """``compute_weighted_sc`` (eval_utils:355-400) with the reference's own draws: all
     ``reps`` ``random.sample`` calls first (one when S is the whole pool), per draw the
-    weights added in draw order, invalid answers at -1, the first inserted of the best."""
+    weights added in draw order, invalid answers out of the running, the first inserted of
+    the best. The reference sets invalid answers' total to -1 (eval_utils:390-392), below any
+    total of weights in [0, 1]; here it is -inf, the same for such weights, so that an answer
+    with a negative total (weights such as LaSeR's r_s) still beats an invalid one, as the
+    reference means: invalid answers never win."""
     n = len(groups)
     _check_size(size, n, "voting samples")
     if reps < 1:
@@ -487,10 +513,164 @@ def replay_vote(
         totals: dict[int, float] = {}
         for index in drawn:
             totals[groups[index]] = totals.get(groups[index], 0) + scores[index]
-        totals[-1] = -1
+        totals[-1] = -math.inf
         winner = max(totals, key=totals.__getitem__)
         successes[rep] = winner >= 0 and correct[winner]
     return float(np.mean(successes))
+
+
+@dataclass(frozen=True)
+class VoteEstimate:
+    """A weighted vote's success rate for one problem and one S. ``how``: ``"exact"`` (the
+    expectation, counted), ``"monte-carlo"`` (``error`` is its standard error) or
+    ``"replay"`` (the reference's own draws; ``error`` 0, it is the reference's number)."""
+
+    value: float
+    error: float
+    how: str
+
+
+def sampled_vote(
+    groups: Sequence[int],
+    weights: Sequence[float],
+    correct: dict[int, bool],
+    size: int,
+    *,
+    draws: int = MC_DRAWS,
+    seed: int = SEED,
+) -> VoteEstimate:
+    """Monte-Carlo estimate of :func:`expected_vote`'s expectation: ``draws`` uniform
+    S-subsets (``numpy.random.default_rng([seed, size])``, so a page shows the same number
+    on every load), each scored by its expectation over the draw order, which is exact given
+    the subset: the best total wins; among answers tied at it (within a relative 1e-9, see
+    ``_TIE_TOLERANCE``) answer g wins with probability k_g / (the tied answers' k), the
+    reference's ``max`` keeping the first inserted; invalid answers never win; a subset of
+    invalid answers only is a failure. The estimate is the mean over the subsets, its error
+    the standard error of that mean (sample standard deviation / sqrt(draws)); averaging
+    the order out first makes it smaller than the reference's own 25-draw noise."""
+    n = len(groups)
+    _check_size(size, n, "voting samples")
+    if draws < 2:
+        raise ValueError(f"draws must be >= 2 for a standard error, got {draws}")
+    ids = sorted({g for g in groups if g >= 0})
+    column = {g: i for i, g in enumerate(ids)}
+    width = len(ids) + 1  # the last column collects the invalid answers
+    group_index = np.array([column.get(g, len(ids)) for g in groups])
+    right = np.array([correct[g] for g in ids], dtype=bool)
+    rng = np.random.default_rng([seed, size])
+    # the indices of the S smallest of n uniform numbers: a uniform S-subset
+    keys = rng.random((draws, n))
+    picked = (np.argpartition(keys, size - 1, axis=1) if size < n else np.argsort(keys, axis=1))[
+        :, :size
+    ]
+    cells = (np.arange(draws)[:, None] * width + group_index[picked]).ravel()
+    values = np.asarray(weights, dtype=float)[picked].ravel()
+    totals = np.bincount(cells, weights=values, minlength=draws * width).reshape(draws, width)
+    counts = np.bincount(cells, minlength=draws * width).reshape(draws, width)
+    totals, counts = totals[:, :-1], counts[:, :-1]
+    drawn = counts > 0
+    totals = np.where(drawn, totals, -np.inf)
+    best = totals.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        tied = drawn & (totals >= best - _TIE_TOLERANCE * (1 + np.abs(best)))
+    tied_counts = np.where(tied, counts, 0)
+    everyone = tied_counts.sum(axis=1)
+    winners = tied_counts[:, right].sum(axis=1)
+    success = np.divide(winners, everyone, out=np.zeros(draws), where=everyone > 0)
+    return VoteEstimate(
+        float(success.mean()), float(success.std(ddof=1) / math.sqrt(draws)), "monte-carlo"
+    )
+
+
+def _counting_bound(
+    groups: Sequence[int], weights: Sequence[float], correct: dict[int, bool], size: int
+) -> float:
+    """An upper bound on :func:`expected_vote`'s counting work, cheap to compute: an
+    answer's (count, total) pairs are at most the product of (multiplicity + 1) over its
+    distinct weights and at most the subsets of up to S of its samples."""
+    members: dict[int, dict[float, int]] = {}
+    for gid, weight in zip(groups, weights, strict=True):
+        if gid >= 0:
+            values = members.setdefault(gid, {})
+            values[weight] = values.get(weight, 0) + 1
+    pairs = {}
+    for gid, values in members.items():
+        by_value = math.prod(c + 1 for c in values.values())
+        m = sum(values.values())
+        by_size = sum(math.comb(m, j) for j in range(min(m, size) + 1))
+        pairs[gid] = min(by_value, by_size)
+    if any(p > MAX_SUBSET_TOTALS for p in pairs.values()):
+        return math.inf
+    return sum(p for gid, p in pairs.items() if correct[gid]) * sum(pairs.values())
+
+
+def weighted_vote(
+    groups: Sequence[int],
+    weights: Sequence[float],
+    correct: dict[int, bool],
+    size: int,
+    *,
+    draws: int = MC_DRAWS,
+    seed: int = SEED,
+    max_work: int = MAX_VOTE_WORK,
+) -> VoteEstimate:
+    """The reference's weighted SC (``compute_weighted_sc``, eval_utils:355-400) with
+    real-valued weights, e.g. a PRM's or LaSeR's score per solution: the exact expectation
+    (:func:`expected_vote` on the floats' exact values) where its counting stays within
+    ``max_work`` and ``MAX_SUBSET_TOTALS``, always when S is the whole pool; otherwise the
+    Monte-Carlo estimate of the same expectation (:func:`sampled_vote`) with its standard
+    error. Real-valued weights make the number of distinct subset totals grow like 2**n,
+    so a pool of more than about a dozen solutions of one answer is past exact counting."""
+    _check_size(size, len(groups), "voting samples")
+    if size == 1:  # the one drawn solution's answer wins unless it is invalid
+        right = sum(1 for g in groups if g >= 0 and correct[g])
+        return VoteEstimate(right / len(groups), 0.0, "exact")
+    if size < len(groups) and _counting_bound(groups, weights, correct, size) > max_work:
+        return sampled_vote(groups, weights, correct, size, draws=draws, seed=seed)
+    exact = [Fraction(float(w)) for w in weights]
+    try:
+        return VoteEstimate(expected_vote(groups, exact, correct, size, max_work), 0.0, "exact")
+    except ValueError:  # too much counting: estimate the same expectation
+        pass
+    return sampled_vote(groups, weights, correct, size, draws=draws, seed=seed)
+
+
+def score_weighted_sc(
+    pool: Pool,
+    scores: Sequence[float],
+    sizes: Sequence[int],
+    *,
+    mode: str = "exact",
+    draws: int = MC_DRAWS,
+    seed: int = SEED,
+    reps: int = SC_REPS,
+    grouping: str = "string",
+) -> dict[int, VoteEstimate]:
+    """Weighted SC with one real-valued score per solution (a PRM's aggregate, LaSeR's
+    r_s) over the problem's first ``len(scores)`` solutions, the scored ones, as the
+    reference's weighted SC votes over the verified ones (plot:127-142). ``"exact"``:
+    :func:`weighted_vote`; ``"replay"``: :func:`replay_vote` with ``random.seed(seed)``
+    and ``reps`` draws per S, in the order of ``sizes``, as the reference draws for a
+    verifier's scores. A NaN score (a solution the scorer could not score) votes 0, as a
+    solution with no verdict scores 0 in the reference (eval_utils:299-300)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not 1 <= len(scores) <= len(pool.samples):
+        raise ValueError(f"{len(scores)} scores for a pool of {len(pool.samples)} samples")
+    groups, group_correct = group_answers(pool, grouping)
+    groups = groups[: len(scores)]
+    weights = [0.0 if math.isnan(x) else float(x) for x in scores]
+    if mode == "replay":
+        rng = random.Random(seed)
+        return {
+            s: VoteEstimate(
+                replay_vote(rng, groups, weights, group_correct, s, reps), 0.0, "replay"
+            )
+            for s in sizes
+        }
+    return {
+        s: weighted_vote(groups, weights, group_correct, s, draws=draws, seed=seed) for s in sizes
+    }
 
 
 # ---------------------------------------------------------------------------------- problems
@@ -675,6 +855,7 @@ def curves(
     prm_scores: Sequence[Sequence[float]] | None = None,
     prm_sizes: Sequence[int] | None = None,
     prm_lambda: float = 1.0,
+    prm_weighted: bool = False,
     seed: int = SEED,
     reps: int = SC_REPS,
     grouping: str = "string",
@@ -693,6 +874,10 @@ def curves(
         In replay mode SC and GenRM replay the reference's default run (plot:521-526 turns
         weighted SC on too, whose draws come between best-of-S's); PRM best-of-N has no
         reference draws and is always the exact expectation.
+
+        ``prm_weighted`` adds weighted SC with the PRM's (or LaSeR's) scores as the votes
+        (:func:`score_weighted_sc`, method ``"prm-sc"``) at the PRM's cost: exact or
+        Monte-Carlo in exact mode, the reference's seed-``seed`` draws in replay mode.
     """
     _check(mode, rule)
     if not pools:
@@ -741,7 +926,11 @@ def curves(
     ]
     if prm_scores is not None:
         prm_sizes = sc_sizes if prm_sizes is None else prm_sizes
-        points += _prm_points(pools, prm_scores, prm_sizes, flops_model, prm_lambda, cost)
+        points += _prm_points(
+            pools, prm_scores, prm_sizes, flops_model, prm_lambda, cost, prm_weighted, mode, seed
+        )
+    elif prm_weighted:
+        raise ValueError("prm_weighted needs prm_scores")
     return points
 
 
@@ -752,6 +941,9 @@ def _prm_points(
     flops_model: FlopsModel | None,
     prm_lambda: float,
     cost: Callable[[int, int], float],
+    weighted: bool = False,
+    mode: str = "exact",
+    seed: int = SEED,
 ) -> list[CurvePoint]:
     if len(prm_scores) != len(pools):
         raise ValueError(f"prm_scores has {len(prm_scores)} problems, the pools {len(pools)}")
@@ -786,4 +978,13 @@ def _prm_points(
                 )
             )
         points.append(CurvePoint("prm", s, 0, prm_cost(s), float(np.mean(values))))
+    if weighted:
+        votes = [
+            score_weighted_sc(pool, scores, sizes, mode=mode, seed=seed)
+            for pool, scores in zip(pools, prm_scores, strict=True)
+        ]
+        points += [
+            CurvePoint("prm-sc", s, 0, prm_cost(s), float(np.mean([v[s].value for v in votes])))
+            for s in sizes
+        ]
     return points

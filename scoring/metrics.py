@@ -613,3 +613,47 @@ def best_of_n_from_picks(picks: Mapping[Picks, int]) -> dict[str, float]:
 def best_of_n_from_aggregates(problems: Sequence[Sequence[Solution]]) -> dict[str, float]:
     """:func:`best_of_n_from_picks` of each problem's :func:`problem_picks`."""
     return best_of_n_from_picks(Counter(problem_picks(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class SelfVerification:
+    """A solution-level verifier's verdicts against the graded final answers, as LaSeR
+    reports its self-rewarding scores (``RUCBM/LaSeR`` ``src/calculate_self_rewarding_scores.py``
+    lines 304-373): ``acc_correct``, the share of right solutions judged correct
+    (``score > threshold``); ``acc_wrong``, the share of wrong ones judged incorrect; their
+    harmonic mean ``f1`` (line 357, 0 where both are 0, as ProcessBench's F1 over its two
+    accuracies); ``accuracy`` over all solutions. Shares in 0..100 as ProcessBench's."""
+
+    n_correct: int
+    n_wrong: int
+    acc_correct: float
+    acc_wrong: float
+    accuracy: float
+    f1: float
+
+
+def self_verification(
+    scores: Sequence[float], correct: Sequence[bool], threshold: float = 0.5
+) -> SelfVerification:
+    """Judged correct when ``score > threshold`` (lines 331, 335 and 338: a score of exactly
+    0.5 is "incorrect"); an empty class has accuracy 0 (lines 354-355). LaSeR prints these
+    twice: over the solutions with an extracted answer ("filtered", lines 341-351) and over
+    all of them with r_s = 0 for the rest ("all", lines 328-338, 146-153); the caller picks
+    the solutions and the scores.
+
+    >>> self_verification([0.9, 0.2, 0.5, 0.7], [True, False, True, False]).f1
+    50.0
+    """
+    if len(scores) != len(correct):
+        raise ValueError(f"{len(scores)} scores for {len(correct)} solutions")
+    judged = [score > threshold for score in scores]
+    right = [j for j, c in zip(judged, correct, strict=True) if c]
+    wrong = [not j for j, c in zip(judged, correct, strict=True) if not c]
+    acc_correct = sum(right) / len(right) if right else 0.0
+    acc_wrong = sum(wrong) / len(wrong) if wrong else 0.0
+    accuracy = sum(right + wrong) / len(judged) if judged else 0.0
+    total = acc_correct + acc_wrong
+    f1 = 2 * acc_correct * acc_wrong / total if total > 0 else 0.0
+    return SelfVerification(
+        len(right), len(wrong), 100 * acc_correct, 100 * acc_wrong, 100 * accuracy, 100 * f1
+    )

@@ -34,6 +34,7 @@ class SamplingRunSerializer(serializers.ModelSerializer):
             "selection",
             "solutions",
             "tokens",
+            "labelling_queue",
             *JOB_FIELDS,
         ]
         read_only_fields = fields
@@ -69,6 +70,11 @@ class SamplingRequestSerializer(serializers.Serializer):
     selection = serializers.DictField(required=False, default=dict)
     generator = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
+    labelling_queue = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Whether the solutions join the labelling queue (default: they do not).",
+    )
 
 
 class VerificationRequestSerializer(serializers.Serializer):

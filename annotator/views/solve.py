@@ -10,12 +10,15 @@ the runs; owners cancel and retry them.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest, PermissionDenied
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import jobs, sampling, solve_or_verify, verification
@@ -53,6 +56,12 @@ class SamplingForm(forms.Form):
     )
     generator = forms.CharField(
         max_length=200, required=False, help_text="The solutions' generator (default: the model)."
+    )
+    labelling_queue = forms.BooleanField(
+        required=False,
+        label="Add to the labelling queue",
+        help_text="Off: the solutions are for the curves and stay out of the queue "
+        "(each can still be labelled from its trace page).",
     )
     name = forms.SlugField(max_length=100, required=False)
 
@@ -149,6 +158,7 @@ def solve_runs(request: HttpRequest, slug: str) -> HttpResponse:
             selection={"split": data["split"]},
             generator=data["generator"],
             name=data["name"],
+            labelling_queue=data["labelling_queue"],
         ),
     )
     if run is None:
@@ -300,11 +310,57 @@ def _selection(request: HttpRequest, membership: Membership) -> dict[str, Any]:
     }
 
 
+def _default_query(membership: Membership) -> dict[str, int | str] | None:
+    """What a first visit shows: the latest finished sampling run with its latest finished
+    verification run, else the imported source with the most solutions per problem (two
+    or more: best-of-N files) with the latest finished scoring run that scored it; None
+    when there is neither."""
+    project = membership.project
+    run = project.sampling_runs.filter(status=JobStatus.DONE).order_by("-id").first()
+    if run is not None:
+        query: dict[str, int | str] = {"sampling": run.pk}
+        check = run.verification_runs.filter(status=JobStatus.DONE).order_by("-id").first()
+        if check is not None:
+            query["verification"] = check.pk
+        return query
+    traces = (
+        Trace.objects.filter(project=project)
+        .visible_to(membership)
+        .exclude(generator=REFERENCE_GENERATOR)
+    )
+    by_source = (
+        traces.order_by()
+        .values("source")
+        .annotate(solutions=Count("id"), problems=Count("problem", distinct=True))
+    )
+    best = max(
+        (row for row in by_source if row["solutions"] >= 2 * row["problems"]),
+        key=lambda row: (row["solutions"] / row["problems"], row["source"]),
+        default=None,
+    )
+    if best is None:
+        return None
+    query = {"source": best["source"]}
+    first = traces.filter(source=best["source"]).order_by("problem_id", "id").first()
+    scoring = (
+        ScoringRun.objects.filter(project=project, status=JobStatus.DONE, trace_scores__trace=first)
+        .order_by("-id")
+        .first()
+    )
+    if scoring is not None:
+        query["scoring"] = scoring.pk
+    return query
+
+
 @login_required
 @require_GET
 def solve_or_verify_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = get_membership(request.user, slug, allow=Membership.sees_model_scores)
     project = membership.project
+    if not request.GET:
+        query = _default_query(membership)
+        if query is not None:
+            return redirect(f"{reverse('solve-or-verify', args=[slug])}?{urlencode(query)}")
     chosen = _selection(request, membership)
     return render(
         request,

@@ -60,6 +60,18 @@ for scorer in (random, tuned):
         answer = client.get(f"/p/gsm8k-demo/dashboard/runs/{run.pk}/{part}")
         assert answer.status_code == 200, (part, answer.status_code)
 print("dashboard on sqlite: ok", sorted(rows))
+# Solve or verify: a first visit picks the GSM8K best-of-N solutions (4 per problem) and
+# the arithmetic-check run over them; the figure draws SC, its best-of-N and weighted SC.
+first = client.get("/p/gsm8k-demo/solve/curves/")
+arith = ScoringRun.objects.get(project__slug="gsm8k-demo", name="arithmetic-check")
+assert first.status_code == 302, first.status_code
+assert first.url.endswith(f"?source=gsm8k-solutions&scoring={arith.pk}"), first.url
+assert client.get(first.url).status_code == 200
+figure = client.get("/p/gsm8k-demo/solve/curves/figure/?" + first.url.split("?", 1)[1])
+assert figure.status_code == 200 and b'id="solve-chart"' in figure.content, figure.content[:2000]
+for label in (b"Self-consistency", b"arithmetic-check best-of-N", b"arithmetic-check weighted SC"):
+    assert label in figure.content, label
+print("solve or verify on sqlite: ok")
 print("demo models: ok")
 """
 
@@ -138,6 +150,7 @@ def test_the_demo_trains_scores_and_rolls_out_tiny_models_offline(data_dir, tmp_
     )
     assert check.returncode == 0, check.stderr[-2000:]
     assert "demo models: ok" in check.stdout
+    assert "solve or verify on sqlite: ok" in check.stdout
     # Run again, the demo queues nothing twice.
     again = subprocess.run(
         [*manage, "setup_demo", "--models", "--data-dir", str(tmp_path / "data")],

@@ -43,9 +43,17 @@ def test_runs_are_started_followed_cancelled_and_retried(project, users) -> None
     assert started.status_code == 202, started.json()
     run = SamplingRun.objects.get(name="api-run")
     assert started.json()["status"] == JobStatus.QUEUED and started.json()["id"] == run.pk
+    assert started.json()["labelling_queue"] is False and not run.labelling_queue
+    queued = owner.post(
+        f"{base}/sampling-runs/",
+        {**body, "name": "api-queued", "labelling_queue": True},
+        format="json",
+    )
+    assert queued.status_code == 202 and queued.json()["labelling_queue"] is True
+    assert SamplingRun.objects.get(name="api-queued").labelling_queue
 
     listed = api(users["reviewer"]).get(f"{base}/sampling-runs/").json()
-    assert [r["name"] for r in listed] == ["api-run"]
+    assert sorted(r["name"] for r in listed) == ["api-queued", "api-run"]
     assert api(users["annotator"]).get(f"{base}/sampling-runs/").status_code == 404
     assert api(users["outsider"]).get(f"{base}/sampling-runs/{run.pk}/").status_code == 404
     assert api(users["reviewer"]).post(f"{base}/sampling-runs/{run.pk}/cancel/").status_code == 404

@@ -71,6 +71,9 @@ def test_only_staff_owners_start_runs_and_owners_cancel_and_retry(
     run = SamplingRun.objects.get(name="from-page")
     assert response.status_code == 302 and response.url.endswith(f"/solve/sampling/{run.pk}/")
     assert run.status == JobStatus.QUEUED and run.options["top_p"] == 0.95
+    assert not run.labelling_queue  # by default, sampled solutions stay out of the queue
+    client.post(url, {**form, "name": "queued-too", "labelling_queue": "on"})
+    assert SamplingRun.objects.get(name="queued-too").labelling_queue
     status = client.get(reverse("sampling-run", args=[project.slug, run.pk]), **HTMX)
     assert b'id="sampling-run-status"' in status.content and b"<html" not in status.content
 
@@ -122,7 +125,7 @@ def test_the_figure_shows_what_scoring_curves_computes_from_the_stored_rows(
     drawn = {}
     for curve in figures.curves:
         v = int(curve.label.rsplit("= ", 1)[1]) if curve.method == "genrm" else 0
-        for s, c, y, lo, hi in curve.rows:
+        for s, c, y, lo, hi, _ in curve.rows:
             drawn[(curve.method, s, v)] = (c, y)
             assert lo <= y + 1e-9 and y <= hi + 1e-9
     assert set(drawn) == set(by_key)
@@ -130,7 +133,7 @@ def test_the_figure_shows_what_scoring_curves_computes_from_the_stored_rows(
         assert drawn[key] == pytest.approx((point.compute, 100 * point.success_rate))
     assert b"solve-chart" in response.content and b"Self-consistency" in response.content
     for curve in figures.curves:
-        for _, _, y, lo, hi in curve.rows:
+        for _, _, y, lo, hi, _ in curve.rows:
             assert f'{y:.1f}</td><td class="figure">{lo:.1f}–{hi:.1f}' in response.text
     sc = [by_key[("sc", s, 0)].success_rate for s in (1, 2, 4, 8)]
     assert figures.sc_best == pytest.approx(100 * max(sc))
@@ -204,8 +207,9 @@ def test_the_gsm8k_best_of_n_data_gives_sc_and_prm_curves(client_for, project, u
     assert '<td class="figure">1.50</td>' not in response.text
     traces = Trace.objects.filter(project=project).exclude(generator="reference")
     found = solve_or_verify.figures(None, None, run, traces=traces)
-    assert [c.method for c in found.curves] == ["sc", "prm"]
+    assert [c.method for c in found.curves] == ["sc", "prm", "prm-sc"]
     assert found.curves[0].solutions == found.curves[1].solutions == [1, 2, 4]
+    assert found.curves[2].solutions == [1, 2, 4] and found.curves[2].error is None
 
     # Independently: each problem's solutions in id order, the min step score per trace.
     by_problem: dict[int, list] = {}
@@ -237,3 +241,71 @@ def test_the_gsm8k_best_of_n_data_gives_sc_and_prm_curves(client_for, project, u
             for pool, score in zip(pools, prm, strict=True)
         ) / len(pools)
         assert y == pytest.approx(100 * mean)
+    # Weighted SC by the same scores: every ordered draw of S solutions, each answer's
+    # votes its solutions' scores (a null one votes 0), the first inserted of the best.
+    import itertools
+    from fractions import Fraction
+
+    raw = [[scores[t.pk] for t in solutions] for solutions in by_problem.values()]
+    for s, y in zip([1, 2, 4], found.curves[2].success, strict=True):
+        total = 0.0
+        for pool, weights in zip(pools, raw, strict=True):
+            draws = list(itertools.permutations(range(len(pool.samples)), s))
+            won = 0
+            for drawn in draws:
+                votes: dict[str, Fraction] = {}
+                for i in drawn:
+                    sample = pool.samples[i]
+                    if sample.answer is not None:
+                        w = Fraction(weights[i]) if weights[i] is not None else Fraction(0)
+                        votes[sample.answer] = votes.get(sample.answer, Fraction(0)) + w
+                if votes:
+                    best = max(votes, key=votes.__getitem__)
+                    won += next(x.correct for x in pool.samples if x.answer == best)
+            total += won / len(draws)
+        assert y == pytest.approx(100 * total / len(pools), abs=1e-9)
+    assert "weighted SC" in response.text
+
+
+def test_a_first_visit_shows_the_latest_finished_runs_or_a_best_of_n_source(
+    client_for, project, users
+) -> None:
+    """No choice in the query: the latest finished sampling run with its verification run;
+    without sampling runs, the imported source with several solutions per problem and the
+    scoring run that scored it; with neither, the page asks."""
+    from annotator.models import JobStatus, Scorer, ScoringRun, TraceScore
+    from tests.factories import make_trace
+
+    url = reverse("solve-or-verify", args=[project.slug])
+    client = client_for(users["reviewer"])
+    assert client.get(url).status_code == 200  # nothing to show yet
+    # one solution per problem is no best-of-N source
+    make_trace(project, ext="single", source="single")
+    assert client.get(url).status_code == 200
+    traces = []
+    for p in range(3):
+        first = make_trace(project, ext=f"bon-{p}-0", source="bon")
+        traces.append(first)
+        for j in (1, 2):
+            other = make_trace(project, ext=f"bon-{p}-{j}", source="bon")
+            other.problem = first.problem  # another solution of the same problem
+            other.save(update_fields=["problem"])
+            traces.append(other)
+    scorer = Scorer.objects.create(name="arith", adapter="arithmetic-check")
+    scoring = ScoringRun.objects.create(
+        project=project, scorer=scorer, name="arith", status=JobStatus.DONE
+    )
+    ScoringRun.objects.create(project=project, scorer=scorer, name="other", status=JobStatus.DONE)
+    TraceScore.objects.bulk_create(
+        TraceScore(run=scoring, trace=t, step_scores=[1.0], min_score=1.0) for t in traces
+    )
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response.url == f"{url}?source=bon&scoring={scoring.pk}"
+    sampling_run, check = solved_runs(project, users["owner"], problems=2)
+    later, _ = solved_runs(project, users["owner"], problems=2, seed=1)
+    later.status = JobStatus.RUNNING  # not finished: not shown first
+    later.save(update_fields=["status"])
+    response = client.get(url)
+    assert response.url == f"{url}?sampling={sampling_run.pk}&verification={check.pk}"
+    assert client.get(url, {"sampling": sampling_run.pk}).status_code == 200

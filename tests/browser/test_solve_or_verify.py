@@ -52,3 +52,31 @@ def test_the_page_draws_each_method_on_a_log2_axis(solve_project, new_page, live
         page.goto(live_server.url + url)
         expect(page.locator("h1")).to_be_visible()
     assert errors == []
+
+
+def test_laser_curves_and_self_verification_draw_without_errors(
+    solve_project, new_page, live_server
+) -> None:
+    import random
+
+    from tests.annotator.test_solve_laser import laser_run
+
+    project, sampling_run, _ = solve_project
+    run, _ = laser_run(project, sampling_run, random.Random(5))
+    page = new_page("rhea", "pw-rhea-123")
+    errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(
+        f"{live_server.url}/p/{project.slug}/solve/curves/"
+        f"?sampling={sampling_run.pk}&scoring={run.pk}"
+    )
+    expect(page.locator("#solve-chart.js-plotly-plot")).to_be_attached()
+    names = page.evaluate("() => document.getElementById('solve-chart').data.map(t => t.name)")
+    assert names == [
+        "Self-consistency",
+        "LaSeR laser-self best-of-N",
+        "LaSeR laser-self weighted SC",
+    ]
+    expect(page.locator("#solve-self-verification tbody tr")).to_have_count(2)
+    assert errors == []

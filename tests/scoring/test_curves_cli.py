@@ -177,6 +177,36 @@ def test_prm_best_of_n_comes_from_a_score_file(data, tmp_path: Path) -> None:
     assert "prm.jsonl, field 'id'" in result.stderr and "'9/0'" in result.stderr
 
 
+def test_laser_weighted_sc_comes_from_the_same_score_file(data, tmp_path: Path) -> None:
+    """LaSeR's r_s as votes, negative and above 1: a negative total still beats an
+    invalid answer (the reference's -1 sentinel would not), best-of-N ranks them as given."""
+    samples, _ = data
+    prm = tmp_path / "laser.jsonl"
+    r_s = {
+        # problem 0 (gold 5): 5 gets -1.2, 7 gets -1.5, the invalid one 1.2
+        "0/0": [-0.6], "0/1": [-0.6], "0/2": [-1.5], "0/3": [1.2],
+        # problem 1 (gold 3): 3 gets 1.3 - 0.2 = 1.1, 4 gets 0.9
+        "1/0": [1.3], "1/1": [0.4], "1/2": [0.5], "1/3": [-0.2],
+    }  # fmt: skip
+    prm.write_text("".join(json.dumps({"id": k, "scores": v}) + "\n" for k, v in r_s.items()))
+    out = tmp_path / "laser.csv"
+    result = run(
+        "--samples", str(samples), "--prm-scores", str(prm), "--prm-weighted",
+        "--output", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    got = points(out)
+    # S=4: 5 beats 7 in problem 0, 3 beats 4 in problem 1
+    assert got[("prm-sc", 4, 0)]["success_rate"] == pytest.approx(1.0)
+    assert got[("prm-sc", 4, 0)]["compute"] == 8.0
+    # S=1: the drawn answer, right for 2 of 4 in each problem
+    assert got[("prm-sc", 1, 0)]["success_rate"] == pytest.approx(0.5)
+    # best-of-4 takes the invalid answer (scored 0, above the valid ones) in problem 0
+    assert got[("prm", 4, 0)]["success_rate"] == pytest.approx(0.5)
+    refused = run("--samples", str(samples), "--prm-weighted", "--output", str(out))
+    assert refused.returncode == 2 and "--prm-weighted needs --prm-scores" in refused.stderr
+
+
 def test_reference_data_without_token_counts_asks_for_lambda(data, tmp_path: Path) -> None:
     samples, verifications = data
     out = tmp_path / "out.json"
