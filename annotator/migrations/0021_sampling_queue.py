@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("annotator", "0019_sampling_verification"),
+        ("annotator", "0020_grounded_labels"),
     ]
 
     operations = [
