@@ -1,0 +1,233 @@
+"""Runs split into shards: what the coordination costs as workers are added.
+
+    python bench/shards.py [--workers 1,4,16,64] [--shard-traces 1024] [--work 1.0]
+                           [--rounds 4] [--claim-rounds 40] [--short]
+
+W simulated workers (processes on this machine, talking to PostgreSQL on loopback)
+work one scoring run each round of W, through the real code a Celery task runs
+(``shards.execute``: the ``SKIP LOCKED`` claim, the shard's heartbeat thread, the
+shard marked done, the run's progress and, for the last shard, the run marked done).
+Only the work is simulated: it counts the shard's traces in the database, as a run's
+work starts, and sleeps for ``--work`` seconds.
+
+1. Claims: W workers over a run of ``W x --claim-rounds`` shards with no work at all,
+   so the claims themselves are the load: shards claimed and finished per second.
+2. Runs: W workers over a run of ``W x --rounds`` shards of ``--shard-traces`` traces,
+   each taking ``--work`` seconds. Reported per W: the share of the workers' time spent
+   outside the work (claiming, marking done, the heartbeat thread's start and stop:
+   the coordination), and the run's completion time against the ideal
+   ``rounds x work`` (every worker busy from start to end), both measured in this run.
+
+The traces are real rows (``W x rounds x shard-traces`` per W, made in SQL); the run
+has one split per W, so each W's run plans its own shards with ``shards.plan``.
+``--short`` is a quick look (W = 1, 4, 16; 64-trace shards of 0.1 s).
+
+Needs DATABASE_URL (PostgreSQL; it creates and drops its own database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import database_name  # noqa: E402 (after the path is set)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="1,4,16,64", help="comma-separated W values")
+    parser.add_argument("--shard-traces", type=int, default=1024)
+    parser.add_argument("--work", type=float, default=1.0, help="seconds of work per shard")
+    parser.add_argument("--rounds", type=int, default=4, help="shards per worker (runs)")
+    parser.add_argument("--claim-rounds", type=int, default=40, help="shards per worker (claims)")
+    parser.add_argument("--short", action="store_true", help="W = 1, 4, 16; small, fast shards")
+    args = parser.parse_args()
+    if args.short:
+        args.workers, args.shard_traces, args.work, args.rounds = "1,4,16", 64, 0.1, 3
+        args.claim_rounds = 20
+    widths = [int(w) for w in args.workers.split(",")]
+
+    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/stepwise")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "annotator.settings")
+    import django
+    from django.conf import settings
+
+    django.setup()
+    from django.db import connection
+    from django.test.utils import setup_databases, teardown_databases
+
+    if connection.vendor != "postgresql":
+        sys.exit("bench/shards.py measures the PostgreSQL path; set DATABASE_URL")
+    settings.DATABASES["default"]["TEST"]["NAME"] = database_name("shards")
+    old = setup_databases(verbosity=0, interactive=False, keepdb=False)
+    try:
+        project = build(widths, args)
+        print(
+            f"PostgreSQL {connection.cursor().connection.info.server_version}, "
+            f"{os.cpu_count()} CPUs; heartbeat every {settings.JOB_HEARTBEAT_SECONDS} s"
+        )
+        print("\n1. Claims: shards with no work, claimed and finished as fast as W workers can")
+        print(f"{'W':>4} {'shards':>7} {'seconds':>8} {'claims/s':>9} {'ms/claim/worker':>16}")
+        for width in widths:
+            shards_n = width * args.claim_rounds
+            # Shards of one trace each over the first traces of the split.
+            result = run_once(project, width, f"w{width}", shards_n, 1, 0.0, limit=shards_n)
+            print(
+                f"{width:>4} {shards_n:>7} {result['elapsed']:>8.2f} "
+                f"{shards_n / result['elapsed']:>9.0f} "
+                f"{1000 * result['worker_s'] / shards_n:>16.1f}"
+            )
+        print(
+            f"\n2. Runs: shards of {args.shard_traces} traces, {args.work:g} s of work each, "
+            f"{args.rounds} per worker"
+        )
+        print(
+            f"{'W':>4} {'shards':>7} {'traces':>8} {'coordination':>13} {'done in':>8} "
+            f"{'ideal':>6} {'over ideal':>11} {'claims/s':>9}"
+        )
+        for width in widths:
+            shards_n = width * args.rounds
+            result = run_once(
+                project, width, f"w{width}", shards_n, args.shard_traces, args.work, limit=None
+            )
+            ideal = args.rounds * args.work
+            share = 1 - result["work_s"] / result["worker_s"]
+            print(
+                f"{width:>4} {shards_n:>7} {shards_n * args.shard_traces:>8} "
+                f"{100 * share:>12.2f}% {result['elapsed']:>7.2f}s {ideal:>5.1f}s "
+                f"{100 * (result['elapsed'] / ideal - 1):>10.1f}% "
+                f"{shards_n / result['elapsed']:>9.1f}"
+            )
+    finally:
+        connection.close()
+        teardown_databases(old, verbosity=0)
+
+
+def build(widths: list[int], args) -> int:
+    """A project with one split per W of ``W x rounds x shard_traces`` traces (and at
+    least enough for the claims), made by SQL; returns the project's id."""
+    from django.db import connection
+
+    from annotator.models import Problem, Project
+
+    project = Project.objects.create(slug="bench-shards", name="Bench shards")
+    problem = Problem.objects.create(project=project, text="1 + 1", reference_answer="2")
+    t0 = time.perf_counter()
+    total = 0
+    with connection.cursor() as cur:
+        for width in widths:
+            n = width * max(args.rounds * args.shard_traces, args.claim_rounds)
+            cur.execute(
+                """INSERT INTO annotator_trace (project_id, problem_id, source, source_format,
+                       external_id, generator, split, final_answer, final_answer_correct,
+                       metadata, num_steps, is_gold, created_at, label_count)
+                   SELECT %s, %s, 'bench', 'jsonl', %s || '-' || g, 'bench', %s, '2', true,
+                          '{}', 3, false, now(), 0
+                   FROM generate_series(1, %s) g""",
+                [project.pk, problem.pk, f"w{width}", f"w{width}", n],
+            )
+            total += n
+        cur.execute("ANALYZE annotator_trace")
+    print(f"{total} traces in {len(widths)} splits made in {time.perf_counter() - t0:.1f} s")
+    return project.pk
+
+
+def run_once(
+    project_id: int,
+    width: int,
+    split: str,
+    shards_n: int,
+    shard_traces: int,
+    work: float,
+    *,
+    limit: int | None,
+) -> dict[str, float]:
+    """One run of ``shards_n`` shards worked by ``width`` worker processes started
+    together; the workers' summed time, summed work time, and the run's wall time."""
+    from django.db import connection
+
+    from annotator import shards
+    from annotator.models import JobStatus, Project, ScoringRun, Trace
+
+    project = Project.objects.get(pk=project_id)
+    run = ScoringRun.objects.create(
+        project=project,
+        name=f"bench-{split}-{shard_traces}-{time.monotonic_ns()}",
+        selection={"split": split},
+        provenance={"adapter": "simulated"},
+    )
+    traces = Trace.objects.filter(project=project, split=split)
+    if limit is not None:
+        traces = Trace.objects.filter(pk__in=traces.order_by("id").values("id")[:limit])
+    planned = shards.plan(run, traces, shard_traces)
+    assert planned == shards_n, (planned, shards_n)
+    connection.close()  # the children open their own
+
+    context = multiprocessing.get_context("fork")
+    ready = context.Barrier(width + 1)
+    results = context.Queue()
+    workers = [
+        context.Process(target=worker, args=(run.pk, work, ready, results)) for _ in range(width)
+    ]
+    for process in workers:
+        process.start()
+    ready.wait()  # every worker has connected: the clock starts for all at once
+    started = time.perf_counter()
+    reports = [results.get() for _ in workers]
+    for process in workers:
+        process.join()
+    run.refresh_from_db()
+    assert run.status == JobStatus.DONE, (run.status, run.error)
+    assert run.progress_done == run.progress_total
+    ended = max(r["ended"] for r in reports)
+    return {
+        "elapsed": ended - started,
+        "worker_s": sum(r["ended"] - started for r in reports),
+        "work_s": sum(r["work_s"] for r in reports),
+        "shards": sum(r["shards"] for r in reports),
+    }
+
+
+def worker(run_id: int, work: float, ready, results) -> None:
+    """One simulated worker: what a Celery worker does with each message of the run,
+    until a message finds no shard left to take."""
+    from django.db import connection
+
+    from annotator import jobs, shards
+    from annotator.models import ScoringRun
+
+    connection.close()  # never the parent's connection
+    connection.ensure_connection()
+    spent = {"work_s": 0.0}
+
+    def simulated_work(run: ScoringRun, context: jobs.JobContext) -> dict:
+        """``work`` seconds: the shard's traces counted, then a sleep; none at all for
+        0 (the claims alone). The cancel check after it is coordination."""
+        if not work:
+            return {}
+        t0 = time.perf_counter()
+        traces = context.restrict(jobs.selected_traces(run.project, run.selection)).count()
+        remaining = work - (time.perf_counter() - t0)
+        if remaining > 0:
+            time.sleep(remaining)
+        spent["work_s"] += time.perf_counter() - t0
+        context.progress(traces, traces)
+        return {"traces": traces}
+
+    done = 0
+    ready.wait()
+    while shards.execute(ScoringRun, run_id, simulated_work, finish=lambda run: {}) is not None:
+        done += 1
+    results.put({"ended": time.perf_counter(), "work_s": spent["work_s"], "shards": done})
+    connection.close()
+
+
+if __name__ == "__main__":
+    main()
