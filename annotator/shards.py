@@ -42,11 +42,12 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -131,15 +132,100 @@ def messages_for(job: Job) -> int:
 # -- claiming -------------------------------------------------------------------------------
 
 
-def claim(model: type[ProjectRun], run_id: int, worker: str) -> Shard | None:
+def claim(
+    model: type[ProjectRun], run_id: int, worker: str, *, queued: bool = True
+) -> Shard | None:
     """Take the run's next shard: queued, or running with a stale heartbeat (its worker
     died), with attempts left. None when the run is finished, cancelled or has nothing
-    left to claim."""
+    left to claim. ``queued``: the run may not have started yet (its first claim marks
+    it running); False spares that update when the caller knows it has."""
     now = timezone.now()
+    worker = worker[:200]
+    if database.has_skip_locked():
+        shard = _claim_skipping_locked(model, run_id, worker, now)
+    else:
+        shard = _claim_one_writer(model, run_id, worker, now)
+    if shard is not None and queued:
+        model.objects.filter(pk=run_id, status=JobStatus.QUEUED).update(
+            status=JobStatus.RUNNING,
+            attempts=1,
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker,
+            summary={"resumed_at": _done(model, run_id)},
+        )
+    return shard
+
+
+def _claim_skipping_locked(
+    model: type[ProjectRun], run_id: int, worker: str, now: datetime
+) -> Shard | None:
+    """The claim as one statement (one round trip, one commit): the queue idiom of
+    ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING``.
+    The run's row is read in it for its status, cancel flag and attempts."""
+    quote = connection.ops.quote_name
+    content_type = _content_type(model)
+    sql = f"""
+        UPDATE {quote(Shard._meta.db_table)}
+        SET status = %s, attempts = attempts + 1, heartbeat_at = %s, started_at = %s, worker = %s
+        WHERE id = (
+            SELECT s.id FROM {quote(Shard._meta.db_table)} s
+            JOIN {quote(model._meta.db_table)} r ON r.id = s.run_id
+            WHERE s.content_type_id = %s AND s.run_id = %s
+              AND r.status IN (%s, %s) AND NOT r.cancel_requested
+              AND s.attempts < r.max_attempts
+              AND (s.status = %s OR (s.status = %s AND s.heartbeat_at < %s))
+            ORDER BY s.index
+            LIMIT 1
+            FOR UPDATE OF s SKIP LOCKED
+        )
+        RETURNING id, index, first_trace_id, last_trace_id, traces, done, attempts"""
+    params = [
+        JobStatus.RUNNING,
+        now,
+        now,
+        worker,
+        content_type.pk,
+        run_id,
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        now - jobs.stale_after(),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, index, first, last, traces, done, attempts = row
+    return Shard(
+        pk=pk,
+        content_type=content_type,
+        run_id=run_id,
+        index=index,
+        first_trace_id=first,
+        last_trace_id=last,
+        traces=traces,
+        status=JobStatus.RUNNING,
+        done=done,
+        attempts=attempts,
+        heartbeat_at=now,
+        started_at=now,
+        worker=worker,
+    )
+
+
+def _claim_one_writer(
+    model: type[ProjectRun], run_id: int, worker: str, now: datetime
+) -> Shard | None:
+    """The claim without row locks (SQLite, which runs one writer at a time): the first
+    claimable shard, taken by a conditional update that fails if another claimer got
+    there first."""
     with transaction.atomic():
         run = (
             model.objects.filter(pk=run_id, status__in=ACTIVE, cancel_requested=False)
-            .values("status", "max_attempts")
+            .values("max_attempts")
             .first()
         )
         if run is None:
@@ -152,34 +238,19 @@ def claim(model: type[ProjectRun], run_id: int, worker: str) -> Shard | None:
                 | Q(status=JobStatus.RUNNING, heartbeat_at__lt=now - jobs.stale_after())
             )
         )
-        candidates = claimable.order_by("index")
-        if database.has_skip_locked():
-            candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-        shard = candidates.first()
-        if shard is None:
-            return None
-        # Conditional: without row locks (SQLite) another claimer may have taken it.
-        if not claimable.filter(pk=shard.pk).update(
+        shard = claimable.order_by("index").first()
+        if shard is None or not claimable.filter(pk=shard.pk).update(
             status=JobStatus.RUNNING,
             attempts=F("attempts") + 1,
             heartbeat_at=now,
             started_at=now,
-            worker=worker[:200],
+            worker=worker,
         ):
             return None
-        if run["status"] == JobStatus.QUEUED:
-            model.objects.filter(pk=run_id, status=JobStatus.QUEUED).update(
-                status=JobStatus.RUNNING,
-                attempts=1,
-                started_at=now,
-                heartbeat_at=now,
-                worker=worker[:200],
-                summary={"resumed_at": _done(model, run_id)},
-            )
     shard.status = JobStatus.RUNNING
     shard.attempts += 1
     shard.heartbeat_at = shard.started_at = now
-    shard.worker = worker[:200]
+    shard.worker = worker
     return shard
 
 
@@ -270,10 +341,13 @@ def execute(
     (a whole job's ``work`` does that itself). Returns the shard's outcome, or None when
     there was no shard to take."""
     run = model.objects.filter(pk=run_id).first()
-    if run is None or not is_sharded(run):
-        return jobs.execute(model, run_id, work, expected_errors=expected_errors)
-    shard = claim(model, run_id, jobs.worker_name())
+    shard = None
+    if run is not None:
+        queued = run.status == JobStatus.QUEUED
+        shard = claim(model, run_id, jobs.worker_name(), queued=queued)
     if shard is None:
+        if run is None or not is_sharded(run):
+            return jobs.execute(model, run_id, work, expected_errors=expected_errors)
         log.info("%s %s: no shard left to take", model.__name__, run_id)
         _finish_run(model, run_id, finish)  # the last shard's worker died before finishing
         return None
@@ -287,9 +361,9 @@ def execute(
         )
     heartbeat = _ShardHeartbeat(model, shard)
     heartbeat.start()
-    context = ShardContext(model.objects.get(pk=run_id), shard, heartbeat)
+    context = ShardContext(run, shard, heartbeat)
     try:
-        work(context.job, context)
+        work(run, context)
     except jobs.JobLost:
         log.warning("%s %s: shard %s was taken over; stopping", model.__name__, run_id, shard.index)
         return None
@@ -312,14 +386,70 @@ def execute(
         return JobStatus.FAILED
     finally:
         heartbeat.stop()
-    now = timezone.now()
-    if not Shard.objects.filter(
-        pk=shard.pk, status=JobStatus.RUNNING, attempts=shard.attempts
-    ).update(status=JobStatus.DONE, done=heartbeat.done, heartbeat_at=now, finished_at=now):
+    ours, maybe_last = _mark_done(model, shard, heartbeat.done)
+    if not ours:
         return None  # taken over between the last chunk and here: the other worker ends it
-    _touch_run(model, run_id)
-    _finish_run(model, run_id, finish)
+    if maybe_last:
+        _finish_run(model, run_id, finish)
     return JobStatus.DONE
+
+
+def _mark_done(model: type[ProjectRun], shard: Shard, done: int) -> tuple[bool, bool]:
+    """Mark the shard done and the run touched (its heartbeat, its progress), in one
+    transaction whose commit does not wait for the disk on PostgreSQL, as the scores'
+    own (``runs.store_scores``): a database crash may lose it, and the shard is then
+    taken up again with its stored traces skipped. Returns whether the shard was still
+    this worker's, and whether the run may be complete: no shard of it was waiting for
+    a worker (then ``_finish_run`` looks, after the commit; before that, the workers
+    of the last shards cannot see each other's)."""
+    now = timezone.now()
+    if not database.has_writable_cte():
+        with transaction.atomic():
+            if not Shard.objects.filter(
+                pk=shard.pk, status=JobStatus.RUNNING, attempts=shard.attempts
+            ).update(status=JobStatus.DONE, done=done, heartbeat_at=now, finished_at=now):
+                return False, False
+            _touch_run(model, shard.run_id)
+        return True, True
+    quote = connection.ops.quote_name
+    shard_table, run_table = quote(Shard._meta.db_table), quote(model._meta.db_table)
+    # One statement: the shard marked done, then (only if it was) the run touched, its
+    # progress the others' sum plus this shard's (a statement does not see its own
+    # updates); and the others waiting for a worker counted.
+    sql = f"""
+        WITH finished AS (
+            UPDATE {shard_table} SET status = %(done_status)s, done = %(done)s,
+                heartbeat_at = %(now)s, finished_at = %(now)s
+            WHERE id = %(shard)s AND status = %(running)s AND attempts = %(attempts)s
+            RETURNING id
+        ), touched AS (
+            UPDATE {run_table} SET heartbeat_at = %(now)s, progress_done = %(done)s + (
+                SELECT COALESCE(SUM(s.done), 0) FROM {shard_table} s
+                WHERE s.content_type_id = %(content_type)s AND s.run_id = %(run)s
+                  AND s.id <> %(shard)s)
+            WHERE id = %(run)s AND status = %(running)s AND EXISTS (SELECT 1 FROM finished)
+            RETURNING id
+        )
+        SELECT (SELECT COUNT(*) FROM finished), (SELECT COUNT(*) FROM touched), (
+            SELECT COUNT(*) FROM {shard_table} s
+            WHERE s.content_type_id = %(content_type)s AND s.run_id = %(run)s
+              AND s.status = %(queued)s)"""
+    params = {
+        "done_status": JobStatus.DONE,
+        "running": JobStatus.RUNNING,
+        "queued": JobStatus.QUEUED,
+        "done": done,
+        "now": now,
+        "shard": shard.pk,
+        "attempts": shard.attempts,
+        "content_type": _content_type(model).pk,
+        "run": shard.run_id,
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        cursor.execute(sql, params)
+        finished, _, waiting = cursor.fetchone()
+    return bool(finished), not waiting
 
 
 def _put_back(shard: Shard, done: int) -> None:

@@ -28,6 +28,7 @@ Needs DATABASE_URL (PostgreSQL; it creates and drops its own database).
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing
 import os
 import sys
@@ -60,6 +61,7 @@ def main() -> None:
     from django.conf import settings
 
     django.setup()
+    logging.getLogger("annotator").setLevel(logging.WARNING)  # not a line per worker's end
     from django.db import connection
     from django.test.utils import setup_databases, teardown_databases
 
@@ -74,7 +76,10 @@ def main() -> None:
             f"{os.cpu_count()} CPUs; heartbeat every {settings.JOB_HEARTBEAT_SECONDS} s"
         )
         print("\n1. Claims: shards with no work, claimed and finished as fast as W workers can")
-        print(f"{'W':>4} {'shards':>7} {'seconds':>8} {'claims/s':>9} {'ms/claim/worker':>16}")
+        print(
+            f"{'W':>4} {'shards':>7} {'seconds':>8} {'claims/s':>9} {'ms/claim/worker':>16} "
+            f"{'worker CPU ms/claim':>20}"
+        )
         for width in widths:
             shards_n = width * args.claim_rounds
             # Shards of one trace each over the first traces of the split.
@@ -82,7 +87,8 @@ def main() -> None:
             print(
                 f"{width:>4} {shards_n:>7} {result['elapsed']:>8.2f} "
                 f"{shards_n / result['elapsed']:>9.0f} "
-                f"{1000 * result['worker_s'] / shards_n:>16.1f}"
+                f"{1000 * result['worker_s'] / shards_n:>16.1f} "
+                f"{1000 * result['cpu_s'] / shards_n:>20.1f}"
             )
         print(
             f"\n2. Runs: shards of {args.shard_traces} traces, {args.work:g} s of work each, "
@@ -90,7 +96,7 @@ def main() -> None:
         )
         print(
             f"{'W':>4} {'shards':>7} {'traces':>8} {'coordination':>13} {'done in':>8} "
-            f"{'ideal':>6} {'over ideal':>11} {'claims/s':>9}"
+            f"{'ideal':>6} {'over ideal':>11} {'claims/s':>9} {'load':>5}"
         )
         for width in widths:
             shards_n = width * args.rounds
@@ -103,7 +109,7 @@ def main() -> None:
                 f"{width:>4} {shards_n:>7} {shards_n * args.shard_traces:>8} "
                 f"{100 * share:>12.2f}% {result['elapsed']:>7.2f}s {ideal:>5.1f}s "
                 f"{100 * (result['elapsed'] / ideal - 1):>10.1f}% "
-                f"{shards_n / result['elapsed']:>9.1f}"
+                f"{shards_n / result['elapsed']:>9.1f} {os.getloadavg()[0]:>5.1f}"
             )
     finally:
         connection.close()
@@ -185,13 +191,14 @@ def run_once(
         process.join()
     run.refresh_from_db()
     assert run.status == JobStatus.DONE, (run.status, run.error)
-    assert run.progress_done == run.progress_total
+    assert not work or run.progress_done == run.progress_total
     ended = max(r["ended"] for r in reports)
     return {
         "elapsed": ended - started,
         "worker_s": sum(r["ended"] - started for r in reports),
         "work_s": sum(r["work_s"] for r in reports),
         "shards": sum(r["shards"] for r in reports),
+        "cpu_s": sum(r["cpu_s"] for r in reports),
     }
 
 
@@ -223,9 +230,17 @@ def worker(run_id: int, work: float, ready, results) -> None:
 
     done = 0
     ready.wait()
+    cpu = time.process_time()
     while shards.execute(ScoringRun, run_id, simulated_work, finish=lambda run: {}) is not None:
         done += 1
-    results.put({"ended": time.perf_counter(), "work_s": spent["work_s"], "shards": done})
+    results.put(
+        {
+            "ended": time.perf_counter(),
+            "work_s": spent["work_s"],
+            "shards": done,
+            "cpu_s": time.process_time() - cpu,
+        }
+    )
     connection.close()
 
 
