@@ -820,7 +820,15 @@ class Shard(models.Model):
                 fields=["content_type", "run_id", "index"], name="shard_unique_index"
             )
         ]
-        indexes = [models.Index(fields=["status", "heartbeat_at"], name="shard_status")]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="shard_status"),
+            # The shards a claim may take, in order: a large run's done ones never read.
+            models.Index(
+                fields=["content_type", "run_id", "index"],
+                name="shard_claimable",
+                condition=Q(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"shard {self.index} of run {self.run_id} ({self.status})"

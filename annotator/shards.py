@@ -48,7 +48,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet, Subquery, Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -173,7 +173,7 @@ def _claim_skipping_locked(
             JOIN {quote(model._meta.db_table)} r ON r.id = s.run_id
             WHERE s.content_type_id = %s AND s.run_id = %s
               AND r.status IN (%s, %s) AND NOT r.cancel_requested
-              AND s.attempts < r.max_attempts
+              AND s.attempts < r.max_attempts AND s.status IN (%s, %s)
               AND (s.status = %s OR (s.status = %s AND s.heartbeat_at < %s))
             ORDER BY s.index
             LIMIT 1
@@ -187,6 +187,8 @@ def _claim_skipping_locked(
         worker,
         content_type.pk,
         run_id,
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
         JobStatus.QUEUED,
         JobStatus.RUNNING,
         JobStatus.QUEUED,
@@ -258,17 +260,12 @@ def _done(model: type[Job], run_id: int) -> int:
     return shards_of(model, run_id).aggregate(done=Coalesce(Sum("done"), 0))["done"]
 
 
-def _touch_run(model: type[Job], run_id: int) -> None:
-    """The run is alive: its heartbeat, and its progress as the sum of its shards'."""
-    done = (
-        shards_of(model, run_id)
-        .order_by()
-        .values("run_id")
-        .annotate(done=Sum("done"))
-        .values("done")
-    )
+def _advance_run(model: type[Job], run_id: int, traces: int) -> None:
+    """The run is alive: its heartbeat, and its progress moved on by the ``traces`` a
+    shard stored since it last said (an increment, not a sum over the run's shards:
+    the workers of a large run would read every shard of it at every report)."""
     model.objects.filter(pk=run_id, status=JobStatus.RUNNING).update(
-        heartbeat_at=timezone.now(), progress_done=Coalesce(Subquery(done), 0)
+        heartbeat_at=timezone.now(), progress_done=F("progress_done") + traces
     )
 
 
@@ -284,18 +281,21 @@ class _ShardHeartbeat(jobs._Heartbeat):
         self.pk = shard.pk
         self.attempt = shard.attempts
         self.done = shard.done
+        self.reported = shard.done  # what the run's progress holds of this shard
         self.total = shard.traces
         self.lost = False
         self._stopping = threading.Event()
 
     def beat(self) -> None:
+        done = self.done
         rows = Shard.objects.filter(
             pk=self.pk, status=JobStatus.RUNNING, attempts=self.attempt
-        ).update(heartbeat_at=timezone.now(), done=self.done)
+        ).update(heartbeat_at=timezone.now(), done=done)
         if rows != 1:
             self.lost = True
             return
-        _touch_run(self.run_model, self.run_id)
+        _advance_run(self.run_model, self.run_id, done - self.reported)
+        self.reported = done
 
 
 class ShardContext(jobs.JobContext):
@@ -368,7 +368,7 @@ def execute(
         log.warning("%s %s: shard %s was taken over; stopping", model.__name__, run_id, shard.index)
         return None
     except jobs.JobCancelled:
-        _put_back(shard, heartbeat.done)
+        _put_back(model, shard, heartbeat.done, heartbeat.reported)
         settle_cancel(model, run_id)
         return JobStatus.CANCELLED
     except expected_errors as exc:
@@ -386,7 +386,7 @@ def execute(
         return JobStatus.FAILED
     finally:
         heartbeat.stop()
-    ours, maybe_last = _mark_done(model, shard, heartbeat.done)
+    ours, maybe_last = _mark_done(model, shard, heartbeat.done, heartbeat.reported)
     if not ours:
         return None  # taken over between the last chunk and here: the other worker ends it
     if maybe_last:
@@ -394,14 +394,15 @@ def execute(
     return JobStatus.DONE
 
 
-def _mark_done(model: type[ProjectRun], shard: Shard, done: int) -> tuple[bool, bool]:
-    """Mark the shard done and the run touched (its heartbeat, its progress), in one
-    transaction whose commit does not wait for the disk on PostgreSQL, as the scores'
-    own (``runs.store_scores``): a database crash may lose it, and the shard is then
-    taken up again with its stored traces skipped. Returns whether the shard was still
-    this worker's, and whether the run may be complete: no shard of it was waiting for
-    a worker (then ``_finish_run`` looks, after the commit; before that, the workers
-    of the last shards cannot see each other's)."""
+def _mark_done(
+    model: type[ProjectRun], shard: Shard, done: int, reported: int
+) -> tuple[bool, bool]:
+    """Mark the shard done and the run touched (its heartbeat, its progress by what the
+    shard stored since it last said), in one statement on PostgreSQL: a round trip is
+    what a worker waits on. Returns whether the shard was still this worker's, and
+    whether the run may be complete: no shard of it was waiting for a worker (then
+    ``_finish_run`` looks, after the commit; before it, the workers of the last shards
+    cannot see each other's)."""
     now = timezone.now()
     if not database.has_writable_cte():
         with transaction.atomic():
@@ -409,13 +410,12 @@ def _mark_done(model: type[ProjectRun], shard: Shard, done: int) -> tuple[bool, 
                 pk=shard.pk, status=JobStatus.RUNNING, attempts=shard.attempts
             ).update(status=JobStatus.DONE, done=done, heartbeat_at=now, finished_at=now):
                 return False, False
-            _touch_run(model, shard.run_id)
+            _advance_run(model, shard.run_id, done - reported)
         return True, True
     quote = connection.ops.quote_name
     shard_table, run_table = quote(Shard._meta.db_table), quote(model._meta.db_table)
-    # One statement: the shard marked done, then (only if it was) the run touched, its
-    # progress the others' sum plus this shard's (a statement does not see its own
-    # updates); and the others waiting for a worker counted.
+    # One statement: the shard marked done, then (only if it was) the run touched; and
+    # whether a shard of the run still waits for a worker.
     sql = f"""
         WITH finished AS (
             UPDATE {shard_table} SET status = %(done_status)s, done = %(done)s,
@@ -423,15 +423,13 @@ def _mark_done(model: type[ProjectRun], shard: Shard, done: int) -> tuple[bool, 
             WHERE id = %(shard)s AND status = %(running)s AND attempts = %(attempts)s
             RETURNING id
         ), touched AS (
-            UPDATE {run_table} SET heartbeat_at = %(now)s, progress_done = %(done)s + (
-                SELECT COALESCE(SUM(s.done), 0) FROM {shard_table} s
-                WHERE s.content_type_id = %(content_type)s AND s.run_id = %(run)s
-                  AND s.id <> %(shard)s)
+            UPDATE {run_table} SET heartbeat_at = %(now)s,
+                progress_done = progress_done + %(advance)s
             WHERE id = %(run)s AND status = %(running)s AND EXISTS (SELECT 1 FROM finished)
             RETURNING id
         )
-        SELECT (SELECT COUNT(*) FROM finished), (SELECT COUNT(*) FROM touched), (
-            SELECT COUNT(*) FROM {shard_table} s
+        SELECT (SELECT COUNT(*) FROM finished), (SELECT COUNT(*) FROM touched), EXISTS (
+            SELECT 1 FROM {shard_table} s
             WHERE s.content_type_id = %(content_type)s AND s.run_id = %(run)s
               AND s.status = %(queued)s)"""
     params = {
@@ -439,23 +437,26 @@ def _mark_done(model: type[ProjectRun], shard: Shard, done: int) -> tuple[bool, 
         "running": JobStatus.RUNNING,
         "queued": JobStatus.QUEUED,
         "done": done,
+        "advance": done - reported,
         "now": now,
         "shard": shard.pk,
         "attempts": shard.attempts,
         "content_type": _content_type(model).pk,
         "run": shard.run_id,
     }
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    with connection.cursor() as cursor:
         cursor.execute(sql, params)
         finished, _, waiting = cursor.fetchone()
     return bool(finished), not waiting
 
 
-def _put_back(shard: Shard, done: int) -> None:
-    Shard.objects.filter(pk=shard.pk, status=JobStatus.RUNNING, attempts=shard.attempts).update(
+def _put_back(model: type[Job], shard: Shard, done: int, reported: int) -> None:
+    """The shard back on the queue, what it stored kept (``done``, of which the run's
+    progress holds ``reported``)."""
+    if Shard.objects.filter(pk=shard.pk, status=JobStatus.RUNNING, attempts=shard.attempts).update(
         status=JobStatus.QUEUED, done=done, heartbeat_at=None
-    )
+    ):
+        _advance_run(model, shard.run_id, done - reported)
 
 
 def _fail(model: type[ProjectRun], shard: Shard, done: int, message: str, detail: str = "") -> None:
@@ -579,7 +580,7 @@ def _sweep_shard(pk: int) -> str:
         model = shard.content_type.model_class()
         run = model.objects.filter(pk=shard.run_id).first()
         if run is None or run.is_finished or run.cancel_requested:
-            _put_back(shard, shard.done)
+            _put_back(model, shard, shard.done, shard.done)
             if run is not None and run.cancel_requested:
                 transaction.on_commit(lambda: settle_cancel(model, shard.run_id))
                 return "cancelled"
@@ -594,7 +595,7 @@ def _sweep_shard(pk: int) -> str:
                 f"{shard.worker or 'unknown'}.",
             )
             return "failed"
-        _put_back(shard, shard.done)
+        _put_back(model, shard, shard.done, shard.done)
         # Inside the transaction: if the broker is down the shard stays running and stale,
         # and the next sweep tries again.
         jobs._send(run, copies=1)

@@ -49,6 +49,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="shards per worker (runs)")
     parser.add_argument("--claim-rounds", type=int, default=40, help="shards per worker (claims)")
     parser.add_argument("--short", action="store_true", help="W = 1, 4, 16; small, fast shards")
+    parser.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="runs: every worker starts at once (by default they come in spread over one "
+        "shard's work, as machines do, instead of finishing every shard in the same instant)",
+    )
     args = parser.parse_args()
     if args.short:
         args.workers, args.shard_traces, args.work, args.rounds = "1,4,16", 64, 0.1, 3
@@ -101,9 +107,16 @@ def main() -> None:
         for width in widths:
             shards_n = width * args.rounds
             result = run_once(
-                project, width, f"w{width}", shards_n, args.shard_traces, args.work, limit=None
+                project,
+                width,
+                f"w{width}",
+                shards_n,
+                args.shard_traces,
+                args.work,
+                limit=None,
+                stagger=not args.lockstep,
             )
-            ideal = args.rounds * args.work
+            ideal = result["ideal"]
             share = 1 - result["work_s"] / result["worker_s"]
             print(
                 f"{width:>4} {shards_n:>7} {shards_n * args.shard_traces:>8} "
@@ -154,9 +167,12 @@ def run_once(
     work: float,
     *,
     limit: int | None,
+    stagger: bool = False,
 ) -> dict[str, float]:
-    """One run of ``shards_n`` shards worked by ``width`` worker processes started
-    together; the workers' summed time, summed work time, and the run's wall time."""
+    """One run of ``shards_n`` shards worked by ``width`` worker processes, coming in
+    together or (``stagger``) spread over one shard's work; the workers' summed time,
+    summed work time, the run's wall time, and the ideal: every worker busy from its
+    start to the end."""
     from django.db import connection
 
     from annotator import shards
@@ -180,31 +196,44 @@ def run_once(
     ready = context.Barrier(width + 1)
     results = context.Queue()
     workers = [
-        context.Process(target=worker, args=(run.pk, work, ready, results)) for _ in range(width)
+        context.Process(target=worker, args=(run.pk, work, delay, ready, results))
+        for delay in _delays(width, work if stagger else 0.0)
     ]
     for process in workers:
         process.start()
-    ready.wait()  # every worker has connected: the clock starts for all at once
-    started = time.perf_counter()
+    ready.wait()  # every worker has connected: they start together
     reports = [results.get() for _ in workers]
     for process in workers:
         process.join()
     run.refresh_from_db()
     assert run.status == JobStatus.DONE, (run.status, run.error)
     assert not work or run.progress_done == run.progress_total
-    ended = max(r["ended"] for r in reports)
+    # Each worker's own clock from its start (perf_counter is the machine's monotonic
+    # clock, the same in every process), not this process's, which may wake late.
     return {
-        "elapsed": ended - started,
-        "worker_s": sum(r["ended"] - started for r in reports),
+        "elapsed": max(r["ended"] for r in reports) - min(r["started"] for r in reports),
+        "ideal": (
+            shards_n * work
+            + sum(r["started"] for r in reports)
+            - width * min(r["started"] for r in reports)
+        )
+        / width,
+        "worker_s": sum(r["ended"] - r["started"] for r in reports),
         "work_s": sum(r["work_s"] for r in reports),
         "shards": sum(r["shards"] for r in reports),
         "cpu_s": sum(r["cpu_s"] for r in reports),
     }
 
 
-def worker(run_id: int, work: float, ready, results) -> None:
+def _delays(width: int, spread: float) -> list[float]:
+    """When each worker comes in: spread evenly over ``spread`` seconds."""
+    return [spread * i / width for i in range(width)]
+
+
+def worker(run_id: int, work: float, delay: float, ready, results) -> None:
     """One simulated worker: what a Celery worker does with each message of the run,
-    until a message finds no shard left to take."""
+    until a message finds no shard left to take. It comes in ``delay`` seconds after
+    the others' start, and its clock starts then."""
     from django.db import connection
 
     from annotator import jobs, shards
@@ -230,11 +259,14 @@ def worker(run_id: int, work: float, ready, results) -> None:
 
     done = 0
     ready.wait()
+    time.sleep(delay)
+    started = time.perf_counter()
     cpu = time.process_time()
     while shards.execute(ScoringRun, run_id, simulated_work, finish=lambda run: {}) is not None:
         done += 1
     results.put(
         {
+            "started": started,
             "ended": time.perf_counter(),
             "work_s": spent["work_s"],
             "shards": done,

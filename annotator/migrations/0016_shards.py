@@ -61,7 +61,14 @@ class Migration(migrations.Migration):
             ],
             options={
                 "ordering": ["index"],
-                "indexes": [models.Index(fields=["status", "heartbeat_at"], name="shard_status")],
+                "indexes": [
+                    models.Index(fields=["status", "heartbeat_at"], name="shard_status"),
+                    models.Index(
+                        condition=models.Q(("status__in", ["queued", "running"])),
+                        fields=["content_type", "run_id", "index"],
+                        name="shard_claimable",
+                    ),
+                ],
                 "constraints": [
                     models.UniqueConstraint(
                         fields=("content_type", "run_id", "index"), name="shard_unique_index"

@@ -141,7 +141,7 @@ def test_cancel_and_retry_act_on_the_whole_run(gsm8k, arithmetic, users, client_
     context = shards.ShardContext(run, in_flight, shards._ShardHeartbeat(ScoringRun, in_flight))
     with pytest.raises(jobs.JobCancelled):
         context.check()
-    shards._put_back(in_flight, 0)
+    shards._put_back(ScoringRun, in_flight, 0, 0)
     assert shards.settle_cancel(ScoringRun, run.pk)
     run.refresh_from_db()
     assert run.status == JobStatus.CANCELLED and run.progress_done == 100
