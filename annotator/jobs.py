@@ -459,11 +459,8 @@ def sweep() -> dict[str, int]:
         stale_ids = list(shards.unsharded(model, stale).values_list("pk", flat=True)[:100])
         for pk in stale_ids:
             counts[_sweep_one(model, pk)] += 1
-        waiting_ids = list(
-            model.objects.filter(
-                status=JobStatus.QUEUED, queued_at__lt=now - stale_after()
-            ).values_list("pk", flat=True)[:100]
-        )
+        waiting = model.objects.filter(status=JobStatus.QUEUED, queued_at__lt=now - stale_after())
+        waiting_ids = list(shards.unsharded(model, waiting).values_list("pk", flat=True)[:100])
         for pk in waiting_ids:
             counts[_resend_one(model, pk)] += 1
     shards.sweep(counts)

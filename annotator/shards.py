@@ -24,8 +24,9 @@ each ``Shard`` row follows the job rules of ``annotator/jobs.py``:
   row lock, so that only one does.
 - **Sweep** (``sweep``, part of ``jobs.sweep``): a running shard whose heartbeat went
   stale goes back to the queue with a fresh message, or, its attempts spent, fails
-  the run; a running run with queued shards that no worker touched for a stale period
-  gets their messages again (a broker restarted empty lost them).
+  the run; a run with queued shards that no worker touched for a stale period gets
+  their messages again (a broker restarted empty lost them), backing off while it
+  stays idle.
 - **Cancel** sets the run's flag (``jobs.cancel``); each worker stops its shard within
   a chunk and puts it back, and the last one to stop marks the run cancelled.
   **Retry** puts every unfinished shard back with fresh attempts; done shards stay
@@ -105,7 +106,10 @@ def plan(run: ProjectRun, traces: QuerySet[Trace], shard_traces: int) -> int:
     if count:
         rows.append(_planned(content_type, run, len(rows), first, last, count))
     Shard.objects.bulk_create(rows, batch_size=2000)
-    type(run).objects.filter(pk=run.pk).update(progress_total=sum(row.traces for row in rows))
+    # heartbeat_at: the run's last activity, from which the sweeper's resends back off.
+    type(run).objects.filter(pk=run.pk).update(
+        progress_total=sum(row.traces for row in rows), heartbeat_at=timezone.now()
+    )
     return len(rows)
 
 
@@ -532,10 +536,10 @@ def settle_cancel(model: type[Job], run_id: int) -> bool:
 def reset(job: Job) -> None:
     """Put every unfinished shard of a run being retried back on the queue with fresh
     attempts (done shards stay done)."""
-    if isinstance(job, ProjectRun):
-        shards_of(type(job), job.pk).exclude(status=JobStatus.DONE).update(
-            status=JobStatus.QUEUED, attempts=0, heartbeat_at=None, finished_at=None
-        )
+    if isinstance(job, ProjectRun) and shards_of(type(job), job.pk).exclude(
+        status=JobStatus.DONE
+    ).update(status=JobStatus.QUEUED, attempts=0, heartbeat_at=None, finished_at=None):
+        type(job).objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
 
 
 def unsharded(model: type[Job], jobs_: QuerySet[Job]) -> QuerySet[Job]:
@@ -562,7 +566,7 @@ def sweep(counts: Counter[str] | dict[str, int]) -> None:
             content_type=_content_type(model), status=JobStatus.QUEUED
         ).values("run_id")
         for pk in model.objects.filter(
-            status=JobStatus.RUNNING, heartbeat_at__lt=stale, pk__in=queued
+            status__in=ACTIVE, heartbeat_at__lt=stale, queued_at__lt=stale, pk__in=queued
         ).values_list("pk", flat=True)[:100]:
             counts[_resend(model, pk)] += 1
 
@@ -606,17 +610,26 @@ def _sweep_shard(pk: int) -> str:
 
 
 def _resend(model: type[ProjectRun], pk: int) -> str:
-    """Send again the messages of a running run with queued shards that no worker has
-    touched for a stale period: a broker restarted empty lost them (or every worker is
-    busy elsewhere, and the extra messages are dropped by claims that find nothing)."""
+    """Send again the messages of a run's queued shards when no worker has touched the
+    run (``heartbeat_at``: created, retried, a claim, a heartbeat, a shard done) for a
+    stale period: a broker restarted empty lost them. Nothing tells that from every
+    worker being busy elsewhere, where the messages still wait and each copy costs a
+    claim that finds nothing; so the sends back off: again only after half the time the
+    run has been idle (after 1, 2, 4, ... stale periods), not every period."""
     now = timezone.now()
+    run = model.objects.filter(pk=pk, status__in=ACTIVE).first()
+    if run is None or run.heartbeat_at is None or run.queued_at is None:
+        return "skipped"
+    wait = max(jobs.stale_after(), (now - run.heartbeat_at) / 2)
+    if run.queued_at > now - wait:
+        return "skipped"
     with transaction.atomic():
-        if not model.objects.filter(
-            pk=pk, status=JobStatus.RUNNING, heartbeat_at__lt=now - jobs.stale_after()
-        ).update(heartbeat_at=now):
+        # Conditional, so that of two sweepers only one sends.
+        if not model.objects.filter(pk=pk, queued_at=run.queued_at).update(queued_at=now):
             return "skipped"
-        run = model.objects.get(pk=pk)
         copies = shards_of(model, pk).filter(status=JobStatus.QUEUED).count()
+        # In the transaction: if the broker is down, queued_at rolls back and the next
+        # sweep tries again.
         jobs._send(run, copies=copies)
     log.warning(
         "%s %s: shards waiting for a stale period; %s messages sent again",

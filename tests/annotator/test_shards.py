@@ -192,6 +192,34 @@ def test_the_sweeper_takes_up_a_dead_worker_s_shard(gsm8k, arithmetic, users, se
     assert shards.claim(ScoringRun, run.pk, "host-z pid 9") is None
 
 
+def test_an_idle_run_s_messages_are_sent_again_backing_off(gsm8k, arithmetic, users, settings):
+    from annotator.celery import app
+
+    broker = app.connection_for_write().default_channel.client
+    run = runs.create_run(gsm8k, arithmetic, users["owner"], shard_traces=100)
+    untouched = broker.llen("default")
+    jobs.enqueue(run)
+    assert broker.llen("default") - untouched == 4  # a message per shard
+    stale = settings.JOB_STALE_SECONDS
+
+    def idle(since: float, sent: float) -> dict[str, int]:
+        now = timezone.now()
+        ScoringRun.objects.filter(pk=run.pk).update(
+            heartbeat_at=now - timedelta(seconds=since), queued_at=now - timedelta(seconds=sent)
+        )
+        before = broker.llen("default")
+        counts = jobs.sweep()
+        return {"resent": counts["resent"], "messages": broker.llen("default") - before}
+
+    assert idle(since=stale / 2, sent=2 * stale) == {"resent": 0, "messages": 0}  # touched
+    assert idle(since=2 * stale, sent=2 * stale) == {"resent": 1, "messages": 4}
+    assert idle(since=2 * stale, sent=stale / 2) == {"resent": 0, "messages": 0}  # just sent
+    assert idle(since=10 * stale, sent=4 * stale) == {"resent": 0, "messages": 0}  # backing off
+    assert idle(since=10 * stale, sent=6 * stale) == {"resent": 1, "messages": 4}
+    for _ in range(broker.llen("default") - untouched):  # this test's, the newest
+        broker.lpop("default")
+
+
 def test_the_run_page_and_the_api_show_the_shards(gsm8k, arithmetic, users, client_for):
     run = runs.create_run(gsm8k, arithmetic, users["owner"], shard_traces=100)
     work_one(run)
