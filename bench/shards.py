@@ -7,16 +7,18 @@ W simulated workers (processes on this machine, talking to PostgreSQL on loopbac
 work one scoring run each round of W, through the real code a Celery task runs
 (``shards.execute``: the ``SKIP LOCKED`` claim, the shard's heartbeat thread, the
 shard marked done, the run's progress and, for the last shard, the run marked done).
-Only the work is simulated: it counts the shard's traces in the database, as a run's
-work starts, and sleeps for ``--work`` seconds.
+Only the work is simulated: a sleep of ``--work`` seconds per shard.
 
-1. Claims: W workers over a run of ``W x --claim-rounds`` shards with no work at all,
-   so the claims themselves are the load: shards claimed and finished per second.
-2. Runs: W workers over a run of ``W x --rounds`` shards of ``--shard-traces`` traces,
+1. Runs: W workers over a run of ``W x --rounds`` shards of ``--shard-traces`` traces,
    each taking ``--work`` seconds. Reported per W: the share of the workers' time spent
-   outside the work (claiming, marking done, the heartbeat thread's start and stop:
-   the coordination), and the run's completion time against the ideal
-   ``rounds x work`` (every worker busy from start to end), both measured in this run.
+   outside the work (claiming, marking done, the cancel check, the heartbeat thread's
+   start and stop: the coordination), and the run's completion time against the ideal
+   (every worker busy from its start to the end), both measured in this run, with the
+   machine's load average (the workers and PostgreSQL share its CPUs).
+2. Claims (after the runs, so that their load does not weigh on them; ``--claim-rounds
+   0`` skips them): W workers over a run of ``W x --claim-rounds`` shards with no work
+   at all, so the claims themselves are the load: shards claimed and finished per
+   second, and the workers' CPU per claim.
 
 The traces are real rows (``W x rounds x shard-traces`` per W, made in SQL); the run
 has one split per W, so each W's run plans its own shards with ``shards.plan``.
@@ -81,28 +83,13 @@ def main() -> None:
             f"PostgreSQL {connection.cursor().connection.info.server_version}, "
             f"{os.cpu_count()} CPUs; heartbeat every {settings.JOB_HEARTBEAT_SECONDS} s"
         )
-        print("\n1. Claims: shards with no work, claimed and finished as fast as W workers can")
         print(
-            f"{'W':>4} {'shards':>7} {'seconds':>8} {'claims/s':>9} {'ms/claim/worker':>16} "
-            f"{'worker CPU ms/claim':>20}"
-        )
-        for width in widths:
-            shards_n = width * args.claim_rounds
-            # Shards of one trace each over the first traces of the split.
-            result = run_once(project, width, f"w{width}", shards_n, 1, 0.0, limit=shards_n)
-            print(
-                f"{width:>4} {shards_n:>7} {result['elapsed']:>8.2f} "
-                f"{shards_n / result['elapsed']:>9.0f} "
-                f"{1000 * result['worker_s'] / shards_n:>16.1f} "
-                f"{1000 * result['cpu_s'] / shards_n:>20.1f}"
-            )
-        print(
-            f"\n2. Runs: shards of {args.shard_traces} traces, {args.work:g} s of work each, "
+            f"\n1. Runs: shards of {args.shard_traces} traces, {args.work:g} s of work each, "
             f"{args.rounds} per worker"
         )
         print(
             f"{'W':>4} {'shards':>7} {'traces':>8} {'coordination':>13} {'done in':>8} "
-            f"{'ideal':>6} {'over ideal':>11} {'claims/s':>9} {'load':>5}"
+            f"{'ideal':>6} {'over ideal':>11} {'claims/s':>9} {'load before':>12}"
         )
         for width in widths:
             shards_n = width * args.rounds
@@ -122,8 +109,24 @@ def main() -> None:
                 f"{width:>4} {shards_n:>7} {shards_n * args.shard_traces:>8} "
                 f"{100 * share:>12.2f}% {result['elapsed']:>7.2f}s {ideal:>5.1f}s "
                 f"{100 * (result['elapsed'] / ideal - 1):>10.1f}% "
-                f"{shards_n / result['elapsed']:>9.1f} {os.getloadavg()[0]:>5.1f}"
+                f"{shards_n / result['elapsed']:>9.1f} {result['load']:>12.1f}"
             )
+        if args.claim_rounds:
+            print("\n2. Claims: shards with no work, claimed and finished as fast as W workers can")
+            print(
+                f"{'W':>4} {'shards':>7} {'seconds':>8} {'claims/s':>9} {'ms/claim/worker':>16} "
+                f"{'worker CPU ms/claim':>20}"
+            )
+            for width in widths:
+                shards_n = width * args.claim_rounds
+                # Shards of one trace each over the first traces of the split.
+                result = run_once(project, width, f"w{width}", shards_n, 1, 0.0, limit=shards_n)
+                print(
+                    f"{width:>4} {shards_n:>7} {result['elapsed']:>8.2f} "
+                    f"{shards_n / result['elapsed']:>9.0f} "
+                    f"{1000 * result['worker_s'] / shards_n:>16.1f} "
+                    f"{1000 * result['cpu_s'] / shards_n:>20.1f}"
+                )
     finally:
         connection.close()
         teardown_databases(old, verbosity=0)
@@ -192,6 +195,7 @@ def run_once(
     assert planned == shards_n, (planned, shards_n)
     connection.close()  # the children open their own
 
+    load = os.getloadavg()[0]  # the machine's, before these workers add theirs
     context = multiprocessing.get_context("fork")
     ready = context.Barrier(width + 1)
     results = context.Queue()
@@ -222,6 +226,7 @@ def run_once(
         "work_s": sum(r["work_s"] for r in reports),
         "shards": sum(r["shards"] for r in reports),
         "cpu_s": sum(r["cpu_s"] for r in reports),
+        "load": load,
     }
 
 
@@ -244,18 +249,16 @@ def worker(run_id: int, work: float, delay: float, ready, results) -> None:
     spent = {"work_s": 0.0}
 
     def simulated_work(run: ScoringRun, context: jobs.JobContext) -> dict:
-        """``work`` seconds: the shard's traces counted, then a sleep; none at all for
-        0 (the claims alone). The cancel check after it is coordination."""
+        """``work`` seconds of sleep for the shard's traces; none at all for 0 (the
+        claims alone). The cancel check after it, as a run makes after each chunk, is
+        coordination."""
         if not work:
             return {}
         t0 = time.perf_counter()
-        traces = context.restrict(jobs.selected_traces(run.project, run.selection)).count()
-        remaining = work - (time.perf_counter() - t0)
-        if remaining > 0:
-            time.sleep(remaining)
+        time.sleep(work)
         spent["work_s"] += time.perf_counter() - t0
-        context.progress(traces, traces)
-        return {"traces": traces}
+        context.progress(context.shard.traces, context.shard.traces)
+        return {"traces": context.shard.traces}
 
     done = 0
     ready.wait()
