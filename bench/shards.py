@@ -13,8 +13,10 @@ Only the work is simulated: a sleep of ``--work`` seconds per shard.
    each taking ``--work`` seconds. Reported per W: the share of the workers' time spent
    outside the work (claiming, marking done, the cancel check, the heartbeat thread's
    start and stop: the coordination), and the run's completion time against the ideal
-   (every worker busy from its start to the end), both measured in this run, with the
-   machine's load average (the workers and PostgreSQL share its CPUs).
+   (every worker busy from its start to the end), both measured in this run; the CPU
+   a shard costs the worker process and the PostgreSQL backend serving it (what a
+   cluster's workers and database each pay); and the machine's load average before
+   the run (here the simulated workers and PostgreSQL share its CPUs).
 2. Claims (after the runs, so that their load does not weigh on them; ``--claim-rounds
    0`` skips them): W workers over a run of ``W x --claim-rounds`` shards with no work
    at all, so the claims themselves are the load: shards claimed and finished per
@@ -89,7 +91,8 @@ def main() -> None:
         )
         print(
             f"{'W':>4} {'shards':>7} {'traces':>8} {'coordination':>13} {'done in':>8} "
-            f"{'ideal':>6} {'over ideal':>11} {'claims/s':>9} {'load before':>12}"
+            f"{'ideal':>6} {'over ideal':>11} {'claims/s':>9} {'CPU ms/shard: worker':>21} "
+            f"{'database':>9} {'load before':>12}"
         )
         for width in widths:
             shards_n = width * args.rounds
@@ -109,7 +112,9 @@ def main() -> None:
                 f"{width:>4} {shards_n:>7} {shards_n * args.shard_traces:>8} "
                 f"{100 * share:>12.2f}% {result['elapsed']:>7.2f}s {ideal:>5.1f}s "
                 f"{100 * (result['elapsed'] / ideal - 1):>10.1f}% "
-                f"{shards_n / result['elapsed']:>9.1f} {result['load']:>12.1f}"
+                f"{shards_n / result['elapsed']:>9.1f} "
+                f"{1000 * result['cpu_s'] / shards_n:>21.1f} "
+                f"{1000 * result['db_cpu_s'] / shards_n:>9.1f} {result['load']:>12.1f}"
             )
         if args.claim_rounds:
             print("\n2. Claims: shards with no work, claimed and finished as fast as W workers can")
@@ -226,8 +231,16 @@ def run_once(
         "work_s": sum(r["work_s"] for r in reports),
         "shards": sum(r["shards"] for r in reports),
         "cpu_s": sum(r["cpu_s"] for r in reports),
+        "db_cpu_s": sum(r["db_cpu_s"] for r in reports),
         "load": load,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """A process's CPU time (user and system) so far, from /proc: the PostgreSQL backend
+    serving a worker runs on this machine (loopback)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _delays(width: int, spread: float) -> list[float]:
@@ -245,7 +258,9 @@ def worker(run_id: int, work: float, delay: float, ready, results) -> None:
     from annotator.models import ScoringRun
 
     connection.close()  # never the parent's connection
-    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
     spent = {"work_s": 0.0}
 
     def simulated_work(run: ScoringRun, context: jobs.JobContext) -> dict:
@@ -260,11 +275,16 @@ def worker(run_id: int, work: float, delay: float, ready, results) -> None:
         context.progress(context.shard.traces, context.shard.traces)
         return {"traces": context.shard.traces}
 
+    # Warm, as a worker process that has served before: the first query of each kind
+    # sets up the ORM's lazy state, once per process.
+    run = ScoringRun.objects.filter(pk=run_id).first()
+    shards.is_sharded(run)
     done = 0
     ready.wait()
     time.sleep(delay)
     started = time.perf_counter()
     cpu = time.process_time()
+    db_cpu = _cpu_seconds(backend)
     while shards.execute(ScoringRun, run_id, simulated_work, finish=lambda run: {}) is not None:
         done += 1
     results.put(
@@ -274,6 +294,7 @@ def worker(run_id: int, work: float, delay: float, ready, results) -> None:
             "work_s": spent["work_s"],
             "shards": done,
             "cpu_s": time.process_time() - cpu,
+            "db_cpu_s": _cpu_seconds(backend) - db_cpu,
         }
     )
     connection.close()
