@@ -89,22 +89,23 @@ def create_mc_run(
     if not mc_traces(project, selection).exists():
         raise RunError("the selection holds no traces with a reference answer")
     shard_traces = shards.check_size(shard_traces)
-    run = MonteCarloRun.objects.create(
-        project=project,
-        name=name,
-        completer=completer,
-        model=model,
-        mode=mode,
-        n=n,
-        options=options,
-        selection=selection,
-        keep_rollouts=keep_rollouts,
-        created_by=user,
-        queue=queue_for(completer, options),
-        max_attempts=settings.JOB_MAX_ATTEMPTS,
-    )
-    if shard_traces:
-        shards.plan(run, mc_traces(project, selection), shard_traces)
+    with transaction.atomic():  # the run with its shards, or nothing
+        run = MonteCarloRun.objects.create(
+            project=project,
+            name=name,
+            completer=completer,
+            model=model,
+            mode=mode,
+            n=n,
+            options=options,
+            selection=selection,
+            keep_rollouts=keep_rollouts,
+            created_by=user,
+            queue=queue_for(completer, options),
+            max_attempts=settings.JOB_MAX_ATTEMPTS,
+        )
+        if shard_traces:
+            shards.plan(run, mc_traces(project, selection), shard_traces)
     return run
 
 

@@ -9,6 +9,9 @@ cancel check within the chunk) and commits the chunk's ``TraceScore`` and
 ``StepScore`` rows in one transaction. A chunk first deletes whatever the run
 stored for its traces, so writing a chunk twice (a worker that lost its claim)
 replaces rather than duplicates; a run taken up again skips the traces it stored.
+A run split into shards (``annotator/shards.py``) does the same over each shard's
+traces on whichever worker claims it, and ``finish_run`` writes its summary once the
+last one is done.
 """
 
 from __future__ import annotations
@@ -91,25 +94,26 @@ def create_run(
     if not selected_traces(project, selection).exists():
         raise RunError("the selection holds no traces")
     shard_traces = shards.check_size(shard_traces)
-    run = ScoringRun.objects.create(
-        project=project,
-        name=name,
-        scorer=scorer,
-        selection=selection,
-        created_by=user,
-        queue=scorer.queue,
-        threshold=scorer.threshold,
-        max_attempts=settings.JOB_MAX_ATTEMPTS,
-        provenance={
-            "adapter": scorer.adapter,
-            "model": scorer.model,
-            "revision": scorer.revision,
-            "options": scorer.options,
-            "scorer": scorer.name,
-        },
-    )
-    if shard_traces:
-        shards.plan(run, selected_traces(project, selection), shard_traces)
+    with transaction.atomic():  # the run with its shards, or nothing
+        run = ScoringRun.objects.create(
+            project=project,
+            name=name,
+            scorer=scorer,
+            selection=selection,
+            created_by=user,
+            queue=scorer.queue,
+            threshold=scorer.threshold,
+            max_attempts=settings.JOB_MAX_ATTEMPTS,
+            provenance={
+                "adapter": scorer.adapter,
+                "model": scorer.model,
+                "revision": scorer.revision,
+                "options": scorer.options,
+                "scorer": scorer.name,
+            },
+        )
+        if shard_traces:
+            shards.plan(run, selected_traces(project, selection), shard_traces)
     return run
 
 
