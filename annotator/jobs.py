@@ -155,15 +155,19 @@ def worker_name() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
-def _send(job: Job) -> None:
+def _send(job: Job, copies: int | None = None) -> None:
+    """Send the job's message: once, or ``copies`` times; by default once per shard left
+    for a run split into shards, each message taking one (``shards.messages_for``)."""
+    from annotator import shards
     from annotator.celery import app
 
-    app.send_task(
-        job.task_name,
-        args=[job.pk],
-        queue=job.queue,
-        retry_policy=settings.CELERY_TASK_PUBLISH_RETRY_POLICY,
-    )
+    for _ in range(shards.messages_for(job) if copies is None else copies):
+        app.send_task(
+            job.task_name,
+            args=[job.pk],
+            queue=job.queue,
+            retry_policy=settings.CELERY_TASK_PUBLISH_RETRY_POLICY,
+        )
 
 
 def _update(job: Job, **fields: Any) -> int:
@@ -198,21 +202,29 @@ def enqueue(job: Job) -> Job:
 
 
 def cancel(job: Job) -> Job:
-    """Cancel a queued job now; ask a running one to stop at its next chunk."""
+    """Cancel a queued job now; ask a running one to stop at its next chunk (a run split
+    into shards: every worker on it, and it is cancelled at once if none is)."""
+    from annotator import shards
+
     now = timezone.now()
     model = type(job)
     if model.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
         status=JobStatus.CANCELLED, error="Cancelled before a worker took it.", finished_at=now
     ):
         log.info("%s %s cancelled while queued", model.__name__, job.pk)
-    else:
-        model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(cancel_requested=True)
+    elif model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+        cancel_requested=True
+    ) and shards.is_sharded(job):
+        shards.settle_cancel(model, job.pk)
     job.refresh_from_db()
     return job
 
 
 def retry(job: Job) -> Job:
-    """Put a failed or cancelled job back on its queue with fresh attempts."""
+    """Put a failed or cancelled job back on its queue with fresh attempts (for a run
+    split into shards, every shard not done)."""
+    from annotator import shards
+
     if not job.can_retry:
         raise ValueError(f"a {job.get_status_display().lower()} job cannot be retried")
     missing = job.missing_for_retry()
@@ -236,6 +248,7 @@ def retry(job: Job) -> Job:
         )
     )
     if updated:
+        shards.reset(job)
         try:
             _send(job)
         except Exception as exc:
@@ -246,7 +259,11 @@ def retry(job: Job) -> Job:
 
 class JobContext:
     """What the work function sees: ``progress`` to report (and to learn of a cancel),
-    and the attempt number (2 or more: the job is being taken up again)."""
+    the attempt number (2 or more: the job is being taken up again), and ``restrict``,
+    the part of a run's traces it covers: all of them here, one shard's in a
+    ``shards.ShardContext``."""
+
+    shard = None  # the ``Shard`` being worked, in a ShardContext
 
     def __init__(self, job: Job, heartbeat: _Heartbeat, observer: ProgressObserver | None = None):
         self.job = job
@@ -262,6 +279,10 @@ class JobContext:
         if self._observer:
             self._observer(done, self._heartbeat.total)
         self.check()
+
+    def restrict(self, traces: TraceQuerySet) -> TraceQuerySet:
+        """The traces of ``traces`` (a run's selection) this work covers."""
+        return traces
 
     def check(self) -> None:
         """Stop here if the job was taken over or a cancel was asked for. The flag is
@@ -427,24 +448,22 @@ def _traceback_summary(exc: BaseException, frames: int = 6) -> str:
 def sweep() -> dict[str, int]:
     """Take up the jobs of dead workers: requeue those with attempts left, fail the
     rest, and finish cancelling those whose worker died mid-cancel; send again the
-    queued jobs whose message may be lost. Returns counts."""
+    queued jobs whose message may be lost; the same for the shards of runs split into
+    shards (``shards.sweep``). Returns counts."""
+    from annotator import shards
+
     counts = {"requeued": 0, "failed": 0, "cancelled": 0, "resent": 0, "skipped": 0}
     now = timezone.now()
     for model in job_models():
-        stale_ids = list(
-            model.objects.filter(
-                status=JobStatus.RUNNING, heartbeat_at__lt=now - stale_after()
-            ).values_list("pk", flat=True)[:100]
-        )
+        stale = model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=now - stale_after())
+        stale_ids = list(shards.unsharded(model, stale).values_list("pk", flat=True)[:100])
         for pk in stale_ids:
             counts[_sweep_one(model, pk)] += 1
-        waiting_ids = list(
-            model.objects.filter(
-                status=JobStatus.QUEUED, queued_at__lt=now - stale_after()
-            ).values_list("pk", flat=True)[:100]
-        )
+        waiting = model.objects.filter(status=JobStatus.QUEUED, queued_at__lt=now - stale_after())
+        waiting_ids = list(shards.unsharded(model, waiting).values_list("pk", flat=True)[:100])
         for pk in waiting_ids:
             counts[_resend_one(model, pk)] += 1
+    shards.sweep(counts)
     return counts
 
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import orjson
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
+from django.contrib.contenttypes.models import ContentType
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Count, Exists, OuterRef, Q
@@ -767,6 +769,9 @@ class ProjectRun(Job):
     resumable = True
 
     name = models.SlugField(max_length=100)
+    # A run split into shards that several workers take (``annotator/shards.py``); none
+    # for a run worked as one job. Deleting the run deletes them.
+    shards = GenericRelation("Shard", object_id_field="run_id")
 
     class Meta(Job.Meta):
         abstract = True
@@ -782,6 +787,52 @@ class ProjectRun(Job):
             return None
         elapsed = (timezone.now() - self.started_at).total_seconds()
         return elapsed / done_this_attempt * (self.progress_total - self.progress_done)
+
+
+class Shard(models.Model):
+    """One slice of a run's traces, worked by whichever worker claims it
+    (``annotator/shards.py``): the traces of the run's selection whose ids lie in
+    ``[first_trace_id, last_trace_id]``, about ``traces`` of them, planned when the run
+    was created. A shard follows the job rules of ``models.Job``: claimed with ``SKIP
+    LOCKED``, heartbeating, ``attempts`` as its claim token, taken up again when its
+    heartbeat goes stale. The run it belongs to is any ``ProjectRun`` kind, named by
+    content type and id; the run keeps the status, the cancel flag and the totals."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    run_id = models.BigIntegerField()
+    run = GenericForeignKey("content_type", "run_id")
+    index = models.PositiveIntegerField()
+    first_trace_id = models.BigIntegerField()
+    last_trace_id = models.BigIntegerField()
+    traces = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    # Traces of the shard stored so far (the work's progress, written by the heartbeat).
+    done = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="The worker that took it last.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "run_id", "index"], name="shard_unique_index"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="shard_status"),
+            # The shards a claim may take, in order: a large run's done ones never read.
+            models.Index(
+                fields=["content_type", "run_id", "index"],
+                name="shard_claimable",
+                condition=Q(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"shard {self.index} of run {self.run_id} ({self.status})"
 
 
 class UploadJob(Job):

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet, Sum
 
-from annotator import jobs
+from annotator import jobs, shards
 from annotator.jobs import RunError, clean_selection, selected_traces
 from annotator.models import (
     MCMode,
@@ -75,8 +75,11 @@ def create_mc_run(
     selection: dict[str, Any] | None = None,
     keep_rollouts: bool = False,
     name: str = "",
+    shard_traces: int | None = None,
 ) -> MonteCarloRun:
-    """A queued run row (not yet sent); ``RunError`` says what is wrong with the request."""
+    """A queued run row (not yet sent); ``RunError`` says what is wrong with the request.
+    ``shard_traces`` splits the run into shards, as for scoring runs
+    (``runs.create_run``)."""
     options = options or {}
     check_mc_request(completer, model, mode, n, options)
     selection = clean_selection(selection or {})
@@ -89,20 +92,25 @@ def create_mc_run(
         raise RunError(f"no split named {split!r}; this project's: {splits}", field="split")
     if not mc_traces(project, selection).exists():
         raise RunError("the selection holds no traces with a reference answer")
-    return MonteCarloRun.objects.create(
-        project=project,
-        name=name,
-        completer=completer,
-        model=model,
-        mode=mode,
-        n=n,
-        options=options,
-        selection=selection,
-        keep_rollouts=keep_rollouts,
-        created_by=user,
-        queue=queue_for(completer, options),
-        max_attempts=settings.JOB_MAX_ATTEMPTS,
-    )
+    shard_traces = shards.check_size(shard_traces)
+    with transaction.atomic():  # the run with its shards, or nothing
+        run = MonteCarloRun.objects.create(
+            project=project,
+            name=name,
+            completer=completer,
+            model=model,
+            mode=mode,
+            n=n,
+            options=options,
+            selection=selection,
+            keep_rollouts=keep_rollouts,
+            created_by=user,
+            queue=queue_for(completer, options),
+            max_attempts=settings.JOB_MAX_ATTEMPTS,
+        )
+        if shard_traces:
+            shards.plan(run, mc_traces(project, selection), shard_traces)
+    return run
 
 
 def check_mc_request(
@@ -152,17 +160,23 @@ def _load(run: MonteCarloRun) -> tuple[Any, Any]:
 
 
 def run_montecarlo_job(run: MonteCarloRun, context: jobs.JobContext | None = None) -> dict:
-    """Label what the run has not stored yet, one trace at a time."""
+    """Label what the run has not stored yet, one trace at a time: the whole run, or one
+    shard's traces (``context.restrict``; the run's summary is then ``finish_mc_run``'s,
+    once every shard is done)."""
     from scoring.completers import CompleterError
     from scoring.montecarlo import estimate
 
     everything = mc_traces(run.project, run.selection)
+    if context:
+        everything = context.restrict(everything)
     total = everything.count()
     todo = everything.exclude(Exists(TraceMC.objects.filter(run=run, trace=OuterRef("pk"))))
     done = total - todo.count()
-    MonteCarloRun.objects.filter(pk=run.pk).update(
-        summary={"resumed_at": done}, progress_total=total, progress_done=done
-    )
+    whole = context is None or context.shard is None
+    if whole:
+        MonteCarloRun.objects.filter(pk=run.pk).update(
+            summary={"resumed_at": done}, progress_total=total, progress_done=done
+        )
     if context:
         context.progress(done, total)
     completer, template = _load(run)
@@ -193,6 +207,14 @@ def run_montecarlo_job(run: MonteCarloRun, context: jobs.JobContext | None = Non
     finally:
         if hasattr(completer, "close"):
             completer.close()
+    if not whole:
+        return {"traces": done}
+    return finish_mc_run(run)
+
+
+def finish_mc_run(run: MonteCarloRun) -> dict[str, Any]:
+    """The summary of a run whose every trace is labelled: its totals, also stored on
+    the run."""
     totals = TraceMC.objects.filter(run=run).aggregate(
         rollouts=Sum("rollouts"), tokens=Sum("tokens")
     )
@@ -201,7 +223,7 @@ def run_montecarlo_job(run: MonteCarloRun, context: jobs.JobContext | None = Non
     )
     resumed_at = MonteCarloRun.objects.get(pk=run.pk).summary.get("resumed_at", 0)
     return {
-        "traces": total,
+        "traces": TraceMC.objects.filter(run=run).count(),
         "resumed_at": resumed_at,
         "rollouts": totals["rollouts"] or 0,
         "tokens": totals["tokens"] or 0,

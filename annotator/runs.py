@@ -9,6 +9,9 @@ cancel check within the chunk) and commits the chunk's ``TraceScore`` and
 ``StepScore`` rows in one transaction. A chunk first deletes whatever the run
 stored for its traces, so writing a chunk twice (a worker that lost its claim)
 replaces rather than duplicates; a run taken up again skips the traces it stored.
+A run split into shards (``annotator/shards.py``) does the same over each shard's
+traces on whichever worker claims it, and ``finish_run`` writes its summary once the
+last one is done.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 
-from annotator import database, jobs
+from annotator import database, jobs, shards
 from annotator.bulk import copy_rows
 from annotator.jobs import RunError, clean_selection, selected_traces
 from annotator.models import (
@@ -76,9 +79,12 @@ def create_run(
     *,
     selection: dict[str, Any] | None = None,
     name: str = "",
+    shard_traces: int | None = None,
 ) -> ScoringRun:
     """A queued run row (not yet sent to a worker); ``RunError`` for a scorer of
-    another project (trained on its labels), a name taken, or an empty selection."""
+    another project (trained on its labels), a name taken, or an empty selection.
+    ``shard_traces`` (``RUN_SHARD_TRACES`` when None; 0: one job) splits the run into
+    shards of that many traces, which several workers take (``annotator/shards.py``)."""
     if not scorer.is_usable_in(project):
         raise RunError(f"the scorer {scorer.name!r} belongs to another project")
     selection = clean_selection(selection or {})
@@ -87,23 +93,28 @@ def create_run(
         raise RunError(f"this project already has a run named {name!r}")
     if not selected_traces(project, selection).exists():
         raise RunError("the selection holds no traces")
-    return ScoringRun.objects.create(
-        project=project,
-        name=name,
-        scorer=scorer,
-        selection=selection,
-        created_by=user,
-        queue=scorer.queue,
-        threshold=scorer.threshold,
-        max_attempts=settings.JOB_MAX_ATTEMPTS,
-        provenance={
-            "adapter": scorer.adapter,
-            "model": scorer.model,
-            "revision": scorer.revision,
-            "options": scorer.options,
-            "scorer": scorer.name,
-        },
-    )
+    shard_traces = shards.check_size(shard_traces)
+    with transaction.atomic():  # the run with its shards, or nothing
+        run = ScoringRun.objects.create(
+            project=project,
+            name=name,
+            scorer=scorer,
+            selection=selection,
+            created_by=user,
+            queue=scorer.queue,
+            threshold=scorer.threshold,
+            max_attempts=settings.JOB_MAX_ATTEMPTS,
+            provenance={
+                "adapter": scorer.adapter,
+                "model": scorer.model,
+                "revision": scorer.revision,
+                "options": scorer.options,
+                "scorer": scorer.name,
+            },
+        )
+        if shard_traces:
+            shards.plan(run, selected_traces(project, selection), shard_traces)
+    return run
 
 
 def start_run(project: Project, scorer: Scorer, user, **kwargs: Any) -> ScoringRun:
@@ -120,22 +131,28 @@ def run_scoring_job(
     *,
     check_every: float = CHECK_EVERY_SECONDS,
 ) -> dict[str, Any]:
-    """Score what the run has not stored yet, chunk by chunk. ``context`` is None when
-    the run executes in-process (``score_traces --now``); otherwise its cancel check is
-    asked between chunks and, every ``check_every`` seconds, within one (a chunk of a
-    slow scorer runs for minutes)."""
+    """Score what the run has not stored yet, chunk by chunk: the whole run, or one
+    shard's traces (``context.restrict``; the run's summary is then ``finish_run``'s,
+    once every shard is done). ``context`` is None when the run executes in-process
+    (``score_traces --now``); otherwise its cancel check is asked between chunks and,
+    every ``check_every`` seconds, within one (a chunk of a slow scorer runs for
+    minutes)."""
     from annotator.scorers import load_scorer
     from scoring.engine import DEFAULT_BATCH_TOKENS, score_traces
 
     if run.scorer is None:
         raise jobs.JobRefused("an imported run has nothing to score")
     everything = selected_traces(run.project, run.selection)
+    if context:
+        everything = context.restrict(everything)
     total = everything.count()
     todo = everything.exclude(Exists(TraceScore.objects.filter(run=run, trace=OuterRef("pk"))))
     done = total - todo.count()
-    ScoringRun.objects.filter(pk=run.pk).update(
-        summary={"resumed_at": done}, progress_total=total, progress_done=done
-    )
+    whole = context is None or context.shard is None
+    if whole:
+        ScoringRun.objects.filter(pk=run.pk).update(
+            summary={"resumed_at": done}, progress_total=total, progress_done=done
+        )
     if context:
         context.progress(done, total)
     provenance = run.provenance
@@ -178,8 +195,17 @@ def run_scoring_job(
         done += len(chunk)
         if context:
             context.progress(done, total)
+    if not whole:
+        return {"traces": done}
+    run.progress_done = done
+    return finish_run(run)
+
+
+def finish_run(run: ScoringRun) -> dict[str, Any]:
+    """The summary of a run whose every trace is scored (``run.progress_done`` of them),
+    its dashboard warmed."""
     resumed_at = ScoringRun.objects.get(pk=run.pk).summary.get("resumed_at", 0)
-    _warm_dashboard(run, done)
+    _warm_dashboard(run, run.progress_done)
     return {**run_summary(run), "resumed_at": resumed_at}
 
 

@@ -328,6 +328,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # traces a run scores and commits at a time (a cancel takes effect between chunks).
 SCORER_CACHE_SIZE = env_int("STEPWISE_SCORER_CACHE_SIZE", 2)
 SCORING_CHUNK_TRACES = env_int("STEPWISE_SCORING_CHUNK_TRACES", 1024)
+# Scoring and Monte-Carlo runs are split into shards of this many traces, which any
+# free worker on the run's queue takes (``annotator/shards.py``); 0: a run is one job on
+# one worker. A run may set its own (the API's ``shard_traces``).
+RUN_SHARD_TRACES = env_int("STEPWISE_RUN_SHARD_TRACES", 0)
 # Where training runs write checkpoints and finished models (one folder per run); GPU
 # workers and the workers that score with the trained models must share it.
 MODEL_DIR = Path(env_str("STEPWISE_MODEL_DIR", str(VAR_DIR / "models")))

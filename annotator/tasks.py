@@ -1,6 +1,7 @@
 """Celery tasks: thin entry points, one line per job kind. Each hands its job row to
 ``jobs.execute``, which claims it, heartbeats, and records the outcome
-(``annotator/jobs.py``).
+(``annotator/jobs.py``); a run kind that may be split into shards goes through
+``shards.execute``, which does the same for the next shard of the run.
 
 Names are explicit: a job row names its task (``Job.task_name``) and messages carry
 the name, so renaming a function must not orphan the messages already queued. Time
@@ -19,7 +20,7 @@ from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from annotator import jobs
+from annotator import jobs, shards
 from annotator.grounded import run_grounded_job
 from annotator.importing import run_import_job
 from annotator.models import (
@@ -32,8 +33,8 @@ from annotator.models import (
     TrainingRun,
     VerificationRun,
 )
-from annotator.montecarlo import run_montecarlo_job
-from annotator.runs import run_score_import_job, run_scoring_job
+from annotator.montecarlo import finish_mc_run, run_montecarlo_job
+from annotator.runs import finish_run, run_score_import_job, run_scoring_job
 from annotator.sampling import run_sampling_job
 from annotator.training import run_training_job
 from annotator.verification import run_verification_job
@@ -61,12 +62,12 @@ def run_score_import(job_id: int) -> None:
 
 @shared_task(name="annotator.tasks.run_scoring")
 def run_scoring(run_id: int) -> None:
-    jobs.execute(ScoringRun, run_id, run_scoring_job)
+    shards.execute(ScoringRun, run_id, run_scoring_job, finish=finish_run)
 
 
 @shared_task(name="annotator.tasks.run_montecarlo")
 def run_montecarlo(run_id: int) -> None:
-    jobs.execute(MonteCarloRun, run_id, run_montecarlo_job)
+    shards.execute(MonteCarloRun, run_id, run_montecarlo_job, finish=finish_mc_run)
 
 
 @shared_task(name="annotator.tasks.run_grounded")

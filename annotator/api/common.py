@@ -1,6 +1,7 @@
 """What the API's resource modules share: pagination, the answer to starting a job (queued,
 refused, broker down), the upload-too-large answer, a job request refused by its kind's
-rules, the fields every job shows, the detail, cancel and retry endpoints of a job kind,
+rules, the fields every job shows, a run's shards and the request field that asks for
+them, the detail, cancel and retry endpoints of a job kind,
 the membership that sees model scores."""
 
 from __future__ import annotations
@@ -9,17 +10,63 @@ from collections.abc import Callable, Mapping
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
-from annotator import jobs
+from annotator import jobs, shards
 from annotator.access import get_membership
 from annotator.models import Job, Membership, Project
 from annotator.uploads import upload_too_large
+
+
+class InFlightShardSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="From 1.")
+    host = serializers.CharField()
+    worker = serializers.CharField()
+    done = serializers.IntegerField()
+    traces = serializers.IntegerField()
+
+
+class ShardsSerializer(serializers.Serializer):
+    """A run's shards (``shards.overview``): done, in flight (and on which worker), left,
+    and the done ones by worker host."""
+
+    total = serializers.IntegerField()
+    done = serializers.IntegerField()
+    left = serializers.IntegerField()
+    in_flight = InFlightShardSerializer(many=True)
+    hosts = serializers.DictField(child=serializers.IntegerField())
+
+
+@extend_schema_field(ShardsSerializer(allow_null=True))
+class ShardsField(serializers.Field):
+    """A run's shards, null for a run that is one job."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, value: Job) -> dict | None:
+        overview = shards.overview(value)
+        return None if overview is None else ShardsSerializer(overview).data
+
+
+def shard_traces_field() -> serializers.IntegerField:
+    """A run request's ``shard_traces``: split the run into shards of this many traces
+    that several workers take; 0: one job; absent: the deployment's
+    ``STEPWISE_RUN_SHARD_TRACES``."""
+    return serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=0,
+        help_text="Traces a shard: several workers take the run's shards; 0: one job; "
+        "absent: the server's default (STEPWISE_RUN_SHARD_TRACES).",
+    )
+
 
 # What a job serializer shows of every job kind, after the kind's own fields.
 JOB_FIELDS = [

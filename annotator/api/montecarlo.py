@@ -15,15 +15,19 @@ from rest_framework.response import Response
 from annotator import jobs, montecarlo
 from annotator.access import get_membership
 from annotator.api.common import (
+    ShardsField,
     job_actions,
     project_seeing_scores,
     queued,
     refused_request,
+    shard_traces_field,
 )
 from annotator.models import MCMode, Membership, MonteCarloRun
 
 
 class MonteCarloRunSerializer(serializers.ModelSerializer):
+    shards = ShardsField()
+
     class Meta:
         model = MonteCarloRun
         fields = [
@@ -40,6 +44,7 @@ class MonteCarloRunSerializer(serializers.ModelSerializer):
             "queue",
             "progress_done",
             "progress_total",
+            "shards",
             "rollouts",
             "tokens",
             "attempts",
@@ -60,6 +65,7 @@ class MonteCarloRequestSerializer(serializers.Serializer):
     selection = serializers.DictField(required=False, default=dict)
     keep_rollouts = serializers.BooleanField(default=False)
     name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
+    shard_traces = shard_traces_field()
 
     def validate(self, attrs: dict) -> dict:
         """The rules the page and ``create_mc_run`` apply (``montecarlo.check_mc_request``)."""

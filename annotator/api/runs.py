@@ -22,10 +22,12 @@ from annotator import jobs, runs
 from annotator.access import get_membership, get_trace_for_user
 from annotator.api.common import (
     JOB_FIELDS,
+    ShardsField,
     job_actions,
     job_detail,
     project_seeing_scores,
     queued,
+    shard_traces_field,
     upload_refused,
 )
 from annotator.models import Membership, ScoreImportJob, Scorer, ScoringRun
@@ -69,6 +71,7 @@ class ScoringRunSerializer(serializers.ModelSerializer):
     scorer = serializers.CharField(source="scorer.name", allow_null=True, read_only=True)
     tokens_per_second = serializers.FloatField(read_only=True, allow_null=True)
     eta_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    shards = ShardsField()
 
     class Meta:
         model = ScoringRun
@@ -87,6 +90,7 @@ class ScoringRunSerializer(serializers.ModelSerializer):
             "tokens",
             "tokens_per_second",
             "eta_seconds",
+            "shards",
             "attempts",
             "max_attempts",
             "cancel_requested",
@@ -112,6 +116,7 @@ class RunRequestSerializer(serializers.Serializer):
     scorer = UsableScorerField(slug_field="name", queryset=Scorer.objects.all())
     name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
     selection = serializers.DictField(required=False, default=dict)
+    shard_traces = shard_traces_field()
 
 
 class ScoreImportSerializer(serializers.Serializer):
@@ -151,6 +156,7 @@ def run_list(request: Request, slug: str) -> Response:
         request.user,
         selection=data["selection"],
         name=data["name"],
+        shard_traces=data["shard_traces"],
     )
     return queued(ScoringRunSerializer, start)
 

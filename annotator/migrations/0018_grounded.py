@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("annotator", "0015_score_import_job"),
+        ("annotator", "0016_shards"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotator import jobs, montecarlo
+from annotator import jobs, montecarlo, shards
 from annotator.access import get_membership, get_trace_for_user
 from annotator.models import (
     Annotation,
@@ -134,6 +134,7 @@ def mc_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         "run": run,
         "totals": totals,
         "per_trace": totals["rollouts"] / totals["traces"] if totals["traces"] else None,
+        "shards": shards.overview(run),
         "agreement": (
             agreement_with_humans(run)
             if run.status == JobStatus.DONE and membership.sees_all_labels()

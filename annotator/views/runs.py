@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotator import jobs, runs
+from annotator import jobs, runs, shards
 from annotator.access import get_membership
 from annotator.models import (
     JobStatus,
@@ -303,6 +303,7 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         "options": json.dumps(run.provenance.get("options") or {}, sort_keys=True),
         "eta": _duration(run.eta_seconds),
         "table": table,
+        "shards": shards.overview(run),
     }
     template = "run.html#run-status" if request.htmx else "run.html"
     return render(request, template, context)

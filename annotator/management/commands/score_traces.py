@@ -44,7 +44,15 @@ class Command(BaseCommand):
             raise CommandError(f"no scorer named {options['scorer']!r}") from None
         selection = {k: options[k] for k in jobs.SELECTION_KEYS if options.get(k)}
         try:
-            run = runs.create_run(project, scorer, None, selection=selection, name=options["name"])
+            run = runs.create_run(
+                project,
+                scorer,
+                None,
+                selection=selection,
+                name=options["name"],
+                # In this process: one job; on workers: shards as the deployment sets them.
+                shard_traces=0 if options["now"] else None,
+            )
         except jobs.RunError as exc:
             raise CommandError(str(exc)) from None
         quiet = options["verbosity"] == 0

@@ -104,7 +104,7 @@ class Command(BaseCommand):
         if run is None:
             if not project.traces.exists():
                 return
-            run = runs.create_run(project, scorer, user, name=DEMO_SCORER)
+            run = runs.create_run(project, scorer, user, name=DEMO_SCORER, shard_traces=0)
         # In this process, not on a worker: the demo's worker may not be up yet, and
         # re-computing arithmetic takes seconds.
         jobs.execute(ScoringRun, run.pk, runs.run_scoring_job)
