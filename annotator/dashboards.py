@@ -45,38 +45,45 @@ NO_SPLIT = "(no split)"
 HISTOGRAM_BINS = 20
 STEP_CLASSES = ("correct", "first error", "after first error")
 
-# One row per trace with a human verdict: (trace_id, label). Annotators' labels agree
-# or give nothing (a hash aggregate); the rare reviewed ones override them.
+# One row per trace with a human verdict: (trace_id, label, split). Annotators' labels
+# agree or give nothing (a hash aggregate); the rare reviewed ones override them. The
+# trace's split comes along from the join that filters the traces, so that a run's
+# figures need not join the project's traces a second time.
 VERDICT_SQL = """
 WITH labels AS (
-  SELECT a.trace_id,
+  SELECT a.trace_id, t.split,
          CASE WHEN min(a.first_error_step) = max(a.first_error_step)
               THEN min(a.first_error_step) END AS label
     FROM annotator_annotation a JOIN annotator_trace t ON t.id = a.trace_id
    WHERE t.project_id = %(project)s {trace_filter} AND a.is_latest AND a.kind = 'label'
      AND a.first_error_step IS NOT NULL
-   GROUP BY a.trace_id
+   GROUP BY a.trace_id, t.split
 ), reviewed AS (
-  SELECT DISTINCT ON (a.trace_id) a.trace_id, a.first_error_step AS label
+  SELECT DISTINCT ON (a.trace_id) a.trace_id, t.split, a.first_error_step AS label
     FROM annotator_annotation a JOIN annotator_trace t ON t.id = a.trace_id
    WHERE t.project_id = %(project)s {trace_filter} AND a.is_latest
      AND a.kind IN ('adjudication', 'gold') AND a.first_error_step IS NOT NULL
    ORDER BY a.trace_id, a.kind = 'adjudication' DESC, a.id DESC
 )
-SELECT coalesce(r.trace_id, l.trace_id) AS trace_id, coalesce(r.label, l.label) AS label
+SELECT coalesce(r.trace_id, l.trace_id) AS trace_id, coalesce(r.label, l.label) AS label,
+       coalesce(r.split, l.split) AS split
   FROM labels l FULL JOIN reviewed r ON r.trace_id = l.trace_id
  WHERE coalesce(r.label, l.label) IS NOT NULL
 """
 
 # A label set's first errors in place of the human verdicts (the filter "label set").
 LABEL_SET_SQL = """
-SELECT e.trace_id, e.first_error_step AS label
+SELECT e.trace_id, e.first_error_step AS label, t.split
   FROM annotator_labelsetentry e JOIN annotator_trace t ON t.id = e.trace_id
  WHERE e.label_set_id = %(label_set)s AND t.project_id = %(project)s {trace_filter}
 """
 
 # The labelled traces of a request, computed once and handed to each run's query.
-LABELLED_SQL = "SELECT * FROM unnest(%(ids)s::bigint[], %(labels)s::int[]) AS v(trace_id, label)"
+LABELLED_SQL = """
+SELECT v.trace_id, v.label, t.split
+  FROM unnest(%(ids)s::bigint[], %(labels)s::int[]) AS v(trace_id, label)
+  JOIN annotator_trace t ON t.id = v.trace_id
+"""
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,7 @@ def verdicts(project: Project, filters: Filters = Filters()) -> dict[int, int]:
     if not in_sql():
         return dashboards_portable.verdicts(project, filters)
     cte, params = _verdict_cte(filters)
-    return dict(_fetch(cte, {**params, "project": project.pk}))
+    return dict(_fetch(f"SELECT trace_id, label FROM ({cte}) v", {**params, "project": project.pk}))
 
 
 # A finished run's scores never change, so its figures only change with the labels:
@@ -253,12 +260,11 @@ class RunFigures:
 RUN_SQL = """
 WITH v AS ({labelled}),
 traces AS MATERIALIZED (
-  SELECT ts.run_id, t.split, v.label,
+  SELECT ts.run_id, v.split, v.label,
          coalesce(ts.step_scores,
                   (SELECT array_agg(s.score ORDER BY s.step_index) FROM annotator_stepscore s
                     WHERE s.run_id = ts.run_id AND s.trace_id = ts.trace_id)) AS scores
     FROM v
-    JOIN annotator_trace t ON t.id = v.trace_id
     JOIN annotator_tracescore ts ON ts.run_id = ANY(%(runs)s) AND ts.trace_id = v.trace_id
 ),
 negatives AS MATERIALIZED (
@@ -816,22 +822,33 @@ def disagreements(
     if not in_sql():
         return dashboards_portable.disagreements(run, filters, limit)
     cte, params = _verdict_cte(filters)
+    # The score at the human first error from the trace's array (its steps' rows only
+    # for a row stored before that column: looking each up cost half a second cold);
+    # the traces' external ids for the rows shown only.
     sql = f"""
-    WITH v AS ({cte})
-    SELECT t.id, t.external_id, v.label, ts.predicted_first_error,
-           CASE WHEN ts.predicted_first_error <> -1
-                     AND (v.label = -1 OR ts.predicted_first_error < v.label)
-                THEN %(tau)s::float8 - ts.min_score
-                ELSE coalesce((SELECT s.score FROM annotator_stepscore s
-                                WHERE s.run_id = ts.run_id AND s.trace_id = t.id
-                                  AND s.step_index = v.label), 0) - %(tau)s::float8
-           END AS strength
-      FROM v
-      JOIN annotator_trace t ON t.id = v.trace_id
-      JOIN annotator_tracescore ts ON ts.run_id = %(run)s AND ts.trace_id = t.id
-     WHERE v.label IS NOT NULL AND ts.predicted_first_error IS DISTINCT FROM v.label
-     ORDER BY strength DESC NULLS LAST, t.id
-     LIMIT %(limit)s
+    WITH v AS ({cte}),
+    strongest AS (
+      SELECT v.trace_id, v.label, ts.predicted_first_error,
+             CASE WHEN ts.predicted_first_error <> -1
+                       AND (v.label = -1 OR ts.predicted_first_error < v.label)
+                  THEN %(tau)s::float8 - ts.min_score
+                  ELSE coalesce(CASE WHEN ts.step_scores IS NOT NULL
+                                     THEN ts.step_scores[v.label + 1]
+                                     ELSE (SELECT s.score FROM annotator_stepscore s
+                                            WHERE s.run_id = ts.run_id
+                                              AND s.trace_id = ts.trace_id
+                                              AND s.step_index = v.label) END,
+                                0) - %(tau)s::float8
+             END AS strength
+        FROM v
+        JOIN annotator_tracescore ts ON ts.run_id = %(run)s AND ts.trace_id = v.trace_id
+       WHERE v.label IS NOT NULL AND ts.predicted_first_error IS DISTINCT FROM v.label
+       ORDER BY strength DESC NULLS LAST, v.trace_id
+       LIMIT %(limit)s
+    )
+    SELECT x.trace_id, t.external_id, x.label, x.predicted_first_error, x.strength
+      FROM strongest x JOIN annotator_trace t ON t.id = x.trace_id
+     ORDER BY x.strength DESC NULLS LAST, x.trace_id
     """
     return _fetch(
         sql,
