@@ -583,18 +583,17 @@ def _aggregates(template: str, sep: str = ", ") -> str:
 # wins) among values ``metrics.distinct`` from the rest; vote totals must be distinct
 # outright (their sums' order differs from Python's). The other problems come back as
 # ids, and their solutions go through ``metrics.problem_picks``. a0..a3:
-# ``metrics.AGGREGATIONS``. A pick is one ``max(ARRAY[value, -id, code])``: the highest
-# value, on a tie the first solution, and what it tells (``code``: 3 if its answer is
-# right, plus 0/1/2 for steps unlabelled/right/wrong), in one pass with no join back.
+# ``metrics.AGGREGATIONS``. A pick is the lowest ``id * 2 + correct`` among the
+# solutions at the highest value: the first solution on a tie, and whether its answer
+# is right. Only the picks are looked up in the human verdicts (what humans said of
+# their steps), not every solution: the verdicts never enter the sorts.
 BEST_OF_N_SQL = f"""
 WITH v AS ({{labelled}}),
-traces AS MATERIALIZED (
+traces AS (
   -- Answers compare as bytes: grouping is the same, sorting a third cheaper.
   SELECT t.id, t.problem_id, nullif(t.final_answer, '') COLLATE "C" AS answer,
-         t.final_answer_correct AS correct,
-         t.final_answer_correct::int * 3
-           + CASE WHEN v.label IS NULL THEN 0 WHEN v.label = -1 THEN 1 ELSE 2 END AS code
-    FROM annotator_trace t LEFT JOIN v ON v.trace_id = t.id
+         t.final_answer_correct AS correct, t.final_answer_correct::int AS code
+    FROM annotator_trace t
    WHERE t.project_id = %(project)s {{trace_filter}} AND t.final_answer_correct IS NOT NULL
      AND t.generator <> %(reference)s
 ),
@@ -619,7 +618,7 @@ answers AS (
          count(*) AS n, sum(size) AS size,
          coalesce(bool_and({_aggregates("abs(a{k}) < 'Infinity'", " AND ")}), false) AS finite,
          {_aggregates("sum(a{k}) AS t{k}")},
-         {_aggregates("min(id * 8 + code) FILTER (WHERE a{k} = top{k}) AS pick{k}")},
+         {_aggregates("min(id * 2 + code) FILTER (WHERE a{k} = top{k}) AS pick{k}")},
          bool_or({_aggregates("a{k} <> top{k} AND " + _close("a{k}", "top{k}"), " OR ")}) AS close
     FROM topped WHERE size >= 2
    GROUP BY run_id, problem_id, answer
@@ -631,16 +630,25 @@ voted AS (
 ),
 picked AS (
   SELECT run_id, problem_id, bool_or(correct) AS any_correct,
-         {_aggregates("min(pick{k}) %% 8 AS pick{k}")},
+         {_aggregates("min(pick{k}) AS pick{k}")},
          {_aggregates("coalesce(min(first * 2 + correct::int) FILTER (WHERE answer IS NOT NULL AND t{k} = m{k}) %% 2 = 1, false) AS vote{k}")},
          coalesce(min(first * 2 + correct::int) FILTER (WHERE answer IS NOT NULL AND n = most) %% 2 = 1, false) AS majority,
          NOT bool_and(finite) OR bool_or(close)
            OR {_aggregates("count(*) FILTER (WHERE answer IS NOT NULL AND " + _close("t{k}", "m{k}") + ") > 1", " OR ")} AS undecided
     FROM voted GROUP BY run_id, problem_id
+),
+-- What each pick tells: 3 if its answer is right, plus 0/1/2 for steps
+-- unlabelled/right/wrong.
+judged AS (
+  SELECT p.run_id, p.vote0, p.vote1, p.vote2, p.vote3, p.majority, p.any_correct,
+         {_aggregates("(p.pick{k} %% 2) * 3 + CASE WHEN v{k}.label IS NULL THEN 0 WHEN v{k}.label = -1 THEN 1 ELSE 2 END AS pick{k}")}
+    FROM picked p
+    {_aggregates("LEFT JOIN v v{k} ON v{k}.trace_id = p.pick{k} / 2", " ")}
+   WHERE NOT p.undecided
 )
 SELECT run_id, count(*), NULL::bigint[], pick0, pick1, pick2, pick3, vote0, vote1, vote2,
        vote3, majority, any_correct
-  FROM picked WHERE NOT undecided
+  FROM judged
  GROUP BY run_id, pick0, pick1, pick2, pick3, vote0, vote1, vote2, vote3, majority, any_correct
 UNION ALL
 SELECT run_id, 0, array_agg(problem_id), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
