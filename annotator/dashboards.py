@@ -45,38 +45,45 @@ NO_SPLIT = "(no split)"
 HISTOGRAM_BINS = 20
 STEP_CLASSES = ("correct", "first error", "after first error")
 
-# One row per trace with a human verdict: (trace_id, label). Annotators' labels agree
-# or give nothing (a hash aggregate); the rare reviewed ones override them.
+# One row per trace with a human verdict: (trace_id, label, split). Annotators' labels
+# agree or give nothing (a hash aggregate); the rare reviewed ones override them. The
+# trace's split comes along from the join that filters the traces, so that a run's
+# figures need not join the project's traces a second time.
 VERDICT_SQL = """
 WITH labels AS (
-  SELECT a.trace_id,
+  SELECT a.trace_id, t.split,
          CASE WHEN min(a.first_error_step) = max(a.first_error_step)
               THEN min(a.first_error_step) END AS label
     FROM annotator_annotation a JOIN annotator_trace t ON t.id = a.trace_id
    WHERE t.project_id = %(project)s {trace_filter} AND a.is_latest AND a.kind = 'label'
      AND a.first_error_step IS NOT NULL
-   GROUP BY a.trace_id
+   GROUP BY a.trace_id, t.split
 ), reviewed AS (
-  SELECT DISTINCT ON (a.trace_id) a.trace_id, a.first_error_step AS label
+  SELECT DISTINCT ON (a.trace_id) a.trace_id, t.split, a.first_error_step AS label
     FROM annotator_annotation a JOIN annotator_trace t ON t.id = a.trace_id
    WHERE t.project_id = %(project)s {trace_filter} AND a.is_latest
      AND a.kind IN ('adjudication', 'gold') AND a.first_error_step IS NOT NULL
    ORDER BY a.trace_id, a.kind = 'adjudication' DESC, a.id DESC
 )
-SELECT coalesce(r.trace_id, l.trace_id) AS trace_id, coalesce(r.label, l.label) AS label
+SELECT coalesce(r.trace_id, l.trace_id) AS trace_id, coalesce(r.label, l.label) AS label,
+       coalesce(r.split, l.split) AS split
   FROM labels l FULL JOIN reviewed r ON r.trace_id = l.trace_id
  WHERE coalesce(r.label, l.label) IS NOT NULL
 """
 
 # A label set's first errors in place of the human verdicts (the filter "label set").
 LABEL_SET_SQL = """
-SELECT e.trace_id, e.first_error_step AS label
+SELECT e.trace_id, e.first_error_step AS label, t.split
   FROM annotator_labelsetentry e JOIN annotator_trace t ON t.id = e.trace_id
  WHERE e.label_set_id = %(label_set)s AND t.project_id = %(project)s {trace_filter}
 """
 
 # The labelled traces of a request, computed once and handed to each run's query.
-LABELLED_SQL = "SELECT * FROM unnest(%(ids)s::bigint[], %(labels)s::int[]) AS v(trace_id, label)"
+LABELLED_SQL = """
+SELECT v.trace_id, v.label, t.split
+  FROM unnest(%(ids)s::bigint[], %(labels)s::int[]) AS v(trace_id, label)
+  JOIN annotator_trace t ON t.id = v.trace_id
+"""
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,7 @@ def verdicts(project: Project, filters: Filters = Filters()) -> dict[int, int]:
     if not in_sql():
         return dashboards_portable.verdicts(project, filters)
     cte, params = _verdict_cte(filters)
-    return dict(_fetch(cte, {**params, "project": project.pk}))
+    return dict(_fetch(f"SELECT trace_id, label FROM ({cte}) v", {**params, "project": project.pk}))
 
 
 # A finished run's scores never change, so its figures only change with the labels:
@@ -151,12 +158,20 @@ CACHE_SECONDS = 24 * 3600
 
 def labels_version(project: Project) -> str:
     """Changes whenever a label of the project is added, replaced or removed (every
-    change writes a new row or deletes one)."""
-    [(count, last)] = _fetch(
-        """SELECT count(*), coalesce(max(a.id), 0) FROM annotator_annotation a
-             JOIN annotator_trace t ON t.id = a.trace_id WHERE t.project_id = %(project)s""",
-        {"project": project.pk},
-    )
+    change writes a new row or deletes one). Every dashboard request reads it: the
+    annotations are joined in trace order with the narrow index of the project's
+    traces rather than by hashing a scan of the wide trace table, which the planner
+    picks at its default cost of a random page read (one for spinning disks): a third
+    of the time at 100k traces. LOCAL ends with this transaction."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if database.has_transaction_settings():
+            cursor.execute("SET LOCAL random_page_cost = 1.1")
+        cursor.execute(
+            """SELECT count(*), coalesce(max(a.id), 0) FROM annotator_annotation a
+                 JOIN annotator_trace t ON t.id = a.trace_id WHERE t.project_id = %(project)s""",
+            {"project": project.pk},
+        )
+        [(count, last)] = cursor.fetchall()
     return f"{count}-{last}"
 
 
@@ -253,12 +268,11 @@ class RunFigures:
 RUN_SQL = """
 WITH v AS ({labelled}),
 traces AS MATERIALIZED (
-  SELECT ts.run_id, t.split, v.label,
+  SELECT ts.run_id, v.split, v.label,
          coalesce(ts.step_scores,
                   (SELECT array_agg(s.score ORDER BY s.step_index) FROM annotator_stepscore s
                     WHERE s.run_id = ts.run_id AND s.trace_id = ts.trace_id)) AS scores
     FROM v
-    JOIN annotator_trace t ON t.id = v.trace_id
     JOIN annotator_tracescore ts ON ts.run_id = ANY(%(runs)s) AND ts.trace_id = v.trace_id
 ),
 negatives AS MATERIALIZED (
@@ -569,18 +583,17 @@ def _aggregates(template: str, sep: str = ", ") -> str:
 # wins) among values ``metrics.distinct`` from the rest; vote totals must be distinct
 # outright (their sums' order differs from Python's). The other problems come back as
 # ids, and their solutions go through ``metrics.problem_picks``. a0..a3:
-# ``metrics.AGGREGATIONS``. A pick is one ``max(ARRAY[value, -id, code])``: the highest
-# value, on a tie the first solution, and what it tells (``code``: 3 if its answer is
-# right, plus 0/1/2 for steps unlabelled/right/wrong), in one pass with no join back.
+# ``metrics.AGGREGATIONS``. A pick is the lowest ``id * 2 + correct`` among the
+# solutions at the highest value: the first solution on a tie, and whether its answer
+# is right. Only the picks are looked up in the human verdicts (what humans said of
+# their steps), not every solution: the verdicts never enter the sorts.
 BEST_OF_N_SQL = f"""
 WITH v AS ({{labelled}}),
-traces AS MATERIALIZED (
+traces AS (
   -- Answers compare as bytes: grouping is the same, sorting a third cheaper.
   SELECT t.id, t.problem_id, nullif(t.final_answer, '') COLLATE "C" AS answer,
-         t.final_answer_correct AS correct,
-         t.final_answer_correct::int * 3
-           + CASE WHEN v.label IS NULL THEN 0 WHEN v.label = -1 THEN 1 ELSE 2 END AS code
-    FROM annotator_trace t LEFT JOIN v ON v.trace_id = t.id
+         t.final_answer_correct AS correct, t.final_answer_correct::int AS code
+    FROM annotator_trace t
    WHERE t.project_id = %(project)s {{trace_filter}} AND t.final_answer_correct IS NOT NULL
      AND t.generator <> %(reference)s
 ),
@@ -605,7 +618,7 @@ answers AS (
          count(*) AS n, sum(size) AS size,
          coalesce(bool_and({_aggregates("abs(a{k}) < 'Infinity'", " AND ")}), false) AS finite,
          {_aggregates("sum(a{k}) AS t{k}")},
-         {_aggregates("min(id * 8 + code) FILTER (WHERE a{k} = top{k}) AS pick{k}")},
+         {_aggregates("min(id * 2 + code) FILTER (WHERE a{k} = top{k}) AS pick{k}")},
          bool_or({_aggregates("a{k} <> top{k} AND " + _close("a{k}", "top{k}"), " OR ")}) AS close
     FROM topped WHERE size >= 2
    GROUP BY run_id, problem_id, answer
@@ -617,16 +630,25 @@ voted AS (
 ),
 picked AS (
   SELECT run_id, problem_id, bool_or(correct) AS any_correct,
-         {_aggregates("min(pick{k}) %% 8 AS pick{k}")},
+         {_aggregates("min(pick{k}) AS pick{k}")},
          {_aggregates("coalesce(min(first * 2 + correct::int) FILTER (WHERE answer IS NOT NULL AND t{k} = m{k}) %% 2 = 1, false) AS vote{k}")},
          coalesce(min(first * 2 + correct::int) FILTER (WHERE answer IS NOT NULL AND n = most) %% 2 = 1, false) AS majority,
          NOT bool_and(finite) OR bool_or(close)
            OR {_aggregates("count(*) FILTER (WHERE answer IS NOT NULL AND " + _close("t{k}", "m{k}") + ") > 1", " OR ")} AS undecided
     FROM voted GROUP BY run_id, problem_id
+),
+-- What each pick tells: 3 if its answer is right, plus 0/1/2 for steps
+-- unlabelled/right/wrong.
+judged AS (
+  SELECT p.run_id, p.vote0, p.vote1, p.vote2, p.vote3, p.majority, p.any_correct,
+         {_aggregates("(p.pick{k} %% 2) * 3 + CASE WHEN v{k}.label IS NULL THEN 0 WHEN v{k}.label = -1 THEN 1 ELSE 2 END AS pick{k}")}
+    FROM picked p
+    {_aggregates("LEFT JOIN v v{k} ON v{k}.trace_id = p.pick{k} / 2", " ")}
+   WHERE NOT p.undecided
 )
 SELECT run_id, count(*), NULL::bigint[], pick0, pick1, pick2, pick3, vote0, vote1, vote2,
        vote3, majority, any_correct
-  FROM picked WHERE NOT undecided
+  FROM judged
  GROUP BY run_id, pick0, pick1, pick2, pick3, vote0, vote1, vote2, vote3, majority, any_correct
 UNION ALL
 SELECT run_id, 0, array_agg(problem_id), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
@@ -816,22 +838,33 @@ def disagreements(
     if not in_sql():
         return dashboards_portable.disagreements(run, filters, limit)
     cte, params = _verdict_cte(filters)
+    # The score at the human first error from the trace's array (its steps' rows only
+    # for a row stored before that column: looking each up cost half a second cold);
+    # the traces' external ids for the rows shown only.
     sql = f"""
-    WITH v AS ({cte})
-    SELECT t.id, t.external_id, v.label, ts.predicted_first_error,
-           CASE WHEN ts.predicted_first_error <> -1
-                     AND (v.label = -1 OR ts.predicted_first_error < v.label)
-                THEN %(tau)s::float8 - ts.min_score
-                ELSE coalesce((SELECT s.score FROM annotator_stepscore s
-                                WHERE s.run_id = ts.run_id AND s.trace_id = t.id
-                                  AND s.step_index = v.label), 0) - %(tau)s::float8
-           END AS strength
-      FROM v
-      JOIN annotator_trace t ON t.id = v.trace_id
-      JOIN annotator_tracescore ts ON ts.run_id = %(run)s AND ts.trace_id = t.id
-     WHERE v.label IS NOT NULL AND ts.predicted_first_error IS DISTINCT FROM v.label
-     ORDER BY strength DESC NULLS LAST, t.id
-     LIMIT %(limit)s
+    WITH v AS ({cte}),
+    strongest AS (
+      SELECT v.trace_id, v.label, ts.predicted_first_error,
+             CASE WHEN ts.predicted_first_error <> -1
+                       AND (v.label = -1 OR ts.predicted_first_error < v.label)
+                  THEN %(tau)s::float8 - ts.min_score
+                  ELSE coalesce(CASE WHEN ts.step_scores IS NOT NULL
+                                     THEN ts.step_scores[v.label + 1]
+                                     ELSE (SELECT s.score FROM annotator_stepscore s
+                                            WHERE s.run_id = ts.run_id
+                                              AND s.trace_id = ts.trace_id
+                                              AND s.step_index = v.label) END,
+                                0) - %(tau)s::float8
+             END AS strength
+        FROM v
+        JOIN annotator_tracescore ts ON ts.run_id = %(run)s AND ts.trace_id = v.trace_id
+       WHERE v.label IS NOT NULL AND ts.predicted_first_error IS DISTINCT FROM v.label
+       ORDER BY strength DESC NULLS LAST, v.trace_id
+       LIMIT %(limit)s
+    )
+    SELECT x.trace_id, t.external_id, x.label, x.predicted_first_error, x.strength
+      FROM strongest x JOIN annotator_trace t ON t.id = x.trace_id
+     ORDER BY x.strength DESC NULLS LAST, x.trace_id
     """
     return _fetch(
         sql,

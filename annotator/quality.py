@@ -12,7 +12,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import Count, Exists, OuterRef, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q, Sum, Window
 
 from annotator import agreement
 from annotator.models import (
@@ -107,21 +107,17 @@ def gold_answers(project: Project, user) -> tuple[int, int]:
 def collect_labels(project: Project) -> tuple[dict, dict]:
     """({rater: {trace_id: first_error}}, {rater: {trace_id: ratings}}) over the traces
     that two or more raters labelled with a verdict."""
+    # The raters per trace counted by a window over the same scan, not by a second
+    # scan of the project's labels grouped by trace (half the time at 100k traces).
     verdicts = (
         Annotation.objects.latest_versions()
         .labels()
         .filter(trace__project=project, first_error_step__isnull=False)
-    )
-    shared = (
-        verdicts.order_by()
-        .values("trace_id")
-        .annotate(n=Count("id"))
-        .filter(n__gt=1)
-        .values("trace_id")
+        .annotate(raters=Window(Count("id"), partition_by=F("trace_id")))
     )
     labels: dict[str, dict[int, int]] = defaultdict(dict)
     ratings: dict[str, dict[int, list]] = defaultdict(dict)
-    rows = verdicts.filter(trace_id__in=shared).values_list(
+    rows = verdicts.filter(raters__gt=1).values_list(
         "trace_id", "annotator__username", "external_annotator", "first_error_step", "step_ratings"
     )
     for trace_id, username, external, first_error, step_ratings in rows.iterator(chunk_size=5000):
@@ -146,45 +142,33 @@ def project_quality(project: Project) -> ProjectQuality:
     rows: dict[int, AnnotatorRow] = {}
     for m in members:
         rows[m.user_id] = AnnotatorRow(m.user.username)
-    # Reviewers and owners who labelled count too.
-    for user_id, username in (
-        Annotation.objects.filter(
-            trace__project=project, kind=AnnotationKind.LABEL, annotator__is_active=True
-        )
+    # One pass over the project's labels, one row per author and trace: who labelled
+    # (reviewers and owners who did count too), their latest labels, and the time they
+    # spent on each trace (all versions: an undo and fix adds up).
+    per_author = (
+        Annotation.objects.filter(trace__project=project, kind=AnnotationKind.LABEL)
         .order_by()
-        .values_list("annotator_id", "annotator__username")
-        .distinct()
-    ):
-        rows.setdefault(user_id, AnnotatorRow(username))
-
-    latest = (
-        Annotation.objects.latest_versions()
-        .labels()
-        .filter(trace__project=project, annotator_id__in=rows)
+        .values_list("annotator_id", "annotator__username", "annotator__is_active", "trace_id")
+        .annotate(latest=Count("id", filter=Q(is_latest=True)), seconds=Sum("seconds_spent"))
     )
-    for user_id, n in latest.order_by().values_list("annotator_id").annotate(n=Count("id")):
-        rows[user_id].labelled = n
+    latest: dict[int, int] = defaultdict(int)
+    per_trace: dict[int, list[float]] = defaultdict(list)
+    for user_id, username, active, _, n_latest, seconds in per_author:
+        if active:
+            rows.setdefault(user_id, AnnotatorRow(username))
+        latest[user_id] += n_latest
+        if seconds is not None:
+            per_trace[user_id].append(seconds)
+    for user_id, row in rows.items():
+        row.labelled = latest.get(user_id, 0)
 
     for user_id, (answered, correct) in gold_answers_by_annotator(project, list(rows)).items():
         rows[user_id].gold_answered = answered
         rows[user_id].gold_correct = correct
 
-    # Time per trace: all versions of a user's label of a trace (an undo and fix adds up).
-    per_trace: dict[int, list[float]] = defaultdict(list)
-    for user_id, seconds in (
-        Annotation.objects.filter(
-            trace__project=project,
-            kind=AnnotationKind.LABEL,
-            annotator_id__in=rows,
-            seconds_spent__isnull=False,
-        )
-        .order_by()
-        .values("annotator_id", "trace_id")
-        .annotate(s=Sum("seconds_spent"))
-        .values_list("annotator_id", "s")
-    ):
-        per_trace[user_id].append(seconds)
     for user_id, times in per_trace.items():
+        if user_id not in rows:
+            continue
         rows[user_id].timed_traces = len(times)
         rows[user_id].seconds = sum(times)
         rows[user_id].median_seconds = statistics.median(times)

@@ -546,6 +546,19 @@ def test_disagreements_are_the_traces_where_the_run_differs(project, users, two_
     assert reverse("trace", args=[project.slug, first]) in html
 
 
+def test_disagreements_of_rows_stored_before_the_step_scores_column_are_the_same(project, two_runs):
+    """A miss's strength is the score at the human first error: from the trace's array,
+    or from its StepScore rows where the array is null (a run stored before it)."""
+    from annotator.models import TraceScore
+
+    run = two_runs[0]
+    stored = dashboards.disagreements(run, limit=1000)
+    misses = [r for r in stored if r[2] != -1 and (r[3] == -1 or r[3] > r[2])]
+    assert misses  # rows whose strength reads the score at the human first error
+    assert TraceScore.objects.filter(run=run).update(step_scores=None)
+    assert dashboards.disagreements(run, limit=1000) == stored
+
+
 def test_run_vs_run_disagreements_list_where_the_predictions_differ(
     project, users, two_runs, client_for
 ):
