@@ -37,6 +37,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from scoring.chat_queries import split_query
+from scoring.engine import DEFAULT_BATCH_TOKENS
 from scoring.reward_engine import (
     PROTOCOLS,
     ModelError,
@@ -370,9 +371,13 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="added at the last step when the answer matches the ground truth",
     )
-    parser.add_argument("--threshold", type=float, default=0.5, help="first error step below it")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="first error step below it (0.5)"
+    )
     parser.add_argument("--step-splitter", default="paragraphs", choices=tuple(SPLITTERS))
-    parser.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per pass")
+    parser.add_argument(
+        "--batch-tokens", type=int, default=None, help="padded tokens per pass (16384)"
+    )
     parser.add_argument(
         "--max-wait-ms",
         type=float,
@@ -388,7 +393,14 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grade-workers", type=int, default=2, help="math-verify processes")
 
 
-def settings_from_args(args: argparse.Namespace, source: str) -> RewardSettings:
+def settings_from_args(
+    args: argparse.Namespace,
+    source: str,
+    threshold: float = 0.5,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+) -> RewardSettings:
+    """The settings the options give; ``threshold`` and ``batch_tokens`` where the options
+    leave them out (a registered scorer's own)."""
     parameters = {}
     if args.eta is not None:
         parameters["eta"] = args.eta
@@ -398,9 +410,9 @@ def settings_from_args(args: argparse.Namespace, source: str) -> RewardSettings:
         transform=args.transform,
         parameters=parameters,
         success_weight=args.success_weight,
-        threshold=args.threshold,
+        threshold=threshold if args.threshold is None else args.threshold,
         step_splitter=args.step_splitter,
-        batch_tokens=args.batch_tokens,
+        batch_tokens=batch_tokens if args.batch_tokens is None else args.batch_tokens,
         batching=not args.no_batching,
         max_wait_s=args.max_wait_ms / 1000,
         max_batch_items=args.max_batch_items,
