@@ -36,6 +36,17 @@ USER_TURNS = (
 )
 
 
+# Where the assistant's turn starts in each template above (the generation prompt).
+ASSISTANT_HEADERS = (
+    "<|im_start|>assistant\n",
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "<start_of_turn>model\n",
+    "<｜Assistant｜>",
+    "<|assistant|>\n",
+    "[/INST]",
+)
+
+
 def strip_special_tokens(text: str) -> str:
     """``text`` without the special tokens a ``decode(..., skip_special_tokens=False)``
     leaves in it.
@@ -66,13 +77,29 @@ def user_turn(prompt: str) -> str:
 def split_query(query: str, prompt: str) -> tuple[str, str]:
     """(problem, response) from a query that starts with its prompt: the response is the
     rest of the query less special tokens (the EOS, padding), stripped; the problem is the
-    prompt's user turn. A ValueError when the query does not start with the prompt.
+    prompt's user turn.
+
+    A tokenizer whose decode does not give back the prompt's exact text (one that cleans up
+    spaces, say) leaves a query that does not start with it; then the response starts after
+    the prompt's assistant header, found after the user turn in the query. A ValueError
+    when neither works.
 
     >>> split_query("<|im_start|>user\\nWhat is 3 + 4?<|im_end|>\\n<|im_start|>assistant\\n"
     ...             "3 + 4 = 7.<|im_end|>",
     ...             "<|im_start|>user\\nWhat is 3 + 4?<|im_end|>\\n<|im_start|>assistant\\n")
     ('What is 3 + 4?', '3 + 4 = 7.')
+    >>> split_query("<|im_start|>user\\nWhat is 3+4 ?<|im_end|>\\n<|im_start|>assistant\\n7.<|im_end|>",
+    ...             "<|im_start|>user\\nWhat is 3+4 ?<|im_end|>\\n<|im_start|>assistant\\n ")
+    ('What is 3+4 ?', '7.')
     """
-    if not query.startswith(prompt):
-        raise ValueError("does not start with its prompt")
-    return user_turn(prompt), strip_special_tokens(query[len(prompt) :]).strip()
+    problem = user_turn(prompt)
+    if query.startswith(prompt):
+        return problem, strip_special_tokens(query[len(prompt) :]).strip()
+    for header in ASSISTANT_HEADERS:
+        if header not in prompt:
+            continue
+        turn = query.find(problem)
+        at = query.find(header, turn + len(problem)) if turn >= 0 else -1
+        if at >= 0:
+            return problem, strip_special_tokens(query[at + len(header) :]).strip()
+    raise ValueError("does not start with its prompt")

@@ -14,10 +14,12 @@ given there (else ``$STEPWISE_REWARD_URL``, ``$STEPWISE_REWARD_TOKEN``):
   ``data_source``, ``solution_str``, ``ground_truth``, ``extra_info``
   (``verl/experimental/reward_loop/reward_manager/naive.py`` lines 54-97); the service
   batches the concurrent calls;
-- :class:`StepwiseDenseRewardManager`, a reward manager (``reward_model.reward_manager``
-  with ``source: importlib``, ``module.path`` this file, ``name: StepwiseDenseRewardManager``;
-  ``verl/trainer/ppo/reward.py`` lines 126-175) that writes each step's reward at that
-  step's last response token instead of the whole return at the last token.
+- :class:`StepwiseDenseRewardManager`, a reward manager (``reward_manager.source=importlib``,
+  ``reward_manager.module.path`` this file, ``reward_manager.name=StepwiseDenseRewardManager``;
+  ``verl/trainer/ppo/reward.py`` lines 126-175, built with ``reward_model.reward_kwargs``
+  as keywords, ``verl/experimental/one_step_off_policy/main_ppo.py`` lines 173-175) that
+  writes each step's reward at that step's last response token instead of the whole return
+  at the last token.
 
 Dense rewards matter to the estimators that read rewards per token: GAE
 (``verl/trainer/ppo/core_algos.py`` lines 249-254) and REINFORCE++ (lines 609-610) discount
