@@ -279,6 +279,8 @@ def build_app(
                 response = _error(error.status, error.field, error.message)
             except ModelError as error:
                 response = _error(500, None, f"model error: {error}")
+            except Exception as error:  # anything else: still a JSON answer, still serving
+                response = _error(500, None, f"internal error: {type(error).__name__}: {error}")
             engine.metrics.request(name, response.status_code, time.perf_counter() - started)
             return response
 
