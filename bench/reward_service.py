@@ -38,20 +38,28 @@ from tests.scoring.reward_servers import ServiceProcess, free_port, scoring_serv
 DATA = ROOT.parent / "shared/data/processbench-gsm8k/gsm8k.json"
 
 
-async def load(url: str, traces: list[Trace], clients: int) -> tuple[float, list[float]]:
-    """``clients`` workers each posting one rollout per request until all are scored:
-    the wall time and every request's latency."""
+async def load(url: str, traces: list[Trace], clients: int) -> tuple[float, list[float], int]:
+    """``clients`` workers each posting one rollout per request until all are scored: the
+    wall time, every request's latency, and how many sends broke off and were sent again
+    (as the trainers' clients do)."""
     import httpx
 
     todo = list(range(len(traces)))
     latencies: list[float] = []
+    retries = 0
 
     async def worker(session: httpx.AsyncClient) -> None:
+        nonlocal retries
         while todo:
             trace = traces[todo.pop()]
             body = {"items": [{"prompt": trace.problem, "steps": list(trace.steps)}]}
             sent = time.perf_counter()
-            answer = await session.post(f"{url}/v1/rewards", json=body)
+            while True:
+                try:
+                    answer = await session.post(f"{url}/v1/rewards", json=body)
+                    break
+                except httpx.TransportError:
+                    retries += 1
             latencies.append(time.perf_counter() - sent)
             answer.raise_for_status()
 
@@ -59,7 +67,7 @@ async def load(url: str, traces: list[Trace], clients: int) -> tuple[float, list
     async with httpx.AsyncClient(timeout=600, limits=limits) as session:
         started = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(clients)))
-        return time.perf_counter() - started, latencies
+        return time.perf_counter() - started, latencies, retries
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -76,7 +84,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=2, help="best of N for (a)")
+    parser.add_argument("--repeats", type=int, default=2, help="best of N, interleaved")
+    parser.add_argument("--log-dir", help="keep the services' logs here (default: dropped)")
     args = parser.parse_args()
 
     every = read_traces(DATA)
@@ -93,13 +102,14 @@ def main() -> None:
             port = free_port()
             argv = scoring_serve(model, port, "--batch-tokens", str(args.batch_tokens), *extra)
             argv[argv.index("--device") + 1] = args.device
-            services[name] = ServiceProcess(argv, port, log=Path(tmp) / f"{name}.log").start()
+            log = Path(args.log_dir or tmp) / f"reward-service-{name}.log"
+            services[name] = ServiceProcess(argv, port, log=log).start()
         try:
             list(score_traces(adapter, traces[:8], args.batch_tokens))  # warm-up
             for service in services.values():
                 asyncio.run(load(service.url, traces[: args.clients], args.clients))
             t_bare = float("inf")
-            runs: dict[str, tuple[float, list[float]]] = {}
+            runs: dict[str, tuple[float, list[float], int]] = {}
             # interleaved, so drift in the machine's load hits every mode alike; best of N
             for _ in range(args.repeats):
                 started = time.perf_counter()
@@ -120,8 +130,8 @@ def main() -> None:
     )
 
     a = len(traces) / t_bare
-    b_time, b_lat = runs["batched"]
-    c_time, c_lat = runs["unbatched"]
+    b_time, b_lat, b_retries = runs["batched"]
+    c_time, c_lat, c_retries = runs["unbatched"]
     b, c = len(traces) / b_time, len(traces) / c_time
     print(f"(a) bare batched score_traces:  {a:8.1f} rollouts/s  ({t_bare:.2f}s)")
     for label, rate, seconds, lat in (
@@ -132,6 +142,8 @@ def main() -> None:
             f"{label}  {rate:8.1f} rollouts/s  ({seconds:.2f}s)  latency p50 "
             f"{1000 * percentile(lat, 50):.0f} ms, p95 {1000 * percentile(lat, 95):.0f} ms"
         )
+    if b_retries or c_retries:
+        print(f"sends that broke off and were sent again: (b) {b_retries}, (c) {c_retries}")
     print(f"(b)/(a) = {b / a:.2f}  (goal >= 0.8)")
     print(f"(b)/(c) = {b / c:.1f}  (goal >= 4)")
     print(
