@@ -128,6 +128,7 @@ class Reward:
             "ground_truth": r.ground_truth,
             "transform": settings.transform,
             "transform_version": settings.version,
+            "success_weight": settings.success_weight,
             "training_step": r.training_step,
             "source": settings.source,
             "protocol": r.protocol,
@@ -201,6 +202,7 @@ class Metrics:
         self.last_tokens_per_second = 0.0
         self.logged = 0
         self.log_errors = 0
+        self.log_dropped = 0
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         with self.lock:
@@ -252,6 +254,9 @@ class Metrics:
                 f"# HELP {p}_log_errors_total Failed writes to the rollout log (retried).",
                 f"# TYPE {p}_log_errors_total counter",
                 f"{p}_log_errors_total {self.log_errors}",
+                f"# HELP {p}_rollouts_dropped_total Rollout records the log refused (dropped).",
+                f"# TYPE {p}_rollouts_dropped_total counter",
+                f"{p}_rollouts_dropped_total {self.log_dropped}",
             ]
         return "\n".join(lines) + "\n"
 
@@ -262,8 +267,9 @@ RolloutWriter = Callable[[list[dict[str, Any]]], int]
 class RolloutLog:
     """Hands rollout records to ``write`` in batches from a thread of its own, so logging
     never delays an answer. A failed write is retried with the same records (the writer is
-    idempotent on ``record["key"]``). Records still queued when the process is killed are
-    lost; the client's retry of an unanswered request logs its rollout then."""
+    idempotent on ``record["key"]``); a record the writer refuses on its own is dropped
+    (``stepwise_reward_rollouts_dropped_total``). Records still queued when the process is
+    killed are lost; the client's retry of an unanswered request logs its rollout then."""
 
     def __init__(
         self,
@@ -306,18 +312,41 @@ class RolloutLog:
                     pending.append(record)
             if not pending:
                 continue
-            try:
-                self.write(pending)
-            except Exception:  # the database may be away for a while; keep the records
-                with self.metrics.lock:
-                    self.metrics.log_errors += 1
-                if closing:
-                    return
+            if self._write(pending):
+                pending = []
+            elif closing:
+                return
+            else:
                 time.sleep(1.0)
-                continue
+
+    def _write(self, records: list[dict[str, Any]]) -> bool:
+        """Write ``records``; True when they are done with. When the batch fails, each
+        record is written alone: a record the log refuses (while others go in) is dropped
+        and counted, so it cannot block the log; when every one fails the log itself is
+        away, and the batch is kept for the next try."""
+        try:
+            self.write(records)
+        except Exception:
             with self.metrics.lock:
-                self.metrics.logged += len(pending)
-            pending = []
+                self.metrics.log_errors += 1
+        else:
+            with self.metrics.lock:
+                self.metrics.logged += len(records)
+            return True
+        if len(records) == 1:
+            return False
+        refused = []
+        for record in records:
+            try:
+                self.write([record])
+            except Exception:
+                refused.append(record)
+        if len(refused) == len(records):
+            return False
+        with self.metrics.lock:
+            self.metrics.logged += len(records) - len(refused)
+            self.metrics.log_dropped += len(refused)
+        return True
 
 
 class RewardEngine:

@@ -12,30 +12,32 @@ from scoring.reward_engine import RewardEngine, RewardSettings, Rollout
 
 RECORD_KEYS = {
     "key", "problem", "response", "steps", "step_scores", "step_rewards", "return", "success",
-    "ground_truth", "transform", "transform_version", "training_step", "source", "protocol",
+    "ground_truth", "transform", "transform_version", "success_weight", "training_step", "source",
+    "protocol",
 }  # fmt: skip
 
 
-def test_rollouts_reach_the_log_in_batches_without_holding_answers_and_a_failed_write_is_retried(
+def test_rollouts_reach_the_log_in_batches_through_an_outage_and_a_refused_record_is_dropped(
     qwen_prm_dir: Path,
 ) -> None:
     from scoring.adapters import load_adapter
 
     adapter = load_adapter("qwen-prm", str(qwen_prm_dir), device="cpu")
-    opened = threading.Event()
+    down = threading.Event()
+    down.set()
     calls: list[list[dict]] = []
-    failures = [ConnectionError("database away")]
 
     def sink(records: list[dict]) -> int:
-        opened.wait(60)
-        if failures:
-            raise failures.pop()
+        if down.is_set():
+            raise ConnectionError("database away")
+        if any("poison" in r["problem"] for r in records):
+            raise ValueError("cannot store this record")
         calls.append(list(records))
         return len(records)
 
     rollouts = [
         Rollout(
-            problem=f"What is {i} + 1?",
+            problem=f"What is {i} + 1?" + (" poison" if i == 3 else ""),
             steps=(f"{i} + 1 = {i + 1}.", f"\\boxed{{{i + 1}}}"),
             training_step=7,
             client_id=str(i),
@@ -45,23 +47,30 @@ def test_rollouts_reach_the_log_in_batches_without_holding_answers_and_a_failed_
     ]
     engine = RewardEngine(adapter, RewardSettings(transform="delta", source="test"), log=sink)
 
+    async def until(condition, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert condition()
+
     async def run() -> list:
         await engine.start()
         answers = await asyncio.gather(*(engine.score([r]) for r in rollouts))
-        assert not calls  # every answer came while the sink was still blocked
-        opened.set()
-        deadline = time.monotonic() + 60
-        while sum(len(c) for c in calls) < len(rollouts) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        # every answer came while the log was down; the log kept its records
+        await until(lambda: engine.metrics.log_errors >= 1)
+        assert not calls
+        down.clear()
+        await until(lambda: sum(len(c) for c in calls) == len(rollouts) - 1)
         await engine.close()
         return answers
 
     answers = asyncio.run(run())
     assert len(answers) == 10
     records = [r for call in calls for r in call]
-    assert sorted(r["key"] for r in records) == sorted(r.key() for r in rollouts)
-    assert len(calls) < len(rollouts)  # batched, not one write per rollout
-    assert engine.metrics.log_errors == 1
+    assert sorted(r["key"] for r in records) == sorted(
+        r.key() for i, r in enumerate(rollouts) if i != 3
+    )
+    assert engine.metrics.log_dropped == 1
     for record in records:
         assert set(record) == RECORD_KEYS
         assert record["transform"] == "delta" and record["transform_version"] == 1
@@ -70,3 +79,23 @@ def test_rollouts_reach_the_log_in_batches_without_holding_answers_and_a_failed_
     # the same rollout sent again has the same key; another client id, another key
     assert rollouts[0].key() == Rollout(**{**rollouts[0].__dict__}).key()
     assert rollouts[0].key() != Rollout(**{**rollouts[0].__dict__, "client_id": "x"}).key()
+
+
+def test_the_log_writes_in_batches(qwen_prm_dir: Path) -> None:
+    from scoring.adapters import load_adapter
+
+    adapter = load_adapter("qwen-prm", str(qwen_prm_dir), device="cpu")
+    calls: list[int] = []
+    engine = RewardEngine(
+        adapter, RewardSettings(), log=lambda records: calls.append(len(records)) or len(records)
+    )
+    rollouts = [Rollout(problem=f"q{i}", steps=("a", "b")) for i in range(20)]
+
+    async def run() -> None:
+        await engine.start()
+        await asyncio.gather(*(engine.score([r]) for r in rollouts))
+        await engine.close()  # writes what is queued
+
+    asyncio.run(run())
+    assert sum(calls) == 20
+    assert len(calls) < 20

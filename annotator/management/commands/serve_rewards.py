@@ -43,7 +43,10 @@ class Command(BaseCommand):
             if key in scorer.options
         }
         settings = settings_from_args(
-            Namespace(**options), f"reward-service:{scorer.name}", **run_options
+            # a log's source is at most 64 characters
+            Namespace(**options),
+            f"reward-service:{scorer.name}"[:64],
+            **run_options,
         )
         try:
             settings.check()
