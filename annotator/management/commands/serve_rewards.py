@@ -78,7 +78,9 @@ class Command(BaseCommand):
             raise CommandError(f"no project with slug {slug!r}")
         try:
             from annotator.rollouts import log_rollouts
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != "annotator.rollouts":
+                raise
             raise CommandError(
                 "this installation cannot log rollouts (no annotator.rollouts)"
             ) from None
