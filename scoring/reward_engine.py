@@ -4,9 +4,11 @@ success grade, the rollout records, the service's counters.
 :class:`RewardEngine` owns the loaded adapter. Requests hand it their rollouts; with
 batching on, the rollouts of every request that arrives while the model is busy (or within
 ``max_wait_s`` of an idle model) go through :func:`scoring.engine.score_traces` together,
-which packs them into forward passes of at most ``batch_tokens`` padded tokens. So sixty-four
-trainer processes sending one rollout each cost about one batched call. With batching off
-each request gets its own call (the benchmark's baseline).
+which packs them into forward passes of at most ``batch_tokens`` padded tokens. A group
+stays open while requests keep arriving within ``max_wait_s`` of each other (a burst), at
+most ``BURST_WAITS`` times that. So sixty-four trainer processes sending one rollout each
+cost about one batched call. With batching off each request gets its own call (the
+benchmark's baseline).
 
 The model runs on one thread of its own, never on the event loop. Grading against a ground
 truth runs in a pool of processes, whose main thread math-verify's signal timeout needs.
@@ -32,6 +34,7 @@ from scoring.rewards import apply_transform, get_transform, grade_success, trans
 from scoring.types import StepScores, Trace
 
 PROTOCOLS = ("native", "openrlhf", "verl", "trl")
+BURST_WAITS = 20  # the longest a group stays open: 20 x max_wait (100 ms by default)
 
 
 @dataclass(frozen=True)
@@ -414,13 +417,25 @@ class RewardEngine:
     async def _batch_loop(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
+        wait = self.settings.max_wait_s
         while True:
             group = [await self._queue.get()]
-            if self._queue.empty() and self.settings.max_wait_s > 0:
-                await asyncio.sleep(self.settings.max_wait_s)  # let concurrent requests join
             count = len(group[0][0])
-            while not self._queue.empty() and count < self.settings.max_batch_items:
-                group.append(self._queue.get_nowait())
+            # A burst (trainer processes answered together send again together) joins one
+            # group: take requests while each comes within ``wait`` of the one before, for
+            # at most BURST_WAITS waits, so a lone request waits ``wait`` only.
+            closes = loop.time() + BURST_WAITS * wait
+            while count < self.settings.max_batch_items:
+                if self._queue.empty():
+                    left = min(wait, closes - loop.time())
+                    if left <= 0:
+                        break
+                    try:
+                        group.append(await asyncio.wait_for(self._queue.get(), left))
+                    except TimeoutError:
+                        break
+                else:
+                    group.append(self._queue.get_nowait())
                 count += len(group[-1][0])
             try:
                 results = await loop.run_in_executor(
