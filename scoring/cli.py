@@ -1,7 +1,7 @@
 """``python -m scoring score ...``, ``python -m scoring evaluate ...``,
 ``python -m scoring mc ...``, ``python -m scoring train ...``,
-``python -m scoring curves ...``, ``python -m scoring laser-cref ...`` and
-``python -m scoring grounded ...``."""
+``python -m scoring curves ...``, ``python -m scoring laser-cref ...``,
+``python -m scoring grounded ...`` and ``python -m scoring serve ...``."""
 
 from __future__ import annotations
 
@@ -817,6 +817,42 @@ def cmd_grounded(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The reward service (:mod:`scoring.reward_service`) on a model loaded once."""
+    from scoring.adapters import load_adapter, needs_model
+    from scoring.reward_engine import JsonlRolloutWriter
+    from scoring.reward_service import serve, settings_from_args
+
+    options = dict(args.option)
+    if needs_model(args.adapter):
+        options.setdefault("device", args.device)
+        if args.dtype:
+            options["dtype"] = args.dtype
+    settings = settings_from_args(args, f"reward-service:{args.adapter}")
+    try:
+        settings.check()
+    except ValueError as error:
+        print(f"bad transform settings: {error}", file=sys.stderr)
+        return 2
+    adapter = load_adapter(args.adapter, args.model, **options)
+    log = JsonlRolloutWriter(args.log_jsonl) if args.log_jsonl else None
+    try:
+        serve(
+            adapter,
+            settings,
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            log=log,
+            max_body_bytes=args.max_body_bytes,
+            max_items=args.max_items,
+        )
+    except ValueError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scoring", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1082,6 +1118,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gr.add_argument("--quiet", action="store_true", help="no line per problem")
     gr.set_defaults(func=cmd_grounded)
+
+    from scoring.reward_service import add_service_arguments
+
+    sv = sub.add_parser(
+        "serve",
+        help="a reward service for RL trainers: OpenRLHF, verl, TRL and native protocols",
+    )
+    sv.add_argument("--adapter", required=True, help="adapter name, e.g. qwen-prm")
+    sv.add_argument("--model", help="hub id or local directory")
+    sv.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=parse_option,
+        metavar="KEY=VALUE",
+        help="adapter option, as for score",
+    )
+    sv.add_argument("--device", default=None, help="cpu, cuda (default: $STEPWISE_DEVICE or auto)")
+    sv.add_argument("--dtype", default=None, help="float32, bfloat16 (default: bf16 on CUDA)")
+    sv.add_argument(
+        "--log-jsonl", help="append every scored rollout to this JSONL file, once per rollout"
+    )
+    add_service_arguments(sv)
+    sv.set_defaults(func=cmd_serve)
     return parser
 
 

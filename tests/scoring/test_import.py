@@ -25,7 +25,7 @@ def test_it_imports_scoring_without_django_celery_or_torch() -> None:
 
 
 def test_it_imports_the_pure_modules_without_torch() -> None:
-    modules = "types, steps, metrics, grading, arithmetic, formats, labels, batching, engine, device, cli, adapters, rewards, tools, curves, grounded"
+    modules = "types, steps, metrics, grading, arithmetic, formats, labels, batching, engine, device, cli, adapters, rewards, tools, curves, grounded, chat_queries, reward_engine, reward_service, reward_clients"
     assert _loaded_after(f"from scoring import {modules}") == []
 
 

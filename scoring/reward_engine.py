@@ -1,0 +1,574 @@
+"""Scoring rollouts for a trainer that waits: dynamic batching, the reward transform, the
+success grade, the rollout records, the service's counters.
+
+:class:`RewardEngine` owns the loaded adapter. Requests hand it their rollouts; with
+batching on, the rollouts of every request that arrives while the model is busy (or within
+``max_wait_s`` of an idle model) go through :func:`scoring.engine.score_traces` together,
+which packs them into forward passes of at most ``batch_tokens`` padded tokens. A group
+stays open while requests keep arriving within ``max_wait_s`` of each other (a burst), at
+most ``BURST_WAITS`` times that. So sixty-four trainer processes sending one rollout each
+cost about one batched call. With batching off each request gets its own call (the
+benchmark's baseline).
+
+The model runs on one thread of its own, never on the event loop. Grading against a ground
+truth runs in a pool of processes, whose main thread math-verify's signal timeout needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from scoring.engine import DEFAULT_BATCH_TOKENS, score_traces
+from scoring.metrics import first_error
+from scoring.rewards import apply_transform, get_transform, grade_success, transform_label
+from scoring.types import StepScores, Trace
+
+PROTOCOLS = ("native", "openrlhf", "verl", "trl")
+BURST_WAITS = 20  # the longest a group stays open: 20 x max_wait (100 ms by default)
+
+
+@dataclass(frozen=True)
+class RewardSettings:
+    """How rollouts become rewards and how requests share the model."""
+
+    transform: str = "min"
+    parameters: dict[str, float] = field(default_factory=dict)  # eta, temperature
+    success_weight: float = 1.0
+    threshold: float = 0.5  # a step below it is the first error step
+    step_splitter: str = "paragraphs"
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    batching: bool = True
+    max_wait_s: float = 0.005
+    max_batch_items: int = 512
+    grade_workers: int = 2
+    grade_timeout_s: int = 5
+    source: str = "reward-service"
+
+    def check(self) -> None:
+        """A ValueError for a transform that cannot run with these parameters, found at
+        start-up rather than at the first request."""
+        get_transform(self.transform)
+        apply_transform(
+            self.transform,
+            [0.5],
+            success=True,
+            success_weight=self.success_weight,
+            **self.parameters,
+        )
+
+    @property
+    def label(self) -> str:
+        return transform_label(self.transform, get_transform(self.transform).version)
+
+    @property
+    def version(self) -> int:
+        return get_transform(self.transform).version
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One rollout to score: the problem, its steps, the response text they were split from
+    (None when the client sent steps), the ground truth (None: no success term)."""
+
+    problem: str
+    steps: tuple[str, ...]
+    response: str | None = None
+    step_ends: tuple[int, ...] | None = None  # character offset after each step in response
+    ground_truth: str | None = None
+    training_step: int | None = None
+    client_id: str | None = None
+    protocol: str = "native"
+
+    def key(self) -> str:
+        """The rollout's identity for logging: a retried request gives the same key, so a
+        rollout is never logged twice."""
+        content = [
+            self.protocol,
+            self.problem,
+            self.response if self.response is not None else list(self.steps),
+            self.ground_truth,
+            self.training_step,
+            self.client_id,
+        ]
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A scored rollout: the PRM's step scores, the transform's step rewards and return,
+    the first step scored below the threshold (-1: none; None: no steps), the success."""
+
+    rollout: Rollout
+    step_scores: tuple[float, ...]
+    step_rewards: tuple[float, ...]
+    total: float
+    first_error_step: int | None
+    success: bool | None
+    n_tokens: int
+
+    def as_record(self, settings: RewardSettings) -> dict[str, Any]:
+        """The record handed to a rollout log (``annotator.rollouts.log_rollouts``)."""
+        r = self.rollout
+        return {
+            "key": r.key(),
+            "problem": r.problem,
+            "response": r.response if r.response is not None else "\n\n".join(r.steps),
+            "steps": list(r.steps),
+            "step_scores": list(self.step_scores),
+            "step_rewards": list(self.step_rewards),
+            "return": self.total,
+            "success": self.success,
+            "ground_truth": r.ground_truth,
+            "transform": settings.transform,
+            "transform_version": settings.version,
+            "success_weight": settings.success_weight,
+            "training_step": r.training_step,
+            "source": settings.source,
+            "protocol": r.protocol,
+        }
+
+
+def steps_with_ends(text: str, splitter: Callable[[str], list[str]]) -> tuple[list[str], list[int]]:
+    """The steps of ``text`` and the character offset just past each one in ``text``: the
+    splitters keep each step a verbatim (stripped) piece of the text, found in order.
+
+    >>> from scoring.steps import split_paragraphs
+    >>> steps_with_ends("a\\n\\n b \\n\\nc", split_paragraphs)
+    (['a', 'b', 'c'], [1, 5, 9])
+    """
+    steps = splitter(text)
+    ends: list[int] = []
+    position = 0
+    for step in steps:
+        start = text.find(step, position)
+        if start < 0:  # a splitter that rewrites its steps: no offsets to give
+            return steps, []
+        position = start + len(step)
+        ends.append(position)
+    return steps, ends
+
+
+class ModelError(RuntimeError):
+    """The adapter failed on a request's rollouts (the request gets a 500)."""
+
+
+class Histogram:
+    """A Prometheus histogram: cumulative bucket counts, sum and count."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * len(self.buckets)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        sep = "," if labels else ""
+        out = [
+            f'{name}_bucket{{{labels}{sep}le="{bound:g}"}} {count}'
+            for bound, count in zip(self.buckets, self.counts, strict=True)
+        ]
+        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
+        suffix = f"{{{labels}}}" if labels else ""
+        out.append(f"{name}_sum{suffix} {self.total:.6f}")
+        out.append(f"{name}_count{suffix} {self.count}")
+        return out
+
+
+class Metrics:
+    """The service's counters, in Prometheus' text format (version 0.0.4)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: dict[tuple[str, int], int] = {}
+        self.latency = Histogram((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.batch_items = Histogram((1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+        self.rollouts = 0
+        self.tokens = 0
+        self.model_seconds = 0.0
+        self.last_tokens_per_second = 0.0
+        self.logged = 0
+        self.log_errors = 0
+        self.log_dropped = 0
+
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        with self.lock:
+            self.requests[(endpoint, status)] = self.requests.get((endpoint, status), 0) + 1
+            self.latency.observe(seconds)
+
+    def batch(self, items: int, tokens: int, seconds: float) -> None:
+        with self.lock:
+            self.batch_items.observe(items)
+            self.rollouts += items
+            self.tokens += tokens
+            self.model_seconds += seconds
+            if seconds > 0:
+                self.last_tokens_per_second = tokens / seconds
+
+    def text(self) -> str:
+        p = "stepwise_reward"
+        with self.lock:
+            lines = [
+                f"# HELP {p}_requests_total Requests answered, by endpoint and status.",
+                f"# TYPE {p}_requests_total counter",
+            ]
+            for (endpoint, status), count in sorted(self.requests.items()):
+                lines.append(
+                    f'{p}_requests_total{{endpoint="{endpoint}",status="{status}"}} {count}'
+                )
+            lines += [
+                f"# HELP {p}_request_seconds Time from a request's arrival to its answer.",
+                f"# TYPE {p}_request_seconds histogram",
+                *self.latency.lines(f"{p}_request_seconds"),
+                f"# HELP {p}_batch_rollouts Rollouts per call of the model (a batch).",
+                f"# TYPE {p}_batch_rollouts histogram",
+                *self.batch_items.lines(f"{p}_batch_rollouts"),
+                f"# HELP {p}_rollouts_total Rollouts scored.",
+                f"# TYPE {p}_rollouts_total counter",
+                f"{p}_rollouts_total {self.rollouts}",
+                f"# HELP {p}_tokens_total PRM tokens scored.",
+                f"# TYPE {p}_tokens_total counter",
+                f"{p}_tokens_total {self.tokens}",
+                f"# HELP {p}_model_seconds_total Seconds the model spent scoring.",
+                f"# TYPE {p}_model_seconds_total counter",
+                f"{p}_model_seconds_total {self.model_seconds:.6f}",
+                f"# HELP {p}_tokens_per_second PRM tokens per second of the last batch.",
+                f"# TYPE {p}_tokens_per_second gauge",
+                f"{p}_tokens_per_second {self.last_tokens_per_second:.3f}",
+                f"# HELP {p}_rollouts_logged_total Rollout records the log took.",
+                f"# TYPE {p}_rollouts_logged_total counter",
+                f"{p}_rollouts_logged_total {self.logged}",
+                f"# HELP {p}_log_errors_total Failed writes to the rollout log (retried).",
+                f"# TYPE {p}_log_errors_total counter",
+                f"{p}_log_errors_total {self.log_errors}",
+                f"# HELP {p}_rollouts_dropped_total Rollout records the log refused (dropped).",
+                f"# TYPE {p}_rollouts_dropped_total counter",
+                f"{p}_rollouts_dropped_total {self.log_dropped}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+RolloutWriter = Callable[[list[dict[str, Any]]], int]
+
+
+class RolloutLog:
+    """Hands rollout records to ``write`` in batches from a thread of its own, so logging
+    never delays an answer. A failed write is retried with the same records (the writer is
+    idempotent on ``record["key"]``); a record the writer refuses on its own is dropped
+    (``stepwise_reward_rollouts_dropped_total``). Records still queued when the process is
+    killed are lost; the client's retry of an unanswered request logs its rollout then."""
+
+    def __init__(
+        self,
+        write: RolloutWriter,
+        metrics: Metrics,
+        batch_size: int = 64,
+        interval_s: float = 0.5,
+    ) -> None:
+        self.write = write
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="rollout-log", daemon=True)
+        self.thread.start()
+
+    def put(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.queue.put(record)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued, then stop."""
+        self.queue.put(None)
+        self.thread.join(timeout_s)
+
+    def _run(self) -> None:
+        pending: list[dict[str, Any]] = []
+        closing = False
+        while not closing or pending:
+            if not closing:
+                deadline = time.monotonic() + self.interval_s
+                while len(pending) < self.batch_size:
+                    try:
+                        record = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    if record is None:
+                        closing = True
+                        break
+                    pending.append(record)
+            if not pending:
+                continue
+            if self._write(pending):
+                pending = []
+            elif closing:
+                return
+            else:
+                time.sleep(1.0)
+
+    def _write(self, records: list[dict[str, Any]]) -> bool:
+        """Write ``records``; True when they are done with. When the batch fails, each
+        record is written alone: a record the log refuses (while others go in) is dropped
+        and counted, so it cannot block the log; when every one fails the log itself is
+        away, and the batch is kept for the next try."""
+        try:
+            self.write(records)
+        except Exception:
+            with self.metrics.lock:
+                self.metrics.log_errors += 1
+        else:
+            with self.metrics.lock:
+                self.metrics.logged += len(records)
+            return True
+        if len(records) == 1:
+            return False
+        refused = []
+        for record in records:
+            try:
+                self.write([record])
+            except Exception:
+                refused.append(record)
+        if len(refused) == len(records):
+            return False
+        with self.metrics.lock:
+            self.metrics.logged += len(records) - len(refused)
+            self.metrics.log_dropped += len(refused)
+        return True
+
+
+class RewardEngine:
+    """Scores rollouts with one loaded adapter. Call :meth:`start` on the event loop that
+    will call :meth:`score`, and :meth:`close` at shutdown."""
+
+    def __init__(
+        self,
+        adapter: Any,
+        settings: RewardSettings,
+        log: RolloutWriter | None = None,
+    ) -> None:
+        settings.check()
+        self.adapter = adapter
+        self.settings = settings
+        self.metrics = Metrics()
+        self.log = RolloutLog(log, self.metrics) if log is not None else None
+        self._model = ThreadPoolExecutor(1, thread_name_prefix="reward-model")
+        self._grader: ProcessPoolExecutor | None = None
+        self._queue: asyncio.Queue[tuple[list[Rollout], asyncio.Future]] | None = None
+        self._worker: asyncio.Task | None = None
+
+    @property
+    def model_name(self) -> str:
+        return getattr(self.adapter, "model_name", "") or ""
+
+    async def start(self) -> None:
+        if self.settings.batching:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._batch_loop())
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._model.shutdown(wait=True, cancel_futures=True)
+        if self._grader is not None:
+            self._grader.shutdown(wait=False, cancel_futures=True)
+        if self.log is not None:
+            self.log.close()
+
+    async def score(self, rollouts: list[Rollout]) -> list[Reward]:
+        """The rewards of one request's rollouts, in order; a :class:`ModelError` when the
+        adapter fails on them (other requests batched with them are scored without them)."""
+        loop = asyncio.get_running_loop()
+        if self._queue is not None:
+            future: asyncio.Future = loop.create_future()
+            self._queue.put_nowait((rollouts, future))
+            scores = await future
+        else:
+            scores = (await loop.run_in_executor(self._model, self._score_groups, [rollouts]))[0]
+            if isinstance(scores, Exception):
+                raise scores
+        successes = await self._grade(rollouts)
+        try:
+            rewards = [
+                self._reward(rollout, result, success)
+                for rollout, result, success in zip(rollouts, scores, successes, strict=True)
+            ]
+        except ValueError as error:  # a score the transform cannot take (outside [0, 1])
+            raise ModelError(str(error)) from None
+        if self.log is not None:
+            self.log.put([reward.as_record(self.settings) for reward in rewards])
+        return rewards
+
+    async def _batch_loop(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        wait = self.settings.max_wait_s
+        while True:
+            group = [await self._queue.get()]
+            count = len(group[0][0])
+            # A burst (trainer processes answered together send again together) joins one
+            # group: take requests while each comes within ``wait`` of the one before, for
+            # at most BURST_WAITS waits, so a lone request waits ``wait`` only.
+            closes = loop.time() + BURST_WAITS * wait
+            while count < self.settings.max_batch_items:
+                if self._queue.empty():
+                    left = min(wait, closes - loop.time())
+                    if left <= 0:
+                        break
+                    try:
+                        group.append(await asyncio.wait_for(self._queue.get(), left))
+                    except TimeoutError:
+                        break
+                else:
+                    group.append(self._queue.get_nowait())
+                count += len(group[-1][0])
+            try:
+                results = await loop.run_in_executor(
+                    self._model, self._score_groups, [rollouts for rollouts, _ in group]
+                )
+            except Exception as error:  # the executor itself failed: fail this group only
+                results = [ModelError(str(error))] * len(group)
+            for (_, future), result in zip(group, results, strict=True):
+                if future.done():  # the client went away
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    def _score_groups(self, groups: list[list[Rollout]]) -> list[list[StepScores] | Exception]:
+        """On the model thread: every group's rollouts in one ``score_traces`` call; when it
+        fails and there are several groups, each group alone, so one request's bad rollout
+        fails that request only."""
+        try:
+            flat = self._score([r for group in groups for r in group])
+        except Exception as error:
+            if len(groups) == 1:
+                return [ModelError(f"{type(error).__name__}: {error}")]
+            return [self._score_groups([group])[0] for group in groups]
+        out: list[list[StepScores] | Exception] = []
+        start = 0
+        for group in groups:
+            out.append(flat[start : start + len(group)])
+            start += len(group)
+        return out
+
+    def _score(self, rollouts: list[Rollout]) -> list[StepScores]:
+        traces = [
+            Trace(problem=r.problem, steps=r.steps, id=str(i)) for i, r in enumerate(rollouts)
+        ]
+        started = time.perf_counter()
+        results = list(score_traces(self.adapter, traces, self.settings.batch_tokens))
+        seconds = time.perf_counter() - started
+        self.metrics.batch(len(results), sum(r.n_tokens for r in results), seconds)
+        return results
+
+    async def _grade(self, rollouts: list[Rollout]) -> list[bool | None]:
+        needed = [
+            i
+            for i, r in enumerate(rollouts)
+            if r.ground_truth is not None and r.ground_truth.strip()
+        ]
+        successes: list[bool | None] = [None] * len(rollouts)
+        if not needed:
+            return successes
+        if self._grader is None:
+            import multiprocessing
+
+            self._grader = ProcessPoolExecutor(
+                self.settings.grade_workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        loop = asyncio.get_running_loop()
+        graded = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._grader,
+                    grade_success,
+                    _response_text(rollouts[i]),
+                    rollouts[i].ground_truth,
+                    self.settings.grade_timeout_s,
+                )
+                for i in needed
+            )
+        )
+        for i, success in zip(needed, graded, strict=True):
+            successes[i] = success
+        return successes
+
+    def _reward(self, rollout: Rollout, result: StepScores, success: bool | None) -> Reward:
+        s = self.settings
+        scores = tuple(float(x) for x in result.scores)
+        if not scores:  # an empty response: nothing to score, only the success term
+            bonus = s.success_weight if success else 0.0
+            return Reward(rollout, (), (), bonus, None, success, result.n_tokens)
+        if any(math.isnan(x) for x in scores):
+            raise ModelError("the scorer gave no verdict (NaN) on a step")
+        rewards = apply_transform(
+            s.transform, scores, success=success, success_weight=s.success_weight, **s.parameters
+        )
+        return Reward(
+            rollout=rollout,
+            step_scores=scores,
+            step_rewards=rewards.rewards,
+            total=rewards.total,
+            first_error_step=first_error(scores, s.threshold),
+            success=success,
+            n_tokens=result.n_tokens,
+        )
+
+
+def _response_text(rollout: Rollout) -> str:
+    return rollout.response if rollout.response is not None else "\n\n".join(rollout.steps)
+
+
+class JsonlRolloutWriter:
+    """A rollout log in a JSONL file, one record a line, idempotent on ``key``: the keys
+    already in the file are read at start (a last line cut short by a kill is dropped), so
+    a restarted service never writes a rollout twice."""
+
+    def __init__(self, path: str) -> None:
+        import os
+
+        self.path = path
+        self.keys: set[str] = set()
+        keep = 0
+        if os.path.exists(path):
+            with open(path, "rb") as fh:
+                for line in fh:
+                    try:
+                        self.keys.add(json.loads(line)["key"])
+                    except (ValueError, KeyError, TypeError):
+                        break
+                    keep += len(line)
+            with open(path, "r+b") as fh:
+                fh.truncate(keep)
+
+    def __call__(self, records: list[dict[str, Any]]) -> int:
+        import os
+
+        new = []
+        for record in records:
+            if record["key"] not in self.keys:
+                self.keys.add(record["key"])
+                new.append(record)
+        if new:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write("".join(json.dumps(r) + "\n" for r in new))
+                fh.flush()
+                os.fsync(fh.fileno())
+        return len(new)

@@ -1,0 +1,101 @@
+"""Starting the reward service as a real process on loopback, for tests and the benchmark."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    """``argv`` (a command that serves on ``port``) run from the repository root; started
+    and waited for until ``/health`` answers."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.port = port
+        self.env = env or dict(os.environ)
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> ServiceProcess:
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = self.log.read_text() if self.log else ""
+                raise RuntimeError(f"{self.argv} exited {self.process.returncode}\n{log}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.argv} did not answer /health in {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def scoring_serve(model: Path, port: int, *args: str) -> list[str]:
+    """The ``python -m scoring serve`` command line for a Qwen-PRM directory on CPU."""
+    return [
+        sys.executable,
+        "-m",
+        "scoring",
+        "serve",
+        "--adapter",
+        "qwen-prm",
+        "--model",
+        str(model),
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+        *args,
+    ]

@@ -1,0 +1,101 @@
+"""The reward engine in process: the rollout log's hand-off (a sink written in the test,
+standing for ``annotator.rollouts.log_rollouts``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from scoring.reward_engine import RewardEngine, RewardSettings, Rollout
+
+RECORD_KEYS = {
+    "key", "problem", "response", "steps", "step_scores", "step_rewards", "return", "success",
+    "ground_truth", "transform", "transform_version", "success_weight", "training_step", "source",
+    "protocol",
+}  # fmt: skip
+
+
+def test_rollouts_reach_the_log_in_batches_through_an_outage_and_a_refused_record_is_dropped(
+    qwen_prm_dir: Path,
+) -> None:
+    from scoring.adapters import load_adapter
+
+    adapter = load_adapter("qwen-prm", str(qwen_prm_dir), device="cpu")
+    down = threading.Event()
+    down.set()
+    calls: list[list[dict]] = []
+
+    def sink(records: list[dict]) -> int:
+        if down.is_set():
+            raise ConnectionError("database away")
+        if any("poison" in r["problem"] for r in records):
+            raise ValueError("cannot store this record")
+        calls.append(list(records))
+        return len(records)
+
+    rollouts = [
+        Rollout(
+            problem=f"What is {i} + 1?" + (" poison" if i == 3 else ""),
+            steps=(f"{i} + 1 = {i + 1}.", f"\\boxed{{{i + 1}}}"),
+            training_step=7,
+            client_id=str(i),
+            protocol="trl",
+        )
+        for i in range(10)
+    ]
+    engine = RewardEngine(adapter, RewardSettings(transform="delta", source="test"), log=sink)
+
+    async def until(condition, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert condition()
+
+    async def run() -> list:
+        await engine.start()
+        answers = await asyncio.gather(*(engine.score([r]) for r in rollouts))
+        # every answer came while the log was down; the log kept its records
+        await until(lambda: engine.metrics.log_errors >= 1)
+        assert not calls
+        down.clear()
+        await until(lambda: sum(len(c) for c in calls) == len(rollouts) - 1)
+        await engine.close()
+        return answers
+
+    answers = asyncio.run(run())
+    assert len(answers) == 10
+    records = [r for call in calls for r in call]
+    assert sorted(r["key"] for r in records) == sorted(
+        r.key() for i, r in enumerate(rollouts) if i != 3
+    )
+    assert engine.metrics.log_dropped == 1
+    for record in records:
+        assert set(record) == RECORD_KEYS
+        assert record["transform"] == "delta" and record["transform_version"] == 1
+        assert record["training_step"] == 7 and record["protocol"] == "trl"
+        assert record["source"] == "test" and record["success"] is None
+    # the same rollout sent again has the same key; another client id, another key
+    assert rollouts[0].key() == Rollout(**{**rollouts[0].__dict__}).key()
+    assert rollouts[0].key() != Rollout(**{**rollouts[0].__dict__, "client_id": "x"}).key()
+
+
+def test_the_log_writes_in_batches(qwen_prm_dir: Path) -> None:
+    from scoring.adapters import load_adapter
+
+    adapter = load_adapter("qwen-prm", str(qwen_prm_dir), device="cpu")
+    calls: list[int] = []
+    engine = RewardEngine(
+        adapter, RewardSettings(), log=lambda records: calls.append(len(records)) or len(records)
+    )
+    rollouts = [Rollout(problem=f"q{i}", steps=("a", "b")) for i in range(20)]
+
+    async def run() -> None:
+        await engine.start()
+        await asyncio.gather(*(engine.score([r]) for r in rollouts))
+        await engine.close()  # writes what is queued
+
+    asyncio.run(run())
+    assert sum(calls) == 20
+    assert len(calls) < 20
