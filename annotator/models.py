@@ -767,6 +767,9 @@ class ProjectRun(Job):
     itself (the reverse names differ) and its own unique-name constraint."""
 
     resumable = True
+    # What its work goes through one by one, and its shards slice by id
+    # (``annotator/shards.py``).
+    shard_unit = "traces"
 
     name = models.SlugField(max_length=100)
     # A run split into shards that several workers take (``annotator/shards.py``); none
@@ -1287,6 +1290,7 @@ class GroundedRun(ProjectRun):
     unfinished one from its last saved round: every node is stored once."""
 
     task_name = "annotator.tasks.run_grounded"
+    shard_unit = "problems"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="grounded_runs")
     # "openai:BASE_URL" (a server; runs on the default queue) or "hf:PATH" (gpu queue).
@@ -1488,6 +1492,7 @@ class SamplingRun(ProjectRun):
     problem's N solutions are committed together."""
 
     task_name = "annotator.tasks.run_sampling"
+    shard_unit = "problems"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sampling_runs")
     # "openai:BASE_URL", "hf:PATH", or "sc-genrm:DIR" (an import of the reference's layout).
@@ -1557,6 +1562,7 @@ class VerificationRun(ProjectRun):
     files instead. Resumable per solution: its V verifications are committed together."""
 
     task_name = "annotator.tasks.run_verification"
+    shard_unit = "solutions"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="verification_runs")
     sampling_run = models.ForeignKey(
