@@ -2,13 +2,14 @@
 two worker processes, each with its own var directory, take the shards of one run
 against the scripted completer servers on loopback; both do shards, every item is
 stored once, and the results equal those of the same run worked as one job. A worker
-SIGKILLed in the middle of a sampling shard leaves it to the other, with nothing lost
-or doubled."""
+SIGKILLed in the middle of a sampling, verification or grounded shard leaves it to
+another, with nothing lost or doubled (a search goes on from its last saved round)."""
 
 from __future__ import annotations
 
 import pytest
 
+from annotator import shards
 from annotator.grounded import start_grounded_run
 from annotator.grounded_paths import run_source
 from annotator.models import (
@@ -28,7 +29,8 @@ from annotator.models import (
 )
 from annotator.montecarlo import start_mc_run
 from annotator.sampling import start_sampling_run
-from tests.jobs.test_grounded_job import import_problems
+from tests.factories import solved_runs
+from tests.jobs.test_grounded_job import SEED, import_problems, uninterrupted
 from tests.jobs.test_montecarlo_job import planted_traces
 from tests.jobs.test_sampling_verification_job import SAMPLING, problems, verify
 from tests.scoring import grounded_server, mc_server
@@ -131,43 +133,6 @@ def test_two_workers_sample_one_run_together_as_one_job_does(
     assert done.summary["problems"] == 8 and done.solutions == 16
 
 
-def test_a_worker_killed_mid_shard_leaves_its_problems_to_the_other(
-    workers, project, users, server, tmp_path
-) -> None:
-    sums = problems(project, 12)
-    victim = workers("victim", STEPWISE_VAR_DIR=str(tmp_path / "victim"))
-    run = sample(project, users, server, 2, "killed", shard_traces=4, max_in_flight=1)
-    victim_pids = {str(pid) for pid in victim.pool_children()}
-
-    def victim_mid_shard() -> tuple[Shard, int] | None:
-        for shard in Shard.objects.filter(run_id=run.pk, status=JobStatus.RUNNING):
-            stored_here = SampledSolution.objects.filter(
-                run=run,
-                index=0,
-                problem_id__gte=shard.first_trace_id,
-                problem_id__lte=shard.last_trace_id,
-            ).count()
-            if shard.worker.rsplit(" pid ", 1)[1] in victim_pids and 0 < stored_here < 4:
-                return shard, stored_here
-        return None
-
-    shard, _ = wait_for(victim_mid_shard, timeout=120, interval=0.02)
-    victim.kill()
-    workers("survivor", STEPWISE_VAR_DIR=str(tmp_path / "survivor"))
-
-    done = done_run(SamplingRun, run.pk)
-    got = solutions(done)
-    assert sorted(got) == sorted((p, j) for p in sums for j in range(2))
-    for (problem, index), (answer, correct, _, _) in got.items():
-        right = sums[problem]
-        wanted = right + 1 if index % 3 == 2 else right  # the server's VARIED pattern
-        assert answer == str(wanted) and correct is (wanted == right)
-    retaken = Shard.objects.get(pk=shard.pk)
-    assert retaken.status == JobStatus.DONE and retaken.attempts == 2
-    assert retaken.worker.rsplit(" pid ", 1)[1] not in victim_pids
-    assert done.progress_done == 12 and done.solutions == 24
-
-
 def verifications(run: VerificationRun) -> dict[tuple[int, int], tuple]:
     rows = SolutionVerification.objects.filter(run=run)
     got = {(r.solution_id, r.index): (r.text, r.verdict, r.p_yes, r.p_no, r.tokens) for r in rows}
@@ -221,7 +186,7 @@ def test_two_workers_search_one_run_together_as_one_job_does(
             users["owner"],
             generator=f"openai:{search_server}",
             model="generator",
-            seed=3,
+            seed=SEED,
             name=name,
             shard_traces=shard_traces,
         )
@@ -283,3 +248,116 @@ def test_two_workers_label_one_monte_carlo_run_together_as_one_job_does(
     assert_both_did_shards(done, two_workers, 4)
     assert done.rollouts == alone.rollouts == MCRollout.objects.filter(run=done).count()
     assert done.progress_done == 8 and done.summary["traces"] == 8
+
+
+# -- a worker killed mid-shard ----------------------------------------------------------------
+
+
+def sampling_to_kill(project, users, server, search_server, tmp_path):
+    """12 problems in shards of 4; mid-shard: some of a shard's problems stored."""
+    sums = problems(project, 12)
+    run = sample(project, users, server, 2, "killed", shard_traces=4, max_in_flight=1)
+
+    def mid(shard: Shard) -> bool:
+        stored = SampledSolution.objects.filter(
+            run=run,
+            index=0,
+            problem_id__gte=shard.first_trace_id,
+            problem_id__lte=shard.last_trace_id,
+        )
+        return 0 < stored.count() < 4
+
+    def check(done: SamplingRun) -> None:
+        got = solutions(done)
+        assert sorted(got) == sorted((p, j) for p in sums for j in range(2))
+        for (problem, index), (answer, correct, _, _) in got.items():
+            right = sums[problem]
+            wanted = right + 1 if index % 3 == 2 else right  # the server's VARIED pattern
+            assert answer == str(wanted) and correct is (wanted == right)
+        assert done.solutions == 24
+
+    return run, mid, check
+
+
+def verification_to_kill(project, users, server, search_server, tmp_path):
+    """16 solutions in shards of 4; mid-shard: some of a shard's solutions verified."""
+    solved, _ = solved_runs(project, users["owner"], problems=8, n=2, v=1)
+    run = verify(
+        project, users, server, solved, 2, "killed", shard_traces=4, options={"max_in_flight": 1}
+    )
+
+    def mid(shard: Shard) -> bool:
+        stored = SolutionVerification.objects.filter(
+            run=run,
+            index=0,
+            solution_id__gte=shard.first_trace_id,
+            solution_id__lte=shard.last_trace_id,
+        )
+        return 0 < stored.count() < 4
+
+    def check(done: VerificationRun) -> None:
+        got = verifications(done)
+        wanted = SampledSolution.objects.filter(run=solved).values_list("pk", flat=True)
+        assert sorted(got) == sorted((s, k) for s in wanted for k in range(2))
+        assert done.verifications == 32
+
+    return run, mid, check
+
+
+def grounded_to_kill(project, users, server, search_server, tmp_path):
+    """Three problems in shards of one; mid-shard: the shard's search past its second
+    round and not finished."""
+    searched = import_problems(project, tmp_path)
+    run = start_grounded_run(
+        project,
+        users["owner"],
+        generator=f"openai:{search_server}",
+        model="generator",
+        seed=SEED,
+        name="killed",
+        shard_traces=1,
+    )
+
+    def mid(shard: Shard) -> bool:
+        trees = GroundedTree.objects.filter(run=run, problem_id=shard.first_trace_id)
+        return trees.filter(done=False, rounds__gte=2).exists()
+
+    def check(done: GroundedRun) -> None:
+        trees = {t.problem_id: t for t in GroundedTree.objects.filter(run=done)}
+        assert sorted(trees) == [p.pk for p in searched]
+        for problem in searched:
+            tree = trees[problem.pk]
+            assert [n["id"] for n in tree.state["tree"]["nodes"]] == list(range(tree.nodes))
+            assert tree.state == uninterrupted(search_server, problem), problem.text
+        assert GroundedPath.objects.filter(run=done).count() == done.summary["traces"] > 0
+
+    return run, mid, check
+
+
+@pytest.mark.parametrize("kind", [sampling_to_kill, verification_to_kill, grounded_to_kill])
+def test_a_worker_killed_mid_shard_leaves_it_to_the_other(
+    kind, workers, project, users, server, search_server, tmp_path
+) -> None:
+    victim = workers("victim", STEPWISE_VAR_DIR=str(tmp_path / "victim"))
+    run, mid, check = kind(project, users, server, search_server, tmp_path)
+    model = type(run)
+    victim_pids = {str(pid) for pid in victim.pool_children()}
+
+    def victim_mid_shard() -> Shard | None:
+        for shard in shards.shards_of(model, run.pk).filter(status=JobStatus.RUNNING):
+            if shard.worker.rsplit(" pid ", 1)[1] in victim_pids and mid(shard):
+                return shard
+        return None
+
+    shard = wait_for(victim_mid_shard, timeout=120, interval=0.01)
+    victim.kill()
+    workers("survivor", STEPWISE_VAR_DIR=str(tmp_path / "survivor"))
+
+    done = done_run(model, run.pk)
+    check(done)
+    retaken = Shard.objects.get(pk=shard.pk)
+    assert retaken.status == JobStatus.DONE and retaken.attempts == 2
+    assert retaken.worker.rsplit(" pid ", 1)[1] not in victim_pids
+    statuses = shards.shards_of(model, run.pk).values_list("status", flat=True)
+    assert set(statuses) == {JobStatus.DONE}
+    assert done.progress_done == done.progress_total
