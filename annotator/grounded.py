@@ -5,7 +5,8 @@ Each problem's search state (``scoring.grounded.search.SearchState``) is saved i
 ``GroundedTree`` row after every round, so a worker killed mid-search loses only the round
 it was in: the next worker loads the saved state and goes on from there (the search draws
 its randomness per round from the seed, so it makes the same choices), and every node is
-stored once. Finished problems are skipped. Once every problem is searched, the trees'
+stored once. Finished problems are skipped. A run may be split into shards of problems
+(``annotator/shards.py``) that several workers take. Once every problem is searched, the trees'
 paths come into the project as traces (``annotator.grounded_paths``). The search, the tools and the judge are
 ``scoring.grounded``'s; the completers ``scoring.completers``'.
 """

@@ -793,10 +793,11 @@ class ProjectRun(Job):
 
 
 class Shard(models.Model):
-    """One slice of a run's traces, worked by whichever worker claims it
-    (``annotator/shards.py``): the traces of the run's selection whose ids lie in
-    ``[first_trace_id, last_trace_id]``, about ``traces`` of them, planned when the run
-    was created. A shard follows the job rules of ``models.Job``: claimed with ``SKIP
+    """One slice of a run's items, worked by whichever worker claims it
+    (``annotator/shards.py``): the items of the run (traces of its selection; problems
+    for sampling and grounded runs, sampled solutions for verification runs: the kind's
+    ``shard_unit``) whose ids lie in ``[first_trace_id, last_trace_id]``, about
+    ``traces`` of them, planned when the run was created. A shard follows the job rules of ``models.Job``: claimed with ``SKIP
     LOCKED``, heartbeating, ``attempts`` as its claim token, taken up again when its
     heartbeat goes stale. The run it belongs to is any ``ProjectRun`` kind, named by
     content type and id; the run keeps the status, the cancel flag and the totals."""

@@ -2,7 +2,9 @@
 
 A run walks its problems in order, skipping those whose N solutions it stored; a
 problem's traces, steps and ``SampledSolution`` rows are written in one transaction
-that first deletes what the run held for that problem. So a worker killed mid-problem
+that first deletes what the run held for that problem. A run may be split into shards
+of problems (``annotator/shards.py``) that several workers take, each walking its
+shard's problems the same way. So a worker killed mid-problem
 loses only that problem's solutions (asked again after the restart, stored once), and a
 worker that lost its claim and still writes replaces rather than doubles. The requests
 go out ``max_in_flight`` problems at a time (``scoring.sampling``, ``scoring.completers``).
@@ -216,12 +218,11 @@ def load_completer_for(run: Any) -> Any:
 # -- the work ------------------------------------------------------------------------------
 
 
-def _stored(run: SamplingRun) -> set[int]:
-    """The problems whose solutions the run stored (all of a problem's are committed
-    together, so one is enough)."""
-    return set(
-        SampledSolution.objects.filter(run=run, index=0).values_list("problem_id", flat=True)
-    )
+def _stored(run: SamplingRun, problems: QuerySet[Problem]) -> set[int]:
+    """The problems of ``problems`` whose solutions the run stored (all of a problem's
+    are committed together, so one is enough)."""
+    rows = SampledSolution.objects.filter(run=run, index=0, problem__in=problems.values("pk"))
+    return set(rows.values_list("problem_id", flat=True))
 
 
 def run_sampling_job(run: SamplingRun, context: jobs.JobContext | None = None) -> dict:
@@ -238,7 +239,7 @@ def run_sampling_job(run: SamplingRun, context: jobs.JobContext | None = None) -
         everything = context.restrict(everything)
     problems = list(everything.values_list("pk", flat=True))
     total = len(problems)
-    stored = _stored(run)
+    stored = _stored(run, everything)
     todo = [pk for pk in problems if pk not in stored]
     done = total - len(todo)
     whole = context is None or context.shard is None

@@ -5,7 +5,9 @@ all with 0) in problem and solution order, skipping those it verified; a solutio
 verifications are written in one transaction that first deletes what the run held for
 that solution, so a worker killed mid-run loses at most the solutions in flight, and
 each (solution, verification) is stored once. Requests go out ``max_in_flight``
-solutions at a time. The verifiers are ``scoring.verifiers``'.
+solutions at a time. A run may be split into shards of solutions
+(``annotator/shards.py``) that several workers take, each walking its shard's solutions
+the same way. The verifiers are ``scoring.verifiers``'.
 
 A completer ``sc-genrm:DIR`` imports the reference's ``DIR/problem_i/solution_j.yaml``
 files (``scoring.formats.sc_genrm``) into a run over a sampling run that imported the
@@ -23,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, QuerySet, Sum
 
 from annotator import jobs, shards
 from annotator.jobs import RunError
@@ -166,11 +168,13 @@ def solutions_of(run: VerificationRun):
     return rows.order_by("problem_id", "index")
 
 
-def _verified(run: VerificationRun) -> set[int]:
-    """The solutions whose verifications the run stored (committed together)."""
-    return set(
-        SolutionVerification.objects.filter(run=run, index=0).values_list("solution_id", flat=True)
-    )
+def _verified(run: VerificationRun, solutions: QuerySet[SampledSolution] | None = None) -> set[int]:
+    """The solutions (of ``solutions``, by default all) whose verifications the run
+    stored (committed together)."""
+    rows = SolutionVerification.objects.filter(run=run, index=0)
+    if solutions is not None:
+        rows = rows.filter(solution__in=solutions.values("pk"))
+    return set(rows.values_list("solution_id", flat=True))
 
 
 def run_verification_job(run: VerificationRun, context: jobs.JobContext | None = None) -> dict:
@@ -187,7 +191,7 @@ def run_verification_job(run: VerificationRun, context: jobs.JobContext | None =
         solutions = context.restrict(solutions)
     everything = list(solutions.values_list("pk", flat=True))
     total = len(everything)
-    verified = _verified(run)
+    verified = _verified(run, solutions)
     todo = [pk for pk in everything if pk not in verified]
     done = total - len(todo)
     whole = context is None or context.shard is None
