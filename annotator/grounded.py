@@ -5,7 +5,8 @@ Each problem's search state (``scoring.grounded.search.SearchState``) is saved i
 ``GroundedTree`` row after every round, so a worker killed mid-search loses only the round
 it was in: the next worker loads the saved state and goes on from there (the search draws
 its randomness per round from the seed, so it makes the same choices), and every node is
-stored once. Finished problems are skipped. Once every problem is searched, the trees'
+stored once. Finished problems are skipped. A run may be split into shards of problems
+(``annotator/shards.py``) that several workers take. Once every problem is searched, the trees'
 paths come into the project as traces (``annotator.grounded_paths``). The search, the tools and the judge are
 ``scoring.grounded``'s; the completers ``scoring.completers``'.
 """
@@ -15,9 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
 
-from annotator import jobs
+from annotator import jobs, shards
 from annotator.grounded_paths import bring_in_paths
 from annotator.jobs import RunError, clean_selection, selected_traces
 from annotator.models import (
@@ -79,8 +81,11 @@ def create_grounded_run(
     judge_options: dict[str, Any] | None = None,
     selection: dict[str, Any] | None = None,
     name: str = "",
+    shard_traces: int | None = None,
 ) -> GroundedRun:
-    """A queued run row (not yet sent); ``RunError`` says what is wrong with the request."""
+    """A queued run row (not yet sent); ``RunError`` says what is wrong with the request.
+    ``shard_traces`` splits the run into shards of that many problems, as for scoring
+    runs (``runs.create_run``)."""
     options = options or {}
     judge_options = judge_options or {}
     _check_completer(generator, model, options, "generator")
@@ -98,22 +103,27 @@ def create_grounded_run(
         raise RunError("the selection holds no problem with a reference answer")
     local = [(spec, opts) for spec, opts in ((generator, options), (judge, judge_options))]
     queue = "gpu" if any(queue_for(s, o) == "gpu" for s, o in local if s != TOOL) else "default"
-    return GroundedRun.objects.create(
-        project=project,
-        name=name,
-        generator=generator,
-        model=model,
-        judge=judge,
-        judge_model=judge_model,
-        search_selection=search_selection,
-        seed=seed,
-        options=options,
-        judge_options=judge_options,
-        selection=selection,
-        created_by=user,
-        queue=queue,
-        max_attempts=settings.JOB_MAX_ATTEMPTS,
-    )
+    shard_traces = shards.check_size(shard_traces)
+    with transaction.atomic():  # the run with its shards, or nothing
+        run = GroundedRun.objects.create(
+            project=project,
+            name=name,
+            generator=generator,
+            model=model,
+            judge=judge,
+            judge_model=judge_model,
+            search_selection=search_selection,
+            seed=seed,
+            options=options,
+            judge_options=judge_options,
+            selection=selection,
+            created_by=user,
+            queue=queue,
+            max_attempts=settings.JOB_MAX_ATTEMPTS,
+        )
+        if shard_traces:
+            shards.plan(run, grounded_problems(project, selection), shard_traces)
+    return run
 
 
 def start_grounded_run(project: Project, user, **kwargs: Any) -> GroundedRun:
@@ -137,18 +147,24 @@ def _load(run: GroundedRun) -> tuple[Any, Any]:
 
 
 def run_grounded_job(run: GroundedRun, context: jobs.JobContext | None = None) -> dict:
-    """Search what the run has not finished, one problem at a time, saving each round."""
+    """Search what the run has not finished, one problem at a time, saving each round:
+    the whole run, or one shard's problems (``context.restrict``; the paths come in and
+    the run's summary is made by ``finish_grounded_run``, once every shard is done)."""
     from scoring.completers import CompleterError
     from scoring.grounded.search import Problem as SearchProblem
     from scoring.grounded.search import SearchState, extract_root, new_search
 
     everything = grounded_problems(run.project, run.selection)
+    if context:
+        everything = context.restrict(everything)
     total = everything.count()
-    finished = GroundedTree.objects.filter(run=run, done=True)
+    finished = GroundedTree.objects.filter(run=run, done=True, problem__in=everything)
     done = finished.count()
-    GroundedRun.objects.filter(pk=run.pk).update(
-        summary={"resumed_at": done}, progress_total=total, progress_done=done
-    )
+    whole = context is None or context.shard is None
+    if whole:
+        GroundedRun.objects.filter(pk=run.pk).update(
+            summary={"resumed_at": done}, progress_total=total, progress_done=done
+        )
     if context:
         context.progress(done, total)
     generator, search = _load(run)
@@ -195,6 +211,17 @@ def run_grounded_job(run: GroundedRun, context: jobs.JobContext | None = None) -
                 completer.close()
     if context:
         context.check()
+    if not whole:
+        return {"problems": done}
+    return _finish(run, total)
+
+
+def finish_grounded_run(run: GroundedRun) -> dict:
+    """The paths of a sharded run whose every problem is searched, and its summary."""
+    return _finish(run, run.progress_total)
+
+
+def _finish(run: GroundedRun, total: int) -> dict:
     brought = bring_in_paths(run)  # one transaction; writes nothing twice
     trees = GroundedTree.objects.filter(run=run)
     resumed_at = GroundedRun.objects.get(pk=run.pk).summary.get("resumed_at", 0)

@@ -767,6 +767,9 @@ class ProjectRun(Job):
     itself (the reverse names differ) and its own unique-name constraint."""
 
     resumable = True
+    # What its work goes through one by one, and its shards slice by id
+    # (``annotator/shards.py``).
+    shard_unit = "traces"
 
     name = models.SlugField(max_length=100)
     # A run split into shards that several workers take (``annotator/shards.py``); none
@@ -790,10 +793,11 @@ class ProjectRun(Job):
 
 
 class Shard(models.Model):
-    """One slice of a run's traces, worked by whichever worker claims it
-    (``annotator/shards.py``): the traces of the run's selection whose ids lie in
-    ``[first_trace_id, last_trace_id]``, about ``traces`` of them, planned when the run
-    was created. A shard follows the job rules of ``models.Job``: claimed with ``SKIP
+    """One slice of a run's items, worked by whichever worker claims it
+    (``annotator/shards.py``): the items of the run (traces of its selection; problems
+    for sampling and grounded runs, sampled solutions for verification runs: the kind's
+    ``shard_unit``) whose ids lie in ``[first_trace_id, last_trace_id]``, about
+    ``traces`` of them, planned when the run was created. A shard follows the job rules of ``models.Job``: claimed with ``SKIP
     LOCKED``, heartbeating, ``attempts`` as its claim token, taken up again when its
     heartbeat goes stale. The run it belongs to is any ``ProjectRun`` kind, named by
     content type and id; the run keeps the status, the cancel flag and the totals."""
@@ -1287,6 +1291,7 @@ class GroundedRun(ProjectRun):
     unfinished one from its last saved round: every node is stored once."""
 
     task_name = "annotator.tasks.run_grounded"
+    shard_unit = "problems"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="grounded_runs")
     # "openai:BASE_URL" (a server; runs on the default queue) or "hf:PATH" (gpu queue).
@@ -1488,6 +1493,7 @@ class SamplingRun(ProjectRun):
     problem's N solutions are committed together."""
 
     task_name = "annotator.tasks.run_sampling"
+    shard_unit = "problems"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sampling_runs")
     # "openai:BASE_URL", "hf:PATH", or "sc-genrm:DIR" (an import of the reference's layout).
@@ -1557,6 +1563,7 @@ class VerificationRun(ProjectRun):
     files instead. Resumable per solution: its V verifications are committed together."""
 
     task_name = "annotator.tasks.run_verification"
+    shard_unit = "solutions"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="verification_runs")
     sampling_run = models.ForeignKey(

@@ -2,7 +2,9 @@
 
 A run walks its problems in order, skipping those whose N solutions it stored; a
 problem's traces, steps and ``SampledSolution`` rows are written in one transaction
-that first deletes what the run held for that problem. So a worker killed mid-problem
+that first deletes what the run held for that problem. A run may be split into shards
+of problems (``annotator/shards.py``) that several workers take, each walking its
+shard's problems the same way. So a worker killed mid-problem
 loses only that problem's solutions (asked again after the restart, stored once), and a
 worker that lost its claim and still writes replaces rather than doubles. The requests
 go out ``max_in_flight`` problems at a time (``scoring.sampling``, ``scoring.completers``).
@@ -26,7 +28,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet, Sum
 
-from annotator import jobs
+from annotator import jobs, shards
 from annotator.jobs import RunError, clean_selection, selected_traces
 from annotator.models import Problem, Project, SampledSolution, SamplingRun, Step, Trace, text_hash
 from annotator.montecarlo import queue_for
@@ -143,10 +145,13 @@ def create_sampling_run(
     generator: str = "",
     name: str = "",
     labelling_queue: bool = False,
+    shard_traces: int | None = None,
 ) -> SamplingRun:
     """A queued run row (not yet sent); ``RunError`` says what is wrong with the request.
     ``labelling_queue``: whether its solutions join the labelling queue (by default they
-    do not: a sampling run of thousands would flood it)."""
+    do not: a sampling run of thousands would flood it). ``shard_traces`` splits the run
+    into shards of that many problems, as for scoring runs (``runs.create_run``); an
+    import, whose problems come from its files as it reads them, is one job."""
     options = dict(options or {})
     check_completer_spec(completer, model)
     check_options(options)
@@ -168,20 +173,29 @@ def create_sampling_run(
         raise RunError(f"this project already has a sampling run named {name!r}", "name")
     if not importing and not sampling_problems(project, selection).exists():
         raise RunError("the selection holds no problems with a reference answer")
-    return SamplingRun.objects.create(
-        project=project,
-        name=name,
-        completer=completer,
-        model=model,
-        generator=(generator or model or name)[:200],
-        n=n,
-        options=options,
-        selection=selection,
-        labelling_queue=labelling_queue,
-        created_by=user,
-        queue="default" if importing else queue_for(completer, options),
-        max_attempts=settings.JOB_MAX_ATTEMPTS,
-    )
+    if importing:
+        if shard_traces:
+            raise RunError("an import is one job: shard_traces is 0", "shard_traces")
+        shard_traces = 0
+    shard_traces = shards.check_size(shard_traces)
+    with transaction.atomic():  # the run with its shards, or nothing
+        run = SamplingRun.objects.create(
+            project=project,
+            name=name,
+            completer=completer,
+            model=model,
+            generator=(generator or model or name)[:200],
+            n=n,
+            options=options,
+            selection=selection,
+            labelling_queue=labelling_queue,
+            created_by=user,
+            queue="default" if importing else queue_for(completer, options),
+            max_attempts=settings.JOB_MAX_ATTEMPTS,
+        )
+        if shard_traces:
+            shards.plan(run, sampling_problems(project, selection), shard_traces)
+    return run
 
 
 def start_sampling_run(project: Project, user, **kwargs: Any) -> SamplingRun:
@@ -204,27 +218,35 @@ def load_completer_for(run: Any) -> Any:
 # -- the work ------------------------------------------------------------------------------
 
 
-def _stored(run: SamplingRun) -> set[int]:
-    """The problems whose solutions the run stored (all of a problem's are committed
-    together, so one is enough)."""
-    return set(
-        SampledSolution.objects.filter(run=run, index=0).values_list("problem_id", flat=True)
-    )
+def _stored(run: SamplingRun, problems: QuerySet[Problem]) -> set[int]:
+    """The problems of ``problems`` whose solutions the run stored (all of a problem's
+    are committed together, so one is enough)."""
+    rows = SampledSolution.objects.filter(run=run, index=0, problem__in=problems.values("pk"))
+    return set(rows.values_list("problem_id", flat=True))
 
 
 def run_sampling_job(run: SamplingRun, context: jobs.JobContext | None = None) -> dict:
-    """Sample (or import) what the run has not stored yet, a problem at a time."""
+    """Sample (or import) what the run has not stored yet, a problem at a time: the
+    whole run, or one shard's problems (``context.restrict``; the run's summary is then
+    ``finish_sampling_run``'s, once every shard is done)."""
     if is_import(run.completer):
         return _import_samples(run, context)
     from scoring.completers import CompleterError
     from scoring.sampling import SOLVE_TEMPLATE, sample_solutions
 
-    problems = list(sampling_problems(run.project, run.selection).values_list("pk", flat=True))
+    everything = sampling_problems(run.project, run.selection)
+    if context:
+        everything = context.restrict(everything)
+    problems = list(everything.values_list("pk", flat=True))
     total = len(problems)
-    stored = _stored(run)
+    stored = _stored(run, everything)
     todo = [pk for pk in problems if pk not in stored]
     done = total - len(todo)
-    _started(run, done, total, context)
+    whole = context is None or context.shard is None
+    if whole:
+        _started(run, done, total, context)
+    else:
+        context.progress(done, total)
     completer = load_completer_for(run)
     chunk = int(run.options.get("max_in_flight", 32))
     template = run.options.get("template", SOLVE_TEMPLATE)
@@ -255,7 +277,14 @@ def run_sampling_job(run: SamplingRun, context: jobs.JobContext | None = None) -
     finally:
         if hasattr(completer, "close"):
             completer.close()
+    if not whole:
+        return {"problems": done}
     return _finished(run, total)
+
+
+def finish_sampling_run(run: SamplingRun) -> dict:
+    """The summary of a sharded run whose every problem is sampled."""
+    return _finished(run, run.progress_total)
 
 
 def _started(run: Any, done: int, total: int, context: jobs.JobContext | None) -> None:

@@ -1,9 +1,13 @@
 """Runs split into shards that any worker takes: one run on many GPUs.
 
-A run that works trace by trace (any ``ProjectRun`` kind whose work takes its traces
-through ``JobContext.restrict``: scoring and Monte-Carlo runs today) may be planned as
-shards when it is created (``plan``): slices of its traces by id, ``shard_traces``
-each. The run row keeps what the user sees and acts on (status, cancel flag, totals);
+A run that works item by item (any ``ProjectRun`` kind whose work takes its items
+through ``JobContext.restrict``: the traces of scoring and Monte-Carlo runs, the
+problems of sampling and grounded (tree-search) runs, the sampled solutions of
+verification runs; the kind's ``shard_unit`` names them) may be planned as shards when
+it is created (``plan``): slices of its items by id, ``shard_traces`` each (the
+name is the first kinds', whose items are traces; a ``Shard`` row's
+``first_trace_id``, ``last_trace_id`` and ``traces`` likewise hold item ids and
+counts). The run row keeps what the user sees and acts on (status, cancel flag, totals);
 each ``Shard`` row follows the job rules of ``annotator/jobs.py``:
 
 - **Messages**: enqueueing or retrying a sharded run sends its kind's task once per
@@ -54,7 +58,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from annotator import database, jobs
-from annotator.models import Job, JobStatus, ProjectRun, Shard, Trace
+from annotator.models import Job, JobStatus, ProjectRun, Shard
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +89,21 @@ def check_size(shard_traces: int | None) -> int:
     return shard_traces
 
 
-def plan(run: ProjectRun, traces: QuerySet[Trace], shard_traces: int) -> int:
-    """Split ``traces`` (the run's selection) into shards of ``shard_traces`` by id, and
-    return how many; the run's ``progress_total`` is their traces. The ids are read in
-    one pass, keeping only each shard's ends."""
+def plan(run: ProjectRun, items: QuerySet, shard_traces: int) -> int:
+    """Split ``items`` (what the run works on: its selected traces, problems or
+    solutions) into shards of ``shard_traces`` by id, and return how many; the run's
+    ``progress_total`` is their items. The ids are read in one pass, keeping only each
+    shard's ends."""
     if shard_traces < 1:
         raise ValueError("shard_traces must be at least 1")
     content_type = _content_type(type(run))
     rows: list[Shard] = []
     first = last = count = 0
-    ids = traces.order_by("id").values_list("id", flat=True).iterator(chunk_size=20_000)
-    for trace_id in ids:
+    ids = items.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=20_000)
+    for item_id in ids:
         if count == 0:
-            first = trace_id
-        last = trace_id
+            first = item_id
+        last = item_id
         count += 1
         if count == shard_traces:
             rows.append(_planned(content_type, run, len(rows), first, last, count))
@@ -303,8 +308,8 @@ class _ShardHeartbeat(jobs._Heartbeat):
 
 
 class ShardContext(jobs.JobContext):
-    """What the work of one shard sees: ``restrict`` narrows the run's traces to the
-    shard's, ``progress`` counts within the shard, and ``check`` stops the work when the
+    """What the work of one shard sees: ``restrict`` narrows the run's items (traces,
+    problems, solutions) to the shard's, ``progress`` counts within the shard, and ``check`` stops the work when the
     run was cancelled or has stopped (failed in another shard, retried, finished)."""
 
     def __init__(self, run: ProjectRun, shard: Shard, heartbeat: _ShardHeartbeat):
@@ -312,8 +317,8 @@ class ShardContext(jobs.JobContext):
         self.shard = shard
         self.attempt = shard.attempts
 
-    def restrict(self, traces: QuerySet[Trace]) -> QuerySet[Trace]:
-        return traces.filter(pk__gte=self.shard.first_trace_id, pk__lte=self.shard.last_trace_id)
+    def restrict(self, items: QuerySet) -> QuerySet:
+        return items.filter(pk__gte=self.shard.first_trace_id, pk__lte=self.shard.last_trace_id)
 
     def check(self) -> None:
         if self._heartbeat.lost:
@@ -473,7 +478,8 @@ def _fail(model: type[ProjectRun], shard: Shard, done: int, message: str, detail
 
 
 def _fail_run(model: type[Job], shard: Shard, message: str, detail: str = "") -> None:
-    where = f"Shard {shard.index + 1} (traces {shard.first_trace_id} to {shard.last_trace_id})"
+    unit = getattr(model, "shard_unit", "traces")
+    where = f"Shard {shard.index + 1} ({unit} {shard.first_trace_id} to {shard.last_trace_id})"
     model.objects.filter(pk=shard.run_id, status__in=ACTIVE).update(
         status=JobStatus.FAILED,
         error=f"{where}: {message}",
@@ -655,13 +661,14 @@ class InFlight:
 @dataclass(frozen=True)
 class Overview:
     """A sharded run's shards for its page: how many are done, in flight (and where),
-    and left."""
+    and left; ``unit``: what a shard's counts count (the kind's ``shard_unit``)."""
 
     total: int
     done: int
     left: int
     in_flight: list[InFlight]
     hosts: dict[str, int]  # done shards by worker host
+    unit: str
 
 
 def overview(job: Job) -> Overview | None:
@@ -688,4 +695,5 @@ def overview(job: Job) -> Overview | None:
         left=len(rows) - done - len(in_flight),
         in_flight=in_flight,
         hosts=dict(sorted(hosts.items())),
+        unit=job.shard_unit,
     )

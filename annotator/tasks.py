@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from annotator import jobs, shards
-from annotator.grounded import run_grounded_job
+from annotator.grounded import finish_grounded_run, run_grounded_job
 from annotator.importing import run_import_job
 from annotator.models import (
     GroundedRun,
@@ -35,9 +35,9 @@ from annotator.models import (
 )
 from annotator.montecarlo import finish_mc_run, run_montecarlo_job
 from annotator.runs import finish_run, run_score_import_job, run_scoring_job
-from annotator.sampling import run_sampling_job
+from annotator.sampling import finish_sampling_run, run_sampling_job
 from annotator.training import run_training_job
-from annotator.verification import run_verification_job
+from annotator.verification import finish_verification_run, run_verification_job
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def run_montecarlo(run_id: int) -> None:
 
 @shared_task(name="annotator.tasks.run_grounded")
 def run_grounded(run_id: int) -> None:
-    jobs.execute(GroundedRun, run_id, run_grounded_job)
+    shards.execute(GroundedRun, run_id, run_grounded_job, finish=finish_grounded_run)
 
 
 @shared_task(name="annotator.tasks.run_training")
@@ -82,12 +82,12 @@ def run_training(run_id: int) -> None:
 
 @shared_task(name="annotator.tasks.run_sampling")
 def run_sampling(run_id: int) -> None:
-    jobs.execute(SamplingRun, run_id, run_sampling_job)
+    shards.execute(SamplingRun, run_id, run_sampling_job, finish=finish_sampling_run)
 
 
 @shared_task(name="annotator.tasks.run_verification")
 def run_verification(run_id: int) -> None:
-    jobs.execute(VerificationRun, run_id, run_verification_job)
+    shards.execute(VerificationRun, run_id, run_verification_job, finish=finish_verification_run)
 
 
 @shared_task(name="annotator.tasks.sweep_jobs", time_limit=120)

@@ -5,7 +5,9 @@ all with 0) in problem and solution order, skipping those it verified; a solutio
 verifications are written in one transaction that first deletes what the run held for
 that solution, so a worker killed mid-run loses at most the solutions in flight, and
 each (solution, verification) is stored once. Requests go out ``max_in_flight``
-solutions at a time. The verifiers are ``scoring.verifiers``'.
+solutions at a time. A run may be split into shards of solutions
+(``annotator/shards.py``) that several workers take, each walking its shard's solutions
+the same way. The verifiers are ``scoring.verifiers``'.
 
 A completer ``sc-genrm:DIR`` imports the reference's ``DIR/problem_i/solution_j.yaml``
 files (``scoring.formats.sc_genrm``) into a run over a sampling run that imported the
@@ -23,9 +25,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, QuerySet, Sum
 
-from annotator import jobs
+from annotator import jobs, shards
 from annotator.jobs import RunError
 from annotator.models import (
     JobStatus,
@@ -96,8 +98,11 @@ def create_verification_run(
     per_problem: int = 0,
     options: dict[str, Any] | None = None,
     name: str = "",
+    shard_traces: int | None = None,
 ) -> VerificationRun:
-    """A queued run row (not yet sent); ``RunError`` says what is wrong with the request."""
+    """A queued run row (not yet sent); ``RunError`` says what is wrong with the request.
+    ``shard_traces`` splits the run into shards of that many solutions, as for scoring
+    runs (``runs.create_run``); an import, which reads its files in order, is one job."""
     if sampling_run.project_id != project.pk:
         raise RunError("no such sampling run in this project", "sampling_run")
     if sampling_run.status != JobStatus.DONE:
@@ -125,20 +130,29 @@ def create_verification_run(
     name = name or f"verification-{VerificationRun.objects.filter(project=project).count() + 1}"
     if VerificationRun.objects.filter(project=project, name=name).exists():
         raise RunError(f"this project already has a verification run named {name!r}", "name")
-    return VerificationRun.objects.create(
-        project=project,
-        name=name,
-        sampling_run=sampling_run,
-        verifier=verifier,
-        completer=completer,
-        model=model,
-        v=v,
-        per_problem=per_problem,
-        options=options,
-        created_by=user,
-        queue="default" if importing else queue_for(completer, options),
-        max_attempts=settings.JOB_MAX_ATTEMPTS,
-    )
+    if importing:
+        if shard_traces:
+            raise RunError("an import is one job: shard_traces is 0", "shard_traces")
+        shard_traces = 0
+    shard_traces = shards.check_size(shard_traces)
+    with transaction.atomic():  # the run with its shards, or nothing
+        run = VerificationRun.objects.create(
+            project=project,
+            name=name,
+            sampling_run=sampling_run,
+            verifier=verifier,
+            completer=completer,
+            model=model,
+            v=v,
+            per_problem=per_problem,
+            options=options,
+            created_by=user,
+            queue="default" if importing else queue_for(completer, options),
+            max_attempts=settings.JOB_MAX_ATTEMPTS,
+        )
+        if shard_traces:
+            shards.plan(run, solutions_of(run), shard_traces)
+    return run
 
 
 def start_verification_run(project: Project, user, **kwargs: Any) -> VerificationRun:
@@ -154,26 +168,37 @@ def solutions_of(run: VerificationRun):
     return rows.order_by("problem_id", "index")
 
 
-def _verified(run: VerificationRun) -> set[int]:
-    """The solutions whose verifications the run stored (committed together)."""
-    return set(
-        SolutionVerification.objects.filter(run=run, index=0).values_list("solution_id", flat=True)
-    )
+def _verified(run: VerificationRun, solutions: QuerySet[SampledSolution] | None = None) -> set[int]:
+    """The solutions (of ``solutions``, by default all) whose verifications the run
+    stored (committed together)."""
+    rows = SolutionVerification.objects.filter(run=run, index=0)
+    if solutions is not None:
+        rows = rows.filter(solution__in=solutions.values("pk"))
+    return set(rows.values_list("solution_id", flat=True))
 
 
 def run_verification_job(run: VerificationRun, context: jobs.JobContext | None = None) -> dict:
-    """Verify (or import) what the run has not stored yet, a solution at a time."""
+    """Verify (or import) what the run has not stored yet, a solution at a time: the
+    whole run, or one shard's solutions (``context.restrict``; the run's summary is then
+    ``finish_verification_run``'s, once every shard is done)."""
     if is_import(run.completer):
         return _import_verifications(run, context)
     from scoring.completers import CompleterError
     from scoring.verifiers import Candidate, make_verifier
 
-    everything = list(solutions_of(run).values_list("pk", flat=True))
+    solutions = solutions_of(run)
+    if context:
+        solutions = context.restrict(solutions)
+    everything = list(solutions.values_list("pk", flat=True))
     total = len(everything)
-    verified = _verified(run)
+    verified = _verified(run, solutions)
     todo = [pk for pk in everything if pk not in verified]
     done = total - len(todo)
-    _started(run, done, total, context)
+    whole = context is None or context.shard is None
+    if whole:
+        _started(run, done, total, context)
+    else:
+        context.progress(done, total)
     completer = load_completer_for(run)
     extra = {"template": run.options["template"]} if "template" in run.options else {}
     verifier = make_verifier(run.verifier, completer, **extra)
@@ -209,7 +234,14 @@ def run_verification_job(run: VerificationRun, context: jobs.JobContext | None =
     finally:
         if hasattr(completer, "close"):
             completer.close()
+    if not whole:
+        return {"solutions": done}
     return _finished(run, total)
+
+
+def finish_verification_run(run: VerificationRun) -> dict:
+    """The summary of a sharded run whose every solution is verified."""
+    return _finished(run, run.progress_total)
 
 
 def _started(run: VerificationRun, done: int, total: int, context) -> None:

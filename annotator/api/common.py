@@ -40,6 +40,9 @@ class ShardsSerializer(serializers.Serializer):
     left = serializers.IntegerField()
     in_flight = InFlightShardSerializer(many=True)
     hosts = serializers.DictField(child=serializers.IntegerField())
+    unit = serializers.CharField(
+        help_text="What a shard's counts count: traces, problems or solutions."
+    )
 
 
 @extend_schema_field(ShardsSerializer(allow_null=True))
@@ -54,17 +57,17 @@ class ShardsField(serializers.Field):
         return None if overview is None else ShardsSerializer(overview).data
 
 
-def shard_traces_field() -> serializers.IntegerField:
-    """A run request's ``shard_traces``: split the run into shards of this many traces
-    that several workers take; 0: one job; absent: the deployment's
-    ``STEPWISE_RUN_SHARD_TRACES``."""
+def shard_traces_field(unit: str = "traces") -> serializers.IntegerField:
+    """A run request's ``shard_traces``: split the run into shards of this many
+    ``unit`` (the kind's ``shard_unit``) that several workers take; 0: one job; absent:
+    the deployment's ``STEPWISE_RUN_SHARD_TRACES``."""
     return serializers.IntegerField(
         required=False,
         allow_null=True,
         default=None,
         min_value=0,
-        help_text="Traces a shard: several workers take the run's shards; 0: one job; "
-        "absent: the server's default (STEPWISE_RUN_SHARD_TRACES).",
+        help_text=f"{unit.capitalize()} a shard: several workers take the run's shards; "
+        "0: one job; absent: the server's default (STEPWISE_RUN_SHARD_TRACES).",
     )
 
 

@@ -16,11 +16,20 @@ from rest_framework.response import Response
 
 from annotator import jobs, sampling, verification
 from annotator.access import get_membership
-from annotator.api.common import JOB_FIELDS, job_actions, project_seeing_scores, queued
+from annotator.api.common import (
+    JOB_FIELDS,
+    ShardsField,
+    job_actions,
+    project_seeing_scores,
+    queued,
+    shard_traces_field,
+)
 from annotator.models import Membership, SamplingRun, VerificationRun, VerifierKind
 
 
 class SamplingRunSerializer(serializers.ModelSerializer):
+    shards = ShardsField()
+
     class Meta:
         model = SamplingRun
         fields = [
@@ -35,6 +44,7 @@ class SamplingRunSerializer(serializers.ModelSerializer):
             "solutions",
             "tokens",
             "labelling_queue",
+            "shards",
             *JOB_FIELDS,
         ]
         read_only_fields = fields
@@ -42,6 +52,7 @@ class SamplingRunSerializer(serializers.ModelSerializer):
 
 class VerificationRunSerializer(serializers.ModelSerializer):
     sampling_run = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    shards = ShardsField()
 
     class Meta:
         model = VerificationRun
@@ -57,6 +68,7 @@ class VerificationRunSerializer(serializers.ModelSerializer):
             "options",
             "verifications",
             "tokens",
+            "shards",
             *JOB_FIELDS,
         ]
         read_only_fields = fields
@@ -75,6 +87,7 @@ class SamplingRequestSerializer(serializers.Serializer):
         default=False,
         help_text="Whether the solutions join the labelling queue (default: they do not).",
     )
+    shard_traces = shard_traces_field("problems")
 
 
 class VerificationRequestSerializer(serializers.Serializer):
@@ -88,6 +101,7 @@ class VerificationRequestSerializer(serializers.Serializer):
     per_problem = serializers.IntegerField(min_value=0, default=0)
     options = serializers.DictField(required=False, default=dict)
     name = serializers.SlugField(required=False, allow_blank=True, default="", max_length=100)
+    shard_traces = shard_traces_field("solutions")
 
 
 def _starter(request: Request, slug: str) -> Membership:

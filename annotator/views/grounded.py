@@ -23,11 +23,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotator import grounded, jobs
+from annotator import grounded, jobs, shards
 from annotator.access import get_membership, get_trace_for_user
 from annotator.grounded_paths import run_source
 from annotator.models import GroundedPath, GroundedRun, GroundedSelection, GroundedTree, Membership
-from annotator.views.jobs import cancel_and_retry, start_from_form
+from annotator.views.jobs import cancel_and_retry, shard_traces_field, start_from_form
 
 
 def sees_grounded_trees(membership: Membership) -> bool:
@@ -111,6 +111,7 @@ class GroundedForm(forms.Form):
     chat = forms.BooleanField(required=False, initial=True, help_text="Chat completions.")
     split = forms.CharField(max_length=64, required=False, help_text="Only this split.")
     name = forms.SlugField(max_length=100, required=False)
+    shard_traces = shard_traces_field("problems")
 
 
 def _page(request: HttpRequest, membership: Membership, form: GroundedForm | None, status=200):
@@ -165,6 +166,7 @@ def grounded_list(request: HttpRequest, slug: str) -> HttpResponse:
             judge_options=judge_options if data["judge"] != grounded.TOOL else {},
             selection={"split": data["split"]},
             name=data["name"],
+            shard_traces=data["shard_traces"],
         ),
     )
     if run is None:
@@ -191,6 +193,7 @@ def grounded_detail(request: HttpRequest, slug: str, run_id: int) -> HttpRespons
         "trees": trees,
         "source": run_source(run),
         "brought_in": GroundedPath.objects.filter(run=run).count(),
+        "shards": shards.overview(run),
     }
     template = "grounded_run.html#grounded-run-status" if request.htmx else "grounded_run.html"
     return render(request, template, context)

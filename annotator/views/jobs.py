@@ -1,6 +1,6 @@
 """What every job kind's pages share: starting a job from a form (its refusals shown on
-the form) and the cancel and retry buttons (owners only, POST only, back to the job's
-page)."""
+the form), the form field that splits a run into shards, and the cancel and retry
+buttons (owners only, POST only, back to the job's page)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.functional import lazy
+from django.utils.text import format_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from annotator import jobs
@@ -19,6 +22,24 @@ from annotator.models import Job
 
 JobView = Callable[..., HttpResponse]
 J = TypeVar("J", bound=Job)
+
+
+def shard_traces_field(unit: str = "traces") -> forms.IntegerField:
+    """A run form's ``shard_traces``: split the run into shards of this many ``unit``
+    that several workers take (``annotator/shards.py``); 0: one job; blank: the
+    server's default (``RUN_SHARD_TRACES``). ``shards.check_size`` has the last word."""
+    default = lazy(lambda: str(settings.RUN_SHARD_TRACES or "one job"), str)()
+    return forms.IntegerField(
+        required=False,
+        min_value=0,
+        label=f"{unit.capitalize()} a shard",
+        help_text=format_lazy(
+            "Several workers take the run's shards of this many {}; 0: one job; "
+            "blank: the server's default ({}).",
+            unit,
+            default,
+        ),
+    )
 
 
 def start_from_form(form: forms.Form, start: Callable[[], J]) -> tuple[J | None, int]:

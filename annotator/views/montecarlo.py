@@ -27,7 +27,7 @@ from annotator.models import (
     Trace,
     TraceMC,
 )
-from annotator.views.jobs import cancel_and_retry, start_from_form
+from annotator.views.jobs import cancel_and_retry, shard_traces_field, start_from_form
 
 
 class MCForm(forms.Form):
@@ -47,6 +47,7 @@ class MCForm(forms.Form):
     )
     keep_rollouts = forms.BooleanField(required=False, help_text="Keep every completion.")
     name = forms.SlugField(max_length=100, required=False)
+    shard_traces = shard_traces_field()
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -101,6 +102,7 @@ def mc_list(request: HttpRequest, slug: str) -> HttpResponse:
             selection={"split": data["split"]},
             keep_rollouts=data["keep_rollouts"],
             name=data["name"],
+            shard_traces=data["shard_traces"],
         ),
     )
     if run is None:

@@ -28,7 +28,7 @@ from annotator.models import (
     Trace,
 )
 from annotator.uploads import upload_too_large
-from annotator.views.jobs import cancel_and_retry, job_page, start_from_form
+from annotator.views.jobs import cancel_and_retry, job_page, shard_traces_field, start_from_form
 from scoring import metrics
 from scoring.types import NO_PREDICTION
 
@@ -119,6 +119,7 @@ class ScoreForm(forms.Form):
     name = forms.SlugField(
         required=False, max_length=100, help_text="Leave empty to name it after the scorer."
     )
+    shard_traces = shard_traces_field()
 
     def __init__(self, project: Project, *args, facets: dict | None = None, **kwargs) -> None:
         """``facets``: what ``TraceQuerySet.facets`` gave the page already (its
@@ -224,6 +225,7 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
             request.user,
             selection=form.selection(),
             name=form.cleaned_data["name"],
+            shard_traces=form.cleaned_data["shard_traces"],
         ),
     )
     if run is None:

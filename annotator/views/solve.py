@@ -21,7 +21,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotator import jobs, sampling, solve_or_verify, verification
+from annotator import jobs, sampling, shards, solve_or_verify, verification
 from annotator.access import get_membership
 from annotator.models import (
     REFERENCE_GENERATOR,
@@ -33,7 +33,7 @@ from annotator.models import (
     VerificationRun,
     VerifierKind,
 )
-from annotator.views.jobs import cancel_and_retry, start_from_form
+from annotator.views.jobs import cancel_and_retry, shard_traces_field, start_from_form
 
 COMPLETER_HELP = (
     "openai:http://host:8000/v1 (a vLLM server), hf:MODEL (a hub id, or a path inside the "
@@ -64,6 +64,7 @@ class SamplingForm(forms.Form):
         "(each can still be labelled from its trace page).",
     )
     name = forms.SlugField(max_length=100, required=False)
+    shard_traces = shard_traces_field("problems")
 
 
 class VerificationForm(forms.Form):
@@ -89,6 +90,7 @@ class VerificationForm(forms.Form):
     top_p = forms.FloatField(min_value=0, max_value=1, required=False)
     max_tokens = forms.IntegerField(min_value=1, max_value=32768, required=False)
     name = forms.SlugField(max_length=100, required=False)
+    shard_traces = shard_traces_field("solutions")
 
     def __init__(self, *args: Any, runs: list[SamplingRun], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -159,6 +161,7 @@ def solve_runs(request: HttpRequest, slug: str) -> HttpResponse:
             generator=data["generator"],
             name=data["name"],
             labelling_queue=data["labelling_queue"],
+            shard_traces=data["shard_traces"],
         ),
     )
     if run is None:
@@ -190,6 +193,7 @@ def start_verification(request: HttpRequest, slug: str) -> HttpResponse:
             per_problem=data["per_problem"],
             options=options,
             name=data["name"],
+            shard_traces=data["shard_traces"],
         ),
     )
     if run is None:
@@ -209,6 +213,7 @@ def sampling_detail(request: HttpRequest, slug: str, run_id: int) -> HttpRespons
         "run": run,
         "totals": sampling.run_totals(run),
         "verification_runs": run.verification_runs.order_by("-id"),
+        "shards": shards.overview(run),
     }
     template = "sampling_run.html#sampling-run-status" if request.htmx else "sampling_run.html"
     return render(request, template, context)
@@ -230,6 +235,7 @@ def verification_detail(request: HttpRequest, slug: str, run_id: int) -> HttpRes
         "membership": membership,
         "run": run,
         "totals": totals,
+        "shards": shards.overview(run),
         "per_verification": totals["tokens"] / totals["verifications"]
         if totals["verifications"]
         else None,
