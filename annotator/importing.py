@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
-from itertools import islice
+from itertools import count, islice, repeat
 from pathlib import Path
 
 from django.conf import settings
@@ -191,6 +191,25 @@ def _lock_project_imports(project: Project) -> None:
             )
 
 
+def _hold_project(project: Project, *, lock: bool) -> None:
+    """Raise ``Project.DoesNotExist`` if the project row is gone: the database does not
+    check the keys of the traces and problems an import writes (models.Trace), so the
+    import checks the one project they all name. With ``lock``, at the end of the
+    import as the deferred constraints' checks were (taken earlier it would hold up a
+    claim re-ranking the queue meanwhile), the row is also held against deletion until
+    the commit (FOR KEY SHARE, the lock such a check takes)."""
+    lock = " FOR KEY SHARE" if lock and database.has_row_locks() else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {connection.ops.quote_name(Project._meta.db_table)}"
+            f" WHERE id = %s{lock}",
+            [project.pk],
+        )
+        found = cursor.fetchone()
+    if found is None:
+        raise Project.DoesNotExist(f"project {project.pk} is gone; nothing was imported")
+
+
 class _Writer:
     def __init__(self, project: Project, source: str, fmt: str, summary: ImportSummary):
         self.project = project
@@ -199,6 +218,7 @@ class _Writer:
         self.summary = summary
         self.now = timezone.now()
         self._importer = None
+        _hold_project(project, lock=False)  # before the first row: fail early
         # What this import wrote, so a chunk asks the database only about rows that were
         # there before it began, and not at all when there were none (a first import):
         # external ids, and problems as text hash -> (id, has an answer, has a solution).
@@ -213,6 +233,8 @@ class _Writer:
     def finish(self) -> None:
         """After the last chunk, last in the transaction: it holds the project row until
         the commit."""
+        if self.first_id is not None:
+            _hold_project(self.project, lock=True)
         if self.ranks is not None and self.first_id is not None:
             ranking.finish_import_ranks(self.ranks, self.first_id)
 
@@ -227,18 +249,19 @@ class _Writer:
         traces = self._drop_duplicates(traces)
         if not traces:
             return
-        problem_ids = self._problem_ids(traces)
+        hashes = [text_hash(trace.problem) for trace in traces]
+        problem_ids = self._problem_ids(traces, hashes)
         trace_ids = allocate_ids(Trace, len(traces))
         if self.first_id is None:
             self.first_id = min(trace_ids)
         rank = self.ranks.rank if self.ranks is not None else None
         trace_rows, step_rows, annotation_rows = [], [], []
-        for trace_id, trace in zip(trace_ids, traces, strict=True):
+        for trace_id, trace, problem_hash in zip(trace_ids, traces, hashes, strict=True):
             trace_rows.append(
                 (
                     trace_id,
                     self.project.pk,
-                    problem_ids[text_hash(trace.problem)],
+                    problem_ids[problem_hash],
                     self.source,
                     self.fmt,
                     trace.external_id,
@@ -246,14 +269,15 @@ class _Writer:
                     trace.split,
                     trace.final_answer,
                     trace.final_answer_correct,
-                    json.dumps(trace.metadata),
+                    json.dumps(trace.metadata) if trace.metadata else "{}",
                     len(trace.steps),
                     False,
                     self.now,
                     None if rank is None else rank(trace_id),
                 )
             )
-            step_rows.extend((trace_id, index, text) for index, text in enumerate(trace.steps))
+            # (trace id, index, text) per step, built without a Python frame per step.
+            step_rows.extend(zip(repeat(trace_id), count(), trace.steps))
             if trace.label is not None:
                 label = trace.label
                 annotation_rows.append(
@@ -304,12 +328,12 @@ class _Writer:
             kept.append(trace)
         return kept
 
-    def _problem_ids(self, traces: list[ParsedTrace]) -> dict[str, int]:
-        """Find or create the chunk's problems; fill in a reference answer an earlier
-        import lacked (a benchmark file with no answers, then the answer key)."""
+    def _problem_ids(self, traces: list[ParsedTrace], hashes: list[str]) -> dict[str, int]:
+        """Find or create the chunk's problems (``hashes``: their text hashes, trace by
+        trace); fill in a reference answer an earlier import lacked (a benchmark file
+        with no answers, then the answer key)."""
         wanted: dict[str, ParsedTrace] = {}  # per problem, a trace that knows its answer
-        for trace in traces:
-            h = text_hash(trace.problem)
+        for trace, h in zip(traces, hashes, strict=True):
             first = wanted.get(h)
             if first is None or _knows_more(trace, first):
                 wanted[h] = trace
@@ -333,6 +357,8 @@ class _Writer:
                 "text_hash",
                 lookup,
                 ("id", "reference_answer", "reference_solution"),
+                # Held against deletion to the commit, as a foreign-key check would.
+                lock=True,
             )
             if lookup
             else []

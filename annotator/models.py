@@ -183,9 +183,14 @@ def text_hash(text: str) -> str:
 
 
 class Problem(models.Model):
-    # Indexed by problem_unique_text, which leads with it.
+    # Indexed by problem_unique_text, which leads with it. No foreign-key constraint in
+    # the database: see Trace's keys.
     project = models.ForeignKey(
-        Project, on_delete=models.CASCADE, related_name="problems", db_index=False
+        Project,
+        on_delete=models.CASCADE,
+        related_name="problems",
+        db_index=False,
+        db_constraint=False,
     )
     text = models.TextField()
     text_hash = models.CharField(max_length=64)
@@ -347,12 +352,27 @@ class Trace(models.Model):
     """One model solution of a problem, split into steps."""
 
     # No single-column indexes on the keys: the indexes below lead with them, and each
-    # index more is work for every row of a million-step import.
+    # index more is work for every row of a million-step import. No foreign-key
+    # constraints in the database either (nor on Problem.project): their checks, one
+    # per row and key at commit, were a tenth of a 100k-trace import
+    # (bench/import_export.py). Integrity holds anyway: the importer, which writes
+    # nearly all of these rows, locks the project row and every existing problem it
+    # names (FOR KEY SHARE, as the constraints' checks did) before it writes, one query
+    # per chunk (``importing._Writer``); deleting a project or a problem deletes its
+    # rows through Django's cascade.
     project = models.ForeignKey(
-        Project, on_delete=models.CASCADE, related_name="traces", db_index=False
+        Project,
+        on_delete=models.CASCADE,
+        related_name="traces",
+        db_index=False,
+        db_constraint=False,
     )
     problem = models.ForeignKey(
-        Problem, on_delete=models.CASCADE, related_name="traces", db_index=False
+        Problem,
+        on_delete=models.CASCADE,
+        related_name="traces",
+        db_index=False,
+        db_constraint=False,
     )
     source = models.CharField(
         max_length=64,

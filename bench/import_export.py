@@ -71,8 +71,9 @@ def main() -> None:
         "--without-foreign-keys",
         action="store_true",
         help="what-if: drop the foreign-key constraints the import's rows are checked"
-        " against (problem, trace and label rows; 5 checks per trace at commit) before"
-        " importing, to show what they cost",
+        " against (the label rows' trace and annotator: 2 checks per labelled trace at"
+        " commit; problems, traces and steps have none) before importing, to show what"
+        " they cost",
     )
     args = parser.parse_args()
 
@@ -228,7 +229,7 @@ def run(args) -> None:
 
 def drop_import_foreign_keys() -> list[str]:
     """Drop (in the bench's own database) the foreign-key constraints of the tables an
-    import writes to besides steps, which have none; returns them as table.column."""
+    import writes to (only labels have any); returns them as table.column."""
     from django.db import connection
 
     from annotator.models import Annotation, Problem, Trace
