@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 
 import pytest
 from django.core.management import call_command
@@ -72,3 +73,23 @@ def digests(project, tmp_path) -> dict[str, str]:
 
 def test_every_export_is_byte_identical_to_before(fixed_project, tmp_path):
     assert digests(fixed_project, tmp_path) == EXPECTED
+
+
+def test_times_are_written_as_python_writes_them(project, tmp_path):
+    """PostgreSQL writes the times an export holds (exporting._CREATED_AT_ISO): as
+    ``datetime.isoformat()`` does, microseconds only when there are any."""
+    call_command("import_traces", str(PROCESSBENCH_GSM8K), "--project", project.slug, verbosity=0)
+    first, second, third = Trace.objects.filter(project=project).order_by("id")[:3]
+    utc = datetime.UTC
+    times = {
+        first.pk: datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=utc),
+        second.pk: datetime.datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=utc),
+        third.pk: datetime.datetime(2026, 7, 8, 9, 10, 11, 120000, tzinfo=utc),
+    }
+    for pk, when in times.items():
+        Trace.objects.filter(pk=pk).update(created_at=when)
+    write_export(project, "prm800k", tmp_path / "prm.jsonl")
+    written = [
+        json.loads(line)["timestamp"] for line in (tmp_path / "prm.jsonl").read_text().splitlines()
+    ]
+    assert written[:3] == [when.isoformat() for when in times.values()]
