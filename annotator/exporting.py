@@ -26,16 +26,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from math import isnan
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import orjson
 from django.db.models import Q, QuerySet, TextField
-from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 
-from annotator import database
 from annotator.labelsets import label_set_named, verdicts_in_set
 from annotator.models import Annotation, Project, ScoringRun, Step, StepScore, Trace, Verdict
 from scoring.formats import REGISTRY, ExportTrace, write_parquet
@@ -100,9 +99,7 @@ def iter_export(
             verdicts = Annotation.objects.filter(in_chunk).verdicts(
                 reviewed_only=labels == "adjudicated"
             )
-        # Read with the traces where the database builds each trace's steps as one
-        # JSON array; else one query for the chunk's steps.
-        texts = None if chunk[0].steps is not None else _step_texts(in_chunk)
+        texts = _step_texts(in_chunk)
         for row in chunk:
             verdict = verdicts.get(row.id, Verdict())
             if verdict.disagreement:
@@ -112,8 +109,7 @@ def iter_export(
             if not verdict.is_labelled and not summary.kept_unlabelled:
                 continue
             summary.records += 1
-            steps = row.steps if texts is None else texts[row.id]
-            record = to_record(row, steps, verdict if verdict.is_labelled else None)
+            record = to_record(row, texts[row.id], verdict if verdict.is_labelled else None)
             if score_runs:
                 record["step_scores"] = scores.get(row.id, {})
             yield record
@@ -147,11 +143,9 @@ class _TraceRow(NamedTuple):
     final_answer_correct: bool | None
     metadata: dict
     is_gold: bool
-    created_at: str  # ISO 8601, as datetime.isoformat() writes it
+    created_at: datetime
     problem: str
     reference_answer: str
-    # The step texts in order, read in the same query on PostgreSQL; None elsewhere.
-    steps: list[str] | None
 
 
 # JSON read as text and decoded with orjson: Django's JSONField decodes with json, and
@@ -159,53 +153,18 @@ class _TraceRow(NamedTuple):
 _TRACE_COLUMNS = (
     *_TraceRow._fields[:7],
     "metadata_text",
-    "is_gold",
-    "created_at",
+    *_TraceRow._fields[8:-2],
     "problem__text",
     "problem__reference_answer",
 )
-# Each trace's steps as one JSON array built by PostgreSQL (an index range scan per
-# trace, as the COPY-out limit of bench/import_export.py reads them), decoded with
-# orjson: a row per step cost the export a query a chunk and a Python loop over
-# every step, a third of its time.
-_STEPS_JSON = RawSQL(
-    f"SELECT COALESCE(json_agg(s.text ORDER BY s.index)::text, '[]') FROM {Step._meta.db_table} s"
-    f" WHERE s.trace_id = {Trace._meta.db_table}.id",
-    (),
-    output_field=TextField(),
-)
-
-
-# The time written by PostgreSQL exactly as ``datetime.isoformat()`` writes an aware UTC
-# time (microseconds only when there are any): parsing a datetime per trace in Python
-# to write it back out as text cost more than the rest of a trace's columns.
-_CREATED_AT_ISO = RawSQL(
-    f"to_char({Trace._meta.db_table}.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
-    f" || CASE WHEN mod(date_part('microseconds', {Trace._meta.db_table}.created_at)::bigint,"
-    f" 1000000) = 0 THEN '' ELSE to_char({Trace._meta.db_table}.created_at"
-    " AT TIME ZONE 'UTC', '.US') END || '+00:00'",
-    (),
-    output_field=TextField(),
-)
-
-
-def _metadata(text: str) -> dict:
-    return {} if text == "{}" else orjson.loads(text)  # most traces have none
 
 
 def _trace_rows(page: QuerySet[Trace]) -> list[_TraceRow]:
     """A chunk of traces (``TraceQuerySet.chunks``) as rows, one query."""
     page = page.annotate(metadata_text=Cast("metadata", TextField()))
-    if not database.has_arrays():
-        return [
-            _TraceRow(*row[:7], _metadata(row[7]), row[8], row[9].isoformat(), *row[10:], None)
-            for row in page.values_list(*_TRACE_COLUMNS)
-        ]
-    page = page.annotate(created_iso=_CREATED_AT_ISO, steps_json=_STEPS_JSON)
-    columns = [*_TRACE_COLUMNS[:9], "created_iso", *_TRACE_COLUMNS[10:], "steps_json"]
     return [
-        _TraceRow(*row[:7], _metadata(row[7]), *row[8:-1], orjson.loads(row[-1]))
-        for row in page.values_list(*columns)
+        _TraceRow(*row[:7], orjson.loads(row[7]), *row[8:])
+        for row in page.values_list(*_TRACE_COLUMNS)
     ]
 
 
@@ -259,7 +218,7 @@ def _export_trace(trace: _TraceRow, steps: list[str]) -> ExportTrace:
         final_answer_correct=trace.final_answer_correct,
         metadata=trace.metadata,
         is_gold=trace.is_gold,
-        created_at=trace.created_at,
+        created_at=trace.created_at.isoformat(),
     )
 
 

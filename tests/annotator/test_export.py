@@ -226,9 +226,8 @@ def test_a_project_whose_ids_interleave_with_another_exports_only_its_own_steps(
     project, tmp_path, monkeypatch
 ):
     """A chunk of traces whose id range also holds another project's traces names its
-    labels by a subquery of its traces (the range would read the other project's rows
-    too); a chunk with the range to itself reads them by the range. Steps are read
-    with each trace."""
+    steps and labels by a subquery of its traces (the range would read the other
+    project's rows too); a chunk with the range to itself reads them by the range."""
     from annotator import exporting
 
     records = json.loads(PROCESSBENCH_GSM8K.read_text())
@@ -242,10 +241,8 @@ def test_a_project_whose_ids_interleave_with_another_exports_only_its_own_steps(
     with CaptureQueriesContext(connection) as queries:
         export(project, "processbench", out)
     assert load(out) == records[:100] + records[200:300]
-    labels = [
-        q["sql"] for q in queries.captured_queries if 'FROM "annotator_annotation"' in q["sql"]
-    ]
-    assert ["IN (SELECT" in sql for sql in labels] == [True, False]
+    steps = [q["sql"] for q in queries.captured_queries if 'FROM "annotator_step"' in q["sql"]]
+    assert ["IN (SELECT" in sql for sql in steps] == [True, False]
 
 
 def test_export_queries_do_not_grow_with_traces(project, processbench):
@@ -261,10 +258,10 @@ def test_export_queries_do_not_grow_with_traces(project, processbench):
             assert len(list(iter_export(project, "processbench"))) == 400
     finally:
         exporting.CHUNK_TRACES = chunk
-    # A chunk: its traces with their steps, then their labels. 400 traces in chunks of
-    # 100: four full chunks and the query that finds no fifth.
-    assert len(few) == 2
-    assert len(many) == 4 * 2 + 1
+    # A chunk: its traces, their labels, their steps. 400 traces in chunks of 100: four
+    # full chunks and the query that finds no fifth.
+    assert len(few) == 3
+    assert len(many) == 4 * 3 + 1
 
 
 def test_every_export_label_is_the_verdict_the_app_resolves(project, processbench, users):

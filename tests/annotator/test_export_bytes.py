@@ -76,8 +76,8 @@ def test_every_export_is_byte_identical_to_before(fixed_project, tmp_path):
 
 
 def test_times_are_written_as_python_writes_them(project, tmp_path):
-    """PostgreSQL writes the times an export holds (exporting._CREATED_AT_ISO): as
-    ``datetime.isoformat()`` does, microseconds only when there are any."""
+    """An export writes the times it holds as ``datetime.isoformat()`` does,
+    microseconds only when there are any, whatever the year."""
     call_command("import_traces", str(PROCESSBENCH_GSM8K), "--project", project.slug, verbosity=0)
     first, second, third = Trace.objects.filter(project=project).order_by("id")[:3]
     utc = datetime.UTC
