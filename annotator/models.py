@@ -356,10 +356,11 @@ class Trace(models.Model):
     # constraints in the database either (nor on Problem.project): their checks, one
     # per row and key at commit, were a tenth of a 100k-trace import
     # (bench/import_export.py). Integrity holds anyway: the importer, which writes
-    # nearly all of these rows, locks the project row and every existing problem it
-    # names (FOR KEY SHARE, as the constraints' checks did) before it writes, one query
-    # per chunk (``importing._Writer``); deleting a project or a problem deletes its
-    # rows through Django's cascade.
+    # nearly all of these rows, locks every existing problem it names as it looks them
+    # up (FOR KEY SHARE, the lock the constraints' checks took; one query per chunk)
+    # and, last before its commit as the deferred checks did, the project row, failing
+    # if it is gone (``importing._Writer``); deleting a project or a problem deletes
+    # its rows through Django's cascade.
     project = models.ForeignKey(
         Project,
         on_delete=models.CASCADE,
