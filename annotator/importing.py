@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
-from itertools import islice
+from itertools import count, islice, repeat
 from pathlib import Path
 
 from django.conf import settings
@@ -227,18 +227,19 @@ class _Writer:
         traces = self._drop_duplicates(traces)
         if not traces:
             return
-        problem_ids = self._problem_ids(traces)
+        hashes = [text_hash(trace.problem) for trace in traces]
+        problem_ids = self._problem_ids(traces, hashes)
         trace_ids = allocate_ids(Trace, len(traces))
         if self.first_id is None:
             self.first_id = min(trace_ids)
         rank = self.ranks.rank if self.ranks is not None else None
         trace_rows, step_rows, annotation_rows = [], [], []
-        for trace_id, trace in zip(trace_ids, traces, strict=True):
+        for trace_id, trace, problem_hash in zip(trace_ids, traces, hashes, strict=True):
             trace_rows.append(
                 (
                     trace_id,
                     self.project.pk,
-                    problem_ids[text_hash(trace.problem)],
+                    problem_ids[problem_hash],
                     self.source,
                     self.fmt,
                     trace.external_id,
@@ -246,14 +247,15 @@ class _Writer:
                     trace.split,
                     trace.final_answer,
                     trace.final_answer_correct,
-                    json.dumps(trace.metadata),
+                    json.dumps(trace.metadata) if trace.metadata else "{}",
                     len(trace.steps),
                     False,
                     self.now,
                     None if rank is None else rank(trace_id),
                 )
             )
-            step_rows.extend((trace_id, index, text) for index, text in enumerate(trace.steps))
+            # (trace id, index, text) per step, built without a Python frame per step.
+            step_rows.extend(zip(repeat(trace_id), count(), trace.steps))
             if trace.label is not None:
                 label = trace.label
                 annotation_rows.append(
@@ -304,12 +306,12 @@ class _Writer:
             kept.append(trace)
         return kept
 
-    def _problem_ids(self, traces: list[ParsedTrace]) -> dict[str, int]:
-        """Find or create the chunk's problems; fill in a reference answer an earlier
-        import lacked (a benchmark file with no answers, then the answer key)."""
+    def _problem_ids(self, traces: list[ParsedTrace], hashes: list[str]) -> dict[str, int]:
+        """Find or create the chunk's problems (``hashes``: their text hashes, trace by
+        trace); fill in a reference answer an earlier import lacked (a benchmark file
+        with no answers, then the answer key)."""
         wanted: dict[str, ParsedTrace] = {}  # per problem, a trace that knows its answer
-        for trace in traces:
-            h = text_hash(trace.problem)
+        for trace, h in zip(traces, hashes, strict=True):
             first = wanted.get(h)
             if first is None or _knows_more(trace, first):
                 wanted[h] = trace
