@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from scoring.reward_engine import RewardEngine, RewardSettings, Rollout
+from tests.scoring.reward_servers import run_coroutine
 
 RECORD_KEYS = {
     "key", "problem", "response", "steps", "step_scores", "step_rewards", "return", "success",
@@ -64,7 +65,7 @@ def test_rollouts_reach_the_log_in_batches_through_an_outage_and_a_refused_recor
         await engine.close()
         return answers
 
-    answers = asyncio.run(run())
+    answers = run_coroutine(run())
     assert len(answers) == 10
     records = [r for call in calls for r in call]
     assert sorted(r["key"] for r in records) == sorted(
@@ -96,6 +97,6 @@ def test_the_log_writes_in_batches(qwen_prm_dir: Path) -> None:
         await asyncio.gather(*(engine.score([r]) for r in rollouts))
         await engine.close()  # writes what is queued
 
-    asyncio.run(run())
+    run_coroutine(run())
     assert sum(calls) == 20
     assert len(calls) < 20

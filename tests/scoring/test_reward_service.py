@@ -6,7 +6,6 @@ Every protocol's numbers are checked against ``python -m scoring score`` on the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -19,7 +18,13 @@ import pytest
 
 from scoring.rewards import apply_transform, grade_success
 from scoring.types import Trace
-from tests.scoring.reward_servers import ROOT, ServiceProcess, free_port, scoring_serve
+from tests.scoring.reward_servers import (
+    ROOT,
+    ServiceProcess,
+    free_port,
+    run_coroutine,
+    scoring_serve,
+)
 
 ETA = 0.5
 TRANSFORM = ["--transform", "clip-delta", "--eta", str(ETA), "--success-weight", "2"]
@@ -244,7 +249,7 @@ def test_trl_reward_function_returns_the_native_returns(service, expected) -> No
     prompts.append(ROLLOUTS[2][0].problem)
     completions.append(response(ROLLOUTS[2][0]))
     metrics = {}
-    returns = asyncio.run(
+    returns = run_coroutine(
         reward(
             prompts=prompts,
             completions=completions,
@@ -421,7 +426,7 @@ def test_verl_compute_score_batch_through_the_batch_managers_lines(
     assert set(scores[0]) == set(scores[2])  # one list per key in reward_extra_info
 
     # the reward loop's per-rollout call, naive.py lines 66-73
-    one = asyncio.run(
+    one = run_coroutine(
         verl.compute_score(
             data_source="openai/gsm8k",
             solution_str=responses_str[0],
