@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 from functools import partial
+from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
@@ -109,6 +110,12 @@ class UsableScorerField(serializers.SlugRelatedField):
 
     def get_queryset(self) -> QuerySet[Scorer]:
         return Scorer.objects.usable_in(self.context["project"])
+
+    def to_internal_value(self, data: Any) -> Scorer:
+        # PostgreSQL refuses NUL in text: a name holding one names no scorer.
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value="(a NUL byte)")
+        return super().to_internal_value(data)
 
 
 class RunRequestSerializer(serializers.Serializer):
