@@ -102,7 +102,7 @@ def parsed_in_subprocess(
 def _receive(child: subprocess.Popen) -> tuple:
     try:
         return pickle.load(child.stdout)
-    except EOFError:
+    except (EOFError, pickle.UnpicklingError):  # no message, or a message cut short
         code = child.wait()
         raise ParserDied(f"the parsing process ended early (exit status {code})") from None
 
