@@ -22,6 +22,7 @@ import resource
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,10 +35,16 @@ DATA = ROOT.parent / "shared" / "data" / "processbench-gsm8k" / "gsm8k.json"
 
 
 def cpu_seconds() -> float:
-    """CPU seconds used so far by this process and its database backend (read from
-    /proc, so only when PostgreSQL runs on this machine; else this process alone). On
-    a shared machine the wall times swing with the other work on it; the work done
-    for the import or export itself is steadier."""
+    """CPU seconds used so far by this process, its finished child processes (the
+    import's parsing process) and its database backend (read from /proc, so only
+    when PostgreSQL runs on this machine; else without it). On a shared machine the
+    wall times swing with the other work on it; the work done for the import or
+    export itself is steadier."""
+    return sum(cpu_split())
+
+
+def cpu_split() -> tuple[float, float, float]:
+    """``cpu_seconds`` as (this process, its finished children, its backend)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -48,7 +55,52 @@ def cpu_seconds() -> float:
         backend = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except OSError:
         backend = 0.0
-    return time.process_time() + backend
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time(), children.ru_utime + children.ru_stime, backend
+
+
+class ParserPeak:
+    """The peak RSS of the import's parsing process (``scoring.formats.piped``), read
+    from /proc while it runs: the rusage of children counts the memory a child had
+    before it started Python afresh, a copy of this process's."""
+
+    def __init__(self) -> None:
+        self.mib = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> ParserPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        pid = None
+        while not self._done.wait(0.1):
+            pid = pid or self._find()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text() if pid else ""
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.mib = max(self.mib, int(line.split()[1]) / 1024)
+
+    @staticmethod
+    def _find() -> int | None:
+        me = os.getpid()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[1]) == me and b"scoring.formats.piped" in cmdline:
+                return int(pid)
+        return None
 
 
 def peak_rss_mib() -> float:
@@ -141,14 +193,17 @@ def run(args) -> None:
     rss_before = peak_rss_mib()
 
     project = Project.objects.create(slug="bench", name="bench")
-    c0, t0 = cpu_seconds(), time.perf_counter()
-    summary = import_file(project, path)
+    c0, t0 = cpu_split(), time.perf_counter()
+    with ParserPeak() as parser_peak:
+        summary = import_file(project, path)
     import_s = time.perf_counter() - t0
-    import_cpu = cpu_seconds() - c0
+    import_split = [after - before for after, before in zip(cpu_split(), c0, strict=True)]
+    import_cpu = sum(import_split)
     assert summary.traces == args.traces and summary.steps == n_steps, summary
     print(
         f"import:  {import_s:6.1f}s  {args.traces / import_s:9,.0f} traces/s  {n_steps / import_s:10,.0f} steps/s  "
-        f"peak RSS {peak_rss_mib():.0f} MiB (before: {rss_before:.0f} MiB)"
+        f"peak RSS {peak_rss_mib():.0f} MiB (before: {rss_before:.0f} MiB), its parsing process's"
+        f" {parser_peak.mib:.0f} MiB"
     )
 
     t0 = time.perf_counter()
@@ -206,8 +261,10 @@ def run(args) -> None:
         f"ProcessBench export takes {export_pb:.1f}s (best of two) = {export_pb / limit_out:.1f}x that"
     )
     print(
-        f"work (CPU seconds of this process and its database backend, steadier than the wall"
-        f" times on a shared machine): import {import_cpu:.1f}s, COPY-in limit"
+        f"work (CPU seconds of this process, its children and its database backend, steadier than the wall"
+        f" times on a shared machine): import {import_cpu:.1f}s (this process"
+        f" {import_split[0]:.1f}s, its parsing process {import_split[1]:.1f}s, the backend"
+        f" {import_split[2]:.1f}s), COPY-in limit"
         f" {limit_in_cpu:.1f}s = {import_cpu / limit_in_cpu:.1f}x; ProcessBench export"
         f" {export_pb_cpu:.1f}s, COPY-out limit {limit_out_cpu:.1f}s ="
         f" {export_pb_cpu / limit_out_cpu:.1f}x"
