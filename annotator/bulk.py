@@ -123,28 +123,6 @@ def copy_rows(
     model.objects.bulk_create(objs, batch_size=500)
 
 
-def copy_text(
-    model: type[Model],
-    columns: Sequence[str],
-    data: bytes,
-    *,
-    finish_later: ExitStack | None = None,
-) -> None:
-    """Insert rows given as ``COPY`` text-format lines (PostgreSQL only), one write for
-    them all; ``finish_later`` as for :func:`copy_rows`."""
-    if not data:
-        return
-    table = connection.ops.quote_name(model._meta.db_table)
-    cols = ", ".join(connection.ops.quote_name(c) for c in columns)
-    with ExitStack() as stack:
-        stack.enter_context(connection.wrap_database_errors)
-        cursor = stack.enter_context(connection.cursor()).cursor
-        copy = stack.enter_context(cursor.copy(f"COPY {table} ({cols}) FROM STDIN"))
-        copy.write(data)
-        if finish_later is not None:
-            finish_later.push(stack.pop_all())
-
-
 # PostgreSQL column types that psycopg writes in COPY's binary format straight from
 # Python values: less work than the text format on both ends (a fifth off a
 # million-step import). JSON columns, given as JSON text, keep the text format.

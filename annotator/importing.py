@@ -29,7 +29,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from annotator import database, jobs, ranking
-from annotator.bulk import allocate_ids, copy_rows, copy_text, rows_by_key
+from annotator.bulk import allocate_ids, copy_rows, rows_by_key
 from annotator.models import (
     IMPORTER_PREFIX,
     Annotation,
@@ -50,11 +50,8 @@ from scoring.formats import (
     open_records,
     split_from_file_name,
 )
-from scoring.formats.piped import TRACE_ID, Chunk, parsed_in_subprocess
 
 CHUNK_RECORDS = 2000
-# Smaller files are parsed in-process: starting the parsing process costs more than it saves.
-PIPED_MIN_BYTES = 4 << 20
 # First key of the per-project import advisory lock (an arbitrary constant of ours).
 IMPORT_LOCK_CLASS = 7_301
 SOURCE_MAX_LENGTH: int = Trace._meta.get_field("source").max_length
@@ -115,48 +112,20 @@ def import_file(
     progress: ProgressCallback | None = None,
 ) -> ImportSummary:
     """Import one file into ``project``. Raises ``ImportFormatError`` and writes nothing
-    on bad input.
-
-    On PostgreSQL a file of ``PIPED_MIN_BYTES`` or more is parsed in a second process
-    (``scoring.formats.piped``) while this one writes: parsing and checking records
-    cost as much CPU as storing them, and the two then run side by side."""
-    name = display_name or Path(path).name
+    on bad input."""
+    records = open_records(path, display_name)
     if source and len(source) > SOURCE_MAX_LENGTH:
         raise ImportFormatError(
-            name,
+            records.name,
             f"the source name is {len(source)} characters long; at most {SOURCE_MAX_LENGTH} fit",
         )
     options = ParseOptions(
         split=split,
         step_splitter=step_splitter,
-        default_split=split_from_file_name(name, LIMITS),
+        default_split=split_from_file_name(records.name, LIMITS),
         limits=LIMITS,
     )
-    if database.has_copy() and Path(path).stat().st_size >= PIPED_MIN_BYTES:
-        with parsed_in_subprocess(
-            path, fmt, options, display_name=display_name, chunk_records=CHUNK_RECORDS
-        ) as piped:
-            return _import_chunks(project, piped.chunks, piped.total, source, progress)
-    records = open_records(path, display_name)
     parsed = iter_parsed(records, fmt, options)
-    return _import_chunks(project, _chunks(parsed), records.total, source, progress)
-
-
-def _chunks(parsed: Iterator[tuple[str, str, list[ParsedTrace]]]) -> Iterator[Chunk]:
-    """Parsed records in chunks of ``CHUNK_RECORDS``, as the parsing process sends them
-    (but with their steps)."""
-    while chunk := list(islice(parsed, CHUNK_RECORDS)):
-        traces = [trace for _, _, traces in chunk for trace in traces]
-        yield Chunk(chunk[0][0], len(chunk), traces, [len(t.steps) for t in traces], [])
-
-
-def _import_chunks(
-    project: Project,
-    chunks: Iterator[Chunk],
-    total: int | None,
-    source: str | None,
-    progress: ProgressCallback | None,
-) -> ImportSummary:
     summary = ImportSummary()
     # Each chunk's steps are still going in while the next chunk is parsed. The open
     # COPY holds the connection: it is finished before any other query (the next
@@ -164,23 +133,20 @@ def _import_chunks(
     with transaction.atomic(), ExitStack() as steps_going_in:
         _lock_project_imports(project)
         writer: _Writer | None = None
-        for chunk in chunks:
+        while chunk := list(islice(parsed, CHUNK_RECORDS)):
             steps_going_in.close()
             if progress and summary.records:
-                progress(summary.records, total)
+                progress(summary.records, records.total)
             if writer is None:
-                summary.format = chunk.fmt
+                summary.format = chunk[0][0]
                 writer = _Writer(project, source or summary.format, summary.format, summary)
             writer.write(
-                chunk.traces,
-                finish_later=steps_going_in,
-                copy_steps=chunk.copy_steps or None,
-                num_steps=chunk.num_steps,
+                [trace for _, _, traces in chunk for trace in traces], finish_later=steps_going_in
             )
-            summary.records += chunk.records
+            summary.records += len(chunk)
         steps_going_in.close()
         if progress:
-            progress(summary.records, total)
+            progress(summary.records, records.total)
         if writer is not None:
             writer.finish()
     return summary
@@ -256,26 +222,11 @@ class _Writer:
             self._importer = importer_user(self.fmt)
         return self._importer
 
-    def write(
-        self,
-        traces: list[ParsedTrace],
-        *,
-        finish_later: ExitStack,
-        copy_steps: list[bytes] | None = None,
-        num_steps: list[int] | None = None,
-    ) -> None:
-        """Write a chunk; its steps' COPY is left open in ``finish_later``. With
-        ``copy_steps`` (and ``num_steps``) the traces' steps are those COPY lines, as
-        the parsing process spells them (``scoring.formats.piped``)."""
-        kept = self._drop_duplicates(traces)
-        if not kept:
+    def write(self, traces: list[ParsedTrace], *, finish_later: ExitStack) -> None:
+        """Write a chunk; its steps' COPY is left open in ``finish_later``."""
+        traces = self._drop_duplicates(traces)
+        if not traces:
             return
-        if len(kept) < len(traces):
-            traces = [traces[i] for i in kept]
-            copy_steps = copy_steps and [copy_steps[i] for i in kept]
-            num_steps = num_steps and [num_steps[i] for i in kept]
-        if num_steps is None:
-            num_steps = [len(trace.steps) for trace in traces]
         hashes = [text_hash(trace.problem) for trace in traces]
         problem_ids = self._problem_ids(traces, hashes)
         trace_ids = allocate_ids(Trace, len(traces))
@@ -286,9 +237,7 @@ class _Writer:
         importer_id = self.importer.pk if any(t.label is not None for t in traces) else None
         label_kind = AnnotationKind.LABEL.value
         trace_rows, step_rows, annotation_rows = [], [], []
-        for trace_id, trace, problem_hash, steps in zip(
-            trace_ids, traces, hashes, num_steps, strict=True
-        ):
+        for trace_id, trace, problem_hash in zip(trace_ids, traces, hashes, strict=True):
             trace_rows.append(
                 (
                     trace_id,
@@ -302,15 +251,14 @@ class _Writer:
                     trace.final_answer,
                     trace.final_answer_correct,
                     json.dumps(trace.metadata) if trace.metadata else "{}",
-                    steps,
+                    len(trace.steps),
                     False,
                     now,
                     None if rank is None else rank(trace_id),
                 )
             )
-            if copy_steps is None:
-                # (trace id, index, text) per step, built without a Python frame per step.
-                step_rows.extend(zip(repeat(trace_id), count(), trace.steps))
+            # (trace id, index, text) per step, built without a Python frame per step.
+            step_rows.extend(zip(repeat(trace_id), count(), trace.steps))
             if trace.label is not None:
                 label = trace.label
                 annotation_rows.append(
@@ -334,24 +282,12 @@ class _Writer:
                 )
         copy_rows(Trace, _TRACE_COLUMNS, trace_rows, with_ids=True)
         copy_rows(Annotation, _ANNOTATION_COLUMNS, annotation_rows)
-        if copy_steps is None:
-            copy_rows(Step, _STEP_COLUMNS, step_rows, finish_later=finish_later)
-        else:
-            copy_text(
-                Step,
-                _STEP_COLUMNS,
-                b"".join(
-                    lines.replace(TRACE_ID, b"%d" % trace_id)
-                    for trace_id, lines in zip(trace_ids, copy_steps, strict=True)
-                ),
-                finish_later=finish_later,
-            )
+        copy_rows(Step, ("trace_id", "index", "text"), step_rows, finish_later=finish_later)
         self.summary.traces += len(trace_rows)
-        self.summary.steps += sum(num_steps)
+        self.summary.steps += len(step_rows)
         self.summary.labels += len(annotation_rows)
 
-    def _drop_duplicates(self, traces: list[ParsedTrace]) -> list[int]:
-        """The positions in ``traces`` of those to write."""
+    def _drop_duplicates(self, traces: list[ParsedTrace]) -> list[ParsedTrace]:
         existing = set()
         if self.traces_before:
             existing = {
@@ -365,12 +301,12 @@ class _Writer:
                 )
             }
         kept = []
-        for i, trace in enumerate(traces):
+        for trace in traces:
             if trace.external_id in existing or trace.external_id in self.seen:
                 self.summary.skipped_duplicates += 1
                 continue
             self.seen.add(trace.external_id)
-            kept.append(i)
+            kept.append(trace)
         return kept
 
     def _problem_ids(self, traces: list[ParsedTrace], hashes: list[str]) -> dict[str, int]:
@@ -485,7 +421,6 @@ _TRACE_COLUMNS = (
     "created_at",
     "queue_rank",
 )
-_STEP_COLUMNS = ("trace_id", "index", "text")
 _ANNOTATION_COLUMNS = (
     "trace_id",
     "annotator_id",

@@ -22,7 +22,6 @@ import resource
 import secrets
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,16 +34,15 @@ DATA = ROOT.parent / "shared" / "data" / "processbench-gsm8k" / "gsm8k.json"
 
 
 def cpu_seconds() -> float:
-    """CPU seconds used so far by this process, its finished child processes (the
-    import's parsing process) and its database backend (read from /proc, so only
-    when PostgreSQL runs on this machine; else without it). On a shared machine the
-    wall times swing with the other work on it; the work done for the import or
-    export itself is steadier."""
+    """CPU seconds used so far by this process and its database backend (read from
+    /proc, so only when PostgreSQL runs on this machine; else this process alone). On
+    a shared machine the wall times swing with the other work on it; the work done
+    for the import or export itself is steadier."""
     return sum(cpu_split())
 
 
-def cpu_split() -> tuple[float, float, float]:
-    """``cpu_seconds`` as (this process, its finished children, its backend)."""
+def cpu_split() -> tuple[float, float]:
+    """``cpu_seconds`` as (this process, its backend)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -55,56 +53,22 @@ def cpu_split() -> tuple[float, float, float]:
         backend = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except OSError:
         backend = 0.0
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time(), children.ru_utime + children.ru_stime, backend
-
-
-class ParserPeak:
-    """The peak RSS of the import's parsing process (``scoring.formats.piped``), read
-    from /proc while it runs: the rusage of children counts the memory a child had
-    before it started Python afresh, a copy of this process's."""
-
-    def __init__(self) -> None:
-        self.mib = 0.0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> ParserPeak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        pid = None
-        while not self._done.wait(0.1):
-            pid = pid or self._find()
-            try:
-                status = Path(f"/proc/{pid}/status").read_text() if pid else ""
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmHWM:"):
-                    self.mib = max(self.mib, int(line.split()[1]) / 1024)
-
-    @staticmethod
-    def _find() -> int | None:
-        me = os.getpid()
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat[1]) == me and b"scoring.formats.piped" in cmdline:
-                return int(pid)
-        return None
+    return time.process_time(), backend
 
 
 def peak_rss_mib() -> float:
+    """This process's peak RSS since the last ``reset_peak_rss`` (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> float:
+    """Start the peak RSS afresh (so the COPY-in limit, which holds the whole file's
+    records, does not hide the import's); returns the RSS now."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return peak_rss_mib()
 
 
 def make_file(path: Path, n_traces: int, n_steps: int) -> int:
@@ -141,9 +105,9 @@ def main() -> None:
         "--without-foreign-keys",
         action="store_true",
         help="what-if: drop the foreign-key constraints the import's rows are checked"
-        " against (the label rows' trace and annotator: 2 checks per labelled trace at"
-        " commit; problems, traces and steps have none) before importing, to show what"
-        " they cost",
+        " against before importing, to show what they cost (a problem's project, a"
+        " trace's project and problem, a label's trace and annotator: 5 checks per"
+        " labelled trace at commit; steps have none)",
     )
     args = parser.parse_args()
 
@@ -190,20 +154,18 @@ def run(args) -> None:
         f"input: {args.traces:,} traces, {n_steps:,} steps, {path.stat().st_size / 2**20:.0f} MiB JSONL "
         f"(written in {time.perf_counter() - t0:.1f}s)"
     )
-    rss_before = peak_rss_mib()
-
+    limit_before = copy_in_limit(path, durable=True)
+    rss_before = reset_peak_rss()
     project = Project.objects.create(slug="bench", name="bench")
     c0, t0 = cpu_split(), time.perf_counter()
-    with ParserPeak() as parser_peak:
-        summary = import_file(project, path)
+    summary = import_file(project, path)
     import_s = time.perf_counter() - t0
     import_split = [after - before for after, before in zip(cpu_split(), c0, strict=True)]
     import_cpu = sum(import_split)
     assert summary.traces == args.traces and summary.steps == n_steps, summary
     print(
         f"import:  {import_s:6.1f}s  {args.traces / import_s:9,.0f} traces/s  {n_steps / import_s:10,.0f} steps/s  "
-        f"peak RSS {peak_rss_mib():.0f} MiB (before: {rss_before:.0f} MiB), its parsing process's"
-        f" {parser_peak.mib:.0f} MiB"
+        f"peak RSS {peak_rss_mib():.0f} MiB (before: {rss_before:.0f} MiB)"
     )
 
     t0 = time.perf_counter()
@@ -237,13 +199,15 @@ def run(args) -> None:
     # the ProcessBench records built by PostgreSQL itself and COPYed out.
     # Each limit is the best of two tries, so that a hiccup of the machine does not
     # flatter the ratio.
-    limit_in, limit_in_cpu = map(
-        min, zip(*(copy_in_limit(path, durable=True) for _ in range(2)), strict=True)
-    )
+    # The COPY-in limit is tried once just before the import and once after it, so that
+    # a change in the machine's load during the run shows (both are printed).
+    tries_in = [limit_before, copy_in_limit(path, durable=True)]
+    limit_in, limit_in_cpu, limit_in_backend = map(min, zip(*tries_in, strict=True))
     limit_temp = min(copy_in_limit(path, durable=False)[0] for _ in range(2))
     print(
-        f"limit: raw COPY in {limit_in:6.1f}s ({n_steps / limit_in:10,.0f} steps/s) into committed tables; "
-        f"import_file takes {import_s / limit_in:.1f}x that"
+        f"limit: raw COPY in {limit_in:6.1f}s ({n_steps / limit_in:10,.0f} steps/s) into committed tables"
+        f" (best of {tries_in[0][0]:.1f}s before the import and {tries_in[1][0]:.1f}s after);"
+        f" import_file takes {import_s / limit_in:.1f}x that"
     )
     print(
         f"limit: raw COPY in {limit_temp:6.1f}s into temporary tables (no write-ahead log); "
@@ -261,11 +225,10 @@ def run(args) -> None:
         f"ProcessBench export takes {export_pb:.1f}s (best of two) = {export_pb / limit_out:.1f}x that"
     )
     print(
-        f"work (CPU seconds of this process, its children and its database backend, steadier than the wall"
+        f"work (CPU seconds of this process and its database backend, steadier than the wall"
         f" times on a shared machine): import {import_cpu:.1f}s (this process"
-        f" {import_split[0]:.1f}s, its parsing process {import_split[1]:.1f}s, the backend"
-        f" {import_split[2]:.1f}s), COPY-in limit"
-        f" {limit_in_cpu:.1f}s = {import_cpu / limit_in_cpu:.1f}x; ProcessBench export"
+        f" {import_split[0]:.1f}s, the backend {import_split[1]:.1f}s), COPY-in limit"
+        f" {limit_in_cpu:.1f}s (the backend {limit_in_backend:.1f}s) = {import_cpu / limit_in_cpu:.1f}x; ProcessBench export"
         f" {export_pb_cpu:.1f}s, COPY-out limit {limit_out_cpu:.1f}s ="
         f" {export_pb_cpu / limit_out_cpu:.1f}x"
     )
@@ -339,8 +302,8 @@ def drop_import_foreign_keys() -> list[str]:
     return sorted(dropped)
 
 
-def copy_in_limit(path: Path, *, durable: bool) -> tuple[float, float]:
-    """Seconds (wall, then CPU as ``cpu_seconds`` counts it) to parse ``path`` (orjson, line by line) and COPY its traces and steps
+def copy_in_limit(path: Path, *, durable: bool) -> tuple[float, float, float]:
+    """Seconds (wall, then CPU as ``cpu_seconds`` counts it, then the backend's part of it) to parse ``path`` (orjson, line by line) and COPY its traces and steps
     into two bare tables: what any importer on this machine needs at least.
 
     ``durable``: ordinary tables, committed, as an import's rows are (written to the
@@ -360,7 +323,7 @@ def copy_in_limit(path: Path, *, durable: bool) -> tuple[float, float]:
             f"CREATE {kind} TABLE limit_step (trace_id bigint, index int, text text, "
             "PRIMARY KEY (trace_id, index))"
         )
-    c0, t0 = cpu_seconds(), time.perf_counter()
+    c0, t0 = cpu_split(), time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
         raw = cursor.cursor
         with open(path, "rb") as fh, raw.copy("COPY limit_trace FROM STDIN") as traces:
@@ -371,10 +334,11 @@ def copy_in_limit(path: Path, *, durable: bool) -> tuple[float, float]:
             for i, r in enumerate(records):
                 for k, text in enumerate(r["steps"]):
                     steps.write_row((i, k, text))
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    seconds = time.perf_counter() - t0
+    split = [after - before for after, before in zip(cpu_split(), c0, strict=True)]
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS limit_trace, limit_step")
-    return seconds, cpu
+    return seconds, sum(split), split[1]
 
 
 def copy_out_limit(project_id: int, out: Path) -> tuple[float, float]:

@@ -112,20 +112,6 @@ def _app_on(broker_url: str):
     return app
 
 
-def parsing_processes(parent: int) -> list[int]:
-    """The live parsing processes (``scoring.formats.piped``) that ``parent`` started."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[1]) == parent and stat[0] != "Z" and b"scoring.formats.piped" in cmdline:
-            found.append(int(pid))
-    return found
-
-
 def _parent_of(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

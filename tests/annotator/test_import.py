@@ -1,6 +1,4 @@
-"""import_traces: every format from real files, idempotency, and bad input writing nothing,
-each parsed in-process and in the parsing process (``scoring.formats.piped``) that
-imports of large files use."""
+"""import_traces: every format from real files, idempotency, and bad input writing nothing."""
 
 from __future__ import annotations
 
@@ -13,17 +11,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import Count
 
-from annotator import importing
 from annotator.importing import import_file
 from annotator.models import Annotation, Problem, Step, Trace
 from scoring.formats import MAX_RECORD_BYTES, UTF8_BOM
 from tests.factories import PROCESSBENCH_GSM8K
-
-
-@pytest.fixture(autouse=True, params=["in-process", "piped"])
-def parsed(request, monkeypatch):
-    if request.param == "piped":
-        monkeypatch.setattr(importing, "PIPED_MIN_BYTES", 0)
 
 
 def run_import(path, project, *args: str) -> None:

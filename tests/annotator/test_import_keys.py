@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from annotator import importing
 from annotator.importing import import_file, write_traces
 from annotator.models import Annotation, Problem, Project, Step, Trace
 from scoring.formats import ParsedTrace
@@ -21,10 +20,7 @@ def everything() -> tuple[int, int, int, int]:
     )
 
 
-@pytest.mark.parametrize("piped", [False, True])
-def test_an_import_into_a_deleted_project_fails_and_leaves_nothing(db, monkeypatch, piped):
-    if piped:
-        monkeypatch.setattr(importing, "PIPED_MIN_BYTES", 0)
+def test_an_import_into_a_deleted_project_fails_and_leaves_nothing(db):
     gone = Project.objects.create(slug="gone", name="gone")
     Project.objects.filter(pk=gone.pk).delete()
     with pytest.raises(Project.DoesNotExist):
