@@ -34,6 +34,11 @@ def has_arrays(connection: BaseDatabaseWrapper | None = None) -> bool:
     return _postgresql(connection)
 
 
+def has_nan(connection: BaseDatabaseWrapper | None = None) -> bool:
+    """NaN in float columns (SQLite stores a NaN as NULL)."""
+    return _postgresql(connection)
+
+
 def has_copy(connection: BaseDatabaseWrapper | None = None) -> bool:
     """``COPY ... FROM STDIN`` for bulk writes."""
     return _postgresql(connection)

@@ -233,15 +233,18 @@ class _Writer:
         if self.first_id is None:
             self.first_id = min(trace_ids)
         rank = self.ranks.rank if self.ranks is not None else None
+        project_id, source, fmt, now = self.project.pk, self.source, self.fmt, self.now
+        importer_id = self.importer.pk if any(t.label is not None for t in traces) else None
+        label_kind = AnnotationKind.LABEL.value
         trace_rows, step_rows, annotation_rows = [], [], []
         for trace_id, trace, problem_hash in zip(trace_ids, traces, hashes, strict=True):
             trace_rows.append(
                 (
                     trace_id,
-                    self.project.pk,
+                    project_id,
                     problem_ids[problem_hash],
-                    self.source,
-                    self.fmt,
+                    source,
+                    fmt,
                     trace.external_id,
                     trace.generator,
                     trace.split,
@@ -250,7 +253,7 @@ class _Writer:
                     json.dumps(trace.metadata) if trace.metadata else "{}",
                     len(trace.steps),
                     False,
-                    self.now,
+                    now,
                     None if rank is None else rank(trace_id),
                 )
             )
@@ -261,9 +264,9 @@ class _Writer:
                 annotation_rows.append(
                     (
                         trace_id,
-                        self.importer.pk,
+                        importer_id,
                         label.external_annotator,
-                        AnnotationKind.LABEL.value,
+                        label_kind,
                         label.first_error_step,
                         None if label.step_ratings is None else json.dumps(label.step_ratings),
                         label.bad_problem,
@@ -274,7 +277,7 @@ class _Writer:
                         label.seconds_spent,
                         1,
                         True,
-                        self.now,
+                        now,
                     )
                 )
         copy_rows(Trace, _TRACE_COLUMNS, trace_rows, with_ids=True)

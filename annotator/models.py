@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -947,10 +948,32 @@ class Review(models.Model):
 
 class RealField(models.FloatField):
     """A 4-byte float (PostgreSQL ``real``): half the size of Django's ``FloatField``,
-    and more precision than any PRM score carries."""
+    and more precision than any PRM score carries. NaN stays NaN both ways: SQLite
+    would store a NaN as NULL (which a ``NOT NULL`` column refuses, and which reads
+    back as a missing value), so there it is kept as the text ``NaN``, which a
+    ``real`` column holds as text and sorts above every number, as PostgreSQL sorts
+    NaN."""
 
     def db_type(self, connection) -> str:
         return "real"
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        value = super().get_db_prep_value(value, connection, prepared)
+        if isinstance(value, float) and math.isnan(value) and not database.has_nan(connection):
+            return "NaN"
+        return value
+
+    def get_db_converters(self, connection) -> list:
+        # Only where NaN is stored as text: on PostgreSQL a converter would be a Python
+        # call per value read (millions in an export with scores).
+        converters = super().get_db_converters(connection)
+        if database.has_nan(connection):
+            return converters
+        return [*converters, _nan_from_text]
+
+
+def _nan_from_text(value, expression, connection):
+    return math.nan if value == "NaN" else value
 
 
 class RealArrayField(models.Field):

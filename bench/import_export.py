@@ -38,6 +38,11 @@ def cpu_seconds() -> float:
     /proc, so only when PostgreSQL runs on this machine; else this process alone). On
     a shared machine the wall times swing with the other work on it; the work done
     for the import or export itself is steadier."""
+    return sum(cpu_split())
+
+
+def cpu_split() -> tuple[float, float]:
+    """``cpu_seconds`` as (this process, its backend)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -48,11 +53,22 @@ def cpu_seconds() -> float:
         backend = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except OSError:
         backend = 0.0
-    return time.process_time() + backend
+    return time.process_time(), backend
 
 
 def peak_rss_mib() -> float:
+    """This process's peak RSS since the last ``reset_peak_rss`` (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> float:
+    """Start the peak RSS afresh (so the COPY-in limit, which holds the whole file's
+    records, does not hide the import's); returns the RSS now."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return peak_rss_mib()
 
 
 def make_file(path: Path, n_traces: int, n_steps: int) -> int:
@@ -89,9 +105,9 @@ def main() -> None:
         "--without-foreign-keys",
         action="store_true",
         help="what-if: drop the foreign-key constraints the import's rows are checked"
-        " against (the label rows' trace and annotator: 2 checks per labelled trace at"
-        " commit; problems, traces and steps have none) before importing, to show what"
-        " they cost",
+        " against before importing, to show what they cost (a problem's project, a"
+        " trace's project and problem, a label's trace and annotator: 5 checks per"
+        " labelled trace at commit; steps have none)",
     )
     args = parser.parse_args()
 
@@ -138,13 +154,14 @@ def run(args) -> None:
         f"input: {args.traces:,} traces, {n_steps:,} steps, {path.stat().st_size / 2**20:.0f} MiB JSONL "
         f"(written in {time.perf_counter() - t0:.1f}s)"
     )
-    rss_before = peak_rss_mib()
-
+    limit_before = copy_in_limit(path, durable=True)
+    rss_before = reset_peak_rss()
     project = Project.objects.create(slug="bench", name="bench")
-    c0, t0 = cpu_seconds(), time.perf_counter()
+    c0, t0 = cpu_split(), time.perf_counter()
     summary = import_file(project, path)
     import_s = time.perf_counter() - t0
-    import_cpu = cpu_seconds() - c0
+    import_split = [after - before for after, before in zip(cpu_split(), c0, strict=True)]
+    import_cpu = sum(import_split)
     assert summary.traces == args.traces and summary.steps == n_steps, summary
     print(
         f"import:  {import_s:6.1f}s  {args.traces / import_s:9,.0f} traces/s  {n_steps / import_s:10,.0f} steps/s  "
@@ -182,13 +199,15 @@ def run(args) -> None:
     # the ProcessBench records built by PostgreSQL itself and COPYed out.
     # Each limit is the best of two tries, so that a hiccup of the machine does not
     # flatter the ratio.
-    limit_in, limit_in_cpu = map(
-        min, zip(*(copy_in_limit(path, durable=True) for _ in range(2)), strict=True)
-    )
+    # The COPY-in limit is tried once just before the import and once after it, so that
+    # a change in the machine's load during the run shows (both are printed).
+    tries_in = [limit_before, copy_in_limit(path, durable=True)]
+    limit_in, limit_in_cpu, limit_in_backend = map(min, zip(*tries_in, strict=True))
     limit_temp = min(copy_in_limit(path, durable=False)[0] for _ in range(2))
     print(
-        f"limit: raw COPY in {limit_in:6.1f}s ({n_steps / limit_in:10,.0f} steps/s) into committed tables; "
-        f"import_file takes {import_s / limit_in:.1f}x that"
+        f"limit: raw COPY in {limit_in:6.1f}s ({n_steps / limit_in:10,.0f} steps/s) into committed tables"
+        f" (best of {tries_in[0][0]:.1f}s before the import and {tries_in[1][0]:.1f}s after);"
+        f" import_file takes {import_s / limit_in:.1f}x that"
     )
     print(
         f"limit: raw COPY in {limit_temp:6.1f}s into temporary tables (no write-ahead log); "
@@ -207,8 +226,9 @@ def run(args) -> None:
     )
     print(
         f"work (CPU seconds of this process and its database backend, steadier than the wall"
-        f" times on a shared machine): import {import_cpu:.1f}s, COPY-in limit"
-        f" {limit_in_cpu:.1f}s = {import_cpu / limit_in_cpu:.1f}x; ProcessBench export"
+        f" times on a shared machine): import {import_cpu:.1f}s (this process"
+        f" {import_split[0]:.1f}s, the backend {import_split[1]:.1f}s), COPY-in limit"
+        f" {limit_in_cpu:.1f}s (the backend {limit_in_backend:.1f}s) = {import_cpu / limit_in_cpu:.1f}x; ProcessBench export"
         f" {export_pb_cpu:.1f}s, COPY-out limit {limit_out_cpu:.1f}s ="
         f" {export_pb_cpu / limit_out_cpu:.1f}x"
     )
@@ -282,8 +302,8 @@ def drop_import_foreign_keys() -> list[str]:
     return sorted(dropped)
 
 
-def copy_in_limit(path: Path, *, durable: bool) -> tuple[float, float]:
-    """Seconds (wall, then CPU as ``cpu_seconds`` counts it) to parse ``path`` (orjson, line by line) and COPY its traces and steps
+def copy_in_limit(path: Path, *, durable: bool) -> tuple[float, float, float]:
+    """Seconds (wall, then CPU as ``cpu_seconds`` counts it, then the backend's part of it) to parse ``path`` (orjson, line by line) and COPY its traces and steps
     into two bare tables: what any importer on this machine needs at least.
 
     ``durable``: ordinary tables, committed, as an import's rows are (written to the
@@ -303,7 +323,7 @@ def copy_in_limit(path: Path, *, durable: bool) -> tuple[float, float]:
             f"CREATE {kind} TABLE limit_step (trace_id bigint, index int, text text, "
             "PRIMARY KEY (trace_id, index))"
         )
-    c0, t0 = cpu_seconds(), time.perf_counter()
+    c0, t0 = cpu_split(), time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
         raw = cursor.cursor
         with open(path, "rb") as fh, raw.copy("COPY limit_trace FROM STDIN") as traces:
@@ -314,10 +334,11 @@ def copy_in_limit(path: Path, *, durable: bool) -> tuple[float, float]:
             for i, r in enumerate(records):
                 for k, text in enumerate(r["steps"]):
                     steps.write_row((i, k, text))
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    seconds = time.perf_counter() - t0
+    split = [after - before for after, before in zip(cpu_split(), c0, strict=True)]
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS limit_trace, limit_step")
-    return seconds, cpu
+    return seconds, sum(split), split[1]
 
 
 def copy_out_limit(project_id: int, out: Path) -> tuple[float, float]:

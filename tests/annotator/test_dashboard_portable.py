@@ -49,13 +49,12 @@ SOLUTIONS = 4
 GRID = {"prm-fine": 1024, "prm-coarse": 8}
 
 
-def build_project(tmp_path: Path, seed: int = 11, *, missing_score: bool = True) -> Project:
+def build_project(tmp_path: Path, seed: int = 11) -> Project:
     """A project of random traces over three splits (one unnamed), a reference solution
     on some problems, imported labels, Stepwise labels that agree, disagree and are
-    adjudicated, a label set, two imported runs (one with ties, one with a step without
-    a score, unless not ``missing_score``: SQLite stores a NaN as NULL, which the step
-    scores' table refuses) and a finished Monte-Carlo run. The same arguments build the
-    same project on any database."""
+    adjudicated, a label set, two imported runs (one with ties, one with steps without
+    a score) and a finished Monte-Carlo run. The same arguments build the same project
+    on any database."""
     rng = random.Random(seed)
     User = get_user_model()
     owner = User.objects.create_user("owen", password="pw-owen-123")
@@ -102,7 +101,7 @@ def build_project(tmp_path: Path, seed: int = 11, *, missing_score: bool = True)
             if rng.random() < 0.1:
                 continue  # not every trace scored
             scores = [rng.randint(0, grid) / grid for _ in range(trace.num_steps)]
-            if missing_score and grid == 1024 and k % 17 == 3:
+            if grid == 1024 and k % 17 == 3:
                 scores[rng.randrange(trace.num_steps)] = None
             lines.append(json.dumps({"id": trace.external_id, "scores": scores}))
         runs.import_scores(
@@ -243,7 +242,7 @@ from annotator import dashboards_portable
 from tests.annotator.test_dashboard_portable import build_project, region_tables
 assert settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
 settings.ALLOWED_HOSTS = ["testserver"]
-project = build_project(Path(sys.argv[1]), missing_score=False)
+project = build_project(Path(sys.argv[1]))
 client = Client()
 client.force_login(get_user_model().objects.get(username="owen"))
 tables = region_tables(client, project)
@@ -283,7 +282,7 @@ def test_on_sqlite_every_region_shows_the_figures_postgresql_shows(tmp_path, cli
     assert child.returncode == 0, child.stderr[-3000:]
     on_sqlite = json.loads(child.stdout.splitlines()[-1])
 
-    project = build_project(tmp_path, missing_score=False)
+    project = build_project(tmp_path)
     client.force_login(get_user_model().objects.get(username="owen"))
     on_postgresql = region_tables(client, project)
     assert set(on_sqlite["tables"]) == set(on_postgresql)

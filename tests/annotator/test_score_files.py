@@ -8,7 +8,13 @@ on real workers."""
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
@@ -16,10 +22,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from annotator import jobs, runs
-from annotator.importing import import_file
-from annotator.models import JobStatus, ScoreImportJob, ScoringRun, Trace
+from annotator import exporting, jobs, runs
+from annotator.importing import import_file, import_traces
+from annotator.models import JobStatus, Project, ScoreImportJob, ScoringRun, StepScore, Trace
+from scoring.formats import ParsedTrace
 from tests.factories import PROCESSBENCH_GSM8K
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -223,3 +232,81 @@ def test_a_file_the_scorer_wrote_still_imports(gsm8k, client_for, users):
     score = run.trace_scores.get()
     assert score.extras["failed"] == ["2+2=5"] and score.n_tokens == 12
     assert score.extras["raw"] == [1.0] * trace.num_steps
+
+
+# A score file with null (and NaN) step scores imported on SQLite, the demo's database,
+# then read back by each reader of step scores; printed as JSON (NaN spelt "nan").
+NULL_SCORES_CHECK = """
+import json
+import django
+django.setup()
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from tests.annotator.test_score_files import import_null_scores
+assert settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+print(json.dumps(import_null_scores(get_user_model().objects.create_user("owen"))))
+"""
+
+
+def import_null_scores(user) -> dict:
+    """Import a trace, then a score file whose scores include null and NaN; what the
+    readers of step scores give back, NaN spelt ``"nan"`` (JSON has none)."""
+
+    def spelt(scores):
+        return ["nan" if math.isnan(s) else s for s in scores]
+
+    project = Project.objects.create(slug="nulls", name="Nulls")
+    import_traces(
+        project,
+        [ParsedTrace(problem="1 + 1?", steps=["a", "b", "c", "d"], external_id="t1")],
+        source="file",
+        fmt="processbench",
+    )
+    line = b'{"id": "t1", "scores": [0.5, null, NaN, 0.25]}\n'
+    run = runs.import_scores(project, io.BytesIO(line), "scores.jsonl", name="prm", user=user)
+    trace = Trace.objects.get(project=project)
+    (record,) = exporting.iter_export(project, "jsonl", score_runs=[run])
+    score = run.trace_scores.get()
+    return {
+        "steps": spelt(
+            StepScore.objects.filter(run=run).order_by("step_index").values_list("score", flat=True)
+        ),
+        "by trace": spelt(runs.scores_by_trace([run], trace)[run.pk]),
+        "array": spelt(score.step_scores),
+        "min": score.min_score,
+        "export": record["step_scores"]["prm"],
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_null_step_scores_import_on_sqlite_and_read_back_as_on_postgresql(tmp_path, users):
+    var = tmp_path / "var"
+    var.mkdir()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
+    } | {
+        "STEPWISE_VAR_DIR": str(var),
+        "DJANGO_SETTINGS_MODULE": "annotator.settings",
+        "PYTHONPATH": str(ROOT),
+    }
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=tmp_path, env=env, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", NULL_SCORES_CHECK],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    on_sqlite = json.loads(child.stdout.splitlines()[-1])
+
+    on_postgresql = import_null_scores(users["owner"])
+    assert on_postgresql == {
+        "steps": [0.5, "nan", "nan", 0.25],
+        "by trace": [0.5, "nan", "nan", 0.25],
+        "array": [0.5, "nan", "nan", 0.25],
+        "min": 0.25,
+        "export": [0.5, None, None, 0.25],
+    }
+    assert on_sqlite == on_postgresql
