@@ -32,8 +32,12 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || { echo "Could not install chromium (needs root and Debian's package index)"; exit 1; }; }
 
+# The suite runs in TEST_PROCESSES pytest processes (pytest-xdist), each with a test
+# database, a broker database and a var folder of its own (tests/settings.py): most of its
+# time is spent waiting on worker and server processes, so more processes than cores pay.
+TEST_PROCESSES ?= 4
 test: install chromium
-	$(PY) -m tests.testenv $(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(PY) -m tests.testenv $(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist worksteal $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/import_export.py

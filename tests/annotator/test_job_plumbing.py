@@ -4,6 +4,7 @@ limits, and the sweeper sending again a job whose broker message was lost."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from itertools import count
 
@@ -93,7 +94,9 @@ def test_every_job_page_polls_at_one_rate_and_says_how_to_start_a_worker(
 
     type(job).objects.filter(pk=job.pk).update(queued_at=ago(30))
     partial = client.get(url, headers={"HX-Request": "true"})
-    assert b"none has taken this job for 30 s" in partial.content
+    # 30 s and whatever the request itself took, on a loaded machine.
+    waited = re.search(rb"none has taken this job for (\d+) s", partial.content)
+    assert waited and 30 <= int(waited[1]) < 60, partial.content
     hint = b"celery -A annotator worker -Q gpu" if job.queue == "gpu" else b"make worker"
     assert hint in partial.content
     buttons = {"import": "import", "scoring": "run", "montecarlo": "mc", "training": "training"}
