@@ -13,6 +13,7 @@ from scoring.batching import plan_batches, run_with_oom_fallback
 from scoring.types import StepScores, Trace
 
 DEFAULT_BATCH_TOKENS = 16384
+CPU_MAX_PADDING = 0.1
 Progress = Callable[[int, int], None]  # (done, total)
 # How often a long call asks ``check`` whether to stop: a job's check reads its cancel
 # flag (one query), too much to ask per trace of a fast adapter, while a chunk of a
@@ -53,6 +54,19 @@ def pad_batch(
     return input_ids.to(device), attention_mask.to(device)
 
 
+def default_max_padding(adapter: Any) -> float | None:
+    """The padding a batch of ``adapter``'s may carry (``score_traces``' ``max_padding``).
+
+    On a CPU a padded token costs what a real one does, and more: the attention over it
+    grows with the square of the batch's longest item, while a bigger batch buys little;
+    so there batches stay within ``CPU_MAX_PADDING``. An accelerator runs a batch in about
+    the time of one item until it is full, and a pooling server (no local model) drops the
+    padding before it runs: the token budget alone bounds those (None)."""
+    if getattr(adapter, "model", None) is None or not hasattr(adapter, "device"):
+        return None
+    return CPU_MAX_PADDING if str(adapter.device).startswith("cpu") else None
+
+
 def score_traces(
     adapter: Any,
     traces: Sequence[Trace],
@@ -60,11 +74,14 @@ def score_traces(
     progress: Progress | None = None,
     check: Callable[[], None] | None = None,
     check_every: float = CHECK_EVERY_SECONDS,
+    max_padding: float | None = None,
 ) -> Iterator[StepScores]:
     """Per-step scores for each trace, yielded in input order.
 
     Model adapters score each trace with one forward pass, traces batched by length under
-    ``batch_tokens`` padded tokens; on out-of-memory a batch is split in halves and retried.
+    ``batch_tokens`` padded tokens (and, with ``max_padding``, at most that share of
+    padding: :func:`scoring.batching.plan_batches`); on out-of-memory a batch is split in
+    halves and retried.
     Model-free adapters (``score_trace`` only) run trace by trace. A trace with no steps
     gets empty scores without reaching the adapter.
 
@@ -118,7 +135,9 @@ def score_traces(
     while next_out in results:
         yield results.pop(next_out)
         next_out += 1
-    for planned in plan_batches([lengths[i] for i in to_score], batch_tokens):
+    for planned in plan_batches(
+        [lengths[i] for i in to_score], batch_tokens, max_padding=max_padding
+    ):
         batch = [to_score[j] for j in planned]  # positions in to_score -> trace indices
         checkpoint()
         start = time.perf_counter()
