@@ -280,6 +280,7 @@ class Metrics:
 
 
 RolloutWriter = Callable[[list[dict[str, Any]]], int]
+Settle = Callable[[BaseException | None], None]
 
 
 class RolloutLog:
@@ -308,10 +309,10 @@ class RolloutLog:
         self.journal = journal
         self.batch_size = batch_size
         self.interval_s = interval_s
-        # (journal segment or None, record); None closes
+        # (journal segment or None, record) to write; None closes
         self.queue: queue.Queue[tuple[int | None, dict[str, Any]] | None] = queue.Queue()
-        self.to_journal: queue.Queue[tuple[list[dict[str, Any]], Callable[[Any], None]] | None]
-        self.to_journal = queue.Queue()
+        # (records, settle: called with None once they are on disk, else the error)
+        self.to_journal: queue.Queue[tuple[list[dict[str, Any]], Settle] | None] = queue.Queue()
         if journal is not None:
             replayed = journal.replay()
             with metrics.lock:
@@ -335,7 +336,7 @@ class RolloutLog:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
 
-        def settle(error: Any) -> None:
+        def settle(error: BaseException | None) -> None:
             if future.done():
                 return
             if error is None:
