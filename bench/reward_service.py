@@ -4,8 +4,7 @@ A Qwen2.5-Math-PRM-shaped model (random weights, 2 layers, hidden 256, a BPE tok
 trained on the traces) scores ProcessBench-GSM8K traces these ways, in one run:
 
 (a) a bare batched ``score_traces`` over all the traces in this process (the limit), packed
-    as the service packs them on this device (``default_max_padding``: on a CPU a batch
-    carries at most 10% padding); (a0) the same call packed by the token budget only;
+    as the services pack them (``--max-padding``, given to both);
 (b) ``python -m scoring serve`` (batching on), 64 concurrent clients each posting single
     rollouts to ``/v1/rewards`` until the traces are done;
 (c) the same service with ``--no-batching`` (one model call per request), same load;
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scoring.adapters import load_adapter  # noqa: E402
-from scoring.engine import default_max_padding, score_traces  # noqa: E402
+from scoring.engine import score_traces  # noqa: E402
 from scoring.formats import read_traces  # noqa: E402
 from scoring.tiny import build_qwen_prm  # noqa: E402
 from scoring.types import Trace  # noqa: E402
@@ -99,6 +98,9 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=256)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--batch-tokens", type=int, default=16384)
+    parser.add_argument(
+        "--max-padding", type=float, help="padding share a pass may carry, (a) and services"
+    )
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--device", default="cpu")
@@ -116,7 +118,7 @@ def main() -> None:
             model, hidden=args.hidden, layers=args.layers, corpus=corpus, vocab_size=4000
         )
         adapter = load_adapter("qwen-prm", str(model), device=args.device)
-        padding = default_max_padding(adapter)
+        padding = args.max_padding
         modes = {
             "batched": [],
             "unbatched": ["--no-batching"],
@@ -126,6 +128,8 @@ def main() -> None:
         for name, extra in modes.items():
             port = free_port()
             argv = scoring_serve(model, port, "--batch-tokens", str(args.batch_tokens), *extra)
+            if padding is not None:
+                argv += ["--max-padding", str(padding)]
             argv[argv.index("--device") + 1] = args.device
             log = Path(args.log_dir or tmp) / f"reward-service-{name}.log"
             services[name] = ServiceProcess(argv, port, log=log).start()
@@ -133,16 +137,15 @@ def main() -> None:
             list(score_traces(adapter, traces[:8], args.batch_tokens))  # warm-up
             for service in services.values():
                 asyncio.run(load(service.url, traces[: args.clients], args.clients))
-            bare = {"a": float("inf"), "a0": float("inf")}
+            t_bare = float("inf")
             runs: dict[str, tuple[float, list[float], int, float, float]] = {}
             # interleaved, so drift in the machine's load hits every mode alike; best of N
             for _ in range(args.repeats):
-                for label, max_padding in (("a", padding), ("a0", None)):
-                    started = time.perf_counter()
-                    results = list(
-                        score_traces(adapter, traces, args.batch_tokens, max_padding=max_padding)
-                    )
-                    bare[label] = min(bare[label], time.perf_counter() - started)
+                started = time.perf_counter()
+                results = list(
+                    score_traces(adapter, traces, args.batch_tokens, max_padding=padding)
+                )
+                t_bare = min(t_bare, time.perf_counter() - started)
                 for name, service in services.items():
                     before = counters(service.url)
                     wall, latencies, retries = asyncio.run(load(service.url, traces, args.clients))
@@ -169,11 +172,10 @@ def main() -> None:
         + f" ({os.cpu_count()} CPUs)"
     )
 
-    a, a0 = len(traces) / bare["a"], len(traces) / bare["a0"]
+    a = len(traces) / t_bare
     rate = {name: len(traces) / run[0] for name, run in runs.items()}
     b, c, d = rate["batched"], rate["unbatched"], rate["journalled"]
-    print(f"(a)  bare batched score_traces:   {a:8.1f} rollouts/s  ({bare['a']:.2f}s)")
-    print(f"(a0) the same, budget-only packing:{a0:7.1f} rollouts/s  ({bare['a0']:.2f}s)")
+    print(f"(a)  bare batched score_traces:   {a:8.1f} rollouts/s  ({t_bare:.2f}s)")
     for label, name in (
         ("(b)  service, batching on:     ", "batched"),
         ("(c)  service, batching off:    ", "unbatched"),
@@ -196,7 +198,6 @@ def main() -> None:
         json.dumps(
             {
                 "a": round(a, 1),
-                "a0": round(a0, 1),
                 "b": round(b, 1),
                 "c": round(c, 1),
                 "d": round(d, 1),

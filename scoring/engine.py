@@ -13,7 +13,6 @@ from scoring.batching import plan_batches, run_with_oom_fallback
 from scoring.types import StepScores, Trace
 
 DEFAULT_BATCH_TOKENS = 16384
-CPU_MAX_PADDING = 0.1
 Progress = Callable[[int, int], None]  # (done, total)
 # How often a long call asks ``check`` whether to stop: a job's check reads its cancel
 # flag (one query), too much to ask per trace of a fast adapter, while a chunk of a
@@ -52,19 +51,6 @@ def pad_batch(
         input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         attention_mask[row, : len(seq)] = 1
     return input_ids.to(device), attention_mask.to(device)
-
-
-def default_max_padding(adapter: Any) -> float | None:
-    """The padding a batch of ``adapter``'s may carry (``score_traces``' ``max_padding``).
-
-    On a CPU a padded token costs what a real one does, and more: the attention over it
-    grows with the square of the batch's longest item, while a bigger batch buys little;
-    so there batches stay within ``CPU_MAX_PADDING``. An accelerator runs a batch in about
-    the time of one item until it is full, and a pooling server (no local model) drops the
-    padding before it runs: the token budget alone bounds those (None)."""
-    if getattr(adapter, "model", None) is None or not hasattr(adapter, "device"):
-        return None
-    return CPU_MAX_PADDING if str(adapter.device).startswith("cpu") else None
 
 
 def score_traces(

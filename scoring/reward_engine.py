@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from scoring.engine import DEFAULT_BATCH_TOKENS, default_max_padding, score_traces
+from scoring.engine import DEFAULT_BATCH_TOKENS, score_traces
 from scoring.metrics import first_error
 from scoring.rewards import apply_transform, get_transform, grade_success, transform_label
 from scoring.rollout_journal import RolloutJournal
@@ -49,7 +49,7 @@ class RewardSettings:
     threshold: float = 0.5  # a step below it is the first error step
     step_splitter: str = "paragraphs"
     batch_tokens: int = DEFAULT_BATCH_TOKENS
-    max_padding: float | None = None  # None: the model's device says (default_max_padding)
+    max_padding: float | None = None  # a pass's padding share at most (None: no bound)
     batching: bool = True
     max_wait_s: float = 0.005
     max_batch_items: int = 512
@@ -469,9 +469,6 @@ class RewardEngine:
         self.settings = settings
         self.metrics = Metrics()
         self.log = RolloutLog(log, self.metrics, journal) if log is not None else None
-        self.max_padding = (
-            default_max_padding(adapter) if settings.max_padding is None else settings.max_padding
-        )
         self._model = ThreadPoolExecutor(1, thread_name_prefix="reward-model")
         self._grader: ProcessPoolExecutor | None = None
         self._queue: asyncio.Queue[tuple[list[Rollout], asyncio.Future]] | None = None
@@ -580,7 +577,10 @@ class RewardEngine:
         started = time.perf_counter()
         results = list(
             score_traces(
-                self.adapter, traces, self.settings.batch_tokens, max_padding=self.max_padding
+                self.adapter,
+                traces,
+                self.settings.batch_tokens,
+                max_padding=self.settings.max_padding,
             )
         )
         seconds = time.perf_counter() - started

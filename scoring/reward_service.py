@@ -386,9 +386,8 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-padding",
         type=float,
         default=None,
-        help="padding tokens a batch may carry, as a share of its real ones (default: 0.1 "
-        "on a CPU, where padding costs as much as real tokens; unbounded on a GPU; inf: "
-        "unbounded)",
+        help="padding tokens a pass may carry, as a share of its real ones (default: no "
+        "bound but --batch-tokens; 0.1 cuts a pass before it is 10%% padding)",
     )
     parser.add_argument(
         "--max-wait-ms",

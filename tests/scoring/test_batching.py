@@ -35,18 +35,6 @@ def test_a_padding_bound_closes_batches_before_short_items_join_long_ones() -> N
     assert plan_batches(lengths, 10_000, max_padding=float("inf")) == unbounded
 
 
-def test_cpu_models_get_the_padding_bound_and_pooling_servers_none(qwen_prm_dir) -> None:
-    from scoring.adapters import load_adapter
-    from scoring.adapters.vllm_pooling import VLLMPooling
-    from scoring.engine import CPU_MAX_PADDING, default_max_padding
-
-    local = load_adapter("qwen-prm", str(qwen_prm_dir), device="cpu")
-    assert default_max_padding(local) == CPU_MAX_PADDING
-    # vLLM's pooling server gets the sequences without their padding
-    remote = VLLMPooling(type(local)(None, local.tokenizer), "http://127.0.0.1:9")
-    assert default_max_padding(remote) is None
-
-
 def test_it_halves_a_batch_on_out_of_memory() -> None:
     calls: list[list[int]] = []
 

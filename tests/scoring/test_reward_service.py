@@ -112,15 +112,9 @@ def expected(cli_scores) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, qwen_prm_dir: Path):
-    """The service with batches bounded by the token budget only (no padding bound, which
-    on a CPU would put these rollouts of unlike lengths in passes of their own), so every
-    comparison below holds for rollouts padded in a shared pass."""
     folder = tmp_path_factory.mktemp("service")
     port = free_port()
-    argv = scoring_serve(
-        qwen_prm_dir, port, *TRANSFORM, "--log-jsonl", str(folder / "log.jsonl"),
-        "--max-padding", "inf",
-    )  # fmt: skip
+    argv = scoring_serve(qwen_prm_dir, port, *TRANSFORM, "--log-jsonl", str(folder / "log.jsonl"))
     with ServiceProcess(argv, port, log=folder / "service.log") as process:
         process.rollout_log = folder / "log.jsonl"
         yield process
