@@ -12,26 +12,39 @@ R = TypeVar("R")
 
 
 def plan_batches(
-    lengths: Sequence[int], batch_tokens: int, max_batch_size: int | None = None
+    lengths: Sequence[int],
+    batch_tokens: int,
+    max_batch_size: int | None = None,
+    max_padding: float | None = None,
 ) -> list[list[int]]:
     """Group item indices into batches whose padded size (size x longest) fits ``batch_tokens``.
 
     Items are sorted longest first so each batch holds similar lengths and padding stays
-    small; an item longer than the budget gets a batch of its own.
+    small; an item longer than the budget gets a batch of its own. With ``max_padding``
+    a batch also closes before its padding tokens would pass that share of its real ones
+    (0.1: at most 10% more tokens than the items hold), which matters when few items are
+    spread over many lengths (the reward service's requests of the moment).
 
     >>> plan_batches([5, 100, 7, 98], batch_tokens=200)
     [[1, 3], [2, 0]]
+    >>> plan_batches([60, 100, 98], batch_tokens=1000, max_padding=0.1)
+    [[1, 2], [0]]
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
+    real = 0  # tokens the current batch's items hold
     for index in order:
         longest = lengths[current[0]] if current else lengths[index]
+        padded = (len(current) + 1) * longest
         full = max_batch_size is not None and len(current) >= max_batch_size
-        if current and (full or (len(current) + 1) * longest > batch_tokens):
+        wasteful = max_padding is not None and padded > (1 + max_padding) * (real + lengths[index])
+        if current and (full or padded > batch_tokens or wasteful):
             batches.append(current)
             current = []
+            real = 0
         current.append(index)
+        real += lengths[index]
     if current:
         batches.append(current)
     return batches

@@ -822,6 +822,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from scoring.adapters import load_adapter, needs_model
     from scoring.reward_engine import JsonlRolloutWriter
     from scoring.reward_service import serve, settings_from_args
+    from scoring.rollout_journal import JournalInUse
 
     options = dict(args.option)
     if needs_model(args.adapter):
@@ -836,6 +837,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     adapter = load_adapter(args.adapter, args.model, **options)
     log = JsonlRolloutWriter(args.log_jsonl) if args.log_jsonl else None
+    journal = args.log_journal or (args.log_jsonl + ".journal" if args.log_jsonl else None)
     try:
         serve(
             adapter,
@@ -846,8 +848,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log=log,
             max_body_bytes=args.max_body_bytes,
             max_items=args.max_items,
+            journal=journal,
         )
-    except ValueError as error:
+    except (ValueError, JournalInUse) as error:
         print(str(error), file=sys.stderr)
         return 2
     return 0
@@ -1138,7 +1141,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--device", default=None, help="cpu, cuda (default: $STEPWISE_DEVICE or auto)")
     sv.add_argument("--dtype", default=None, help="float32, bfloat16 (default: bf16 on CUDA)")
     sv.add_argument(
-        "--log-jsonl", help="append every scored rollout to this JSONL file, once per rollout"
+        "--log-jsonl",
+        help="append every scored rollout to this JSONL file, once per rollout (journal: "
+        "LOG_JSONL.journal unless --log-journal says)",
     )
     add_service_arguments(sv)
     sv.set_defaults(func=cmd_serve)

@@ -60,11 +60,14 @@ def score_traces(
     progress: Progress | None = None,
     check: Callable[[], None] | None = None,
     check_every: float = CHECK_EVERY_SECONDS,
+    max_padding: float | None = None,
 ) -> Iterator[StepScores]:
     """Per-step scores for each trace, yielded in input order.
 
     Model adapters score each trace with one forward pass, traces batched by length under
-    ``batch_tokens`` padded tokens; on out-of-memory a batch is split in halves and retried.
+    ``batch_tokens`` padded tokens (and, with ``max_padding``, at most that share of
+    padding: :func:`scoring.batching.plan_batches`); on out-of-memory a batch is split in
+    halves and retried.
     Model-free adapters (``score_trace`` only) run trace by trace. A trace with no steps
     gets empty scores without reaching the adapter.
 
@@ -118,7 +121,9 @@ def score_traces(
     while next_out in results:
         yield results.pop(next_out)
         next_out += 1
-    for planned in plan_batches([lengths[i] for i in to_score], batch_tokens):
+    for planned in plan_batches(
+        [lengths[i] for i in to_score], batch_tokens, max_padding=max_padding
+    ):
         batch = [to_score[j] for j in planned]  # positions in to_score -> trace indices
         checkpoint()
         start = time.perf_counter()

@@ -23,6 +23,7 @@ import math
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import Any
 from scoring.engine import DEFAULT_BATCH_TOKENS, score_traces
 from scoring.metrics import first_error
 from scoring.rewards import apply_transform, get_transform, grade_success, transform_label
+from scoring.rollout_journal import RolloutJournal
 from scoring.types import StepScores, Trace
 
 PROTOCOLS = ("native", "openrlhf", "verl", "trl")
@@ -47,6 +49,7 @@ class RewardSettings:
     threshold: float = 0.5  # a step below it is the first error step
     step_splitter: str = "paragraphs"
     batch_tokens: int = DEFAULT_BATCH_TOKENS
+    max_padding: float | None = None  # a pass's padding share at most (None: no bound)
     batching: bool = True
     max_wait_s: float = 0.005
     max_batch_items: int = 512
@@ -206,6 +209,9 @@ class Metrics:
         self.logged = 0
         self.log_errors = 0
         self.log_dropped = 0
+        self.replayed = 0
+        self.journal_syncs = 0
+        self.journal_errors = 0
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         with self.lock:
@@ -260,62 +266,153 @@ class Metrics:
                 f"# HELP {p}_rollouts_dropped_total Rollout records the log refused (dropped).",
                 f"# TYPE {p}_rollouts_dropped_total counter",
                 f"{p}_rollouts_dropped_total {self.log_dropped}",
+                f"# HELP {p}_rollouts_replayed_total Records a restart found in the journal.",
+                f"# TYPE {p}_rollouts_replayed_total counter",
+                f"{p}_rollouts_replayed_total {self.replayed}",
+                f"# HELP {p}_journal_syncs_total Appends synced to the journal (group commits).",
+                f"# TYPE {p}_journal_syncs_total counter",
+                f"{p}_journal_syncs_total {self.journal_syncs}",
+                f"# HELP {p}_journal_errors_total Appends the journal failed (answered 500).",
+                f"# TYPE {p}_journal_errors_total counter",
+                f"{p}_journal_errors_total {self.journal_errors}",
             ]
         return "\n".join(lines) + "\n"
 
 
 RolloutWriter = Callable[[list[dict[str, Any]]], int]
+Settle = Callable[[BaseException | None], None]
 
 
 class RolloutLog:
-    """Hands rollout records to ``write`` in batches from a thread of its own, so logging
-    never delays an answer. A failed write is retried with the same records (the writer is
+    """Hands rollout records to ``write`` in batches from a thread of its own, so an answer
+    never waits on the log. A failed write is retried with the same records (the writer is
     idempotent on ``record["key"]``); a record the writer refuses on its own is dropped
-    (``stepwise_reward_rollouts_dropped_total``). Records still queued when the process is
-    killed are lost; the client's retry of an unanswered request logs its rollout then."""
+    (``stepwise_reward_rollouts_dropped_total``).
+
+    With a ``journal`` (:class:`scoring.rollout_journal.RolloutJournal`) :meth:`commit`
+    returns once the records are on disk there, written by a thread of their own with the
+    records of every request done meanwhile (one ``fdatasync`` for them all), so a
+    rollout whose answer went out survives a kill of the service: a restarted service
+    replays the journal into ``write``. Without one, records still queued when the
+    process is killed are lost."""
 
     def __init__(
         self,
         write: RolloutWriter,
         metrics: Metrics,
+        journal: RolloutJournal | None = None,
         batch_size: int = 64,
         interval_s: float = 0.5,
     ) -> None:
         self.write = write
         self.metrics = metrics
+        self.journal = journal
         self.batch_size = batch_size
         self.interval_s = interval_s
-        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        # (journal segment or None, record) to write; None closes
+        self.queue: queue.Queue[tuple[int | None, dict[str, Any]] | None] = queue.Queue()
+        # (records, settle: called with None once they are on disk, else the error)
+        self.to_journal: queue.Queue[tuple[list[dict[str, Any]], Settle] | None] = queue.Queue()
+        if journal is not None:
+            replayed = journal.replay()
+            with metrics.lock:
+                metrics.replayed += len(replayed)
+            for item in replayed:
+                self.queue.put(item)
+            self.journal_thread = threading.Thread(
+                target=self._journal, name="rollout-journal", daemon=True
+            )
+            self.journal_thread.start()
         self.thread = threading.Thread(target=self._run, name="rollout-log", daemon=True)
         self.thread.start()
 
-    def put(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            self.queue.put(record)
+    async def commit(self, records: list[dict[str, Any]]) -> None:
+        """Queue ``records`` for the log; with a journal, once they are on disk there (an
+        OSError when they cannot be: their request must not be answered)."""
+        if self.journal is None:
+            for record in records:
+                self.queue.put((None, record))
+            return
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        self.to_journal.put((records, lambda error: loop.call_soon_threadsafe(settle, error)))
+        await future
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued, then stop."""
+        """Journal and write what is queued, then stop."""
+        if self.journal is not None:
+            self.to_journal.put(None)
+            self.journal_thread.join(timeout_s)
         self.queue.put(None)
         self.thread.join(timeout_s)
+        if self.journal is not None:
+            self.journal.close()
+
+    def _journal(self) -> None:
+        """The journal thread: the commits waiting at each turn go in one append (one
+        sync), then their requests are let go."""
+        assert self.journal is not None
+        closing = False
+        while not closing:
+            waiting = []
+            item = self.to_journal.get()
+            while True:
+                if item is None:
+                    closing = True
+                else:
+                    waiting.append(item)
+                try:
+                    item = self.to_journal.get_nowait()
+                except queue.Empty:
+                    break
+            records = [record for batch, _ in waiting for record in batch]
+            if not records:
+                continue
+            try:
+                segment = self.journal.append(records)
+            except OSError as error:
+                with self.metrics.lock:
+                    self.metrics.journal_errors += 1
+                for _, settle in waiting:
+                    settle(OSError(f"the rollout journal failed: {error}"))
+                continue
+            with self.metrics.lock:
+                self.metrics.journal_syncs += 1
+            for record in records:
+                self.queue.put((segment, record))
+            for _, settle in waiting:
+                settle(None)
 
     def _run(self) -> None:
-        pending: list[dict[str, Any]] = []
+        pending: list[tuple[int | None, dict[str, Any]]] = []
         closing = False
         while not closing or pending:
             if not closing:
                 deadline = time.monotonic() + self.interval_s
                 while len(pending) < self.batch_size:
                     try:
-                        record = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                        item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
                     except queue.Empty:
                         break
-                    if record is None:
+                    if item is None:
                         closing = True
                         break
-                    pending.append(record)
+                    pending.append(item)
             if not pending:
                 continue
-            if self._write(pending):
+            if self._write([record for _, record in pending]):
+                if self.journal is not None:
+                    for segment, count in Counter(s for s, _ in pending).items():
+                        self.journal.done(segment, count)
                 pending = []
             elif closing:
                 return
@@ -354,19 +451,24 @@ class RolloutLog:
 
 class RewardEngine:
     """Scores rollouts with one loaded adapter. Call :meth:`start` on the event loop that
-    will call :meth:`score`, and :meth:`close` at shutdown."""
+    will call :meth:`score`, and :meth:`close` at shutdown. With a ``journal`` (which
+    needs a ``log``) every answered rollout reaches the log even if the process dies
+    (:class:`RolloutLog`); what a previous process left in it is replayed now."""
 
     def __init__(
         self,
         adapter: Any,
         settings: RewardSettings,
         log: RolloutWriter | None = None,
+        journal: RolloutJournal | None = None,
     ) -> None:
         settings.check()
+        if journal is not None and log is None:
+            raise ValueError("a rollout journal needs a rollout log to drain into")
         self.adapter = adapter
         self.settings = settings
         self.metrics = Metrics()
-        self.log = RolloutLog(log, self.metrics) if log is not None else None
+        self.log = RolloutLog(log, self.metrics, journal) if log is not None else None
         self._model = ThreadPoolExecutor(1, thread_name_prefix="reward-model")
         self._grader: ProcessPoolExecutor | None = None
         self._queue: asyncio.Queue[tuple[list[Rollout], asyncio.Future]] | None = None
@@ -411,7 +513,7 @@ class RewardEngine:
         except ValueError as error:  # a score the transform cannot take (outside [0, 1])
             raise ModelError(str(error)) from None
         if self.log is not None:
-            self.log.put([reward.as_record(self.settings) for reward in rewards])
+            await self.log.commit([reward.as_record(self.settings) for reward in rewards])
         return rewards
 
     async def _batch_loop(self) -> None:
@@ -473,7 +575,14 @@ class RewardEngine:
             Trace(problem=r.problem, steps=r.steps, id=str(i)) for i, r in enumerate(rollouts)
         ]
         started = time.perf_counter()
-        results = list(score_traces(self.adapter, traces, self.settings.batch_tokens))
+        results = list(
+            score_traces(
+                self.adapter,
+                traces,
+                self.settings.batch_tokens,
+                max_padding=self.settings.max_padding,
+            )
+        )
         seconds = time.perf_counter() - started
         self.metrics.batch(len(results), sum(r.n_tokens for r in results), seconds)
         return results

@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from scoring.chat_queries import split_query
@@ -48,6 +49,7 @@ from scoring.reward_engine import (
     RolloutWriter,
     steps_with_ends,
 )
+from scoring.rollout_journal import RolloutJournal
 from scoring.steps import SPLITTERS
 
 DEFAULT_PORT = 8300
@@ -381,6 +383,13 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-tokens", type=int, default=None, help="padded tokens per pass (16384)"
     )
     parser.add_argument(
+        "--max-padding",
+        type=float,
+        default=None,
+        help="padding tokens a pass may carry, as a share of its real ones (default: no "
+        "bound but --batch-tokens; 0.1 cuts a pass before it is 10%% padding)",
+    )
+    parser.add_argument(
         "--max-wait-ms",
         type=float,
         default=5.0,
@@ -393,6 +402,11 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--max-items", type=int, default=DEFAULT_MAX_ITEMS)
     parser.add_argument("--grade-workers", type=int, default=2, help="math-verify processes")
+    parser.add_argument(
+        "--log-journal",
+        help="directory of the rollout journal: each logged rollout is on disk there before "
+        "its answer goes out, and a restart replays it into the log (one service each)",
+    )
 
 
 def settings_from_args(
@@ -415,6 +429,7 @@ def settings_from_args(
         threshold=threshold if args.threshold is None else args.threshold,
         step_splitter=args.step_splitter,
         batch_tokens=batch_tokens if args.batch_tokens is None else args.batch_tokens,
+        max_padding=args.max_padding,
         batching=not args.no_batching,
         max_wait_s=args.max_wait_ms / 1000,
         max_batch_items=args.max_batch_items,
@@ -432,9 +447,12 @@ def serve(
     log: RolloutWriter | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_items: int = DEFAULT_MAX_ITEMS,
+    journal: str | Path | None = None,
 ) -> None:
-    """Serve until interrupted. A ValueError when bound off loopback without a token, or
-    when the transform cannot run with ``settings``."""
+    """Serve until interrupted; with a ``log`` and a ``journal`` directory, every answered
+    rollout reaches the log, kill or no kill (:mod:`scoring.rollout_journal`). A
+    ValueError when bound off loopback without a token, or when the transform cannot run
+    with ``settings``; ``JournalInUse`` when another service holds the journal."""
     import uvicorn
 
     token = token or os.environ.get(TOKEN_ENV) or None
@@ -444,7 +462,13 @@ def serve(
         )
     if not (math.isfinite(settings.max_wait_s) and settings.max_wait_s >= 0):
         raise ValueError("--max-wait-ms must be a number >= 0")
-    engine = RewardEngine(adapter, settings, log=log)
+    if settings.max_padding is not None and not settings.max_padding >= 0:
+        raise ValueError("--max-padding must be a number >= 0 (inf: unbounded)")
+    if journal is not None and log is None:
+        raise ValueError("--log-journal needs a rollout log to drain into")
+    engine = RewardEngine(
+        adapter, settings, log=log, journal=RolloutJournal(journal) if journal else None
+    )
     app = build_app(engine, token, max_body_bytes, max_items)
     print(
         f"serving {engine.model_name or settings.source} with {settings.label} on "

@@ -92,7 +92,9 @@ def test_two_hundred_rollouts_sent_twice_become_two_hundred_traces(
 
     port = free_port()
     argv = serve_rewards(port, "--scorer", scorer.name, "--log-project", project.slug)
-    with ServiceProcess(argv, port, env=worker_env(), log=tmp_path / "log") as service:
+    var = tmp_path / "var"  # the journal's default place is under the var dir
+    env = worker_env(STEPWISE_VAR_DIR=str(var))
+    with ServiceProcess(argv, port, env=env, log=tmp_path / "log") as service:
 
         def send(first: int) -> None:
             items = [
@@ -109,4 +111,65 @@ def test_two_hundred_rollouts_sent_twice_become_two_hundred_traces(
         for t in threads:
             t.join()
         wait_for(lambda: StoredTrace.objects.filter(project=project).count() >= 200, timeout=60)
+        assert list((var / "reward-journals" / project.slug).glob("*.jsonl"))
     assert StoredTrace.objects.filter(project=project).count() == 200
+    # a clean stop leaves the journal empty: everything in it reached the project
+    assert not list((var / "reward-journals" / project.slug).glob("*.jsonl"))
+
+
+def test_after_a_sigkill_under_load_every_answered_rollout_is_in_the_project_once(
+    scorer, project, tmp_path: Path
+) -> None:
+    from annotator.models import Trace as StoredTrace
+    from scoring.reward_clients.http import RewardClient
+    from scoring.reward_engine import Rollout
+    from tests.workers import wait_for
+
+    port = free_port()
+    journal = tmp_path / "journal"
+    argv = serve_rewards(
+        port, "--scorer", scorer.name, "--log-project", project.slug,
+        "--log-journal", str(journal), "--no-batching",
+    )  # fmt: skip
+    service = ServiceProcess(argv, port, env=worker_env(), log=tmp_path / "log").start()
+    n = 90
+    answers: dict[int, dict] = {}
+    errors: list[BaseException] = []
+    answered = threading.Semaphore(0)
+
+    def item(i: int) -> dict:
+        return {"prompt": f"What is {i} + 1?", "response": f"{i} + 1 = {i + 1}.", "id": str(i)}
+
+    def client(i: int) -> None:
+        try:
+            answers[i] = RewardClient(service.url, backoff_s=0.2, retries=60).rewards([item(i)])
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        answered.release()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(15):  # some answered, most still waiting: kill it now
+            answered.acquire()
+        service.kill()
+        assert len(answers) < n
+        service.start()
+        for t in threads:
+            t.join(300)
+        wait_for(lambda: StoredTrace.objects.filter(project=project).count() >= n, timeout=60)
+    finally:
+        service.stop()
+    assert not errors and len(answers) == n
+    stored = list(StoredTrace.objects.filter(project=project).values_list("external_id", flat=True))
+    assert len(stored) == n  # none twice
+    assert set(stored) == {
+        Rollout(
+            problem=it["prompt"],
+            steps=(it["response"],),
+            response=it["response"],
+            client_id=it["id"],
+        ).key()
+        for it in map(item, range(n))
+    }

@@ -21,6 +21,20 @@ def test_it_caps_the_batch_size() -> None:
     assert plan_batches([1] * 5, batch_tokens=1000, max_batch_size=2) == [[0, 1], [2, 3], [4]]
 
 
+def test_a_padding_bound_closes_batches_before_short_items_join_long_ones() -> None:
+    lengths = [100, 97, 60, 58, 95, 30]
+    unbounded = plan_batches(lengths, batch_tokens=10_000)
+    assert unbounded == [[0, 1, 4, 2, 3, 5]]
+    bounded = plan_batches(lengths, batch_tokens=10_000, max_padding=0.1)
+    assert bounded == [[0, 1, 4], [2, 3], [5]]
+    for batch in bounded:
+        real = sum(lengths[i] for i in batch)
+        assert len(batch) * max(lengths[i] for i in batch) <= 1.1 * real
+    # the token budget still applies, and inf is no bound
+    assert plan_batches([10] * 4, batch_tokens=20, max_padding=0.1) == [[0, 1], [2, 3]]
+    assert plan_batches(lengths, 10_000, max_padding=float("inf")) == unbounded
+
+
 def test_it_halves_a_batch_on_out_of_memory() -> None:
     calls: list[list[int]] = []
 

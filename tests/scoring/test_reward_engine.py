@@ -100,3 +100,44 @@ def test_the_log_writes_in_batches(qwen_prm_dir: Path) -> None:
     run_coroutine(run())
     assert sum(calls) == 20
     assert len(calls) < 20
+
+
+def test_with_a_journal_answered_rollouts_the_log_missed_reach_it_after_a_restart(
+    qwen_prm_dir: Path, tmp_path: Path
+) -> None:
+    from scoring.adapters import load_adapter
+    from scoring.rollout_journal import RolloutJournal
+
+    adapter = load_adapter("qwen-prm", str(qwen_prm_dir), device="cpu")
+    written: list[dict] = []
+
+    def away(records: list[dict]) -> int:
+        raise ConnectionError("database away")
+
+    def sink(records: list[dict]) -> int:
+        before = len(written)
+        for record in records:  # once per key, as log_rollouts
+            if record["key"] not in {w["key"] for w in written}:
+                written.append(record)
+        return len(written) - before
+
+    rollouts = [Rollout(problem=f"q{i}", steps=("a", "b"), client_id=str(i)) for i in range(12)]
+
+    async def serve(log, some: list[Rollout]) -> RewardEngine:
+        engine = RewardEngine(adapter, RewardSettings(), log=log, journal=RolloutJournal(tmp_path))
+        await engine.start()
+        await asyncio.gather(*(engine.score([r]) for r in some))
+        return engine
+
+    async def run() -> None:
+        first = await serve(away, rollouts[:8])
+        # every answer waited for its record on disk; the requests done together shared syncs
+        assert 1 <= first.metrics.journal_syncs <= 8
+        first.log.close(timeout_s=0.5)  # the log never came back: the records stay journalled
+        second = await serve(sink, rollouts[4:])  # a retry of four, four new
+        assert second.metrics.replayed == 8
+        await second.close()
+
+    run_coroutine(run())
+    assert sorted(r["key"] for r in written) == sorted(r.key() for r in rollouts)
+    assert not list(tmp_path.glob("*.jsonl"))  # all done: the journal is empty

@@ -610,10 +610,11 @@ def test_it_refuses_to_bind_beyond_loopback_without_a_token(qwen_prm_dir: Path) 
     assert "--token" in done.stderr
 
 
-def test_after_a_sigkill_under_load_retries_get_answers_and_nothing_is_logged_twice(
+def test_after_a_sigkill_under_load_retries_get_answers_and_every_answered_rollout_is_logged_once(
     tmp_path: Path, qwen_prm_dir: Path, expected
 ) -> None:
     from scoring.reward_clients.http import RewardClient
+    from scoring.reward_engine import Rollout
 
     port = free_port()
     log = tmp_path / "rollouts.jsonl"
@@ -625,16 +626,18 @@ def test_after_a_sigkill_under_load_retries_get_answers_and_nothing_is_logged_tw
     errors: list[BaseException] = []
     answered = threading.Semaphore(0)
 
-    def client(i: int) -> None:
+    def item(i: int) -> dict:
         trace, truth = ROLLOUTS[i % 3]
-        item = {
+        return {
             "prompt": trace.problem,
             "steps": list(trace.steps),
             "ground_truth": truth,
             "id": f"c{i}",
         }
+
+    def client(i: int) -> None:
         try:
-            answers[i] = RewardClient(service.url, backoff_s=0.2, retries=60).rewards([item])
+            answers[i] = RewardClient(service.url, backoff_s=0.2, retries=60).rewards([item(i)])
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
         answered.release()
@@ -648,17 +651,56 @@ def test_after_a_sigkill_under_load_retries_get_answers_and_nothing_is_logged_tw
         service.kill()
         answered_before = len(answers)
         assert answered_before < n
+        # the rollouts answered before the kill are on disk, in the journal
+        assert list((tmp_path / "rollouts.jsonl.journal").glob("*.jsonl"))
         service.start()
         for t in threads:
             t.join(300)
+        assert metric_values(service.url)["stepwise_reward_rollouts_replayed_total"] >= (
+            answered_before
+        )
     finally:
-        service.stop()
+        service.stop()  # a clean stop: what is queued is written, the journal emptied
     assert not errors
     assert len(answers) == n
     for i, answer in answers.items():
         assert abs(answer["items"][0]["return"] - expected[i % 3]["return"]) <= 1e-5
     keys = [json.loads(line)["key"] for line in log.read_text().splitlines()]
     assert len(keys) == len(set(keys))  # nothing twice
-    # every rollout answered after the restart is there (those answered before the kill
-    # may have been in the log's queue when it died)
-    assert len(keys) >= n - answered_before
+    # every answered rollout is there, those answered just before the kill included
+    want = {
+        Rollout(
+            problem=it["prompt"],
+            steps=tuple(it["steps"]),
+            ground_truth=it["ground_truth"],
+            client_id=it["id"],
+        ).key()
+        for it in map(item, range(n))
+    }
+    assert set(keys) == want
+    assert not list((tmp_path / "rollouts.jsonl.journal").glob("*.jsonl"))
+
+
+def test_a_second_service_on_the_same_journal_is_refused(tmp_path: Path, qwen_prm_dir: Path):
+    journal = tmp_path / "journal"
+    first = scoring_serve(
+        qwen_prm_dir, free_port(), "--log-jsonl", str(tmp_path / "a.jsonl"),
+        "--log-journal", str(journal),
+    )  # fmt: skip
+    with ServiceProcess(first, int(first[first.index("--port") + 1]), log=tmp_path / "log"):
+        done = subprocess.run(
+            scoring_serve(
+                qwen_prm_dir,
+                free_port(),
+                "--log-jsonl",
+                str(tmp_path / "b.jsonl"),
+                "--log-journal",
+                str(journal),
+            ),  # fmt: skip
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2
+    assert "held by another running service" in done.stderr

@@ -5,6 +5,9 @@ a registered scorer's model, with the scorer's threshold and batch size unless t
 say otherwise. With ``--log-project`` every scored rollout is handed, in batches and from a
 thread of the service's own (an answer never waits on the database), to
 ``annotator.rollouts.log_rollouts``, which writes each rollout once whatever the retries.
+Before its answer goes out each rollout is on disk in a journal (``--log-journal``,
+default ``VAR_DIR/reward-journals/SLUG``) that a restarted service replays, so a kill
+loses none (``scoring.rollout_journal``).
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         from argparse import Namespace
 
+        from django.conf import settings as django_settings
+
         from annotator.scorers import load_scorer
         from scoring.reward_service import serve, settings_from_args
+        from scoring.rollout_journal import JournalInUse
 
         try:
             scorer = Scorer.objects.get(name=options["scorer"])
@@ -52,9 +58,14 @@ class Command(BaseCommand):
             settings.check()
         except ValueError as exc:
             raise CommandError(f"bad transform settings: {exc}") from None
-        log = None
+        log = journal = None
         if options["log_project"]:
             log = self._rollout_writer(options["log_project"])
+            journal = options["log_journal"] or (
+                django_settings.VAR_DIR / "reward-journals" / options["log_project"]
+            )
+        elif options["log_journal"]:
+            raise CommandError("--log-journal needs --log-project")
         loader_options = dict(scorer.options)
         if options["device"]:
             loader_options["device"] = options["device"]
@@ -69,8 +80,9 @@ class Command(BaseCommand):
                 log=log,
                 max_body_bytes=options["max_body_bytes"],
                 max_items=options["max_items"],
+                journal=journal,
             )
-        except ValueError as exc:
+        except (ValueError, JournalInUse) as exc:
             raise CommandError(str(exc)) from None
 
     def _rollout_writer(self, slug: str):
