@@ -487,8 +487,17 @@ def test_bad_requests_get_400_naming_the_field(service) -> None:
     for body, field in cases:
         answer = httpx.post(f"{service.url}/v1/rewards", json=body, timeout=30)
         assert (answer.status_code, answer.json()["field"]) == (400, field), body
-    answer = httpx.post(f"{service.url}/v1/rewards", content=b"{not json", timeout=30)
-    assert (answer.status_code, answer.json()["field"]) == (400, "body")
+    hostile = (
+        b"{not json",
+        b"[" * 100_000 + b"]" * 100_000,  # past the parser's stack
+        b'{"items": [], "training_step": 1e999}',  # a number past a float
+        b'{"items": [], "training_step": NaN}',
+        b'{"items": [{"prompt": "p", "response": "x", "ground_truth": Infinity}]}',
+    )
+    for body in hostile:
+        for path in ("/v1/rewards", "/get_reward"):
+            answer = httpx.post(f"{service.url}{path}", content=body, timeout=30)
+            assert (answer.status_code, answer.json()["field"]) == (400, "body"), body[:80]
     query = openrlhf_request("What is 2 + 2?", "4", None)
     query["prompts"] = ["another prompt"]
     answer = httpx.post(f"{service.url}/get_reward", json=query, timeout=30)
