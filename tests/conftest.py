@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.factories import DATA_DIR
+from tests.factories import DATA_DIR, ROOT, sqlite_env
 
 
 @pytest.fixture(autouse=True)
@@ -60,3 +63,23 @@ def tiny_qwen_prm(tmp_path_factory) -> Path:
     from scoring.tiny import build_qwen_prm
 
     return build_qwen_prm(tmp_path_factory.mktemp("tiny-qwen-prm"))
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite database with every migration applied, made once per test process: the
+    tests on the embedded path copy it (``sqlite_var``) rather than migrate their own."""
+    var = tmp_path_factory.mktemp("sqlite-migrated")
+    manage = [sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"]
+    subprocess.run(manage, cwd=var, env=sqlite_env(var), check=True)
+    return var / "stepwise.sqlite3"
+
+
+@pytest.fixture
+def sqlite_var(tmp_path, migrated_sqlite) -> Path:
+    """A var folder for a child process on the embedded path (``factories.sqlite_env``),
+    holding a copy of the migrated SQLite database."""
+    var = tmp_path / "var"
+    var.mkdir()
+    shutil.copyfile(migrated_sqlite, var / "stepwise.sqlite3")
+    return var

@@ -8,6 +8,7 @@ conftests. Nothing here is a test, so no test module imports from another.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -22,6 +23,25 @@ if TYPE_CHECKING:
 
 # ``../shared/data`` beside the checkout: the real datasets the tests import and score.
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sqlite_env(var: Path, **extra: str) -> dict[str, str]:
+    """The environment of a child process on the embedded path (what ``make demo`` runs
+    without PostgreSQL or Redis): SQLite and the filesystem broker under ``var``, the
+    app's own settings, this checkout importable."""
+    shared = ("DATABASE_URL", "CELERY_BROKER_URL", "STEPWISE_MODEL_DIR")
+    return (
+        {k: v for k, v in os.environ.items() if k not in shared}
+        | {
+            "STEPWISE_VAR_DIR": str(var),
+            "DJANGO_SETTINGS_MODULE": "annotator.settings",
+            "PYTHONPATH": str(ROOT),
+        }
+        | extra
+    )
+
+
 PROCESSBENCH_GSM8K = DATA_DIR / "processbench-gsm8k" / "gsm8k.json"
 
 # A request header as htmx sends it, so a view answers with its partial.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
 import re
 import subprocess
@@ -40,6 +39,7 @@ from annotator.models import (
     TraceMC,
     TraceScore,
 )
+from tests.factories import sqlite_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBLEMS = 30
@@ -255,22 +255,8 @@ print(json.dumps({"tables": tables, "page": page, "region": region.status_code})
 
 
 @pytest.mark.django_db(transaction=True)
-def test_on_sqlite_every_region_shows_the_figures_postgresql_shows(tmp_path, client):
-    var = tmp_path / "var"
-    var.mkdir()
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
-    } | {
-        "STEPWISE_VAR_DIR": str(var),
-        "DJANGO_SETTINGS_MODULE": "annotator.settings",
-        "PYTHONPATH": str(ROOT),
-    }
-    subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"],
-        cwd=tmp_path,
-        env=env,
-        check=True,
-    )
+def test_on_sqlite_every_region_shows_the_figures_postgresql_shows(tmp_path, sqlite_var, client):
+    env = sqlite_env(sqlite_var)
     (tmp_path / "sqlite").mkdir()
     child = subprocess.run(
         [sys.executable, "-c", SQLITE_CHECK, str(tmp_path / "sqlite")],

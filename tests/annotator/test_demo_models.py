@@ -7,10 +7,11 @@ scores with the random and the fine-tuned PRM, and runs Monte-Carlo with the tin
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.factories import sqlite_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,25 +89,15 @@ def small_data(data_dir: Path, target: Path) -> Path:
     return target
 
 
-def test_the_demo_trains_scores_and_rolls_out_tiny_models_offline(data_dir, tmp_path):
-    var = tmp_path / "var"
+def test_the_demo_trains_scores_and_rolls_out_tiny_models_offline(data_dir, tmp_path, sqlite_var):
+    var = sqlite_var
     for folder in (var / "broker" / "queue", var / "broker" / "processed"):
         folder.mkdir(parents=True)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "STEPWISE_MODEL_DIR")
-    } | {
-        "STEPWISE_VAR_DIR": str(var),
-        "DJANGO_SETTINGS_MODULE": "annotator.settings",
-        # Nothing beyond this machine: a model id that is not on disk fails, not downloads.
-        "HF_HUB_OFFLINE": "1",
-        # The filesystem broker keeps its exchanges in ./control: every process runs in
-        # tmp_path, so none is left in the checkout.
-        "PYTHONPATH": str(ROOT),
-    }
+    # Nothing beyond this machine: a model id that is not on disk fails, not downloads.
+    # The filesystem broker keeps its exchanges in ./control: every process runs in
+    # tmp_path, so none is left in the checkout.
+    env = sqlite_env(var, HF_HUB_OFFLINE="1")
     manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=tmp_path, env=env, check=True)
     demo = subprocess.run(
         [
             *manage,

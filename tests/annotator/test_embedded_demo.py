@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.factories import DATA_DIR
+from tests.factories import DATA_DIR, sqlite_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,12 +77,9 @@ for order in QueueOrder.values:
 """
 
 
-def test_the_demo_runs_on_sqlite_without_any_server(tmp_path):
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
-    } | {"STEPWISE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "annotator.settings"}
+def test_the_demo_runs_on_sqlite_without_any_server(sqlite_var):
+    env = sqlite_env(sqlite_var)
     manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     demo = subprocess.run(
         [*manage, "setup_demo", "--data-dir", str(DATA_DIR)],
         cwd=ROOT,
@@ -93,7 +89,6 @@ def test_the_demo_runs_on_sqlite_without_any_server(tmp_path):
         text=True,
     )
     assert "Demo login: username 'demo'" in demo.stdout
-    assert (tmp_path / "stepwise.sqlite3").exists()
     check = subprocess.run(
         [sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True
     )

@@ -4,7 +4,6 @@ may see them, without hidden rollouts, in a bounded number of queries."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -20,7 +19,7 @@ from rest_framework.test import APIClient
 from annotator import charts, rollouts
 from annotator.models import Membership, Project, Trace
 from annotator.rollouts import log_rollouts
-from tests.factories import rollout_records
+from tests.factories import rollout_records, sqlite_env
 
 pytestmark = pytest.mark.django_db
 
@@ -258,11 +257,8 @@ print("linked:", suspects.count("/p/rl/annotate/"))
 """
 
 
-def test_the_page_renders_on_sqlite(tmp_path):
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
-    } | {"STEPWISE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "annotator.settings"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+def test_the_page_renders_on_sqlite(sqlite_var):
+    env = sqlite_env(sqlite_var)
     check = subprocess.run(
         [sys.executable, "-c", SQLITE_CHECK], cwd=ROOT, env=env, capture_output=True, text=True
     )

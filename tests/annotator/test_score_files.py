@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from annotator import exporting, jobs, runs
 from annotator.importing import import_file, import_traces
 from annotator.models import JobStatus, Project, ScoreImportJob, ScoringRun, StepScore, Trace
 from scoring.formats import ParsedTrace
-from tests.factories import PROCESSBENCH_GSM8K
+from tests.factories import PROCESSBENCH_GSM8K, sqlite_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -279,18 +278,10 @@ def import_null_scores(user) -> dict:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_null_step_scores_import_on_sqlite_and_read_back_as_on_postgresql(tmp_path, users):
-    var = tmp_path / "var"
-    var.mkdir()
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
-    } | {
-        "STEPWISE_VAR_DIR": str(var),
-        "DJANGO_SETTINGS_MODULE": "annotator.settings",
-        "PYTHONPATH": str(ROOT),
-    }
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=tmp_path, env=env, check=True)
+def test_null_step_scores_import_on_sqlite_and_read_back_as_on_postgresql(
+    tmp_path, sqlite_var, users
+):
+    env = sqlite_env(sqlite_var)
     child = subprocess.run(
         [sys.executable, "-c", NULL_SCORES_CHECK],
         cwd=tmp_path,

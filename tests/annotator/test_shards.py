@@ -6,7 +6,6 @@ worker's shard, the run's page and API show the shards; and the same run on SQLi
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from annotator import jobs, runs, shards
 from annotator.importing import import_file
 from annotator.models import JobStatus, Scorer, ScoringRun, Shard, Trace, TraceScore
 from tests.annotator.test_runs import stored
-from tests.factories import PROCESSBENCH_GSM8K
+from tests.factories import PROCESSBENCH_GSM8K, sqlite_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -266,11 +265,8 @@ print("shards:", run.summary["shards"])
 """
 
 
-def test_a_sharded_run_on_sqlite(tmp_path):
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
-    } | {"STEPWISE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "annotator.settings"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+def test_a_sharded_run_on_sqlite(sqlite_var):
+    env = sqlite_env(sqlite_var)
     check = subprocess.run(
         [sys.executable, "-c", SQLITE_RUN % str(PROCESSBENCH_GSM8K)],
         cwd=ROOT,
