@@ -5,11 +5,20 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.factories import DATA_DIR, ROOT, sqlite_env
+
+
+def pytest_sessionfinish(session) -> None:
+    """A parallel test process removes the temporary folder of its own that
+    ``tests/settings.py`` gave it."""
+    folder = Path(tempfile.gettempdir())
+    if folder.name.startswith("stepwise-tests-"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

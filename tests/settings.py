@@ -8,6 +8,7 @@ subprocesses (with ``annotator.settings``) get the same values.
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("SECRET_KEY", "stepwise-tests-only-key-never-used-outside-the-test-suite")
 for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
@@ -28,6 +29,15 @@ if _xdist.startswith("gw") and not os.environ.get("STEPWISE_XDIST_APPLIED"):
     os.environ["STEPWISE_VAR_DIR"] = os.path.join(
         os.environ.get("STEPWISE_VAR_DIR", os.path.join(os.getcwd(), "var", "test")), _xdist
     )
+    # A temporary folder of its own, for this process and what it starts (tempfile
+    # caches the folder on first use, so it is set there too): the sandbox's tests
+    # find their runs' processes by the job folder on their command line.
+    _tmp = os.path.join(
+        tempfile.gettempdir(),
+        f"stepwise-tests-{os.environ.get('PYTEST_XDIST_TESTRUNUID', '')[:8]}-{_xdist}",
+    )
+    os.makedirs(_tmp, exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = _tmp
     # One thread per torch process: several test processes and the workers they start
     # share the cores, and torch's spinning intra-op threads would fight over them.
     os.environ.setdefault("OMP_NUM_THREADS", "1")

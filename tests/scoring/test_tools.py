@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +32,7 @@ from scoring.tools import (
     run_code,
     run_python,
 )
-from scoring.tools.sandbox import JAIL
+from scoring.tools.sandbox import JAIL, JOB_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = Limits(cpu_seconds=2, wall_seconds=20.0)
@@ -306,13 +307,17 @@ def test_it_refuses_to_fork_or_start_processes() -> None:
 
 
 def _sandbox_processes() -> dict[int, int]:
-    """pid -> process group of every process running the jail (forks keep its command line)."""
+    """pid -> process group of every process running the jail for this test process (forks
+    keep its command line, which names the run's job folder in this process's temporary
+    folder: test processes running beside it have folders of their own)."""
     found = {}
+    ours = str(Path(tempfile.gettempdir(), JOB_PREFIX)).encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if str(JAIL).encode() in (entry / "cmdline").read_bytes():
+            cmdline = (entry / "cmdline").read_bytes()
+            if str(JAIL).encode() in cmdline and ours in cmdline:
                 found[int(entry.name)] = os.getpgid(int(entry.name))
         except (OSError, ProcessLookupError):
             continue
