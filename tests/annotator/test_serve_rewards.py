@@ -12,7 +12,7 @@ import pytest
 
 from annotator.models import Scorer
 from scoring.types import Trace
-from tests.scoring.reward_servers import ServiceProcess, free_port
+from tests.scoring.reward_servers import ServiceProcess, free_port, kill_under_load
 from tests.workers import ROOT, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -121,7 +121,6 @@ def test_after_a_sigkill_under_load_every_answered_rollout_is_in_the_project_onc
     scorer, project, tmp_path: Path
 ) -> None:
     from annotator.models import Trace as StoredTrace
-    from scoring.reward_clients.http import RewardClient
     from scoring.reward_engine import Rollout
     from tests.workers import wait_for
 
@@ -133,35 +132,15 @@ def test_after_a_sigkill_under_load_every_answered_rollout_is_in_the_project_onc
     )  # fmt: skip
     service = ServiceProcess(argv, port, env=worker_env(), log=tmp_path / "log").start()
     n = 90
-    answers: dict[int, dict] = {}
-    errors: list[BaseException] = []
-    answered = threading.Semaphore(0)
 
     def item(i: int) -> dict:
         return {"prompt": f"What is {i} + 1?", "response": f"{i} + 1 = {i + 1}.", "id": str(i)}
 
-    def client(i: int) -> None:
-        try:
-            answers[i] = RewardClient(service.url, backoff_s=0.2, retries=60).rewards([item(i)])
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        answered.release()
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
     try:
-        for t in threads:
-            t.start()
-        for _ in range(15):  # some answered, most still waiting: kill it now
-            answered.acquire()
-        service.kill()
-        assert len(answers) < n
-        service.start()
-        for t in threads:
-            t.join(300)
+        kill_under_load(service, [item(i) for i in range(n)], answered_before_kill=15)
         wait_for(lambda: StoredTrace.objects.filter(project=project).count() >= n, timeout=60)
     finally:
         service.stop()
-    assert not errors and len(answers) == n
     stored = list(StoredTrace.objects.filter(project=project).values_list("external_id", flat=True))
     assert len(stored) == n  # none twice
     assert set(stored) == {

@@ -8,8 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -111,3 +112,43 @@ def scoring_serve(model: Path, port: int, *args: str) -> list[str]:
         str(port),
         *args,
     ]
+
+
+def kill_under_load(
+    service: ServiceProcess,
+    items: list[dict],
+    answered_before_kill: int,
+    while_down: Callable[[int], None] = lambda answered: None,
+) -> dict[int, dict]:
+    """Each item sent by a client thread of its own (the HTTP client, retrying as the
+    trainers' clients do); the service SIGKILLed once ``answered_before_kill`` have their
+    answers, ``while_down(answered so far)`` called, the service started again. Every
+    item's answer by index, once all clients are done; a client's error fails the test."""
+    from scoring.reward_clients.http import RewardClient
+
+    answers: dict[int, dict] = {}
+    errors: list[BaseException] = []
+    answered = threading.Semaphore(0)
+
+    def client(i: int) -> None:
+        try:
+            answers[i] = RewardClient(service.url, backoff_s=0.2, retries=60).rewards([items[i]])
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        answered.release()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(items))]
+    for t in threads:
+        t.start()
+    for _ in range(answered_before_kill):  # some answered, most still waiting: kill it now
+        answered.acquire()
+    service.kill()
+    answered_before = len(answers)
+    assert answered_before < len(items)
+    while_down(answered_before)
+    service.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors[:3]
+    assert len(answers) == len(items)
+    return answers

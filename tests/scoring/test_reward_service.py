@@ -22,6 +22,7 @@ from tests.scoring.reward_servers import (
     ROOT,
     ServiceProcess,
     free_port,
+    kill_under_load,
     run_coroutine,
     scoring_serve,
 )
@@ -622,7 +623,6 @@ def test_it_refuses_to_bind_beyond_loopback_without_a_token(qwen_prm_dir: Path) 
 def test_after_a_sigkill_under_load_retries_get_answers_and_every_answered_rollout_is_logged_once(
     tmp_path: Path, qwen_prm_dir: Path, expected
 ) -> None:
-    from scoring.reward_clients.http import RewardClient
     from scoring.reward_engine import Rollout
 
     port = free_port()
@@ -631,9 +631,6 @@ def test_after_a_sigkill_under_load_retries_get_answers_and_every_answered_rollo
     argv = scoring_serve(qwen_prm_dir, port, *TRANSFORM, "--log-jsonl", str(log), "--no-batching")
     service = ServiceProcess(argv, port, log=tmp_path / "service.log").start()
     n = 120
-    answers: dict[int, dict] = {}
-    errors: list[BaseException] = []
-    answered = threading.Semaphore(0)
 
     def item(i: int) -> dict:
         trace, truth = ROLLOUTS[i % 3]
@@ -644,34 +641,21 @@ def test_after_a_sigkill_under_load_retries_get_answers_and_every_answered_rollo
             "id": f"c{i}",
         }
 
-    def client(i: int) -> None:
-        try:
-            answers[i] = RewardClient(service.url, backoff_s=0.2, retries=60).rewards([item(i)])
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        answered.release()
+    down: list[int] = []
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
-    try:
-        for t in threads:
-            t.start()
-        for _ in range(20):  # some answered, most still waiting: kill it now
-            answered.acquire()
-        service.kill()
-        answered_before = len(answers)
-        assert answered_before < n
+    def while_down(answered: int) -> None:
+        down.append(answered)
         # the rollouts answered before the kill are on disk, in the journal
         assert list((tmp_path / "rollouts.jsonl.journal").glob("*.jsonl"))
-        service.start()
-        for t in threads:
-            t.join(300)
-        assert metric_values(service.url)["stepwise_reward_rollouts_replayed_total"] >= (
-            answered_before
+
+    try:
+        answers = kill_under_load(
+            service, [item(i) for i in range(n)], answered_before_kill=20, while_down=while_down
         )
+        replayed = metric_values(service.url)["stepwise_reward_rollouts_replayed_total"]
+        assert replayed >= down[0]
     finally:
         service.stop()  # a clean stop: what is queued is written, the journal emptied
-    assert not errors
-    assert len(answers) == n
     for i, answer in answers.items():
         assert abs(answer["items"][0]["return"] - expected[i % 3]["return"]) <= 1e-5
     keys = [json.loads(line)["key"] for line in log.read_text().splitlines()]
