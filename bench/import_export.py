@@ -15,11 +15,13 @@ Needs DATABASE_URL (PostgreSQL); it creates and drops its own database.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
 import resource
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -147,6 +149,7 @@ def run(args) -> None:
     if args.without_foreign_keys:
         print(f"what-if: foreign keys dropped: {', '.join(drop_import_foreign_keys())}")
     tmp = Path(tempfile.mkdtemp(prefix="stepwise-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)  # its files run to hundreds of MiB
     path = tmp / "traces.jsonl"
     t0 = time.perf_counter()
     n_steps = make_file(path, args.traces, args.steps)

@@ -23,9 +23,11 @@ CELERY_BROKER_URL (Redis).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,6 +99,7 @@ def throughput(args) -> None:
     from scoring.formats import read_traces
 
     tmp = Path(tempfile.mkdtemp(prefix="stepwise-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)  # its files run to hundreds of MiB
     model = args.model
     if not model:
         from scoring.tiny import build_qwen_prm
