@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
 from django.core.cache import cache
 from django.db import connection, transaction
 
@@ -38,12 +39,12 @@ from annotator.models import (
     Project,
     ScoringRun,
 )
-from scoring import metrics
+from scoring import metrics, step_arrays
 
 T = TypeVar("T")
 NO_SPLIT = "(no split)"
 HISTOGRAM_BINS = 20
-STEP_CLASSES = ("correct", "first error", "after first error")
+STEP_CLASSES = step_arrays.STEP_CLASSES
 
 # One row per trace with a human verdict: (trace_id, label, split). Annotators' labels
 # agree or give nothing (a hash aggregate); the rare reviewed ones override them. The
@@ -255,81 +256,37 @@ class RunFigures:
     roc: tuple[list[float], list[float]] = ([], [])
 
 
-# The runs' labelled traces, one row each with its step scores as an array (the
-# ``TraceScore`` row's, or for a row stored before that column, its steps'), reduced in
-# one pass over each array to a TraceSummary row ("S") and to the trace's share of the
-# Mann-Whitney sum 2U, summed per run and split with the class sizes ("U"). 2U sums,
-# over the correct steps, the first-error steps of the split scored lower (twice) or the
-# same (once): two binary searches (``width_bucket``) per correct step in the split's
-# first-error scores, sorted up and negated. Sorting every judged step instead, or
-# counting per distinct score (nearly every float is distinct), cost three times as much.
-# NaN scores count as -inf in a minimum and +inf at the first error, as
-# ``metrics.summarize`` treats them, and are left out of AUROC as ``metrics`` does.
-RUN_SQL = """
+# Each run's labelled traces per split: their first errors, step counts and step scores
+# (the ``TraceScore`` row's array, or for a row stored before that column, its steps'),
+# the arrays in PostgreSQL's binary form (``array_send``) joined into one ``bytea`` that
+# numpy reads without a Python object per step (``scoring.step_arrays`` reduces them).
+# Reducing each array in SQL, one aggregate per trace, cost three times as much. The
+# aggregates of a group see its rows in the same order, so the three line up.
+STEPS_SQL = """
 WITH v AS ({labelled}),
-traces AS MATERIALIZED (
+traces AS (
   SELECT ts.run_id, v.split, v.label,
-         coalesce(ts.step_scores,
-                  (SELECT array_agg(s.score ORDER BY s.step_index) FROM annotator_stepscore s
-                    WHERE s.run_id = ts.run_id AND s.trace_id = ts.trace_id)) AS scores
+         array_replace(coalesce(ts.step_scores,
+                                (SELECT array_agg(s.score ORDER BY s.step_index)
+                                   FROM annotator_stepscore s
+                                  WHERE s.run_id = ts.run_id AND s.trace_id = ts.trace_id)),
+                       NULL, 'NaN') AS scores
     FROM v
     JOIN annotator_tracescore ts ON ts.run_id = ANY(%(runs)s) AND ts.trace_id = v.trace_id
-),
-negatives AS MATERIALIZED (
-  SELECT run_id, split, array_agg(s ORDER BY s) AS up, array_agg(-s ORDER BY -s) AS down
-    FROM (SELECT run_id, split, scores[label + 1] AS s FROM traces WHERE label <> -1) n
-   WHERE s <> 'NaN'
-   GROUP BY run_id, split
-),
-summaries AS MATERIALIZED (
-  SELECT x.run_id, x.split, x.label, cardinality(x.scores) AS n,
-         x.scores[x.label + 1] AS at, x.scores[cardinality(x.scores)] AS last, m.*
-    FROM traces x LEFT JOIN negatives g USING (run_id, split),
-         LATERAL (
-           SELECT min(low) FILTER (WHERE positive) AS before,
-                  min(low) FILTER (WHERE x.label <> -1 AND i > x.label + 1) AS after,
-                  min(low) FILTER (WHERE i < cardinality(x.scores)) AS before_last,
-                  sum(width_bucket(s, g.up) + cardinality(g.up) - width_bucket(-s, g.down))
-                    FILTER (WHERE positive AND s <> 'NaN') AS u2,
-                  count(*) FILTER (WHERE positive AND s <> 'NaN') AS pos
-             FROM unnest(x.scores) WITH ORDINALITY u(s, i),
-                  LATERAL (SELECT CASE WHEN s = 'NaN' THEN '-Infinity'::real ELSE s END AS low,
-                                  x.label = -1 OR i <= x.label AS positive) p
-         ) m
-   WHERE cardinality(x.scores) > 0
 )
-SELECT 'S', run_id, split, label, coalesce(before, 'Infinity')::float8,
-       CASE WHEN label = -1 THEN 'Infinity'::real
-            ELSE coalesce(nullif(at, 'NaN'), 'Infinity') END::float8,
-       CASE WHEN label = -1 THEN 'Infinity'::real ELSE coalesce(after, 'Infinity') END::float8,
-       CASE WHEN n >= 2 THEN last ELSE 'NaN' END::float8,
-       CASE WHEN n >= 2 THEN before_last ELSE 'NaN' END::float8
-  FROM summaries
-UNION ALL
-SELECT 'U', run_id, split, NULL, sum(u2), sum(pos),
-       count(*) FILTER (WHERE label <> -1 AND at <> 'NaN'), NULL, NULL
-  FROM summaries GROUP BY run_id, split
-{histogram}"""
-
-# Steps per run, class (correct before the first error, the first error, after it) and
-# fine score bin ("H"): for the run's charts only.
-HISTOGRAM_SQL = """UNION ALL
-SELECT 'H', run_id, NULL, cls, bucket, n, NULL, NULL, NULL
-  FROM (SELECT x.run_id,
-               CASE WHEN x.label = -1 OR u.i <= x.label THEN 0
-                    WHEN u.i = x.label + 1 THEN 1 ELSE 2 END AS cls,
-               greatest(1, least({bins}, width_bucket(u.score, 0, 1, {bins}))) AS bucket,
-               count(*) AS n
-          FROM traces x, unnest(x.scores) WITH ORDINALITY u(score, i)
-         WHERE u.score <> 'NaN'
-         GROUP BY 1, 2, 3) h
+SELECT run_id, split, array_agg(label), array_agg(cardinality(scores)),
+       string_agg(array_send(scores), ''::bytea)
+  FROM traces WHERE cardinality(scores) > 0
+ GROUP BY run_id, split
 """
+
 FINE_BINS = 100  # ROC points; the histograms and calibration sum them into HISTOGRAM_BINS
 
 
 @dataclass
 class _RunRows:
-    """What ``RUN_SQL`` returns for one run."""
+    """One run's labelled traces reduced: summaries and Mann-Whitney sums per split,
+    steps per class and fine score bin."""
 
     summaries: dict[str, list[metrics.TraceSummary]] = field(
         default_factory=lambda: defaultdict(list)
@@ -340,6 +297,20 @@ class _RunRows:
     u: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # per split
 
 
+def _binary_float4_arrays(buffer: bytes, lengths: np.ndarray) -> np.ndarray:
+    """The values of one-dimensional ``real[]`` arrays without NULLs in PostgreSQL's
+    binary form (``array_send``), one after another: each is a header of five 4-byte
+    words (dimensions, NULL flag, element type, size, lower bound), then per element
+    its length word and its big-endian value."""
+    words = np.frombuffer(buffer, dtype=">f4")
+    sizes = 5 + 2 * lengths
+    if int(sizes.sum()) != len(words):
+        raise ValueError("the step score arrays are not what STEPS_SQL sends")
+    firsts = np.cumsum(sizes) - sizes + 6  # each array's first value
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return words[np.repeat(firsts, lengths) + 2 * offsets].astype(np.float32)
+
+
 def _run_rows(
     runs: list[ScoringRun],
     filters: Filters,
@@ -347,34 +318,46 @@ def _run_rows(
     *,
     histogram: bool = True,
 ) -> dict[int, _RunRows]:
-    """``RUN_SQL``'s rows for each run, one query for all of them."""
+    """Each run's labelled traces (``STEPS_SQL``, one query for all runs) reduced per
+    split by ``scoring.step_arrays``."""
     found = {run.pk: _RunRows() for run in runs}
     if not runs or labels == {}:
         return found
     if not in_sql():
         return dashboards_portable.run_rows(runs, filters, labels, histogram=histogram)
     labelled, params = _labelled(runs[0].project, filters, labels)
-    sql = RUN_SQL.replace("{labelled}", labelled).replace(
-        "{histogram}", HISTOGRAM_SQL.replace("{bins}", str(FINE_BINS)) if histogram else ""
-    )
     with transaction.atomic(), connection.cursor() as cursor:
-        # The aggregates outgrow the default 4 MB at 100k traces and would spill to
+        # The groups' arrays outgrow the default 4 MB at 100k traces and would spill to
         # disk; the estimate of the old rows' fallback would switch JIT on (200 ms of
         # compiling for nothing). LOCAL ends with this transaction.
         cursor.execute("SET LOCAL work_mem = '64MB'")
         cursor.execute("SET LOCAL jit = off")
-        cursor.execute(sql, {**params, "runs": [run.pk for run in runs]})
+        cursor.execute(
+            STEPS_SQL.replace("{labelled}", labelled),
+            {**params, "runs": [run.pk for run in runs]},
+        )
         rows = cursor.fetchall()
-    summary = metrics.TraceSummary._make
-    for row in rows:
-        kind, run_id, split, label, a, b, c = row[:7]
+    for run_id, split, trace_labels, lengths, buffer in rows:
+        lengths = np.array(lengths, dtype=np.int64)
+        reduced = step_arrays.reduce_traces(
+            np.array(trace_labels, dtype=np.int64),
+            lengths,
+            _binary_float4_arrays(bytes(buffer), lengths),
+            FINE_BINS if histogram else 0,
+        )
         into = found[run_id]
-        if kind == "S":
-            into.summaries[split or NO_SPLIT].append(summary(row[3:]))
-        elif kind == "H":
-            into.fine[STEP_CLASSES[label]][int(a) - 1] += int(b)
-        else:
-            into.u[split or NO_SPLIT] = (int(a or 0), int(b), int(c))
+        split = split or NO_SPLIT
+        into.summaries[split].extend(reduced.summaries)
+        into.u[split] = tuple(
+            a + b
+            for a, b in zip(
+                into.u.get(split, (0, 0, 0)),
+                (reduced.u2, reduced.positives, reduced.negatives),
+                strict=True,
+            )
+        )
+        for name, counts in zip(STEP_CLASSES, reduced.fine, strict=False):
+            into.fine[name] = [a + b for a, b in zip(into.fine[name], counts, strict=True)]
     return found
 
 

@@ -128,7 +128,7 @@ def run_rows(
     *,
     histogram: bool = True,
 ) -> dict[int, _RunRows]:
-    """What ``dashboards.RUN_SQL`` returns for each run, from the rows: each labelled
+    """What ``dashboards._run_rows`` returns for each run, from the rows: each labelled
     trace's summary per split, the Mann-Whitney sums per split over the judged steps
     (the correct ones before the first error, and the first error), and the steps per
     class and fine score bin."""
