@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +39,7 @@ from annotator.models import (
     Project,
     ScoringRun,
 )
-from scoring import metrics, step_arrays
+from scoring import metrics, picks, step_arrays
 
 T = TypeVar("T")
 NO_SPLIT = "(no split)"
@@ -547,157 +547,125 @@ def human_ceiling(project: Project, filters: Filters = Filters()) -> HumanCeilin
 # -- best-of-N ------------------------------------------------------------------------------
 
 
-def _close(x: str, top: str) -> str:
-    """SQL for ``not metrics.distinct(x, top)``."""
-    return f"(abs({top} - {x}) <= {metrics.DISTINCT_BEYOND!r} * (abs({top}) + abs({x})))"
-
-
-def _aggregates(template: str, sep: str = ", ") -> str:
-    """``template`` once per aggregation of ``metrics.AGGREGATIONS``, ``{k}`` its index."""
-    return sep.join(template.format(k=k) for k in range(len(metrics.AGGREGATIONS)))
-
-
-# Best-of-N in the database: each problem's picks (``metrics.Picks``), counted per run,
-# among its model solutions: a reference trace (the dataset's own solution, correct by
-# definition) is no candidate, or every problem with one scores 100 on pass and majority
-# (``scoring evaluate`` skips them alike).
-# for the problems where the SQL can tell them apart as ``metrics.pick`` would: every
-# aggregate finite, and the highest one either unique or an exact tie (first trace
-# wins) among values ``metrics.distinct`` from the rest; vote totals must be distinct
-# outright (their sums' order differs from Python's). The other problems come back as
-# ids, and their solutions go through ``metrics.problem_picks``. a0..a3:
-# ``metrics.AGGREGATIONS``. A pick is the lowest ``id * 2 + correct`` among the
-# solutions at the highest value: the first solution on a tie, and whether its answer
-# is right. Only the picks are looked up in the human verdicts (what humans said of
-# their steps), not every solution: the verdicts never enter the sorts.
-BEST_OF_N_SQL = f"""
-WITH v AS ({{labelled}}),
-traces AS (
-  -- Answers compare as bytes: grouping is the same, sorting a third cheaper.
-  SELECT t.id, t.problem_id, nullif(t.final_answer, '') COLLATE "C" AS answer,
-         t.final_answer_correct AS correct, t.final_answer_correct::int AS code
-    FROM annotator_trace t
-   WHERE t.project_id = %(project)s {{trace_filter}} AND t.final_answer_correct IS NOT NULL
-     AND t.generator <> %(reference)s
-),
-solutions AS (
-  SELECT ts.run_id, x.*,
-         ts.min_score::float8 AS a0,
-         -- exp() raises on underflow: such products are left to Python.
-         CASE WHEN ts.log_product = '-Infinity' THEN 0
-              WHEN ts.log_product BETWEEN -700 AND 700 THEN exp(ts.log_product) END AS a1,
-         ts.last_score::float8 AS a2, ts.mean_score AS a3
-    FROM traces x JOIN annotator_tracescore ts ON ts.trace_id = x.id AND ts.run_id = ANY(%(runs)s)
-),
--- Sorted once by problem and answer: the answers' groups and the votes' window follow.
-topped AS (
-  SELECT s.*, {_aggregates("max(a{k}) OVER w AS top{k}")}, count(*) OVER w AS size
-    FROM solutions s
-  WINDOW w AS (PARTITION BY run_id, problem_id ORDER BY answer
-               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-),
-answers AS (
-  SELECT run_id, problem_id, answer, min(id) AS first, bool_or(correct) AS correct,
-         count(*) AS n, sum(size) AS size,
-         coalesce(bool_and({_aggregates("abs(a{k}) < 'Infinity'", " AND ")}), false) AS finite,
-         {_aggregates("sum(a{k}) AS t{k}")},
-         {_aggregates("min(id * 2 + code) FILTER (WHERE a{k} = top{k}) AS pick{k}")},
-         bool_or({_aggregates("a{k} <> top{k} AND " + _close("a{k}", "top{k}"), " OR ")}) AS close
-    FROM topped WHERE size >= 2
-   GROUP BY run_id, problem_id, answer
-),
-voted AS (
-  SELECT a.*, {_aggregates("max(t{k}) FILTER (WHERE answer IS NOT NULL) OVER w AS m{k}")},
-         max(n) FILTER (WHERE answer IS NOT NULL) OVER w AS most
-    FROM answers a WINDOW w AS (PARTITION BY run_id, problem_id)
-),
-picked AS (
-  SELECT run_id, problem_id, bool_or(correct) AS any_correct,
-         {_aggregates("min(pick{k}) AS pick{k}")},
-         {_aggregates("coalesce(min(first * 2 + correct::int) FILTER (WHERE answer IS NOT NULL AND t{k} = m{k}) %% 2 = 1, false) AS vote{k}")},
-         coalesce(min(first * 2 + correct::int) FILTER (WHERE answer IS NOT NULL AND n = most) %% 2 = 1, false) AS majority,
-         NOT bool_and(finite) OR bool_or(close)
-           OR {_aggregates("count(*) FILTER (WHERE answer IS NOT NULL AND " + _close("t{k}", "m{k}") + ") > 1", " OR ")} AS undecided
-    FROM voted GROUP BY run_id, problem_id
-),
--- What each pick tells: 3 if its answer is right, plus 0/1/2 for steps
--- unlabelled/right/wrong.
-judged AS (
-  SELECT p.run_id, p.vote0, p.vote1, p.vote2, p.vote3, p.majority, p.any_correct,
-         {_aggregates("(p.pick{k} %% 2) * 3 + CASE WHEN v{k}.label IS NULL THEN 0 WHEN v{k}.label = -1 THEN 1 ELSE 2 END AS pick{k}")}
-    FROM picked p
-    {_aggregates("LEFT JOIN v v{k} ON v{k}.trace_id = p.pick{k} / 2", " ")}
-   WHERE NOT p.undecided
-)
-SELECT run_id, count(*), NULL::bigint[], pick0, pick1, pick2, pick3, vote0, vote1, vote2,
-       vote3, majority, any_correct
-  FROM judged
- GROUP BY run_id, pick0, pick1, pick2, pick3, vote0, vote1, vote2, vote3, majority, any_correct
-UNION ALL
-SELECT run_id, 0, array_agg(problem_id), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL
-  FROM picked WHERE undecided GROUP BY run_id
+# Best-of-N: each problem's picks (``metrics.Picks``) among its model solutions that a
+# run scored, counted by ``scoring.picks`` from arrays (the problems it cannot decide
+# go through ``metrics.problem_picks``). A reference trace (the dataset's own solution,
+# correct by definition) is no candidate, or every problem with one scores 100 on pass
+# and majority (``scoring evaluate`` skips them alike). The arrays come in PostgreSQL's
+# binary form (``array_send``), which numpy reads without a Python object per value;
+# picking in SQL, with windows and groups over every solution, took 600 to 900 ms a run
+# at 100k traces.
+CANDIDATES_SQL = """
+SELECT array_send(coalesce(array_agg(t.id), '{{}}')),
+       array_send(coalesce(array_agg(t.problem_id), '{{}}')),
+       array_send(coalesce(array_agg(t.final_answer_correct), '{{}}')),
+       array_agg(nullif(t.final_answer, ''))
+  FROM annotator_trace t
+ WHERE t.project_id = %(project)s {trace_filter} AND t.final_answer_correct IS NOT NULL
+   AND t.generator <> %(reference)s
 """
-# ``code`` % 3 of a pick: what humans said of its steps.
-_WRONG_STEP = (None, False, True)
+# Each run's aggregates per trace (NaN where unknown: such problems are left to
+# ``_solutions``), the product as a sum of logs.
+AGGREGATES_SQL = """
+SELECT run_id, array_send(array_agg(trace_id)),
+       array_send(array_agg(coalesce(min_score::float8, 'NaN'))),
+       array_send(array_agg(coalesce(log_product, 'NaN'))),
+       array_send(array_agg(coalesce(last_score::float8, 'NaN'))),
+       array_send(array_agg(coalesce(mean_score, 'NaN')))
+  FROM annotator_tracescore WHERE run_id = ANY(%(runs)s)
+ GROUP BY run_id
+"""
+
+
+def _binary_array(buffer: bytes, dtype: str) -> np.ndarray:
+    """A one-dimensional array without NULLs in PostgreSQL's binary form
+    (``array_send``): a header (dimensions, NULL flag, element type, then per dimension
+    its size and lower bound), then each element as its 4-byte length and its
+    big-endian value."""
+    if int.from_bytes(buffer[:4], "big") == 0:  # no dimensions: empty
+        return np.zeros(0, dtype)
+    element = np.dtype([("length", ">i4"), ("value", ">" + dtype)])
+    return np.frombuffer(buffer, dtype=element, offset=20)["value"].astype(dtype)
+
+
+def _products(log_products: np.ndarray) -> np.ndarray:
+    """exp of each sum of logs; NaN where ``math.exp`` would overflow or the value is
+    far from any score (such problems are left to ``_solutions``)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        products = np.exp(np.where(np.abs(log_products) <= 700, log_products, np.nan))
+    return np.where(log_products == -np.inf, 0.0, products)
 
 
 def runs_best_of_n(
     runs: list[ScoringRun], filters: Filters = Filters(), labels: dict[int, int] | None = None
 ) -> dict[int, tuple[int, dict[str, float]]]:
     """``{run id: (problems, accuracy per selection rule)}`` over the problems with 2+
-    solutions of known final-answer correctness that each run scored, one query for
-    all runs: ``metrics.best_of_n_from_picks`` of the picks the database counts
-    (``BEST_OF_N_SQL``) and of those that ``metrics.problem_picks`` finds for the
-    problems it leaves (``_solutions``)."""
+    solutions of known final-answer correctness that each run scored: the picks that
+    ``scoring.picks`` counts from every solution's aggregates (``CANDIDATES_SQL`` and
+    ``AGGREGATES_SQL``, one query each for all runs), and those that
+    ``metrics.problem_picks`` finds for the problems it leaves (``_solutions``)."""
     if not runs:
         return {}
     project = runs[0].project
+    if labels is None:
+        labels = verdicts(project, filters)
     if not in_sql():
-        if labels is None:
-            labels = verdicts(project, filters)
         return {run.pk: dashboards_portable.best_of_n(run, filters, labels) for run in runs}
     trace_filter, params = filters.sql()
-    labelled, labelled_params = _labelled(project, filters, labels)
-    picks: dict[int, Counter[metrics.Picks]] = {run.pk: Counter() for run in runs}
-    undecided: dict[int, list[int]] = {}
-    sql = BEST_OF_N_SQL.replace("{labelled}", labelled).replace("{trace_filter}", trace_filter)
-    params = {
-        **params,
-        **labelled_params,
-        "project": project.pk,
-        "runs": [run.pk for run in runs],
-        "reference": REFERENCE_GENERATOR,
-    }
     with transaction.atomic(), connection.cursor() as cursor:
-        # Its sorts outgrow the default 4 MB at 25k problems and would spill to disk;
-        # JIT would compile its many expressions for longer than they run. LOCAL ends
-        # with this transaction.
-        cursor.execute("SET LOCAL work_mem = '64MB'")
-        cursor.execute("SET LOCAL jit = off")
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    for run_id, count, left, *codes in rows:
-        if not count:  # the row of the problems left to Python
-            undecided[run_id] = left or []
-            continue
-        picks[run_id][
-            metrics.Picks(
-                best_correct=tuple(code >= 3 for code in codes[0:4]),
-                best_wrong_step=tuple(_WRONG_STEP[code % 3] for code in codes[0:4]),
-                vote_correct=tuple(codes[4:8]),
-                majority_correct=codes[8],
-                any_correct=codes[9],
-            )
-        ] += count
+        cursor.execute(
+            CANDIDATES_SQL.format(trace_filter=trace_filter),
+            {**params, "project": project.pk, "reference": REFERENCE_GENERATOR},
+        )
+        [(ids, problems, correct, answers)] = cursor.fetchall()
+        cursor.execute(AGGREGATES_SQL, {"runs": [run.pk for run in runs]})
+        per_run = cursor.fetchall()
+    ids, problems = _binary_array(bytes(ids), "i8"), _binary_array(bytes(problems), "i8")
+    correct = _binary_array(bytes(correct), "?")
+    answer_ids: dict[str, int] = {}
+    answer = np.array(
+        [-1 if a is None else answer_ids.setdefault(a, len(answer_ids)) for a in answers or []],
+        dtype=np.int64,
+    )
+    order = np.lexsort((ids, problems))  # by problem, then trace: the first wins ties
+    ids, problems, correct, answer = ids[order], problems[order], correct[order], answer[order]
+    by_id = np.argsort(ids)
+    labelled_ids = np.fromiter(labels, np.int64, len(labels))
+    labelled_codes = np.where(
+        np.fromiter(labels.values(), np.int64, len(labels)) == -1,
+        picks.RIGHT_STEPS,
+        picks.WRONG_STEP,
+    )
+    labelled = np.full(len(ids), picks.NOT_LABELLED)
+    if len(labelled_ids):
+        at = np.searchsorted(ids, labelled_ids, sorter=by_id).clip(max=len(ids) - 1)
+        hit = ids[by_id[at]] == labelled_ids if len(ids) else np.zeros(len(at), bool)
+        labelled[by_id[at[hit]]] = labelled_codes[hit]
     found = {}
+    scored = {run_id: rest for run_id, *rest in per_run}
     for run in runs:
-        if undecided.get(run.pk):
-            if labels is None:
-                labels = verdicts(project, filters)
-            for solutions in _solutions(run, filters, labels, undecided[run.pk]):
-                picks[run.pk][metrics.problem_picks(solutions)] += 1
-        found[run.pk] = (sum(picks[run.pk].values()), metrics.best_of_n_from_picks(picks[run.pk]))
+        values = np.full((len(ids), len(metrics.AGGREGATIONS)), np.nan)
+        has = np.zeros(len(ids), bool)
+        if run.pk in scored and len(ids):
+            trace_ids, *columns = (bytes(b) for b in scored[run.pk])
+            trace_ids = _binary_array(trace_ids, "i8")
+            at = np.searchsorted(ids, trace_ids, sorter=by_id).clip(max=len(ids) - 1)
+            hit = ids[by_id[at]] == trace_ids
+            rows = by_id[at[hit]]
+            has[rows] = True
+            low, log_product, last, mean = (_binary_array(c, "f8")[hit] for c in columns)
+            for k, column in enumerate((low, _products(log_product), last, mean)):
+                values[rows, k] = column
+        counted = picks.count_picks(
+            problems[has], answer[has], correct[has], values[has], labelled[has]
+        )
+        if counted.undecided:
+            for solutions in _solutions(run, filters, labels, counted.undecided):
+                counted.picks[metrics.problem_picks(solutions)] += 1
+        found[run.pk] = (
+            sum(counted.picks.values()),
+            metrics.best_of_n_from_picks(counted.picks),
+        )
     return found
 
 
