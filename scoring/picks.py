@@ -118,21 +118,29 @@ def count_picks(
     majority = winner(a_count.astype(np.float64))
     any_correct = np.logical_or.reduceat(correct, starts)
 
-    codes = np.column_stack(
-        [*best_correct, *best_label, *vote_correct, majority, any_correct]
-    ).astype(np.int64)[~undecided]
+    # Each decided problem's picks as one number (a digit per rule: base 3 for what
+    # humans said, base 2 for the rest), so that counting them is one integer sort.
+    columns = [*best_correct, *best_label, *vote_correct, majority, any_correct]
+    width = len(AGGREGATIONS)
+    bases = [2] * width + [3] * width + [2] * (width + 2)
+    keys = np.zeros(n_problems, np.int64)
+    for column, base in zip(columns, bases, strict=True):
+        keys = keys * base + column.astype(np.int64)
+    unique, counts = np.unique(keys[~undecided], return_counts=True)
     found: Counter[Picks] = Counter()
-    if len(codes):
-        unique, counts = np.unique(codes, axis=0, return_counts=True)
-        width = len(AGGREGATIONS)
-        for code, count in zip(unique.tolist(), counts.tolist(), strict=True):
-            found[
-                Picks(
-                    best_correct=tuple(bool(c) for c in code[0:width]),
-                    best_wrong_step=tuple(_WRONG_STEP[c] for c in code[width : 2 * width]),
-                    vote_correct=tuple(bool(c) for c in code[2 * width : 3 * width]),
-                    majority_correct=bool(code[3 * width]),
-                    any_correct=bool(code[3 * width + 1]),
-                )
-            ] += count
+    for key, count in zip(unique.tolist(), counts.tolist(), strict=True):
+        code = []
+        for base in reversed(bases):
+            key, digit = divmod(key, base)
+            code.append(digit)
+        code.reverse()
+        found[
+            Picks(
+                best_correct=tuple(bool(c) for c in code[0:width]),
+                best_wrong_step=tuple(_WRONG_STEP[c] for c in code[width : 2 * width]),
+                vote_correct=tuple(bool(c) for c in code[2 * width : 3 * width]),
+                majority_correct=bool(code[3 * width]),
+                any_correct=bool(code[3 * width + 1]),
+            )
+        ] += count
     return CountedPicks(found, problem[starts][undecided].tolist())
