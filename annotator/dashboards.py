@@ -1,9 +1,12 @@
-"""The figures of a project's dashboard: PostgreSQL reduces the runs' step scores (each
-labelled trace's array, ``TraceScore.step_scores``) to one row per labelled trace and
-run (``scoring.metrics.TraceSummary``), to Mann-Whitney sums per split and to counts
-per score bin, and ``scoring.metrics`` computes every number from those rows, the same
-functions that ``python -m scoring evaluate`` runs on an export. The runs a request
-shows share one query. No view loops over steps.
+"""The figures of a project's dashboard. PostgreSQL finds the labelled traces (the
+verdicts, with the filters) and sends each run's step scores for them (each trace's
+array, ``TraceScore.step_scores``) per split as one binary string; numpy reduces those
+to one ``scoring.metrics.TraceSummary`` per trace, to Mann-Whitney sums and to counts
+per score bin (``scoring.step_arrays``), and ``scoring.metrics`` computes every number
+from them, the same functions that ``python -m scoring evaluate`` runs on an export.
+Best-of-N reads every solution's aggregates the same way and ``scoring.picks`` counts
+the picks. The runs a request shows share one query. Nothing loops over steps or
+problems in Python.
 
 Without PostgreSQL (the embedded SQLite demo) each public function here hands over to
 ``annotator/dashboards_portable.py``, which computes the same figures in Python from the
