@@ -262,8 +262,9 @@ def right_answer_wrong_process_rate(
 # -- per-trace summaries: the figures from one row per trace --------------------------------
 #
 # Every threshold figure above depends on a trace's step scores only through a few
-# minima, so a database can reduce a trace's steps to one ``TraceSummary`` row (window
-# functions) and the dashboards compute the same numbers as ``evaluate`` from those rows.
+# minima, so many traces' steps can be reduced to one ``TraceSummary`` each at once
+# (``scoring.step_arrays``) and the dashboards compute the same numbers as ``evaluate``
+# from those rows.
 # A NaN score (no verdict) stops ``first_error`` with NO_PREDICTION, which is never right:
 # in a summary it counts as -inf in a minimum (some step "fires" there, wrongly) and as
 # +inf at the labelled step (it never fires as the right one).
@@ -512,8 +513,8 @@ def solution_aggregates(step_scores: Sequence[float]) -> dict[str, float]:
 
 # Two aggregates further apart than this share of their magnitudes never compare equal
 # (nor swap) after :func:`comparable`, whose rounding moves a value by at most 5e-9 of
-# it: a database may pick the higher of two such values itself and leave only closer
-# ones, and exact ties (first wins), to :func:`pick`.
+# it: a vectorised pick (``scoring.picks``) may take the higher of two such values
+# itself and leave only closer ones, and exact ties (first wins), to :func:`pick`.
 DISTINCT_BEYOND = 1e-7
 
 
@@ -543,7 +544,7 @@ class Picks:
     :data:`AGGREGATIONS` order: whether best-of-N's solution is right, whether humans
     found an error in its steps (None: unlabelled), whether the weighted vote's answer is
     right; and whether the majority answer is right, whether any solution is. Problems
-    with equal picks count together, so a database can hand over counts of them."""
+    with equal picks count together, so ``scoring.picks`` can hand over counts of them."""
 
     best_correct: tuple[bool, ...]
     best_wrong_step: tuple[bool | None, ...]
