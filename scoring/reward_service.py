@@ -37,6 +37,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from scoring import strict_json
 from scoring.chat_queries import split_query
 from scoring.engine import DEFAULT_BATCH_TOKENS
 from scoring.reward_engine import (
@@ -249,24 +250,9 @@ async def _read_json(request: Any, max_body_bytes: int) -> Any:
             raise BadRequest("body", f"is over {max_body_bytes} bytes", 413)
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks), parse_constant=_no_constant, parse_float=_finite)
-    except (ValueError, UnicodeDecodeError) as error:
+        return strict_json.loads(b"".join(chunks))
+    except strict_json.NotJSON as error:
         raise BadRequest("body", f"is not JSON: {error}") from None
-    except RecursionError:
-        raise BadRequest("body", "is nested too deeply") from None
-
-
-def _no_constant(name: str) -> Any:
-    """``NaN`` and ``Infinity`` are not JSON, though Python's parser takes them."""
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    """A number past a float (``1e999``) would read as infinity."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is out of range")
-    return value
 
 
 def build_app(
