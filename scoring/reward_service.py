@@ -410,7 +410,9 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="how long an idle model waits for more requests to batch with",
     )
-    parser.add_argument("--max-batch-items", type=int, default=512)
+    parser.add_argument(
+        "--max-batch-items", type=int, default=512, help="rollouts per pass at most"
+    )
     parser.add_argument(
         "--no-batching", action="store_true", help="one model call per request (for comparison)"
     )
