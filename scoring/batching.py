@@ -70,7 +70,7 @@ def pick_batch(
     >>> pick_batch([7, 100, 0, 5, 98], batch_tokens=250)
     [0, 2, 3]
     """
-    limit = len(lengths) if max_items is None else max_items
+    limit = len(lengths) if max_items is None else max(1, max_items)
     free = [i for i, n in enumerate(lengths) if n == 0]
     waiting = [i for i, n in enumerate(lengths) if n > 0]
     if not waiting:

@@ -52,13 +52,13 @@ def test_a_pass_takes_the_planned_batch_of_the_oldest_item() -> None:
     st.lists(st.integers(0, 400), min_size=1, max_size=40),
     st.integers(50, 2000),
     st.sampled_from([None, 0.0, 0.1, 0.5]),
-    st.sampled_from([None, 1, 3, 16]),
+    st.sampled_from([None, 0, 1, 3, 16]),
 )
 def test_a_picked_pass_holds_the_oldest_and_neighbouring_lengths_within_the_bounds(
     lengths: list[int], budget: int, max_padding: float | None, max_items: int | None
 ) -> None:
     picked = pick_batch(lengths, budget, max_padding, max_items)
-    limit = len(lengths) if max_items is None else max_items
+    limit = len(lengths) if max_items is None else max(1, max_items)
     assert picked == sorted(set(picked)) and 1 <= len(picked) <= limit
     costly = [i for i in picked if lengths[i] > 0]
     waiting = [i for i, n in enumerate(lengths) if n > 0]
