@@ -4,7 +4,8 @@ A Qwen2.5-Math-PRM-shaped model (random weights, 2 layers, hidden 256, a BPE tok
 trained on the traces) scores ProcessBench-GSM8K traces these ways, in one run:
 
 (a) a bare batched ``score_traces`` over all the traces in this process (the limit), packed
-    as the services pack them (``--max-padding``, given to both);
+    as the services pack them (``--max-padding``, given to both; by default the service's
+    default for the device: 0.1 on a CPU);
 (b) ``python -m scoring serve`` (batching on), 64 concurrent clients each posting single
     rollouts to ``/v1/rewards`` until the traces are done;
 (c) the same service with ``--no-batching`` (one model call per request), same load;
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from scoring.adapters import load_adapter  # noqa: E402
 from scoring.engine import score_traces  # noqa: E402
 from scoring.formats import read_traces  # noqa: E402
+from scoring.reward_service import default_max_padding  # noqa: E402
 from scoring.tiny import build_qwen_prm  # noqa: E402
 from scoring.types import Trace  # noqa: E402
 from tests.scoring.reward_servers import ServiceProcess, free_port, scoring_serve  # noqa: E402
@@ -99,7 +101,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--batch-tokens", type=int, default=16384)
     parser.add_argument(
-        "--max-padding", type=float, help="padding share a pass may carry, (a) and services"
+        "--max-padding",
+        type=float,
+        help="padding share a pass may carry, (a) and services (default: the service's)",
     )
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=256)
@@ -119,6 +123,8 @@ def main() -> None:
         )
         adapter = load_adapter("qwen-prm", str(model), device=args.device)
         padding = args.max_padding
+        if padding is None:
+            padding = default_max_padding(adapter)
         modes = {
             "batched": [],
             "unbatched": ["--no-batching"],

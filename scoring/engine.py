@@ -61,6 +61,7 @@ def score_traces(
     check: Callable[[], None] | None = None,
     check_every: float = CHECK_EVERY_SECONDS,
     max_padding: float | None = None,
+    encodings: Sequence[Any] | None = None,
 ) -> Iterator[StepScores]:
     """Per-step scores for each trace, yielded in input order.
 
@@ -75,6 +76,10 @@ def score_traces(
     scores, each trace a model adapter encodes and each batch it runs, at most once per
     ``check_every`` seconds; it stops the scoring by raising. So a cancel is noticed
     within a trace or a batch, not only between the caller's chunks.
+
+    ``encodings`` holds the model adapter's encodings made beforehand, one per trace (those
+    with no steps are never read): the reward service encodes rollouts as they arrive, to
+    choose by length which of them share a forward pass, and does not encode them twice.
     """
     total = len(traces)
     checkpoint = _Checks(check, check_every)
@@ -99,7 +104,7 @@ def score_traces(
     encoded = {}
     for i in to_score:
         checkpoint()
-        encoded[i] = adapter.encode(traces[i])
+        encoded[i] = adapter.encode(traces[i]) if encodings is None else encodings[i]
     lengths = {i: len(e.input_ids) for i, e in encoded.items()}
     next_out = 0
     done = len(results)

@@ -2,15 +2,17 @@
 success grade, the rollout records, the service's counters.
 
 :class:`RewardEngine` owns the loaded adapter. Requests hand it their rollouts; with
-batching on, the rollouts of every request that arrives while the model is busy (or within
-``max_wait_s`` of an idle model) go through :func:`scoring.engine.score_traces` together,
-which packs them into forward passes of at most ``batch_tokens`` padded tokens. A group
-stays open while requests keep arriving within ``max_wait_s`` of each other (a burst), at
-most ``BURST_WAITS`` times that. So sixty-four trainer processes sending one rollout each
-cost about one batched call. With batching off each request gets its own call (the
-benchmark's baseline).
+batching on, a thread of the model's own encodes them as they arrive into a pool of
+rollouts waiting, and each forward pass takes from that pool the oldest rollout and those
+nearest its length, up to ``batch_tokens`` padded tokens (:func:`scoring.batching.
+pick_batch`), through :func:`scoring.engine.score_traces`. A request is answered as soon
+as its last rollout is scored, so its client sends again while the next pass runs and the
+pool stays full. An idle model waits for a burst (requests that arrive within
+``max_wait_s`` of each other, at most ``BURST_WAITS`` times that). So sixty-four trainer
+processes sending one rollout each cost about one batched call over all of them. With
+batching off each request gets its own call (the benchmark's baseline).
 
-The model runs on one thread of its own, never on the event loop. Grading against a ground
+The model never runs on the event loop. Grading against a ground
 truth runs in a pool of processes, whose main thread math-verify's signal timeout needs.
 """
 
@@ -29,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from scoring.batching import pick_batch
 from scoring.engine import DEFAULT_BATCH_TOKENS, score_traces
 from scoring.metrics import first_error
 from scoring.rewards import apply_transform, get_transform, grade_success, transform_label
@@ -471,8 +474,9 @@ class RewardEngine:
         self.log = RolloutLog(log, self.metrics, journal) if log is not None else None
         self._model = ThreadPoolExecutor(1, thread_name_prefix="reward-model")
         self._grader: ProcessPoolExecutor | None = None
-        self._queue: asyncio.Queue[tuple[list[Rollout], asyncio.Future]] | None = None
-        self._worker: asyncio.Task | None = None
+        # batching on: (rollouts, settle) of each request for the model thread; None stops it
+        self._inbox: queue.SimpleQueue[tuple[list[Rollout], Settled] | None] | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def model_name(self) -> str:
@@ -480,12 +484,14 @@ class RewardEngine:
 
     async def start(self) -> None:
         if self.settings.batching:
-            self._queue = asyncio.Queue()
-            self._worker = asyncio.create_task(self._batch_loop())
+            self._inbox = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._batches, name="reward-model", daemon=True)
+            self._thread.start()
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        if self._inbox is not None and self._thread is not None:
+            self._inbox.put(None)
+            await asyncio.to_thread(self._thread.join, 30)
         self._model.shutdown(wait=True, cancel_futures=True)
         if self._grader is not None:
             self._grader.shutdown(wait=False, cancel_futures=True)
@@ -496,14 +502,14 @@ class RewardEngine:
         """The rewards of one request's rollouts, in order; a :class:`ModelError` when the
         adapter fails on them (other requests batched with them are scored without them)."""
         loop = asyncio.get_running_loop()
-        if self._queue is not None:
+        if self._inbox is not None:
             future: asyncio.Future = loop.create_future()
-            self._queue.put_nowait((rollouts, future))
+            self._inbox.put(
+                (rollouts, lambda result: loop.call_soon_threadsafe(_settle, future, result))
+            )
             scores = await future
         else:
-            scores = (await loop.run_in_executor(self._model, self._score_groups, [rollouts]))[0]
-            if isinstance(scores, Exception):
-                raise scores
+            scores = await loop.run_in_executor(self._model, self._score_alone, rollouts)
         successes = await self._grade(rollouts)
         try:
             rewards = [
@@ -516,64 +522,140 @@ class RewardEngine:
             await self.log.commit([reward.as_record(self.settings) for reward in rewards])
         return rewards
 
-    async def _batch_loop(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        wait = self.settings.max_wait_s
+    def _batches(self) -> None:
+        """The model thread with batching on. Each turn it takes the requests that came
+        (when idle, a burst: see :meth:`_take`), encodes their rollouts into a pool of
+        those waiting, and runs one forward pass picked from the pool by length
+        (:func:`scoring.batching.pick_batch`); a request is answered as soon as its last
+        rollout is scored. So the rollouts that arrive while a pass runs join the next
+        one, and a pass packs similar lengths out of everything waiting rather than
+        whatever lengths came together."""
+        s = self.settings
+        pool: list[tuple[_Waiting, int]] = []  # (request, rollout index), oldest first
         while True:
-            group = [await self._queue.get()]
-            count = len(group[0][0])
-            # A burst (trainer processes answered together send again together) joins one
-            # group: take requests while each comes within ``wait`` of the one before, for
-            # at most BURST_WAITS waits, so a lone request waits ``wait`` only.
-            closes = loop.time() + BURST_WAITS * wait
-            while count < self.settings.max_batch_items:
-                if self._queue.empty():
-                    left = min(wait, closes - loop.time())
-                    if left <= 0:
-                        break
-                    try:
-                        group.append(await asyncio.wait_for(self._queue.get(), left))
-                    except TimeoutError:
-                        break
-                else:
-                    group.append(self._queue.get_nowait())
-                count += len(group[-1][0])
-            try:
-                results = await loop.run_in_executor(
-                    self._model, self._score_groups, [rollouts for rollouts, _ in group]
+            arrivals = self._take(idle=not pool)
+            if arrivals is None:
+                return
+            started = time.perf_counter()
+            for rollouts, settle in arrivals:
+                waiting = self._encode(rollouts, settle)
+                if waiting is not None:
+                    pool += [(waiting, i) for i in range(len(rollouts))]
+            encode_seconds = time.perf_counter() - started
+            if not pool:
+                continue
+            picked = set(
+                pick_batch(
+                    [waiting.lengths[i] for waiting, i in pool],
+                    s.batch_tokens,
+                    s.max_padding,
+                    s.max_batch_items,
                 )
-            except Exception as error:  # the executor itself failed: fail this group only
-                results = [ModelError(str(error))] * len(group)
-            for (_, future), result in zip(group, results, strict=True):
-                if future.done():  # the client went away
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+            )
+            self._run_pass([item for j, item in enumerate(pool) if j in picked], encode_seconds)
+            pool = [item for j, item in enumerate(pool) if j not in picked and not item[0].failed]
 
-    def _score_groups(self, groups: list[list[Rollout]]) -> list[list[StepScores] | Exception]:
-        """On the model thread: every group's rollouts in one ``score_traces`` call; when it
-        fails and there are several groups, each group alone, so one request's bad rollout
-        fails that request only."""
+    def _take(self, idle: bool) -> list[tuple[list[Rollout], Settled]] | None:
+        """The requests in the inbox (None: close). An idle model waits for the first one,
+        then takes a burst (trainer processes answered together send again together):
+        requests while each comes within ``max_wait_s`` of the one before, for at most
+        BURST_WAITS waits, so a lone request waits ``max_wait_s`` only."""
+        assert self._inbox is not None
+        s = self.settings
+        arrivals: list[tuple[list[Rollout], Settled]] = []
+        count = 0
+        closes = time.monotonic()  # a busy model takes what came, and waits for nothing
+        if idle:
+            first = self._inbox.get()
+            if first is None:
+                return None
+            arrivals.append(first)
+            count = len(first[0])
+            closes = time.monotonic() + BURST_WAITS * s.max_wait_s
+        while count < s.max_batch_items:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                left = min(s.max_wait_s, closes - time.monotonic())
+                if left <= 0:
+                    break
+                try:
+                    item = self._inbox.get(timeout=left)
+                except queue.Empty:
+                    break
+            if item is None:
+                return None
+            arrivals.append(item)
+            count += len(item[0])
+        return arrivals
+
+    def _encode(self, rollouts: list[Rollout], settle: Settled) -> _Waiting | None:
+        """A request's rollouts encoded for the pool (a model-free adapter's, and those
+        with no steps, at length 0: they add nothing to a pass); None when there is
+        nothing to wait for: no rollouts (answered now), or one the adapter cannot encode
+        (the request gets a :class:`ModelError`)."""
+        if not rollouts:
+            settle([])
+            return None
+        encode = getattr(self.adapter, "encode", None)
         try:
-            flat = self._score([r for group in groups for r in group])
+            encodings = [
+                encode(_trace(r, i)) if encode is not None and r.steps else None
+                for i, r in enumerate(rollouts)
+            ]
         except Exception as error:
-            if len(groups) == 1:
-                return [ModelError(f"{type(error).__name__}: {error}")]
-            return [self._score_groups([group])[0] for group in groups]
-        out: list[list[StepScores] | Exception] = []
-        start = 0
-        for group in groups:
-            out.append(flat[start : start + len(group)])
-            start += len(group)
-        return out
+            settle(ModelError(f"{type(error).__name__}: {error}"))
+            return None
+        return _Waiting(
+            rollouts,
+            settle,
+            encodings,
+            [0 if e is None else len(e.input_ids) for e in encodings],
+            [None] * len(rollouts),
+            len(rollouts),
+        )
 
-    def _score(self, rollouts: list[Rollout]) -> list[StepScores]:
-        traces = [
-            Trace(problem=r.problem, steps=r.steps, id=str(i)) for i, r in enumerate(rollouts)
-        ]
+    def _run_pass(self, items: list[tuple[_Waiting, int]], extra_seconds: float) -> None:
+        """Score ``items`` in one ``score_traces`` call and answer the requests they
+        complete. When it fails and the items are of several requests, each request's
+        items alone, so one request's bad rollout fails that request only."""
+        try:
+            results = self._score(
+                [waiting.rollouts[i] for waiting, i in items],
+                [waiting.encodings[i] for waiting, i in items],
+                extra_seconds,
+            )
+        except Exception as error:
+            requests = list({id(waiting): waiting for waiting, _ in items}.values())
+            if len(requests) == 1:
+                requests[0].failed = True
+                requests[0].settle(ModelError(f"{type(error).__name__}: {error}"))
+                return
+            for request in requests:
+                self._run_pass([item for item in items if item[0] is request], 0.0)
+            return
+        for (waiting, i), result in zip(items, results, strict=True):
+            waiting.scores[i] = result
+            waiting.left -= 1
+            if waiting.left == 0:
+                waiting.settle(waiting.scores)
+
+    def _score_alone(self, rollouts: list[Rollout]) -> list[StepScores]:
+        """On the model thread, batching off: one request's rollouts in one call."""
+        try:
+            return self._score(rollouts)
+        except Exception as error:
+            raise ModelError(f"{type(error).__name__}: {error}") from None
+
+    def _score(
+        self,
+        rollouts: list[Rollout],
+        encodings: list[Any] | None = None,
+        extra_seconds: float = 0.0,
+    ) -> list[StepScores]:
+        """``score_traces`` over ``rollouts`` (their ``encodings`` made before, if given);
+        the metrics count ``extra_seconds`` (the encoding) with the call's own."""
+        traces = [_trace(r, i) for i, r in enumerate(rollouts)]
         started = time.perf_counter()
         results = list(
             score_traces(
@@ -581,9 +663,10 @@ class RewardEngine:
                 traces,
                 self.settings.batch_tokens,
                 max_padding=self.settings.max_padding,
+                encodings=encodings,
             )
         )
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started + extra_seconds
         self.metrics.batch(len(results), sum(r.n_tokens for r in results), seconds)
         return results
 
@@ -639,6 +722,37 @@ class RewardEngine:
             success=success,
             n_tokens=result.n_tokens,
         )
+
+
+Settled = Callable[[Any], None]  # answers a request: its scores, or the exception it gets
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A request whose rollouts wait in the model thread's pool: their encodings and
+    lengths, the scores so far, how many are left."""
+
+    rollouts: list[Rollout]
+    settle: Settled
+    encodings: list[Any]
+    lengths: list[int]
+    scores: list[StepScores | None]
+    left: int
+    failed: bool = False
+
+
+def _settle(future: asyncio.Future, result: Any) -> None:
+    """On the event loop: a request's scores or exception (unless its client went away)."""
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+def _trace(rollout: Rollout, index: int) -> Trace:
+    return Trace(problem=rollout.problem, steps=rollout.steps, id=str(index))
 
 
 def _response_text(rollout: Rollout) -> str:

@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,17 @@ DEFAULT_PORT = 8300
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_ITEMS = 1024
 TOKEN_ENV = "STEPWISE_REWARD_TOKEN"
+CPU_MAX_PADDING = 0.1
+
+
+def default_max_padding(adapter: Any) -> float | None:
+    """``--max-padding`` when the options leave it out: 0.1 for a model on a CPU, where a
+    padded token costs what a real one does and a pass gains next to nothing from more
+    rollouts (``bench/reward_service.py``: the service reaches about 0.9 of a bare batched
+    call with it, about 0.65 without); no bound elsewhere, where a fuller pass is worth
+    its padding."""
+    device = getattr(adapter, "device", None)
+    return CPU_MAX_PADDING if device is not None and str(device).split(":")[0] == "cpu" else None
 
 
 class BadRequest(Exception):
@@ -387,8 +399,9 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-padding",
         type=float,
         default=None,
-        help="padding tokens a pass may carry, as a share of its real ones (default: no "
-        "bound but --batch-tokens; 0.1 cuts a pass before it is 10%% padding)",
+        help="padding tokens a pass may carry, as a share of its real ones; 0.1 cuts a pass "
+        "before it is 10%% padding (default: 0.1 for a model on a CPU, else inf: no bound but "
+        "--batch-tokens)",
     )
     parser.add_argument(
         "--max-wait-ms",
@@ -396,7 +409,9 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="how long an idle model waits for more requests to batch with",
     )
-    parser.add_argument("--max-batch-items", type=int, default=512)
+    parser.add_argument(
+        "--max-batch-items", type=int, default=512, help="rollouts per pass at most"
+    )
     parser.add_argument(
         "--no-batching", action="store_true", help="one model call per request (for comparison)"
     )
@@ -463,6 +478,8 @@ def serve(
         )
     if not (math.isfinite(settings.max_wait_s) and settings.max_wait_s >= 0):
         raise ValueError("--max-wait-ms must be a number >= 0")
+    if settings.max_padding is None:
+        settings = replace(settings, max_padding=default_max_padding(adapter))
     if settings.max_padding is not None and not settings.max_padding >= 0:
         raise ValueError("--max-padding must be a number >= 0 (inf: unbounded)")
     if journal is not None and log is None:

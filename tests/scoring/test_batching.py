@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from scoring.batching import plan_batches, run_with_oom_fallback
+from scoring.batching import pick_batch, plan_batches, run_with_oom_fallback
 from scoring.engine import pad_batch, score_traces
 
 
@@ -33,6 +35,46 @@ def test_a_padding_bound_closes_batches_before_short_items_join_long_ones() -> N
     # the token budget still applies, and inf is no bound
     assert plan_batches([10] * 4, batch_tokens=20, max_padding=0.1) == [[0, 1], [2, 3]]
     assert plan_batches(lengths, 10_000, max_padding=float("inf")) == unbounded
+
+
+def test_a_pass_takes_the_planned_batch_of_the_oldest_item() -> None:
+    # the service's pool, oldest first: not the next arrivals, the similar lengths
+    assert pick_batch([100, 5, 98, 7, 60], batch_tokens=200) == [0, 2]
+    assert pick_batch([5, 100, 98, 7, 60], batch_tokens=200) == [0, 3, 4]
+    # nothing to run (length 0) always goes along; an item over the budget goes alone
+    assert pick_batch([900, 0, 40, 0], batch_tokens=300) == [0, 1, 3]
+    assert pick_batch([0, 0, 0], batch_tokens=300, max_items=2) == [0, 1]
+    assert pick_batch([10] * 6, batch_tokens=1000, max_items=4) == [0, 1, 2, 3]
+    assert pick_batch([100, 97, 60, 58, 95], batch_tokens=10_000, max_padding=0.1) == [0, 1, 4]
+
+
+@given(
+    st.lists(st.integers(0, 400), min_size=1, max_size=40),
+    st.integers(50, 2000),
+    st.sampled_from([None, 0.0, 0.1, 0.5]),
+    st.sampled_from([None, 0, 1, 3, 16]),
+)
+def test_a_picked_pass_holds_the_oldest_and_neighbouring_lengths_within_the_bounds(
+    lengths: list[int], budget: int, max_padding: float | None, max_items: int | None
+) -> None:
+    picked = pick_batch(lengths, budget, max_padding, max_items)
+    limit = len(lengths) if max_items is None else max(1, max_items)
+    assert picked == sorted(set(picked)) and 1 <= len(picked) <= limit
+    costly = [i for i in picked if lengths[i] > 0]
+    waiting = [i for i, n in enumerate(lengths) if n > 0]
+    zeros = [i for i, n in enumerate(lengths) if n == 0]
+    assert [i for i in picked if lengths[i] == 0] == zeros[: limit - len(costly)]
+    if not waiting:
+        return
+    assert waiting[0] in costly  # the oldest goes first
+    ordered = sorted(waiting, key=lambda i: (-lengths[i], i))
+    positions = sorted(ordered.index(i) for i in costly)
+    assert positions == list(range(positions[0], positions[-1] + 1))  # neighbouring lengths
+    padded = len(costly) * max(lengths[i] for i in costly)
+    real = sum(lengths[i] for i in costly)
+    if len(costly) > 1:
+        assert padded <= budget
+        assert max_padding is None or padded <= (1 + max_padding) * real
 
 
 def test_it_halves_a_batch_on_out_of_memory() -> None:
@@ -76,6 +118,20 @@ def test_scores_do_not_depend_on_how_traces_are_batched(qwen_prm_dir, traces) ->
     together = [r.scores for r in score_traces(adapter, traces, batch_tokens=100_000)]
     one_by_one = [r.scores for r in score_traces(adapter, traces, batch_tokens=1)]
     for a, b in zip(together, one_by_one, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_encodings_made_before_are_scored_as_given(qwen_prm_dir, traces) -> None:
+    from scoring.adapters import load_adapter
+
+    adapter = load_adapter("qwen-prm", str(qwen_prm_dir), device="cpu")
+    alone = [r.scores for r in score_traces(adapter, traces)]
+    encodings = [adapter.encode(t) for t in traces]
+    given_ = [r.scores for r in score_traces(adapter, traces, encodings=encodings)]
+    assert given_ == alone
+    # the encodings, not the traces, are what the model reads
+    swapped = [r.scores for r in score_traces(adapter, traces, encodings=encodings[::-1])]
+    for a, b in zip(swapped, alone[::-1], strict=True):
         assert a == pytest.approx(b, abs=1e-5)
 
 

@@ -1,5 +1,5 @@
 """The reward engine in process: the rollout log's hand-off (a sink written in the test,
-standing for ``annotator.rollouts.log_rollouts``)."""
+standing for ``annotator.rollouts.log_rollouts``), and requests sharing forward passes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from scoring.reward_engine import RewardEngine, RewardSettings, Rollout
 from tests.scoring.reward_servers import run_coroutine
@@ -141,3 +143,53 @@ def test_with_a_journal_answered_rollouts_the_log_missed_reach_it_after_a_restar
     run_coroutine(run())
     assert sorted(r["key"] for r in written) == sorted(r.key() for r in rollouts)
     assert not list(tmp_path.glob("*.jsonl"))  # all done: the journal is empty
+
+
+def test_requests_split_over_passes_each_get_the_scores_of_their_own_rollouts(
+    qwen_prm_dir: Path,
+) -> None:
+    """Requests of several rollouts each (one with no steps), of mixed lengths, under a
+    budget that fits a few rollouts a pass: each request gets, in its order, the scores
+    ``score_traces`` gives its rollouts alone; a request the adapter cannot encode gets a
+    ModelError and the others their scores."""
+    from scoring.adapters import load_adapter
+    from scoring.engine import score_traces
+    from scoring.reward_engine import ModelError
+    from scoring.types import Trace
+
+    adapter = load_adapter("qwen-prm", str(qwen_prm_dir), device="cpu")
+    requests = [
+        [
+            Rollout(problem=f"What is {i} + {j}?", steps=tuple(f"step {k}." for k in range(n)))
+            for j, n in enumerate((1 + i % 5, 9 - i % 4, 0, 2 + i % 3))
+        ]
+        for i in range(12)
+    ]
+    bad = [Rollout(problem="p", steps=("a <extra_0> b",))]  # more read-outs than steps
+    longest = max(
+        len(adapter.encode(Trace(problem=r.problem, steps=r.steps)).input_ids)
+        for rollouts in requests
+        for r in rollouts
+        if r.steps
+    )
+    engine = RewardEngine(adapter, RewardSettings(batch_tokens=4 * longest))
+
+    async def run() -> list:
+        await engine.start()
+        answers = await asyncio.gather(
+            *(engine.score(r) for r in [*requests[:6], bad, *requests[6:]]),
+            return_exceptions=True,
+        )
+        await engine.close()
+        return answers
+
+    answers = run_coroutine(run())
+    assert isinstance(answers[6], ModelError)
+    for rollouts, rewards in zip(requests, answers[:6] + answers[7:], strict=True):
+        traces = [Trace(problem=r.problem, steps=r.steps) for r in rollouts]
+        assert [reward.rollout for reward in rewards] == rollouts
+        for reward, alone in zip(rewards, score_traces(adapter, traces), strict=True):
+            assert reward.step_scores == pytest.approx(alone.scores, abs=1e-5)
+    assert engine.metrics.rollouts == sum(len(r) for r in requests)
+    # no pass over the budget: as many passes at least as budgets the tokens fill
+    assert engine.metrics.batch_items.count >= engine.metrics.tokens / (4 * longest) > 2

@@ -567,6 +567,16 @@ def test_concurrent_requests_share_model_calls_and_metrics_count_them(service, e
         assert name in text
 
 
+def test_a_model_on_a_cpu_gets_a_padding_bound_by_default(qwen_prm_dir: Path) -> None:
+    from scoring.adapters import load_adapter
+    from scoring.reward_service import default_max_padding
+
+    assert default_max_padding(load_adapter("qwen-prm", str(qwen_prm_dir), device="cpu")) == 0.1
+    for device, bound in (("cuda:0", None), ("cuda", None), ("mps", None), ("cpu", 0.1)):
+        assert default_max_padding(SimpleNamespace(device=device)) == bound
+    assert default_max_padding(SimpleNamespace()) is None  # a model-free scorer
+
+
 def test_caps_on_body_and_items(tmp_path: Path, qwen_prm_dir: Path) -> None:
     port = free_port()
     argv = scoring_serve(qwen_prm_dir, port, "--max-body-bytes", "2000", "--max-items", "2")
