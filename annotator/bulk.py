@@ -10,9 +10,9 @@ from typing import Any
 
 import psycopg
 from django.db import connection
+from django.db.models import JSONField, Model
 from psycopg import postgres, pq
 from psycopg.adapt import Dumper
-from django.db.models import JSONField, Model
 
 from annotator import database
 
