@@ -12,7 +12,6 @@ exists already is skipped and counted as a duplicate.
 
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from annotator import database, jobs, ranking
-from annotator.bulk import allocate_ids, copy_rows, rows_by_key
+from annotator.bulk import allocate_ids, collector_slowed, copy_rows, rows_by_key
 from annotator.models import (
     IMPORTER_PREFIX,
     Annotation,
@@ -53,9 +52,6 @@ from scoring.formats import (
 )
 
 CHUNK_RECORDS = 2000
-# Python's cycle collector starts a young collection once per this many new objects
-# while an import runs, instead of once per 700 (``_collector_slowed``).
-IMPORT_GC_THRESHOLD = 100_000
 # First key of the per-project import advisory lock (an arbitrary constant of ours).
 IMPORT_LOCK_CLASS = 7_301
 SOURCE_MAX_LENGTH: int = Trace._meta.get_field("source").max_length
@@ -134,7 +130,7 @@ def import_file(
     # Each chunk's steps are still going in while the next chunk is parsed. The open
     # COPY holds the connection: it is finished before any other query (the next
     # chunk's, the progress report's), or aborted with the transaction.
-    with _collector_slowed(), transaction.atomic(), ExitStack() as steps_going_in:
+    with collector_slowed(), transaction.atomic(), ExitStack() as steps_going_in:
         _lock_project_imports(project)
         writer: _Writer | None = None
         while chunk := list(islice(parsed, CHUNK_RECORDS)):
@@ -171,7 +167,7 @@ def write_traces(
         )
     summary = ImportSummary(format=fmt)
     traces = iter(traces)
-    with _collector_slowed(), transaction.atomic(), ExitStack() as steps_going_in:
+    with collector_slowed(), transaction.atomic(), ExitStack() as steps_going_in:
         _lock_project_imports(project)
         writer = _Writer(project, source, fmt, summary)
         while chunk := list(islice(traces, CHUNK_RECORDS)):
@@ -181,27 +177,6 @@ def write_traces(
         steps_going_in.close()
         writer.finish()
     return summary
-
-
-@contextmanager
-def _collector_slowed() -> Iterator[None]:
-    """Python's cycle collector runs a young collection once per ``IMPORT_GC_THRESHOLD``
-    new objects while an import runs, not once per 700. An import makes a tuple per
-    step and several objects per trace, all freed by reference counting, yet each 700
-    set off a collection, and the chunk's traces surviving them set off full
-    collections over the whole process: 1.0-1.3 s of the 5 s a 100k-trace import spent
-    in Python (bench/import_export.py). Cycles are still collected, so memory stays flat
-    (the collector off altogether left 33,000 objects in cycles per 100k traces).
-    Raised already (another import in this process, on another thread): left as it is."""
-    first, *older = gc.get_threshold()
-    if first == 0 or first >= IMPORT_GC_THRESHOLD:  # collection off, or raised already
-        yield
-        return
-    gc.set_threshold(IMPORT_GC_THRESHOLD, *older)
-    try:
-        yield
-    finally:
-        gc.set_threshold(first, *older)
 
 
 def _lock_project_imports(project: Project) -> None:
@@ -534,7 +509,7 @@ def import_traces(
         raise ValueError(f"source {source!r} is longer than {SOURCE_MAX_LENGTH} characters")
     summary = ImportSummary(format=fmt)
     traces = iter(traces)
-    with _collector_slowed(), transaction.atomic(), ExitStack() as steps_going_in:
+    with collector_slowed(), transaction.atomic(), ExitStack() as steps_going_in:
         _lock_project_imports(project)
         writer = _Writer(project, source, fmt, summary)
         while chunk := list(islice(traces, CHUNK_RECORDS)):

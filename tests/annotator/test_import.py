@@ -12,7 +12,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import Count
 
-from annotator.importing import IMPORT_GC_THRESHOLD, import_file
+from annotator.bulk import BULK_GC_THRESHOLD
+from annotator.importing import import_file
 from annotator.models import Annotation, Problem, Step, Trace
 from scoring.formats import MAX_RECORD_BYTES, UTF8_BOM, ImportFormatError
 from tests.factories import PROCESSBENCH_GSM8K
@@ -711,7 +712,7 @@ def test_the_cycle_collector_runs_less_often_during_an_import_and_as_before_afte
     seen = []
     path = write_lines(tmp_path / "ok.jsonl", [GOOD | {"id": f"ok-{i}"} for i in range(2500)])
     import_file(project, path, progress=lambda done, total: seen.append(gc.get_threshold()))
-    assert seen and {threshold[0] for threshold in seen} == {IMPORT_GC_THRESHOLD}
+    assert seen and {threshold[0] for threshold in seen} == {BULK_GC_THRESHOLD}
     assert gc.get_threshold() == before
 
     bad = write_lines(tmp_path / "bad.jsonl", [GOOD | {"id": "late", "label": 5}])
