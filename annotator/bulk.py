@@ -45,11 +45,19 @@ def allocate_ids(model: type[Model], count: int) -> list[int]:
 
 
 def rows_by_key(
-    model: type[Model], fixed: dict[str, Any], key: str, values: list, columns: Sequence[str]
+    model: type[Model],
+    fixed: dict[str, Any],
+    key: str,
+    values: list,
+    columns: Sequence[str],
+    *,
+    key_share: bool = False,
 ) -> list[tuple]:
     """``(key, *columns)`` of the rows of ``model`` whose ``fixed`` columns hold the
     given values and whose ``key`` (a text column) is one of ``values``; ``fixed`` and ``key`` should
-    make a unique index, so each value is one index probe.
+    make a unique index, so each value is one index probe. ``key_share``: the rows found
+    are locked ``FOR KEY SHARE`` to the commit, as a foreign-key check locks the row it
+    finds (no other transaction can delete them meanwhile).
 
     On PostgreSQL that is forced with a lateral subquery per value: ``key = ANY(...)``
     lets the planner scan every row matching ``fixed`` instead, which it does when the
@@ -64,7 +72,8 @@ def rows_by_key(
         sql = (
             f"SELECT {', '.join(['k.value', *(f'r.{n}' for n in names)])}"
             f" FROM unnest(%s::text[]) AS k(value) CROSS JOIN LATERAL (SELECT {inner} FROM {table} t"
-            f" WHERE {where} AND t.{quoted_key} = k.value LIMIT 1) r"
+            f" WHERE {where} AND t.{quoted_key} = k.value LIMIT 1"
+            f"{' FOR KEY SHARE' if key_share else ''}) r"
         )
         connection.ensure_connection()
         # Bound by the server: Django binds on the client, spelling out the array in Python.
