@@ -472,11 +472,15 @@ def check_references(project_id: int, problem_ids: list[int], trace_ids: list[in
     """The foreign-key check of a chunk of an import, in one query: every problem its
     traces name is a problem of ``project_id``, and every trace its labels name exists.
     An ``IntegrityError`` naming the first missing ones otherwise."""
+    # A scalar subquery per id, one primary-key probe each: as NOT EXISTS, the planner
+    # may scan the whole table for an anti-join instead (every chunk more than the
+    # last, 1.9 s over a 100k-trace import).
     sql = (
-        "SELECT 'problem', r.id FROM unnest(%s::bigint[]) AS r(id) WHERE NOT EXISTS"
-        f" (SELECT 1 FROM {Problem._meta.db_table} p WHERE p.id = r.id AND p.project_id = %s)"
-        " UNION ALL SELECT 'trace', r.id FROM unnest(%s::bigint[]) AS r(id) WHERE NOT EXISTS"
-        f" (SELECT 1 FROM {Trace._meta.db_table} t WHERE t.id = r.id) LIMIT 5"
+        "SELECT 'problem', r.id FROM unnest(%s::bigint[]) AS r(id) WHERE"
+        f" (SELECT p.project_id FROM {Problem._meta.db_table} p WHERE p.id = r.id)"
+        " IS DISTINCT FROM %s"
+        " UNION ALL SELECT 'trace', r.id FROM unnest(%s::bigint[]) AS r(id) WHERE"
+        f" (SELECT t.id FROM {Trace._meta.db_table} t WHERE t.id = r.id) IS NULL LIMIT 5"
     )
     connection.ensure_connection()
     # Bound by the server: Django binds on the client, spelling out the arrays in Python.
