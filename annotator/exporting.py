@@ -35,6 +35,7 @@ import orjson
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 
+from annotator.bulk import collector_slowed
 from annotator.labelsets import label_set_named, verdicts_in_set
 from annotator.models import Annotation, Project, ScoringRun, Step, StepScore, Trace, Verdict
 from scoring.formats import REGISTRY, ExportTrace, write_parquet
@@ -260,11 +261,12 @@ def write_export(
     records = iter_export(
         project, fmt, split=split, labels=labels, summary=summary, score_runs=score_runs
     )
-    if parquet:
-        write_parquet(records, out, fmt, rows_per_group=CHUNK_TRACES)
-    elif isinstance(out, str | Path):
-        with open(out, "wb") as fh:
-            fh.writelines(iter_jsonl_lines(records))
-    else:
-        out.writelines(iter_jsonl_lines(records))
+    with collector_slowed():
+        if parquet:
+            write_parquet(records, out, fmt, rows_per_group=CHUNK_TRACES)
+        elif isinstance(out, str | Path):
+            with open(out, "wb") as fh:
+                fh.writelines(iter_jsonl_lines(records))
+        else:
+            out.writelines(iter_jsonl_lines(records))
     return summary

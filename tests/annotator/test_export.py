@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 
@@ -11,7 +12,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from annotator.exporting import iter_export
+from annotator.bulk import BULK_GC_THRESHOLD
+from annotator.exporting import iter_export, write_export
 from annotator.models import Annotation, AnnotationKind, Project, Trace
 from tests.factories import PROCESSBENCH_GSM8K
 
@@ -318,3 +320,21 @@ def test_every_export_label_is_the_verdict_the_app_resolves(project, processbenc
         assert (summary.disagreements, summary.unlabelled) == (disagreements, unlabelled)
     assert results["adjudicated"][traces[3].external_id] == (1, [1, -1])
     assert results["human"][traces[1].external_id][0] == imported
+
+
+def test_the_cycle_collector_runs_less_often_while_an_export_is_written(project):
+    """write_export raises the young generation's threshold while it writes and puts it
+    back afterwards."""
+    import_into(project, PROCESSBENCH_GSM8K)
+    before = gc.get_threshold()
+    seen = []
+
+    class Out(io.BytesIO):
+        def writelines(self, lines):
+            for line in lines:
+                seen.append(gc.get_threshold()[0])
+                self.write(line)
+
+    write_export(project, "processbench", Out())
+    assert len(seen) == 400 and set(seen) == {BULK_GC_THRESHOLD}
+    assert gc.get_threshold() == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 
@@ -11,9 +12,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import Count
 
+from annotator.bulk import BULK_GC_THRESHOLD
 from annotator.importing import import_file
 from annotator.models import Annotation, Problem, Step, Trace
-from scoring.formats import MAX_RECORD_BYTES, UTF8_BOM
+from scoring.formats import MAX_RECORD_BYTES, UTF8_BOM, ImportFormatError
 from tests.factories import PROCESSBENCH_GSM8K
 
 
@@ -699,6 +701,24 @@ def test_progress_is_reported_per_chunk_and_can_query_the_database(project, tmp_
         (4000, 4500, 4000, 8000),
         (4500, 4500, 4500, 9000),
     ]
+
+
+def test_the_cycle_collector_runs_less_often_during_an_import_and_as_before_after_it(
+    project, tmp_path
+):
+    """An import raises the young generation's threshold while it runs and puts it back
+    afterwards, when it fails as well."""
+    before = gc.get_threshold()
+    seen = []
+    path = write_lines(tmp_path / "ok.jsonl", [GOOD | {"id": f"ok-{i}"} for i in range(2500)])
+    import_file(project, path, progress=lambda done, total: seen.append(gc.get_threshold()))
+    assert seen and {threshold[0] for threshold in seen} == {BULK_GC_THRESHOLD}
+    assert gc.get_threshold() == before
+
+    bad = write_lines(tmp_path / "bad.jsonl", [GOOD | {"id": "late", "label": 5}])
+    with pytest.raises(ImportFormatError):
+        import_file(project, bad)
+    assert gc.get_threshold() == before
 
 
 def test_a_problem_written_earlier_in_the_same_import_gets_its_answer_filled_in(project, tmp_path):
