@@ -40,6 +40,11 @@ def _close(a: np.ndarray, top: np.ndarray) -> np.ndarray:
     return np.abs(top - a) <= DISTINCT_BEYOND * (np.abs(top) + np.abs(a))
 
 
+def _firsts(problem: np.ndarray) -> np.ndarray:
+    """Whether each row (sorted by problem) is its problem's first."""
+    return np.concatenate(([True], problem[1:] != problem[:-1]))[: len(problem)]
+
+
 def count_picks(
     problem: np.ndarray,
     answer: np.ndarray,
@@ -57,8 +62,7 @@ def count_picks(
     n = len(problem)
     if n and np.any(problem[1:] < problem[:-1]):
         raise ValueError("the solutions must be sorted by problem")
-    new = np.concatenate(([True], problem[1:] != problem[:-1])) if n else np.zeros(0, bool)
-    sizes = np.diff(np.append(np.flatnonzero(new), n))
+    sizes = np.diff(np.append(np.flatnonzero(_firsts(problem)), n))
     keep = np.repeat(sizes >= 2, sizes)
     problem, answer = problem[keep], np.asarray(answer, dtype=np.int64)[keep]
     correct = np.asarray(correct, dtype=bool)[keep]
@@ -67,8 +71,9 @@ def count_picks(
     n = len(problem)
     if not n:
         return CountedPicks(Counter(), [])
-    starts = np.flatnonzero(np.concatenate(([True], problem[1:] != problem[:-1])))
-    group = np.cumsum(np.concatenate(([True], problem[1:] != problem[:-1]))) - 1
+    firsts = _firsts(problem)
+    starts = np.flatnonzero(firsts)
+    group = np.cumsum(firsts) - 1
     n_problems = len(starts)
     rows = np.arange(n)
 
