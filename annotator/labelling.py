@@ -162,7 +162,10 @@ def lock_trace(trace: Trace) -> None:
     """Lock the trace's row to the end of the transaction, where the database has row
     locks (SQLite, the demo's database, serialises writers instead)."""
     if database.has_row_locks():
-        Trace.objects.select_for_update().filter(pk=trace.pk).values_list("pk").get()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM annotator_trace WHERE id = %s FOR UPDATE", [trace.pk])
+            if cursor.fetchone() is None:
+                raise Trace.DoesNotExist(f"trace {trace.pk} is gone")
 
 
 class TraceFull(LabelError):
