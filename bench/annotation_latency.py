@@ -221,12 +221,14 @@ def measure(project, user, args) -> tuple[list[float], list[int]]:
     return timings, queries
 
 
-def measure_baseline(project, user, args) -> tuple[list[float], list[float]]:
+def measure_baseline(project, user, args) -> tuple[list[float], list[float], list[float]]:
     """The same machine's floor, measured in the same run: server time (ms) of the
     same workspace rendered for a given trace with no queue work (the htmx GET of
-    ``annotate/<id>/``), and of one database round trip (``SELECT 1``). A
-    submit-and-next figure reads against these across machines."""
-    from django.db import connection
+    ``annotate/<id>/``), of one database round trip (``SELECT 1``), and of one commit
+    that waits for the disk (a transaction that writes one WAL record, a transactional
+    logical message, so its commit is flushed as a label's is). A submit-and-next figure reads against these across
+    machines; its slowest requests are mostly slow disk flushes."""
+    from django.db import connection, transaction
     from django.test import Client
     from django.urls import reverse
 
@@ -256,7 +258,14 @@ def measure_baseline(project, user, args) -> tuple[list[float], list[float]]:
             cur.fetchone()
             if i >= args.warmup:
                 trips.append((time.perf_counter() - t) * 1000)
-    return page, trips
+    flushes: list[float] = []
+    for i in range(args.warmup + args.requests):
+        t = time.perf_counter()
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute("SELECT pg_logical_emit_message(true, 'stepwise-bench', '')")
+        if i >= args.warmup:
+            flushes.append((time.perf_counter() - t) * 1000)
+    return page, trips, flushes
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -342,7 +351,7 @@ def main() -> None:
             cur.execute("VACUUM ANALYZE annotator_trace")
 
     results = {name: measure(project, user, args) for name, user in users.items()}
-    page, trips = measure_baseline(project, users["fresh"], args)
+    page, trips, flushes = measure_baseline(project, users["fresh"], args)
 
     if args.explain:
         from django.db import transaction
@@ -369,7 +378,8 @@ def main() -> None:
     print(
         f"baseline, same run: workspace page with no queue work p50={statistics.median(page):.1f} ms "
         f"p95={page_p95:.1f} ms; one database round trip p50={statistics.median(trips):.3f} ms "
-        f"p95={percentile(trips, 0.95):.3f} ms"
+        f"p95={percentile(trips, 0.95):.3f} ms; one commit to disk p50={statistics.median(flushes):.2f} ms "
+        f"p95={percentile(flushes, 0.95):.2f} ms"
     )
     base_p95 = percentile(results["fresh"][0], 0.95)
     for name, (timings, queries) in results.items():
