@@ -159,10 +159,14 @@ def latest_label_sql(trace_id: str) -> str:
     )
 
 
-# Traces the user neither labelled nor skipped, for ``annotator_trace t``.
+# Traces the user neither labelled nor skipped, for ``annotator_trace t``: one EXISTS
+# over both, so that it stays a filter on the queue's index scan, checked before the
+# count of other people's holds (PostgreSQL orders a scan's filters by cost) and
+# stopping at the first arm that finds a row. Written as two NOT EXISTS, the planner
+# made them anti-joins above the scan, and every row passed over paid for the count.
 _NEW_TO_USER_SQL = (
-    f"NOT EXISTS (SELECT 1 FROM annotator_annotation a WHERE {latest_label_sql('t.id')})"
-    " AND NOT EXISTS (SELECT 1 FROM annotator_assignment s"
+    f"NOT EXISTS (SELECT 1 FROM annotator_annotation a WHERE {latest_label_sql('t.id')}"
+    " UNION ALL SELECT 1 FROM annotator_assignment s"
     " WHERE s.trace_id = t.id AND s.annotator_id = %(user)s AND s.skipped)"
 )
 
@@ -190,9 +194,9 @@ _QUEUED_SAMPLES_SQL = (
 # index gives the order, so PostgreSQL stops at the first row that passes.
 #
 # The user's own labels sit at the head of that order (breadth-first puts the traces
-# they started, still short of N, first), so the walk passes over them. The two
-# anti-joins come first and the count of other people's holds last, so a row passed
-# over costs one index probe, not three (``bench/annotation_latency.py --history``
+# they started, still short of N, first), so the walk passes over them. The check for
+# the user's own label comes first and the count of other people's holds last, so a
+# row passed over costs one index probe (``bench/annotation_latency.py --history``
 # measures it; ``--explain`` prints the plan). A hashed NOT IN over the user's labels
 # was tried and is slower: it reads all their labels on every claim.
 _CANDIDATE_SQL = f"""
@@ -279,8 +283,10 @@ def _prime_steps(trace: Trace) -> None:
         trace.step_texts = list(trace.step_list)  # fills the cached_property
 
 
-def _claim_regular(project: Project, user, now: datetime) -> Trace | None:
-    params = {
+def candidate_params(project: Project, user, now: datetime) -> dict:
+    """The parameters of ``_CANDIDATE_SQL`` (also for ``bench/annotation_latency.py
+    --explain``)."""
+    return {
         "project": project.pk,
         "user": user.pk,
         "now": now,
@@ -289,6 +295,10 @@ def _claim_regular(project: Project, user, now: datetime) -> Trace | None:
         "show_reference": project.show_reference_answer,
         "reference": REFERENCE_GENERATOR,
     }
+
+
+def _claim_regular(project: Project, user, now: datetime) -> Trace | None:
+    params = candidate_params(project, user, now)
     passed_over: list[int] = []
     for _ in range(MAX_CLAIM_ATTEMPTS):
         with transaction.atomic():

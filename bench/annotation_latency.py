@@ -357,14 +357,9 @@ def main() -> None:
         from django.db import transaction
         from django.utils import timezone
 
-        from annotator.queue import _CANDIDATE_SQL, _locking
+        from annotator.queue import _CANDIDATE_SQL, _locking, candidate_params
 
-        params = {
-            "project": project.pk,
-            "user": users["history"].pk,
-            "now": timezone.now(),
-            "n": project.annotators_per_trace,
-        }
+        params = candidate_params(project, users["history"], timezone.now())
         with transaction.atomic(), connection.cursor() as cur:
             cur.execute("EXPLAIN ANALYZE " + _locking(_CANDIDATE_SQL), params)
             print("\n".join(row[0] for row in cur.fetchall()))
