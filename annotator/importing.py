@@ -127,15 +127,16 @@ def import_file(
         default_split=split_from_file_name(records.name, LIMITS),
         limits=LIMITS,
     )
-    parsed = iter_parsed(records, fmt, options)
+    reading = _ChunkReader(iter_parsed(records, fmt, options))
     summary = ImportSummary()
-    # Each chunk's steps are still going in while the next chunk is parsed. The open
-    # COPY holds the connection: it is finished before any other query (the next
-    # chunk's, the progress report's), or aborted with the transaction.
+    # The next chunk is parsed while the database takes in this one: half while its
+    # traces go in, the rest while its steps do. The open COPY holds the connection: it
+    # is finished before any other query (the next chunk's, the progress report's), or
+    # aborted with the transaction, as when the file's next record is refused.
     with collector_slowed(), transaction.atomic(), ExitStack() as steps_going_in:
         _lock_project_imports(project)
         writer: _Writer | None = None
-        while chunk := list(islice(parsed, CHUNK_RECORDS)):
+        while chunk := reading.next_chunk():
             steps_going_in.close()
             if progress and summary.records:
                 progress(summary.records, records.total)
@@ -143,7 +144,9 @@ def import_file(
                 summary.format = chunk[0][0]
                 writer = _Writer(project, source or summary.format, summary.format, summary)
             writer.write(
-                [trace for _, _, traces in chunk for trace in traces], finish_later=steps_going_in
+                [trace for _, _, traces in chunk for trace in traces],
+                finish_later=steps_going_in,
+                meanwhile=reading.read_half,
             )
             summary.records += len(chunk)
         steps_going_in.close()
@@ -193,6 +196,26 @@ def _lock_project_imports(project: Project) -> None:
             )
 
 
+class _ChunkReader:
+    """A file's parsed records, ``CHUNK_RECORDS`` at a time, read ahead a part at a
+    time whenever the caller has the time (the database is busy with the last chunk)."""
+
+    def __init__(self, parsed: Iterator[tuple[str, str, list[ParsedTrace]]]):
+        self.parsed = parsed
+        self.ahead: list[tuple[str, str, list[ParsedTrace]]] = []
+
+    def read_half(self) -> None:
+        """Read up to half a chunk ahead."""
+        wanted = min(CHUNK_RECORDS // 2, CHUNK_RECORDS - len(self.ahead))
+        self.ahead.extend(islice(self.parsed, wanted))
+
+    def next_chunk(self) -> list[tuple[str, str, list[ParsedTrace]]]:
+        """The next chunk, read to its end; empty at the end of the file."""
+        self.ahead.extend(islice(self.parsed, CHUNK_RECORDS - len(self.ahead)))
+        chunk, self.ahead = self.ahead, []
+        return chunk
+
+
 class _Writer:
     def __init__(self, project: Project, source: str, fmt: str, summary: ImportSummary):
         self.project = project
@@ -236,8 +259,16 @@ class _Writer:
             self._importer = importer_user(self.fmt)
         return self._importer
 
-    def write(self, traces: list[ParsedTrace], *, finish_later: ExitStack) -> None:
-        """Write a chunk; its steps' COPY is left open in ``finish_later``."""
+    def write(
+        self,
+        traces: list[ParsedTrace],
+        *,
+        finish_later: ExitStack,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
+        """Write a chunk; its steps' COPY is left open in ``finish_later``. ``meanwhile``
+        is called while the database takes in the chunk's traces (it must not use the
+        connection)."""
         traces = self._drop_duplicates(traces)
         if not traces:
             return
@@ -245,16 +276,18 @@ class _Writer:
         if self.role_before is not None:
             _set_replication_role("replica")
         hashes = [text_hash(trace.problem) for trace in traces]
-        problem_ids = self._problem_ids(traces, hashes)
+        problem_ids, problem_rows = self._problem_ids(traces, hashes)
         trace_ids = allocate_ids(Trace, len(traces))
         if self.first_id is None:
             self.first_id = min(trace_ids)
         rank = self.ranks.rank if self.ranks is not None else None
         project_id, source, fmt, now = self.project.pk, self.source, self.fmt, self.now
         label_kind = AnnotationKind.LABEL.value
-        trace_rows, step_rows, annotation_rows = [], [], []
-        for trace_id, trace, problem_hash in zip(trace_ids, traces, hashes, strict=True):
-            trace_rows.append(
+        # Each table's rows are built while the database takes in the last table's: the
+        # COPY is finished (its rows confirmed) only once the next rows are ready.
+        with ExitStack() as going_in:
+            copy_rows(Problem, _PROBLEM_COLUMNS, problem_rows, with_ids=True, finish_later=going_in)
+            trace_rows = [
                 (
                     trace_id,
                     project_id,
@@ -272,31 +305,37 @@ class _Writer:
                     now,
                     None if rank is None else rank(trace_id),
                 )
-            )
-            # (trace id, index, text) per step, built without a Python frame per step.
-            step_rows.extend(zip(repeat(trace_id), count(), trace.steps))
-            if trace.label is not None:
-                label = trace.label
-                annotation_rows.append(
-                    (
-                        trace_id,
-                        importer_id,
-                        label.external_annotator,
-                        label_kind,
-                        label.first_error_step,
-                        None if label.step_ratings is None else json.dumps(label.step_ratings),
-                        label.bad_problem,
-                        label.gave_up,
-                        False,
-                        "",
-                        "",
-                        label.seconds_spent,
-                        1,
-                        True,
-                        now,
+                for trace_id, trace, problem_hash in zip(trace_ids, traces, hashes, strict=True)
+            ]
+            going_in.close()
+            copy_rows(Trace, _TRACE_COLUMNS, trace_rows, with_ids=True, finish_later=going_in)
+            step_rows, annotation_rows = [], []
+            for trace_id, trace in zip(trace_ids, traces, strict=True):
+                # (trace id, index, text) per step, built without a Python frame per step.
+                step_rows.extend(zip(repeat(trace_id), count(), trace.steps))
+                if trace.label is not None:
+                    label = trace.label
+                    annotation_rows.append(
+                        (
+                            trace_id,
+                            importer_id,
+                            label.external_annotator,
+                            label_kind,
+                            label.first_error_step,
+                            None if label.step_ratings is None else json.dumps(label.step_ratings),
+                            label.bad_problem,
+                            label.gave_up,
+                            False,
+                            "",
+                            "",
+                            label.seconds_spent,
+                            1,
+                            True,
+                            now,
+                        )
                     )
-                )
-        copy_rows(Trace, _TRACE_COLUMNS, trace_rows, with_ids=True)
+            if meanwhile is not None:
+                meanwhile()
         copy_rows(Annotation, _ANNOTATION_COLUMNS, annotation_rows)
         if self.role_before is not None:
             _set_replication_role(self.role_before)
@@ -330,10 +369,13 @@ class _Writer:
             kept.append(trace)
         return kept
 
-    def _problem_ids(self, traces: list[ParsedTrace], hashes: list[str]) -> dict[str, int]:
-        """Find or create the chunk's problems (``hashes``: their text hashes, trace by
-        trace); fill in a reference answer an earlier import lacked (a benchmark file
-        with no answers, then the answer key)."""
+    def _problem_ids(
+        self, traces: list[ParsedTrace], hashes: list[str]
+    ) -> tuple[dict[str, int], list[tuple]]:
+        """Find the chunk's problems (``hashes``: their text hashes, trace by trace), or
+        give ids to new ones; fill in a reference answer an earlier import lacked (a
+        benchmark file with no answers, then the answer key). Returns the ids by hash,
+        and the rows of the new problems, which the caller writes."""
         wanted: dict[str, ParsedTrace] = {}  # per problem, a trace that knows its answer
         for trace, h in zip(traces, hashes, strict=True):
             first = wanted.get(h)
@@ -396,7 +438,6 @@ class _Writer:
             )
             for pid, h in zip(new_ids, missing, strict=True)
         ]
-        copy_rows(Problem, _PROBLEM_COLUMNS, rows, with_ids=True)
         for pid, h in zip(new_ids, missing, strict=True):
             self.created[h] = (
                 pid,
@@ -405,7 +446,7 @@ class _Writer:
             )
         self.summary.problems += len(rows)
         known.update(zip(missing, new_ids, strict=True))
-        return known
+        return known, rows
 
 
 # The tables an import writes with their foreign keys checked by the import itself.
@@ -476,14 +517,15 @@ def check_references(project_id: int, problem_ids: list[int], trace_ids: list[in
     # may scan the whole table for an anti-join instead (every chunk more than the
     # last, 1.9 s over a 100k-trace import).
     sql = (
-        "SELECT 'problem', r.id FROM unnest(%s::bigint[]) AS r(id) WHERE"
+        "SELECT 'problem', r.id FROM unnest(%b::bigint[]) AS r(id) WHERE"
         f" (SELECT p.project_id FROM {Problem._meta.db_table} p WHERE p.id = r.id)"
         " IS DISTINCT FROM %s"
-        " UNION ALL SELECT 'trace', r.id FROM unnest(%s::bigint[]) AS r(id) WHERE"
+        " UNION ALL SELECT 'trace', r.id FROM unnest(%b::bigint[]) AS r(id) WHERE"
         f" (SELECT t.id FROM {Trace._meta.db_table} t WHERE t.id = r.id) IS NULL LIMIT 5"
     )
     connection.ensure_connection()
     # Bound by the server: Django binds on the client, spelling out the arrays in Python.
+    # In the binary format (%b): a 2000-id array costs this process 0.5 ms, not 1.1 ms.
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, [problem_ids, project_id, trace_ids])
         missing = cursor.fetchall()

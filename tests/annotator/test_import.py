@@ -676,6 +676,8 @@ def test_over_long_split_or_source_options_are_refused(project, tmp_path, option
 
 
 def test_an_error_late_in_a_big_file_rolls_back_earlier_chunks(project, tmp_path):
+    """The bad record is read while the chunk before it goes in (that chunk's COPY still
+    open): it is still named, and nothing is written."""
     rows = [GOOD | {"id": f"ok-{i}"} for i in range(4500)] + [GOOD | {"id": "late", "label": 9}]
     path = write_lines(tmp_path / "bad.jsonl", rows)
     with pytest.raises(CommandError, match="line 4501, field 'label'"):
