@@ -29,6 +29,13 @@ def has_skip_locked(connection: BaseDatabaseWrapper | None = None) -> bool:
     return features.has_select_for_update_skip_locked and features.has_select_for_update_of
 
 
+def has_concurrent_readers(connection: BaseDatabaseWrapper | None = None) -> bool:
+    """A second connection (another thread's) reads while this one is in use, each
+    served by a process of its own. SQLite, the demo's single file, is left to one
+    connection at a time."""
+    return _postgresql(connection)
+
+
 def has_arrays(connection: BaseDatabaseWrapper | None = None) -> bool:
     """Array columns and ``ARRAY(subquery)`` (``real[]``, ``ArraySubquery``, ``unnest``)."""
     return _postgresql(connection)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import gc
 import io
 import json
+import threading
 
 import pyarrow.parquet as pq
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from annotator.bulk import BULK_GC_THRESHOLD
-from annotator.exporting import iter_export, write_export
+from annotator.exporting import ExportSummary, iter_export, write_export
 from annotator.models import Annotation, AnnotationKind, Project, Trace
 from tests.factories import PROCESSBENCH_GSM8K
 
@@ -338,3 +339,71 @@ def test_the_cycle_collector_runs_less_often_while_an_export_is_written(project)
     write_export(project, "processbench", Out())
     assert len(seen) == 400 and set(seen) == {BULK_GC_THRESHOLD}
     assert gc.get_threshold() == before
+
+
+def _read_ahead_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "export-read-ahead"]
+
+
+def _connections() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_next_chunk_is_read_ahead_on_a_connection_of_its_own(
+    project, users, monkeypatch
+):
+    """The read-ahead thread gives the records the export reads in this thread (inside
+    a transaction, where another connection would not see its rows), stops when the
+    caller stops, raises its errors in the caller, and leaves no thread or connection."""
+    from annotator import exporting
+
+    import_into(project, PROCESSBENCH_GSM8K)
+    traces = list(Trace.objects.filter(project=project).order_by("id")[:3])
+    for trace, step in zip(traces, (0, 1, 2), strict=True):  # a second opinion on three
+        Annotation.objects.create(
+            trace=trace,
+            annotator=users["annotator"],
+            kind=AnnotationKind.LABEL,
+            first_error_step=step,
+            version=1,
+            is_latest=True,
+        )
+    monkeypatch.setattr(exporting, "CHUNK_TRACES", 64)  # 7 chunks
+    connections = _connections()
+
+    assert not connection.in_atomic_block
+    ahead = iter_export(project, "processbench", summary=(ahead_summary := ExportSummary()))
+    first = next(ahead)
+    assert len(_read_ahead_threads()) == 1
+    ahead_records = [first, *ahead]
+    assert not _read_ahead_threads() and _connections() == connections
+    with transaction.atomic():
+        here_summary = ExportSummary()
+        here_records = list(iter_export(project, "processbench", summary=here_summary))
+    assert ahead_records == here_records and len(here_records) > 300
+    assert ahead_summary == here_summary and ahead_summary.disagreements > 0
+
+    with transaction.atomic():  # a verdict this transaction has not committed is exported
+        Annotation.objects.create(
+            trace=traces[0],
+            annotator=users["reviewer"],
+            kind=AnnotationKind.ADJUDICATION,
+            first_error_step=2,
+            version=1,
+            is_latest=True,
+        )
+        exported = {r["id"]: r["label"] for r in iter_export(project, "processbench")}
+        assert exported[traces[0].external_id] == 2
+        transaction.set_rollback(True)
+
+    stopped = iter_export(project, "processbench")
+    next(stopped)
+    stopped.close()  # a download cancelled after its first line
+    assert not _read_ahead_threads() and _connections() == connections
+
+    with pytest.raises(DataError):  # PostgreSQL text cannot hold NUL: the thread's query
+        next(iter_export(project, "processbench", split="a\x00b"))
+    assert not _read_ahead_threads() and _connections() == connections
