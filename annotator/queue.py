@@ -35,9 +35,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
-from django.db.models import OuterRef
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -46,8 +44,8 @@ from annotator.hiding import REFERENCE_GENERATOR
 from annotator.models import (
     Annotation,
     Assignment,
+    Problem,
     Project,
-    Step,
     Trace,
 )
 from annotator.quality import gold_answers
@@ -214,6 +212,8 @@ LIMIT 1
 
 _LOAD_SQL = f"SELECT {load_sql('t')} FROM annotator_trace t WHERE t.id = %(trace)s"
 
+_PROBLEM_COLUMNS = [field.attname for field in Problem._meta.concrete_fields]
+
 # The load as an expression on the trace row, to fetch the trace and its load at once.
 # The ORM's raw SQL takes its parameters in order (%(now)s, then %(user)s).
 _LOAD_EXPR = load_sql("annotator_trace") % {"now": "%s", "user": "%s"}
@@ -269,18 +269,32 @@ def _claim_gold(project: Project, user, now: datetime) -> Trace | None:
         return trace
 
 
-def _with_steps(traces):
-    """On PostgreSQL, the traces with their step texts as an array (one statement for
-    the served trace and its steps); ``_prime_steps`` hands them to ``step_texts``."""
+# The served trace with its load (the re-check below), its problem and its step texts,
+# in one statement; plain SQL, as above: through the ORM (select_related, an
+# ArraySubquery) the claim took 1.7 ms in this process against 0.8 ms.
+_SERVED_SQL = f"""
+SELECT t.*, {load_sql("t")} AS load,
+  ARRAY(SELECT st.text FROM annotator_step st WHERE st.trace_id = t.id ORDER BY st.index)
+    AS step_list,
+  {", ".join(f"p.{c} AS problem__{c}" for c in _PROBLEM_COLUMNS)}
+FROM annotator_trace t JOIN annotator_problem p ON p.id = t.problem_id
+WHERE t.id = %(trace)s
+"""
+
+
+def _served(trace_id: int, user, now: datetime) -> Trace:
+    """The trace with its problem, its ``load`` for ``user`` at ``now`` and, on
+    PostgreSQL, its step texts, in one statement (SQLite, the demo, reads the steps when
+    the page asks for them)."""
     if not database.has_arrays():
-        return traces
-    steps = Step.objects.filter(trace=OuterRef("pk")).order_by("index").values("text")
-    return traces.annotate(step_list=ArraySubquery(steps))
-
-
-def _prime_steps(trace: Trace) -> None:
-    if hasattr(trace, "step_list"):
-        trace.step_texts = list(trace.step_list)  # fills the cached_property
+        traces = Trace.objects.select_related("problem")
+        return traces.annotate(load=RawSQL(_LOAD_EXPR, [now, user.pk])).get(pk=trace_id)
+    params = {"trace": trace_id, "user": user.pk, "now": now}
+    trace = next(iter(Trace.objects.raw(_SERVED_SQL, params)))
+    values = [getattr(trace, f"problem__{column}") for column in _PROBLEM_COLUMNS]
+    trace.problem = Problem.from_db(trace._state.db, _PROBLEM_COLUMNS, values)
+    trace.step_texts = trace.step_list  # fills the cached_property
+    return trace
 
 
 def candidate_params(project: Project, user, now: datetime) -> dict:
@@ -309,12 +323,7 @@ def _claim_regular(project: Project, user, now: datetime) -> Trace | None:
             # submission committed before we got the lock (the candidate query's snapshot
             # may be older), and every claimer and submitter takes that lock.
             # One statement for the re-check, the row and the steps the page shows.
-            trace = _with_steps(
-                Trace.objects.select_related("problem").annotate(
-                    load=RawSQL(_LOAD_EXPR, [now, user.pk])
-                )
-            ).get(pk=trace_id)
-            _prime_steps(trace)
+            trace = _served(trace_id, user, now)
             if trace.load < project.annotators_per_trace:
                 _hold(project, trace, user, now)
                 return trace
