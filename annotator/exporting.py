@@ -31,6 +31,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from math import isnan
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -104,7 +105,7 @@ def iter_export(
     summary.kept_unlabelled = fmt in KEEPS_UNLABELLED
     to_record = _RECORD_BUILDERS[fmt]
     traces = Trace.objects.filter(project=project).selected(split=split or "")
-    read = _trace_rows_with_time if fmt in WRITES_CREATED_AT else _trace_rows
+    read = partial(_trace_rows, with_time=fmt in WRITES_CREATED_AT)
     with _read_ahead(_chunks(traces, read, labels, label_set, score_runs)) as chunks:
         for chunk, verdicts, texts, scores in chunks:
             yield from _records(chunk, verdicts, texts, scores, to_record, summary, score_runs)
@@ -270,24 +271,16 @@ _TRACE_COLUMNS = (
 _UNTIMED_COLUMNS = tuple("no_time" if c == "created_at" else c for c in _TRACE_COLUMNS)
 
 
-def _trace_rows_with_time(page: QuerySet[Trace]) -> list[_TraceRow]:
-    """A chunk of traces (``TraceQuerySet.chunks``) as rows, one query."""
-    page = page.annotate(metadata_text=Cast("metadata", TextField()))
-    return [
-        _TraceRow(*row[:7], orjson.loads(row[7]), *row[8:])
-        for row in page.values_list(*_TRACE_COLUMNS)
-    ]
-
-
-def _trace_rows(page: QuerySet[Trace]) -> list[_TraceRow]:
-    """``_trace_rows_with_time`` with ``created_at`` None."""
+def _trace_rows(page: QuerySet[Trace], *, with_time: bool) -> list[_TraceRow]:
+    """A chunk of traces (``TraceQuerySet.chunks``) as rows, one query; ``created_at``
+    None unless ``with_time``."""
     page = page.annotate(
         metadata_text=Cast("metadata", TextField()),
         no_time=Value(None, output_field=DateTimeField()),
     )
     return [
         _TraceRow(*row[:7], orjson.loads(row[7]), *row[8:])
-        for row in page.values_list(*_UNTIMED_COLUMNS)
+        for row in page.values_list(*(_TRACE_COLUMNS if with_time else _UNTIMED_COLUMNS))
     ]
 
 
